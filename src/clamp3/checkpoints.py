@@ -1,0 +1,196 @@
+"""Resolve a model name or path to a config and a lazy source of tensors.
+
+Accepted forms, in the order they are tried:
+
+1. a directory written by ``save_pretrained``: ``config.json`` + ``model.safetensors`` (read
+   through a memory map, tensor by tensor, so unused towers are never read);
+2. an official ``.pth`` / ``.bin`` file: CLaMP 3 (``symbolic_*`` names), CLaMP 2
+   (``music_*``) or the M3 pre-training checkpoint (``encoder.*``), its ``model`` entry mapped to
+   this package's names (which are the CLaMP 3 ones);
+3. a tag (``saas``, ``c2``, ``clamp2``, ``m3``) resolved to the official file on the Hugging Face
+   hub through huggingface_hub's cache.
+
+Keys are checked strictly: a missing or unexpected tensor is an error that names it. The
+only keys dropped on purpose are the BERT/XLM-R poolers, which the official model stores but
+never uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clamp3.config import Clamp3Config, load_preset
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+_CLAMP3_SUFFIX = (
+    "h_size_768_t_model_FacebookAI_xlm-roberta-base_t_length_128_a_size_768_a_layers_12"
+    "_a_length_128_s_size_768_s_layers_12_p_size_64_p_length_512.pth"
+)
+OFFICIAL_FILES: dict[str, tuple[str, str]] = {
+    "saas": ("sander-wood/clamp3", f"weights_clamp3_saas_{_CLAMP3_SUFFIX}"),
+    "c2": ("sander-wood/clamp3", f"weights_clamp3_c2_{_CLAMP3_SUFFIX}"),
+    "clamp2": (
+        "sander-wood/clamp2",
+        "weights_clamp2_h_size_768_lr_5e-05_batch_128_scale_1_t_length_128_t_model_"
+        "FacebookAI_xlm-roberta-base_t_dropout_True_m3_True.pth",
+    ),
+    "m3": (
+        "sander-wood/clamp2",
+        "weights_m3_p_size_64_p_length_512_t_layers_3_p_layers_12_h_size_768_lr_0.0001"
+        "_batch_16_mask_0.45.pth",
+    ),
+}
+
+# Stored by the official code, never used by it: the poolers of the three BERT/XLM-R encoders.
+_UNUSED = re.compile(r"^(text_model|symbolic_model\.base|audio_model)\.pooler\.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: the message names the file and the reason."""
+
+
+@dataclass
+class WeightSource:
+    """Where a model's tensors come from: ``names`` (this package's key names) and ``get``,
+    which reads one tensor on demand. ``origin`` says where it came from, for messages."""
+
+    config: Clamp3Config
+    names: frozenset[str]
+    get: Callable[[str], torch.Tensor]
+    origin: str
+    directory: Path | None = None
+
+
+def resolve(source: str | os.PathLike, config: Clamp3Config | str | None = None) -> WeightSource:
+    """Turn a directory, an official checkpoint file or a tag into a :class:`WeightSource`.
+
+    ``config`` (a preset name or a config) overrides the architecture for official files whose
+    sizes differ from the official presets (e.g. a fine-tuned tiny model in official format).
+    """
+    if isinstance(config, str):
+        config = load_preset(config)
+    path = Path(source)
+    if path.is_dir():
+        return _from_directory(path, config)
+    if path.is_file():
+        return from_official_file(path, config)
+    name = str(source)
+    if name in OFFICIAL_FILES:
+        return from_official_file(download_official(name), config, name=name)
+    raise CheckpointError(
+        f"{name}: not a model directory, a checkpoint file or a known tag ({', '.join(OFFICIAL_FILES)})"
+    )
+
+
+def download_official(tag: str) -> Path:
+    """Path of the official weights for ``tag`` in the Hugging Face cache, downloading them
+    when the hub is reachable. Offline and not cached: a message saying what to fetch."""
+    from huggingface_hub import hf_hub_download
+
+    repo, filename = OFFICIAL_FILES[tag]
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as exc:  # offline, not cached, or the hub refused: same advice
+        url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
+        raise CheckpointError(
+            f"the {tag!r} weights are not in the Hugging Face cache and could not be downloaded "
+            f"({type(exc).__name__}). Fetch {url} on a connected machine, then either run "
+            f"`huggingface-cli download {repo} {filename}` there and copy the cache "
+            f"(~/.cache/huggingface/hub) here, or pass the file's path instead of {tag!r} "
+            f"(`clamp3 convert-checkpoint FILE DIR` turns it into a fast-loading directory)."
+        ) from exc
+
+
+def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
+    from safetensors import safe_open
+
+    cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for required in (cfg_file, weights):
+        if not required.is_file():
+            raise CheckpointError(f"{path}: missing {required.name} (expected a save_pretrained directory)")
+    config = config or Clamp3Config.load(cfg_file)
+    handle = safe_open(str(weights), framework="pt")
+    names = frozenset(handle.keys())
+    return WeightSource(config, names, handle.get_tensor, str(weights), directory=path)
+
+
+def load_official_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``model`` dict of an official checkpoint (or a bare state dict), memory-mapped."""
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # old (non-zip) serialisation cannot be memory-mapped
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: no 'model' state dict of tensors in this checkpoint")
+    return state
+
+
+def detect_flavour(names: set[str] | frozenset[str]) -> str:
+    """``clamp3``, ``clamp2`` or ``m3`` from the key names of an official state dict."""
+    if any(k.startswith("symbolic_model.") for k in names):
+        return "clamp3"
+    if any(k.startswith("music_model.") for k in names):
+        return "clamp2"
+    if any(k.startswith("encoder.patch_embedding.") for k in names):
+        return "m3"
+    raise CheckpointError("unrecognised checkpoint: no symbolic_model.*, music_model.* or encoder.* keys")
+
+
+def map_official_key(key: str, flavour: str) -> str | None:
+    """Official key -> this package's key; ``None`` for tensors that are dropped on purpose."""
+    if flavour == "clamp2":
+        key = re.sub(r"^music_(model|proj)\.", r"symbolic_\1.", key)
+    elif flavour == "m3":
+        if key.startswith("decoder."):
+            return None  # the pre-training decoder; only the encoder is a CLaMP tower
+        key = re.sub(r"^encoder\.", "symbolic_model.", key)
+    return None if _UNUSED.match(key) else key
+
+
+def from_official_file(path: Path, config: Clamp3Config | None, name: str | None = None) -> WeightSource:
+    state = load_official_state(path)
+    flavour = detect_flavour(set(state))
+    if config is None:
+        if flavour == "clamp3":
+            tag = name or ("c2" if "_c2_" in path.name else "saas")
+        else:
+            tag = flavour
+        config = load_preset(tag)
+    mapped: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        new = map_official_key(key, flavour)
+        if new is not None:
+            mapped[new] = tensor
+    return WeightSource(config, frozenset(mapped), mapped.__getitem__, str(path))
+
+
+def check_keys(expected: dict[str, torch.Size], source: WeightSource) -> None:
+    """Strict key and shape check of ``source`` against a model's expected state dict."""
+    missing = sorted(set(expected) - source.names)
+    unexpected = sorted(source.names - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_shorten(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_shorten(unexpected)}")
+    if problems:
+        raise CheckpointError(
+            f"{source.origin}: does not match the {source.config.name!r} architecture; " + "; ".join(problems)
+        )
+
+
+def _shorten(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")

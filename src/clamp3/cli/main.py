@@ -1,0 +1,57 @@
+"""Entry point of the ``clamp3`` command: collects the sub-commands of every CLI module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# One module per stage of the data flow; each defines ``register(subparsers)``.
+COMMAND_MODULES = [
+    "clamp3.cli.model",  # convert-checkpoint, presets
+    "clamp3.cli.convert",  # convert (MusicXML/MIDI tree -> ABC/MTF), reverse conversions
+    "clamp3.cli.audio",  # extract-audio (MERT features)
+    "clamp3.cli.embed",  # embed
+    "clamp3.cli.index",  # index, search, score, eval
+    "clamp3.cli.train",  # train, pretrain-m3
+    "clamp3.cli.corpus",  # build-corpus, demo
+    "clamp3.cli.serve",  # serve
+    "clamp3.cli.curate",  # curate
+    "clamp3.cli.classify",  # probe, zero-shot, gen-score
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clamp3",
+        description="CLaMP 3: embed, index, search, evaluate and train on sheet music, MIDI, audio and text.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # TODO(before release): remove; modules land one by one
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""``clamp3 convert-checkpoint`` and ``clamp3 presets``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-checkpoint",
+        help="official .pth (CLaMP 3, CLaMP 2, M3) or tag -> config.json + model.safetensors",
+    )
+    p.add_argument("source", help="official checkpoint file, tag (saas, c2, clamp2, m3) or model directory")
+    p.add_argument("output", help="directory to write")
+    p.add_argument("--config", default=None, help="architecture preset when sizes differ from the official")
+    p.set_defaults(handler=_convert)
+
+    p = sub.add_parser("presets", help="list the named architecture presets")
+    p.set_defaults(handler=_presets)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from clamp3.model import Clamp3Model
+
+    model = Clamp3Model.from_pretrained(args.source, config=args.config, modalities=None)
+    out = model.save_pretrained(args.output)
+    print(f"wrote {out} ({model.config.name}: {', '.join(model.config.modalities)})")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from clamp3.config import list_presets, load_preset
+
+    for name in list_presets():
+        cfg = load_preset(name)
+        print(f"{name:8s} towers: {', '.join(cfg.modalities)}")
+    return 0

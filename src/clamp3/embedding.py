@@ -1,0 +1,128 @@
+"""Item-level embedding with the official segmentation, batched with dynamic padding.
+
+Every item is cut into segments (:mod:`clamp3.segments`); all segments of all items are
+sorted by length and run in batches padded only to the longest segment of the batch (the
+official extractor pads every input to the full segment length, one file at a time). Masked
+attention and masked pooling make padding invisible, so the numbers equal one item at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
+
+if TYPE_CHECKING:
+    from clamp3.model import Clamp3Model
+
+
+def prepare_text(ids: Sequence[int]) -> torch.Tensor:
+    """A token-id list -> (n,) int64 tensor; must not be empty."""
+    tensor = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    if tensor.ndim != 1 or tensor.numel() == 0:
+        raise ValueError(f"text ids must be a non-empty flat list, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def prepare_patches(patches: np.ndarray, patch_size: int = 64) -> torch.Tensor:
+    """(n, patch_size) ids -> int64 tensor; ids must lie in [0, 128)."""
+    array = np.asarray(patches)
+    if array.ndim != 2 or array.shape[1] != patch_size or array.shape[0] == 0:
+        raise ValueError(f"patches must have shape (n >= 1, {patch_size}), got {array.shape}")
+    if array.size and (array.min() < 0 or array.max() > 127):
+        raise ValueError("patch ids must lie in [0, 127]")
+    return torch.as_tensor(array.astype(np.int64))
+
+
+def prepare_audio(features: np.ndarray, feature_dim: int = 768) -> torch.Tensor:
+    """Feature rows (n_windows, F) (or the official (1, n_windows, F)) -> (n_windows + 2, F)
+    float32 with a zero row before and after, the official BOS/EOS."""
+    array = np.asarray(features, dtype=np.float32)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
+        raise ValueError(f"audio features must have shape (n >= 1, {feature_dim}), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("audio features contain NaN or infinity")
+    zero = np.zeros((1, feature_dim), dtype=np.float32)
+    return torch.from_numpy(np.concatenate([zero, array, zero], axis=0))
+
+
+def _pad_value(model: Clamp3Model, modality: str) -> int:
+    return model.config.tower("text").pad_token_id if modality == "text" else 0
+
+
+def _collate(pieces: list[torch.Tensor], pad_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad pieces (l_i, ...) to the longest -> (B, L, ...) and a (B, L) int mask."""
+    longest = max(p.shape[0] for p in pieces)
+    batch = pieces[0].new_full((len(pieces), longest, *pieces[0].shape[1:]), pad_value)
+    mask = torch.zeros(len(pieces), longest, dtype=torch.long)
+    for i, piece in enumerate(pieces):
+        batch[i, : piece.shape[0]] = piece
+        mask[i, : piece.shape[0]] = 1
+    return batch, mask
+
+
+@torch.inference_mode()
+def run_segments(
+    model: Clamp3Model,
+    modality: str,
+    pieces: list[torch.Tensor],
+    pooled: bool,
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Run each piece (a segment, length <= the tower's segment length) through the tower.
+
+    Returns per piece the projected pooled vector (D,) if ``pooled`` else the last hidden
+    state (l, H), float32. Pieces are batched longest first.
+    """
+    model.require(modality)
+    device = model._anchor.device
+    order = sorted(range(len(pieces)), key=lambda i: -pieces[i].shape[0])
+    results: list[np.ndarray | None] = [None] * len(pieces)
+    pad = _pad_value(model, modality)
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo : lo + batch_size]
+        inputs, mask = _collate([pieces[i] for i in idx], pad)
+        inputs, mask = inputs.to(device), mask.to(device)
+        if pooled:
+            out = model.get_features(modality, inputs, mask).float().cpu().numpy()
+            for row, i in enumerate(idx):
+                results[i] = out[row]
+        else:
+            hidden = model.hidden_states(modality, inputs, mask).float().cpu().numpy()
+            for row, i in enumerate(idx):
+                results[i] = hidden[row, : pieces[i].shape[0]]
+    return results  # type: ignore[return-value]
+
+
+def embed_items(
+    model: Clamp3Model,
+    modality: str,
+    items: list[torch.Tensor],
+    pooled: bool = True,
+    batch_size: int = 32,
+) -> list[np.ndarray]:
+    """Items (n_i, ...) -> (D,) global vectors (length-weighted segment mean) or (n_i, H).
+
+    The model is put in eval mode for the call (dropout off) and restored afterwards.
+    """
+    length = model.config.tower(modality).segment_length
+    plans: list[list[Segment]] = [segment_item(item.shape[0], length) for item in items]
+    pieces = [item[s.start : s.end] for item, plan in zip(items, plans) for s in plan]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = run_segments(model, modality, pieces, pooled, batch_size) if pieces else []
+    finally:
+        model.train(was_training)
+    results, cursor = [], 0
+    for plan in plans:
+        chunk = outputs[cursor : cursor + len(plan)]
+        cursor += len(plan)
+        results.append(pool_segments(np.stack(chunk), plan) if pooled else join_unpooled(chunk, plan))
+    return results

@@ -1,0 +1,127 @@
+"""Text tokenisation: XLM-R's ``tokenizer.json`` through the ``tokenizers`` library.
+
+The official code uses ``AutoTokenizer.from_pretrained("FacebookAI/xlm-roberta-base")``; its
+fast tokenizer is exactly the ``tokenizer.json`` of that repository, which ``tokenizers``
+loads directly (no sentencepiece, no transformers tokenizer stack). Ids: ``<s>`` = 0,
+``<pad>`` = 1, ``</s>`` = 2, ``<unk>`` = 3. ``encode`` adds ``<s>`` ... ``</s>`` and never
+truncates: the segmentation handles long texts, as in the official extractor.
+
+Presets trained offline (``mini``) carry their own ``tokenizer.json`` next to the weights,
+made by :func:`train_tokenizer` with the same special-token ids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from clamp3.config import TextTowerConfig
+
+TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+SEPARATOR = "</s>"
+
+
+class TokenizerNotFound(FileNotFoundError):
+    pass
+
+
+class TextTokenizer:
+    """Wraps a ``tokenizers.Tokenizer``; ``encode`` returns ids with ``<s>`` and ``</s>``."""
+
+    def __init__(self, tokenizer, source: str = ""):
+        self._tok = tokenizer
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TextTokenizer:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text).ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(e.ids) for e in self._tok.encode_batch(list(texts))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        from clamp3.utils.io import atomic_path
+
+        target = Path(directory) / TOKENIZER_FILE
+        with atomic_path(target) as tmp:
+            self._tok.save(str(tmp))
+        return target
+
+
+def join_text_lines(lines: Iterable[str]) -> str:
+    """The official multi-line text input, made deterministic: non-empty lines, duplicates
+    removed keeping the first occurrence (the official uses a ``set``, whose order changes
+    from run to run), joined with ``</s>``."""
+    seen: dict[str, None] = {}
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if line and line not in seen:
+            seen[line] = None
+    return SEPARATOR.join(seen)
+
+
+def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None = None) -> TextTokenizer:
+    """The tokenizer saved next to the weights, else ``config.tokenizer`` from the hub cache."""
+    if directory is not None and (Path(directory) / TOKENIZER_FILE).is_file():
+        return TextTokenizer.from_file(Path(directory) / TOKENIZER_FILE)
+    if config.tokenizer == "local":
+        raise TokenizerNotFound(
+            f"{directory}: this model's tokenizer should be saved next to its weights as "
+            f"{TOKENIZER_FILE}, and it is not there"
+        )
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id=config.tokenizer, filename=TOKENIZER_FILE)
+    except Exception as exc:
+        raise TokenizerNotFound(
+            f"the text tokenizer {config.tokenizer!r} is not in the Hugging Face cache and could "
+            f"not be downloaded ({type(exc).__name__}). Fetch "
+            f"https://huggingface.co/{config.tokenizer}/resolve/main/{TOKENIZER_FILE} and put it "
+            f"next to the model weights as {TOKENIZER_FILE}, or run `huggingface-cli download "
+            f"{config.tokenizer} {TOKENIZER_FILE}` on a connected machine and copy the cache."
+        ) from exc
+    return TextTokenizer.from_file(path)
+
+
+def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    source = Path(src) / TOKENIZER_FILE
+    if source.is_file() and Path(src).resolve() != Path(dst).resolve():
+        shutil.copyfile(source, Path(dst) / TOKENIZER_FILE)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
+    """A multilingual Unigram tokenizer (the sentencepiece model family XLM-R uses) trained on
+    ``texts``, with XLM-R's special-token ids and ``<s> ... </s>`` added by ``encode``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", max_piece_length=12
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    for i, token in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(token) != i:
+            raise RuntimeError(f"tokenizer training put {token} at {tok.token_to_id(token)}, not {i}")
+    return TextTokenizer(tok, "trained")
