@@ -1,0 +1,86 @@
+"""Reading embedding folders: keys, manifest, and clear errors for bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clamp3.index import load_embeddings
+from clamp3.utils.errors import InputError
+
+
+def _save(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(array, dtype=np.float32))
+
+
+def test_keys_shapes_and_manifest(tmp_path, rng):
+    a, b, c = rng.standard_normal((3, 12)).astype(np.float32)
+    _save(tmp_path / "pop" / "song.en.npy", a[None, :])  # (1, D), as embed writes
+    _save(tmp_path / "jazz" / "tune.npy", b)  # (D,)
+    _save(tmp_path / "z.npy", c[None, :])
+    _save(tmp_path / ".hidden" / "x.npy", c)  # hidden folders are skipped
+    manifest = [
+        {"path": "pop/song.en.txt", "npy": "pop/song.en.npy", "modality": "text", "model": "m1"},
+        {"path": "jazz/tune.mid", "npy": "jazz/tune.npy", "modality": "symbolic", "model": "m1"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
+    emb = load_embeddings(tmp_path)
+    assert emb.keys == ["jazz/tune", "pop/song.en", "z"]
+    assert emb.paths == ["jazz/tune.mid", "pop/song.en.txt", "z.npy"]
+    assert emb.modalities == ["symbolic", "text", None]
+    assert emb.model == "m1" and emb.dim == 12 and emb.vectors.dtype == np.float32
+    np.testing.assert_array_equal(emb.vectors, np.stack([b, a, c]))
+
+
+def test_empty_and_missing_folders(tmp_path):
+    with pytest.raises(InputError, match="no .npy embeddings found"):
+        load_embeddings(tmp_path)
+    with pytest.raises(InputError, match="not found"):
+        load_embeddings(tmp_path / "nope")
+
+
+def test_mismatched_dimensions(tmp_path, rng):
+    _save(tmp_path / "a.npy", rng.standard_normal((1, 8)))
+    _save(tmp_path / "b.npy", rng.standard_normal((1, 9)))
+    with pytest.raises(InputError, match=r"b\.npy: dimension 9 differs from the expected 8"):
+        load_embeddings(tmp_path)
+    emb = load_embeddings(tmp_path, skip_errors=True)
+    assert emb.keys == ["a"] and [e.path for e in emb.errors] == [str(tmp_path / "b.npy")]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not a numpy file", "unreadable .npy"),
+        (None, r"got \(1, 5, 8\) \(unpooled"),
+        ("nan", "NaN or infinity"),
+    ],
+)
+def test_bad_files_name_the_file_and_reason(tmp_path, rng, content, reason):
+    _save(tmp_path / "good.npy", rng.standard_normal((1, 8)))
+    bad = tmp_path / "bad.npy"
+    if content is None:
+        _save(bad, rng.standard_normal((1, 5, 8)))
+    elif content == "nan":
+        _save(bad, np.full((1, 8), np.nan))
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(InputError, match=reason) as info:
+        load_embeddings(tmp_path)
+    assert info.value.path == str(bad)
+    assert load_embeddings(tmp_path, skip_errors=True).keys == ["good"]
+
+
+def test_several_models_in_one_folder_is_an_error(tmp_path, rng):
+    _save(tmp_path / "a.npy", rng.standard_normal((1, 4)))
+    _save(tmp_path / "b.npy", rng.standard_normal((1, 4)))
+    lines = [
+        {"path": "a.txt", "npy": "a.npy", "model": "m1"},
+        {"path": "b.txt", "npy": "b.npy", "model": "m2"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(InputError, match="several models"):
+        load_embeddings(tmp_path)
