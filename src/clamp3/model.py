@@ -51,6 +51,8 @@ class Clamp3Model(nn.Module):
         super().__init__()
         self.config = config
         self._source: checkpoints.WeightSource | None = None
+        self._tokenizer = None
+        self._audio_frontend = None
         # Follows .to(device/dtype) so lazily built towers land where the rest of the model is.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         for modality in config.modalities if modalities is None else modalities:
@@ -86,6 +88,13 @@ class Clamp3Model(nn.Module):
         self.config.tower(modality)  # raises a clear error when the model has no such tower
         if self._source is None:
             raise RuntimeError(f"the {modality} tower was not built and there is no weight source")
+        # Loading may be triggered inside torch.inference_mode (first embed call); weights made
+        # there would be inference tensors, unusable for training or version tracking.
+        with torch.inference_mode(False), torch.no_grad():
+            self._load_tower(modality)
+
+    def _load_tower(self, modality: str) -> None:
+        assert self._source is not None
         with params_on_meta():
             tower, proj = self._build(modality)
         prefix = (f"{modality}_model.", f"{modality}_proj.")
@@ -175,6 +184,53 @@ class Clamp3Model(nn.Module):
     @property
     def source_directory(self) -> Path | None:
         return self._source.directory if self._source is not None else None
+
+    # ----------------------------------------------------------------------------- raw inputs
+    @property
+    def tokenizer(self):
+        """The text tokenizer (``clamp3.tokenizer.TextTokenizer``): the ``tokenizer.json`` saved
+        next to the weights, else the config's hub tokenizer from the Hugging Face cache."""
+        if self._tokenizer is None:
+            from clamp3.tokenizer import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.config.tower("text"), self.source_directory)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
+    @property
+    def audio_frontend(self):
+        """Waveform -> feature rows for the audio tower (MERT-v1-95M, or the offline log-mel
+        front-end of the mini presets), loaded on first use on this model's device."""
+        if self._audio_frontend is None:
+            from clamp3.audio import load_frontend
+
+            self._audio_frontend = load_frontend(
+                self.config.tower("audio"), self.source_directory, device=self._anchor.device
+            )
+        return self._audio_frontend
+
+    @audio_frontend.setter
+    def audio_frontend(self, value) -> None:
+        self._audio_frontend = value
+
+    def encode(
+        self,
+        inputs,
+        modality: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = True,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """File paths and/or text strings -> float32 (N, D), L2-normalised by default.
+
+        See :func:`clamp3.encode.encode` for the accepted inputs.
+        """
+        from clamp3.encode import encode
+
+        return encode(self, inputs, modality, batch_size, normalize, show_progress)
 
     # ----------------------------------------------------------------------------- tensors
     def text_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

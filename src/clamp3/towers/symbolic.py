@@ -43,7 +43,11 @@ class PatchEncoder(nn.Module):
         weight = self.patch_embedding.weight
         if torch.is_grad_enabled() and weight.requires_grad:
             return weight.t().contiguous()
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        try:
+            version = weight._version
+        except RuntimeError:  # inference tensors have no version counter and cannot change
+            version = -1
+        key = (weight.data_ptr(), version, weight.dtype, weight.device)
         if self._table is None or self._table_key != key:
             self._table = weight.detach().t().contiguous()
             self._table_key = key
