@@ -1,0 +1,123 @@
+"""Catalogue and document reading, passage splitting and BM25 retrieval for ``clamp3 curate``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clamp3.curate.catalogue import read_catalogue
+from clamp3.curate.documents import html_to_text, read_documents, split_passages
+from clamp3.curate.retrieve import Bm25Retriever, item_query
+from clamp3.utils.errors import InputError
+
+
+def _music(tmp_path, *names):
+    (tmp_path / "music").mkdir(exist_ok=True)
+    for name in names:
+        (tmp_path / "music" / name).write_text("X:1\n", encoding="utf-8")
+
+
+def test_csv_catalogue_aliases_lists_and_row_errors(tmp_path):
+    _music(tmp_path, "a.abc", "a.mtf", "b.abc", "c.mid")
+    (tmp_path / "cat.csv").write_text(
+        "ID,File,Name,Composer,Year,Album\n"
+        "a,music/a.abc;music/a.mtf,Song A,Ann One; Bob Two,1901,\n"
+        "a,music/b.abc,Again A,X,1902,\n"  # duplicate id
+        "b,music/missing.abc,Song B,Y,1903,\n"  # missing file
+        ",music/b.abc,No id,Z,1904,\n"
+        "c,music/c.mid,Song C,W,1905,\n"  # not a prepared file
+        "d,music/b.abc,,V,1906,\n"  # no title
+        "e,music/b.abc,Song E,,1907,Best Of\n",
+        encoding="utf-8",
+    )
+    items, errors = read_catalogue(tmp_path / "cat.csv")
+    assert [i.id for i in items] == ["a", "e"]
+    a, e = items
+    assert a.filepaths == ((tmp_path / "music/a.abc").resolve(), (tmp_path / "music/a.mtf").resolve())
+    assert a.artists == ("Ann One", "Bob Two") and a.title == "Song A"
+    assert a.metadata == {"year": "1901"}  # empty album column dropped
+    assert e.artists == () and e.metadata == {"year": "1907", "album": "Best Of"}
+    messages = [str(err) for err in errors]
+    assert len(messages) == 5
+    assert "line 3" in messages[0] and "duplicate id 'a'" in messages[0]
+    assert "line 4" in messages[1] and "file not found: music/missing.abc" in messages[1]
+    assert "no id" in messages[2]
+    assert "not a prepared music file" in messages[3]
+    assert "no title" in messages[4]
+    assert all(str(tmp_path / "cat.csv") in m for m in messages)
+
+
+def test_jsonl_catalogue_lists_and_bad_lines(tmp_path):
+    _music(tmp_path, "x.npy")
+    rows = [
+        {"id": "x", "filepaths": ["music/x.npy"], "title": "Tune", "artists": ["P", "Q"], "genres": ["jig"]},
+        "not an object",
+    ]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n{broken\n"
+    (tmp_path / "cat.jsonl").write_text(text, encoding="utf-8")
+    items, errors = read_catalogue(tmp_path / "cat.jsonl")
+    assert len(items) == 1 and items[0].artists == ("P", "Q") and items[0].metadata == {"genres": ["jig"]}
+    assert items[0].metadata_lines() == ["title: Tune", "artists: P; Q", "genres: jig"]
+    assert [e.reason for e in errors] == ["not a JSON object", "invalid JSON: Expecting property name enclosed in double quotes"]
+    with pytest.raises(InputError, match="not found"):
+        read_catalogue(tmp_path / "nope.csv")
+
+
+def test_html_to_text_drops_scripts_and_keeps_paragraphs():
+    title, text = html_to_text(
+        "<html><head><title>A  Page</title><style>p{}</style></head>"
+        "<body><h1>Head</h1><script>var x = 1;</script><p>One &amp; two.</p><p>Three</p></body></html>"
+    )
+    assert title == "A Page"
+    assert text == "Head\n\nOne & two.\n\nThree"
+
+
+def test_split_passages_respects_the_word_limit_and_loses_nothing():
+    text = "\n\n".join(" ".join(f"w{p}_{i}" for i in range(n)) + "." for p, n in enumerate([3, 7, 25, 2]))
+    passages = split_passages(text, passage_words=10)
+    assert all(len(p.split()) <= 10 for p in passages)
+    assert " ".join(passages).split() == text.split()
+    assert split_passages(text, 1000) == [" ".join(text.split())]
+
+
+def test_read_documents_from_folder_and_dump(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("# Alpha Song\n\nAlpha is a song.", encoding="utf-8")
+    (docs / "sub" / "b.html").write_text("<title>Beta</title><p>Beta text.</p>", encoding="utf-8")
+    (docs / "c.txt").write_bytes(b"\xff\xfe bad utf-8 \xff")
+    (docs / "ignored.pdf").write_text("x", encoding="utf-8")
+    (docs / "empty.txt").write_text("  \n", encoding="utf-8")
+    passages, n_docs, errors = read_documents(docs)
+    assert n_docs == 2
+    assert [(p.key, p.title) for p in passages] == [("a.md#0", "Alpha Song"), ("sub/b.html#0", "Beta")]
+    assert len(errors) == 1 and errors[0].path.endswith("c.txt")
+
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text(
+        '{"id": "w1", "title": "T1", "text": "one two three four"}\n'
+        '{"id": "w1", "title": "dup", "text": "x"}\n'
+        '{"id": "w2", "title": "T2"}\n'
+        '{"title": "T3", "text": "five six"}\n',
+        encoding="utf-8",
+    )
+    passages, n_docs, errors = read_documents(dump, passage_words=2)
+    assert [p.key for p in passages] == ["w1#0", "w1#1", "line-4#0"]
+    assert [e.path.rsplit(":", 1)[1] for e in errors] == ["line 2", "line 3"]
+
+
+def test_bm25_ranks_the_matching_passage_first_and_drops_unrelated(tmp_path):
+    from clamp3.curate.testing import write_demo_corpus
+
+    catalogue, docs = write_demo_corpus(tmp_path, 6)
+    items, _ = read_catalogue(catalogue)
+    passages, _, _ = read_documents(docs)
+    retriever = Bm25Retriever(passages)
+    for item in items:
+        hits = retriever.search(item_query(item), k=3)
+        assert hits[0][0].title == item.title
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert retriever.search("zzzz qqqq", k=3) == []
+    assert Bm25Retriever([]).search("Song 1", k=3) == []
+    assert retriever.search("Song 2 Composer 2", k=3) == Bm25Retriever(passages).search("Song 2 Composer 2", k=3)
