@@ -28,6 +28,12 @@ def _stored_embedding(path: Path, dim: int) -> np.ndarray | None:
     return None
 
 
+def needs_model(query: str | os.PathLike, dim: int) -> bool:
+    """False only for an existing ``.npy`` holding one ``dim``-d embedding (used as it is)."""
+    path = Path(query)
+    return not (path.suffix.lower() == ".npy" and path.is_file() and _stored_embedding(path, dim) is not None)
+
+
 def load_model(model: Clamp3Model | str | os.PathLike, device: str | None = None) -> Clamp3Model:
     """A model object, or one loaded from a directory / tag (towers are loaded on first use)."""
     from clamp3.model import Clamp3Model

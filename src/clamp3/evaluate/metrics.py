@@ -1,0 +1,95 @@
+"""Retrieval metrics as pure functions: similarity matrix + correct indices -> ranks -> MRR, Hit@k.
+
+Shared by ``clamp3 eval``, the demo and the probe / zero-shot evaluators. No I/O here.
+
+Ranks and ties
+--------------
+For a query with similarities ``s`` (one per reference) and correct reference ``c``, let
+
+* ``greater`` = number of references with ``s[j] > s[c]`` (strictly),
+* ``tied``    = number of *other* references with ``s[j] == s[c]`` (exact float64 equality).
+
+``ties="expected"`` (default): ``rank = 1 + greater + tied / 2``, the mean position of the
+correct reference when ties are ordered at random (it lies anywhere in positions
+``greater + 1 .. greater + tied + 1`` with equal chance). It can be fractional (e.g. 1.5).
+
+``ties="optimistic"``: ``rank = 1 + greater``, the official ``clamp3_eval.py`` behaviour (it sorts
+by ``(similarity, is_correct)``, so the correct item wins every tie).
+
+Then ``MRR = mean(1 / rank)`` (the reciprocal of the expected rank, not the expected reciprocal
+rank) and ``Hit@k = mean(rank <= k)``, averaged over queries. Without ties both modes agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+TIE_MODES = ("expected", "optimistic")
+DEFAULT_KS = (1, 10, 100)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """(N, D) -> float64 (N, D) with unit L2 rows; all-zero rows stay zero."""
+    array = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-300)
+
+
+def cosine_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Cosine similarity (Q, D) x (R, D) -> float64 (Q, R) in [-1, 1].
+
+    Identical reference rows (after normalisation) get bit-identical columns: a matrix product
+    may round equal rows differently depending on where they fall in the blocking, which would
+    turn real ties (duplicate files) into arbitrary orders.
+    """
+    q = unit_rows(queries)
+    unique, inverse = np.unique(unit_rows(references), axis=0, return_inverse=True)
+    return (q @ unique.T)[:, inverse.reshape(-1)]
+
+
+def rank_counts(similarity: np.ndarray, correct: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(greater, tied)`` int64 (Q,) for similarity (Q, R) and correct column per query (Q,).
+
+    ``tied`` excludes the correct reference itself (definitions in the module docstring).
+    """
+    sim = np.asarray(similarity)
+    idx = np.asarray(correct, dtype=np.int64)
+    if sim.ndim != 2 or idx.shape != (sim.shape[0],):
+        raise ValueError(f"similarity must be (Q, R) and correct (Q,), got {sim.shape} and {idx.shape}")
+    if len(idx) and (idx.min() < 0 or idx.max() >= sim.shape[1]):
+        raise ValueError("correct indices must lie in [0, R)")
+    target = sim[np.arange(len(idx)), idx][:, None]
+    greater = (sim > target).sum(axis=1).astype(np.int64)
+    tied = (sim == target).sum(axis=1).astype(np.int64) - 1
+    return greater, tied
+
+
+def ranks_from_counts(greater: np.ndarray, tied: np.ndarray, ties: str = "expected") -> np.ndarray:
+    """1-based ranks, float64 (Q,), from :func:`rank_counts` under the tie mode ``ties``."""
+    if ties == "expected":
+        return 1.0 + np.asarray(greater, np.float64) + np.asarray(tied, np.float64) / 2.0
+    if ties == "optimistic":
+        return 1.0 + np.asarray(greater, np.float64)
+    raise ValueError(f"unknown tie mode {ties!r}; choose from {', '.join(TIE_MODES)}")
+
+
+def ranks(similarity: np.ndarray, correct: Sequence[int] | np.ndarray, ties: str = "expected") -> np.ndarray:
+    """1-based rank of each query's correct reference, float64 (Q,) (module docstring)."""
+    return ranks_from_counts(*rank_counts(similarity, correct), ties=ties)
+
+
+def retrieval_metrics(rank_values: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """``{"mrr": ..., "hit@1": ..., "hit@10": ..., ...}`` from ranks (Q,), each in [0, 1]."""
+    r = np.asarray(rank_values, dtype=np.float64)
+    if r.size == 0:
+        raise ValueError("no ranks to summarise")
+    out = {"mrr": float(np.mean(1.0 / r))}
+    out.update({f"hit@{k}": float(np.mean(r <= k)) for k in ks})
+    return out
+
+
+def hit_curve(rank_values: np.ndarray, max_k: int) -> np.ndarray:
+    """Hit@k for k = 1 .. max_k, float64 (max_k,), non-decreasing."""
+    r = np.sort(np.asarray(rank_values, dtype=np.float64))
+    return np.searchsorted(r, np.arange(1, max_k + 1), side="right") / max(len(r), 1)

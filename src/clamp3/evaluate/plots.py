@@ -1,0 +1,50 @@
+"""Retrieval plots (optional: needs matplotlib, which clamp3 does not install)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clamp3.evaluate.metrics import hit_curve
+from clamp3.utils.io import atomic_path
+
+
+def plot_retrieval(
+    rank_values: np.ndarray, n_references: int, path: str | os.PathLike, title: str = "retrieval"
+) -> Path:
+    """Save a two-panel figure: Hit@k for k = 1..n_references (log k) and a histogram of ranks.
+
+    ``rank_values`` are the 1-based ranks (Q,); the format follows ``path``'s suffix (png, pdf,
+    svg). Raises ``ImportError`` with an install hint when matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never open a window, works without a display
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install matplotlib") from exc
+    ranks = np.asarray(rank_values, dtype=np.float64)
+    ks = np.arange(1, max(n_references, 1) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(ks, hit_curve(ranks, len(ks)), color="tab:blue")
+    left.set_xscale("log")
+    left.set_xlabel("k")
+    left.set_ylabel("Hit@k")
+    left.set_ylim(0, 1.02)
+    left.grid(True, which="both", alpha=0.3)
+    left.set_title(f"{title}: Hit@k ({len(ranks)} queries)")
+    bins = np.unique(np.geomspace(1, max(n_references, 2), num=30).round())
+    right.hist(ranks, bins=bins, color="tab:orange")
+    right.set_xscale("log")
+    right.set_xlabel("rank of the correct reference")
+    right.set_ylabel("queries")
+    right.set_title(f"MRR {np.mean(1.0 / ranks):.4f}")
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return target
