@@ -1,0 +1,248 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and dry runs without an LLM.
+
+:class:`ChatServer` serves ``POST /v1/chat/completions`` from a thread (standard library
+``ThreadingHTTPServer``: one thread per request, so slow answers overlap like a real server's) and
+records every request with its start and end time and the most requests it had in flight.
+
+:class:`FakeCurator` is a script that reads the built-in prompts and answers like a well-behaved
+LLM — grounded annotations made from the metadata and passage titles it was shown, translations
+in the requested language — except where a *fault plan* says otherwise. A plan maps an item
+title to the answers of its successive requests per stage, e.g. ``{"Song B": {"annotate":
+["malformed", "ok"]}}``; the last entry repeats. Faults: ``ok``, ``malformed`` (not JSON),
+``invalid`` (misses a field), ``wrong_language``, ``ungrounded`` (invents a year and a place),
+``generic`` (the same texts for every item), ``429`` (with ``Retry-After``), ``500``, ``400`` and
+``slow`` (answers after ``slow_delay`` seconds, then ``ok``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted HTTP answer: ``content`` becomes the assistant message of a 200 reply."""
+
+    content: str = ""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+Script = Callable[[dict[str, Any]], Reply]
+
+
+class ChatServer:
+    """``with ChatServer(script) as server: ... server.url`` (``http://127.0.0.1:PORT/v1``)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.log: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        # A short poll interval so that leaving the ``with`` block takes milliseconds, not 0.5 s.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                start = time.monotonic()
+                try:
+                    reply = (
+                        server.script(body) if self.path.endswith("/chat/completions") else Reply(status=404)
+                    )
+                    time.sleep(reply.delay)
+                    self._send(reply)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                        server.log.append(
+                            {"start": start, "end": time.monotonic(), "status": reply.status, "request": body}
+                        )
+
+            def _send(self, reply: Reply) -> None:
+                if reply.status == 200:
+                    payload = {
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content}}]
+                    }
+                else:
+                    payload = {"error": {"message": f"scripted HTTP {reply.status}"}}
+                data = json.dumps(payload).encode("utf-8")
+                try:
+                    self.send_response(reply.status)
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and went away, as clients do
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+# One calm sentence per language, long enough for language identification.
+SENTENCES = {
+    "en": "This piece of music is calm and very melodic, and it is often played at concerts.",
+    "de": "Dieses Musikstück ist ruhig und sehr melodisch, und es wird oft bei Konzerten gespielt.",
+    "fr": "Ce morceau de musique est calme et très mélodieux, et il est souvent joué lors des concerts.",
+    "es": "Esta pieza musical es tranquila y muy melódica, y se toca a menudo en los conciertos.",
+    "it": "Questo brano musicale è tranquillo e molto melodico, e viene spesso suonato nei concerti.",
+    "zh": "这首乐曲安静而富有旋律感，经常在音乐会上演奏。",
+}
+
+
+def prompt_of(request: dict[str, Any]) -> str:
+    """The first user message of a chat request (the rendered template)."""
+    return next((m["content"] for m in request.get("messages", []) if m.get("role") == "user"), "")
+
+
+def describe(request: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``(stage, title, target language)`` of a request made from the built-in templates."""
+    prompt = prompt_of(request)
+    target = re.search(r'\(language code "([\w-]+)"\)', prompt)
+    title = re.search(r"^title: (.*)$", prompt, re.MULTILINE | re.IGNORECASE)
+    return (
+        "translate" if target else "annotate",
+        title.group(1).strip() if title else "",
+        target and target.group(1),
+    )
+
+
+class FakeCurator:
+    """A :data:`Script` answering the built-in prompts; see the module doc for fault plans."""
+
+    def __init__(
+        self,
+        plan: dict[str, dict[str, list[str]]] | None = None,
+        *,
+        delay: float = 0.0,
+        slow_delay: float = 2.0,
+        retry_after: str = "1",
+    ) -> None:
+        self.plan = plan or {}
+        self.delay = delay
+        self.slow_delay = slow_delay
+        self.retry_after = retry_after
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        stage, title, target = describe(request)
+        with self._lock:
+            attempt = self.calls[(title, stage)]
+            self.calls[(title, stage)] += 1
+        faults = self.plan.get(title, {}).get(stage, ["ok"])
+        fault = faults[min(attempt, len(faults) - 1)]
+        if fault in ("429", "500", "400"):
+            headers = {"Retry-After": self.retry_after} if fault == "429" else {}
+            return Reply(status=int(fault), headers=headers, delay=self.delay)
+        delay = self.slow_delay if fault == "slow" else self.delay
+        if fault == "malformed":
+            return Reply('Sure! Here is the JSON: {"genres": ["folk", "tags": [', delay=delay)
+        prompt = prompt_of(request)
+        if stage == "translate":
+            answer = self._translation(prompt, title, "en" if fault == "wrong_language" else target or "en")
+        else:
+            answer = self._annotation(prompt, title, fault)
+        if fault == "invalid":
+            answer.pop(next(reversed(answer)))
+        return Reply(json.dumps(answer, ensure_ascii=False), delay=delay)
+
+    def _annotation(self, prompt: str, title: str, fault: str) -> dict[str, Any]:
+        if fault == "generic":
+            text = "A calm and melodic piece with a clear form, often played at concerts and gatherings."
+            return {
+                "genres": ["folk"],
+                "tags": ["calm"],
+                **{k: text for k in ("background", "analysis", "description", "scene")},
+            }
+        if fault == "wrong_language":
+            text = f"{SENTENCES['de']} ({title})"
+            return {
+                "genres": ["Volksmusik"],
+                "tags": ["ruhig"],
+                **{k: text for k in ("background", "analysis", "description", "scene")},
+            }
+        artists = re.search(r"^artists: (.*)$", prompt, re.MULTILINE | re.IGNORECASE)
+        by = f" by {artists.group(1)}" if artists else ""
+        sources = re.findall(r"^\[\d+\] (.+)$", prompt, re.MULTILINE)
+        cited = f", as described in {sources[0]}" if sources else ""
+        invented = (
+            " It was first performed in 1787 in Salzburg before Emperor Joseph."
+            if fault == "ungrounded"
+            else ""
+        )
+        return {
+            "genres": ["folk", "song"],
+            "tags": ["calm", "melodic", title.lower()],
+            "background": f"The piece {title} was written{by}{cited}.{invented}",
+            "analysis": f"The melody of {title} moves in small steps over a steady pulse.",
+            "description": f"A calm and melodic performance of {title}{by}.",
+            "scene": f"A quiet evening at home, listening to {title}.",
+        }
+
+    def _translation(self, prompt: str, title: str, language: str) -> dict[str, Any]:
+        match = re.search(r"Texts \(JSON\):\n(.*?)\n\nRules:", prompt, re.DOTALL)
+        fields = json.loads(match.group(1)) if match else {}
+        sentence = SENTENCES.get(language, SENTENCES["en"])
+        return {k: (v if isinstance(v, list) else f"{sentence} ({title})") for k, v in fields.items()}
+
+
+def write_demo_corpus(folder: str | os.PathLike, n_items: int) -> tuple[Path, Path]:
+    """A small catalogue and document folder under ``folder``: ``(catalogue.csv, docs/)``.
+
+    Item ``i`` is "Song i" by "Composer i" with an ``.abc`` file in ``music/`` and one Markdown
+    document naming it, its composer, a year and a place, so retrieval has something to find.
+    """
+    folder = Path(folder)
+    (folder / "music").mkdir(parents=True, exist_ok=True)
+    (folder / "docs").mkdir(exist_ok=True)
+    rows = ["id,filepaths,title,composer,year"]
+    for i in range(n_items):
+        (folder / "music" / f"item{i:03d}.abc").write_text(
+            f"X:{i}\nT:Song {i}\nK:C\nCDEF|\n", encoding="utf-8"
+        )
+        rows.append(f"item{i:03d},music/item{i:03d}.abc,Song {i},Composer {i},{1900 + i}")
+        (folder / "docs" / f"song{i:03d}.md").write_text(
+            f"# Song {i}\n\nSong {i} is a folk song by Composer {i}, first printed in {1900 + i} in Town{i}.\n",
+            encoding="utf-8",
+        )
+    catalogue = folder / "catalogue.csv"
+    catalogue.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return catalogue, folder / "docs"
