@@ -76,3 +76,97 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------- audio (issue 5)
+TINY_MERT_CONFIG = {
+    # MERT-v1-95M's structure (same conv kernels and strides: 75 frames/s at 24 kHz, GroupNorm
+    # first conv, post-LayerNorm encoder) at a size that runs in milliseconds.
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "conv_dim": [8, 8, 8, 8, 8, 8, 8],
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "group",
+    "feat_proj_layer_norm": True,
+    "do_stable_layer_norm": False,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "layer_norm_eps": 1e-5,
+    "hidden_act": "gelu",
+    "feat_extract_activation": "gelu",
+    "mask_time_prob": 0.05,
+    "model_type": "mert_model",
+    "architectures": ["MERTModel"],
+    "sample_rate": 24000,
+}
+
+
+def write_mert_folder(out: Path, config: dict, state_keys, legacy_names: bool = True) -> Path:
+    """A MERT folder in the hub layout (config.json + pytorch_model.bin) with recipe weights.
+
+    ``state_keys`` is ``[(key, shape), ...]`` under the checkpoint names (``weight_g``/``weight_v``);
+    ``legacy_names=False`` stores the weight norm under the parametrization names instead.
+    """
+    import json
+
+    from clamp3.testing import deterministic_state_dict
+
+    state = deterministic_state_dict(state_keys)
+    if not legacy_names:
+        state = {
+            k.replace("conv.weight_g", "conv.parametrizations.weight.original0").replace(
+                "conv.weight_v", "conv.parametrizations.weight.original1"
+            ): v
+            for k, v in state.items()
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    torch.save(state, out / "pytorch_model.bin")
+    return out
+
+
+def tiny_mert_keys() -> list[tuple[str, list[int]]]:
+    """Checkpoint key names and shapes of TINY_MERT_CONFIG (legacy weight-norm names)."""
+    from clamp3.audio.mert import build_mert_model
+
+    model = build_mert_model(dict(TINY_MERT_CONFIG))
+    keys = []
+    for k, v in model.state_dict().items():
+        k = k.replace("parametrizations.weight.original0", "weight_g")
+        keys.append((k.replace("parametrizations.weight.original1", "weight_v"), list(v.shape)))
+    return keys
+
+
+@pytest.fixture(scope="session")
+def mert_parity_dir(parity_dir, tmp_path_factory) -> Path:
+    """MERT-v1-95M config + recipe weights (checkpoint key names), as the parity set was made."""
+    import json
+
+    from clamp3.testing import read_key_list
+
+    config = json.loads((parity_dir / "keys" / "mert_v1_95m_config.json").read_text())
+    keys = read_key_list(parity_dir / "keys" / "mert_v1_95m_checkpoint.json")
+    return write_mert_folder(tmp_path_factory.mktemp("mert_parity"), config, keys)
+
+
+@pytest.fixture(scope="session")
+def mert_parity_extractor(mert_parity_dir):
+    from clamp3.audio import MertExtractor
+
+    return MertExtractor.from_pretrained(mert_parity_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_mert_dir(tmp_path_factory) -> Path:
+    return write_mert_folder(tmp_path_factory.mktemp("tiny_mert"), TINY_MERT_CONFIG, tiny_mert_keys())
+
+
+@pytest.fixture(scope="session")
+def tiny_mert(tiny_mert_dir):
+    from clamp3.audio import MertExtractor
+
+    return MertExtractor.from_pretrained(tiny_mert_dir, batch_size=3)

@@ -1,0 +1,112 @@
+"""Decode audio files to the mono 24 kHz float32 waveform the official extractor starts from.
+
+Official behaviour matched (``preprocessing/audio/extract_mert.py``): decode to float32 in
+[-1, 1] (16-bit PCM becomes ``int16 / 32768``), average the channels, resample to 24 kHz with
+torchaudio's default ``Resample`` (:mod:`clamp3.audio.resample`). No peak normalisation.
+
+Decoding uses soundfile (libsndfile >= 1.1 reads WAV, FLAC, Ogg Vorbis/Opus and MP3). The file is
+read in blocks that are mixed down and resampled as they arrive, so a one-hour stereo 44.1 kHz
+file never exists in memory at its original rate: only the 24 kHz mono result (about 5.8 MB per
+minute) is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clamp3.audio.resample import StreamingResampler, output_length
+from clamp3.utils.errors import InputError
+
+SAMPLE_RATE = 24000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+_BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per decode step
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """True for the extensions :func:`load_audio` accepts (case-insensitive)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _soundfile():
+    try:
+        import soundfile
+    except ImportError as exc:  # the `audio` extra is not installed
+        raise ImportError("audio decoding needs soundfile: pip install 'clamp3[audio]'") from exc
+    return soundfile
+
+
+class _Growable:
+    """A float32 buffer filled in order; starts at the expected size and grows if it must."""
+
+    def __init__(self, capacity: int):
+        self.data = np.empty(max(capacity, 0), dtype=np.float32)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, 2 * len(self.data)), dtype=np.float32)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = values
+        self.size = end
+
+    def result(self) -> np.ndarray:
+        return self.data if self.size == len(self.data) else self.data[: self.size].copy()
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode ``path`` (wav, flac, ogg, mp3) to a mono float32 waveform at ``sample_rate`` Hz.
+
+    Returns float32 (n_samples,): the channel mean, resampled, not normalised. Raises
+    :class:`InputError` naming the file for a missing, unsupported, unreadable, truncated or
+    empty file, or one holding NaN/infinite samples.
+    """
+    path = Path(path)
+    if not is_audio_file(path):
+        raise InputError(
+            path,
+            f"unsupported audio format {path.suffix or '(no extension)'!r} "
+            f"(supported: {', '.join(AUDIO_EXTENSIONS)})",
+        )
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    sf = _soundfile()
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            wave, decoded = _decode(handle, sample_rate)
+            declared = handle.frames
+    except sf.SoundFileError as exc:  # libsndfile: unknown format, bad header, lost sync...
+        raise InputError(path, f"cannot decode audio ({exc})") from exc
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise InputError(path, f"cannot decode audio ({type(exc).__name__}: {exc})") from exc
+    if decoded == 0:
+        raise InputError(path, "the file holds no audio samples")
+    # Compressed streams that end early decode without an error; the header still says how long
+    # the stream should be. A small shortfall is tolerated (MP3 length estimates are inexact).
+    if declared > 0 and decoded < 0.99 * declared:
+        raise InputError(path, f"truncated or corrupt: {decoded} of {declared} frames could be decoded")
+    if not np.isfinite(wave).all():
+        raise InputError(path, "the audio holds NaN or infinite samples")
+    return wave
+
+
+def _decode(handle, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Stream-decode an open soundfile handle -> (mono resampled float32 wave, frames decoded)."""
+    resampler = StreamingResampler(handle.samplerate, sample_rate)
+    expected = output_length(max(handle.frames, 0), handle.samplerate, sample_rate)
+    out = _Growable(expected)
+    decoded = 0
+    while True:
+        block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        decoded += len(block)
+        # Channel mean first, then resampling: the order the official loader uses.
+        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+        out.extend(resampler.push(mono))
+    out.extend(resampler.finish())
+    return out.result(), decoded
