@@ -227,8 +227,9 @@ class FakeCurator:
 def write_demo_corpus(folder: str | os.PathLike, n_items: int) -> tuple[Path, Path]:
     """A small catalogue and document folder under ``folder``: ``(catalogue.csv, docs/)``.
 
-    Item ``i`` is "Song i" by "Composer i" with an ``.abc`` file in ``music/`` and one Markdown
-    document naming it, its composer, a year and a place, so retrieval has something to find.
+    Item ``i`` is "Song i" by "Composer i" (year 1900 + i) with an ``.abc`` file in ``music/`` and
+    one Markdown document naming it, its composer, the year and a place ("Town<i>", also in the
+    document title, which :class:`FakeCurator` cites: so kept items show a *used* passage).
     """
     folder = Path(folder)
     (folder / "music").mkdir(parents=True, exist_ok=True)
@@ -240,7 +241,8 @@ def write_demo_corpus(folder: str | os.PathLike, n_items: int) -> tuple[Path, Pa
         )
         rows.append(f"item{i:03d},music/item{i:03d}.abc,Song {i},Composer {i},{1900 + i}")
         (folder / "docs" / f"song{i:03d}.md").write_text(
-            f"# Song {i}\n\nSong {i} is a folk song by Composer {i}, first printed in {1900 + i} in Town{i}.\n",
+            f"# Song {i} (Printed in Town{i})\n\n"
+            f"Song {i} is a folk song by Composer {i}, first printed in {1900 + i} in Town{i}.\n",
             encoding="utf-8",
         )
     catalogue = folder / "catalogue.csv"

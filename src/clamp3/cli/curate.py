@@ -1,0 +1,129 @@
+"""``clamp3 curate``: retrieval-augmented annotation and translation of a catalogue with an LLM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+# Exit codes: 0 every item finished; 3 some items pending (budget spent, server unavailable): rerun
+# to continue; 2 bad input; 4 the LLM endpoint refuses every request (URL, model or key).
+EXIT_INCOMPLETE, EXIT_INPUT, EXIT_ENDPOINT = 3, 2, 4
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "curate",
+        help="annotate and translate a catalogue with an LLM and retrieved documents -> M4-RAG JSONL",
+        description="Retrieve passages for each catalogue item (BM25), ask an OpenAI-compatible LLM for "
+        "annotation fields as JSON, check grounding and languages, translate, and write training JSONL. "
+        "Reruns continue where a previous run stopped.",
+    )
+    p.add_argument("catalogue", help="CSV or JSONL: id, filepaths, title, artists/composer, other metadata")
+    p.add_argument("documents", help="folder of .txt/.md/.html files, or a JSONL dump of {id, title, text}")
+    p.add_argument("output", help="output JSONL (M4-RAG format); side files are written next to it")
+    p.add_argument(
+        "--llm-url",
+        required=True,
+        help="API root of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+    )
+    p.add_argument("--llm-model", required=True, help="model name sent with each request")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (unset = none)",
+    )
+    p.add_argument(
+        "--languages",
+        default="",
+        help="comma-separated translation targets, one chosen per item (default: none)",
+    )
+    p.add_argument(
+        "--source-language", default="en", help="language the annotations are written in (default: en)"
+    )
+    p.add_argument(
+        "--translate-fields",
+        default="background,analysis,description,scene",
+        help="comma-separated fields to translate",
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
+    p.add_argument(
+        "--max-requests", type=int, default=None, help="request budget for this run, retries included"
+    )
+    p.add_argument("--top-k-passages", type=int, default=5, help="passages retrieved per item (default: 5)")
+    p.add_argument("--passage-words", type=int, default=200, help="words per passage (default: 200)")
+    p.add_argument(
+        "--min-support", type=float, default=0.8, help="share of names that must be grounded (default: 0.8)"
+    )
+    p.add_argument(
+        "--max-attempts", type=int, default=3, help="answers asked per request before rejecting (default: 3)"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default: 120)")
+    p.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
+    p.add_argument(
+        "--max-backoff", type=float, default=60.0, help="longest wait between retries, seconds (default: 60)"
+    )
+    p.add_argument(
+        "--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)"
+    )
+    p.add_argument(
+        "--prompts", default=None, help="folder overriding the prompt templates / annotation schema"
+    )
+    p.add_argument("--report", default=None, help="report JSON path (default: OUT.report.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_curate)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from clamp3.curate import ChatClient, CurateSettings, RequestBudget, RetryPolicy, curate
+    from clamp3.curate.llm import LLMConfigError
+    from clamp3.utils.errors import InputError
+
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    settings = CurateSettings(
+        languages=_split(args.languages),
+        translate_fields=_split(args.translate_fields),
+        source_language=args.source_language,
+        top_k=args.top_k_passages,
+        passage_words=args.passage_words,
+        min_support=args.min_support,
+        max_attempts=args.max_attempts,
+    )
+    client = ChatClient(
+        args.llm_url,
+        args.llm_model,
+        api_key=os.environ.get(args.api_key_env) or None,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        budget=RequestBudget(args.max_requests),
+        retry=RetryPolicy(max_retries=args.retries, base_delay=1.0, max_delay=args.max_backoff),
+        json_mode=not args.no_json_mode,
+    )
+    try:
+        with client:
+            report = curate(
+                args.catalogue,
+                args.documents,
+                args.output,
+                client,
+                settings,
+                prompts_dir=args.prompts,
+                report_path=args.report,
+                show_progress=not args.no_progress,
+            )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except LLMConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ENDPOINT
+    summary = {k: report[k] for k in ("items", "kept", "rejected", "pending", "stopped")}
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0 if report["complete"] else EXIT_INCOMPLETE
