@@ -160,23 +160,28 @@ class Preparer:
                 yield exc
 
 
-def embed_prepared(model: Clamp3Model, items: Sequence[Prepared], batch_size: int = 32) -> np.ndarray:
-    """Global vectors (N, D) float32 for prepared items of any mix of modalities, in order."""
+def embed_prepared(
+    model: Clamp3Model, items: Sequence[Prepared], batch_size: int = 32, pooled: bool = True
+) -> list[np.ndarray]:
+    """Global vectors (D,) (or last hidden states (n, H) when not pooled) for prepared items of
+    any mix of modalities, in input order."""
     from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 
-    out = np.zeros((len(items), model.config.projection_dim), dtype=np.float32)
-    makers = {"text": prepare_text, "symbolic": prepare_patches, "audio": prepare_audio}
-    for modality, make in makers.items():
+    out: list[np.ndarray | None] = [None] * len(items)
+    for modality in ("text", "symbolic", "audio"):
         idx = [i for i, item in enumerate(items) if item.modality == modality]
         if not idx:
             continue
         if modality == "audio":
-            tensors = [make(items[i].data, model.config.tower("audio").feature_dim) for i in idx]
+            dim = model.config.tower("audio").feature_dim
+            tensors = [prepare_audio(items[i].data, dim) for i in idx]
+        elif modality == "symbolic":
+            tensors = [prepare_patches(items[i].data) for i in idx]
         else:
-            tensors = [make(items[i].data) for i in idx]
-        vectors = embed_items(model, modality, tensors, pooled=True, batch_size=batch_size)
-        out[idx] = np.stack(vectors)
-    return out
+            tensors = [prepare_text(items[i].data) for i in idx]
+        for i, vector in zip(idx, embed_items(model, modality, tensors, pooled, batch_size), strict=True):
+            out[i] = vector
+    return out  # type: ignore[return-value]
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -214,7 +219,7 @@ def encode(
             if isinstance(item, InputError):
                 raise item
             items.append(item)
-        out[lo : lo + len(chunk)] = embed_prepared(model, items, batch_size)
+        out[lo : lo + len(chunk)] = np.stack(embed_prepared(model, items, batch_size))
         bar.update(len(chunk))
     bar.close()
     return normalize_rows(out) if normalize else out
