@@ -163,3 +163,16 @@ def test_concurrent_searches_during_appends(rng):
     assert not failures
     assert len(index) == 2000
     assert [h.row for h in index.search(db[1500], k=1)[0]] == [1500]
+
+
+def test_reload_sees_rows_added_by_another_writer(rng, tmp_path):
+    db = rng.standard_normal((40, 8)).astype(np.float32)
+    writer = SearchIndex.create(8)
+    writer.add(db[:10], _records(10))
+    writer.save(tmp_path)
+    reader = SearchIndex.load(tmp_path)
+    writer.add(db[10:], _records(30, 10))
+    writer.save()
+    assert len(reader) == 10 and reader.search(db[25], k=1)[0][0].row != 25
+    reader.reload()
+    assert len(reader) == 40 and reader.search(db[25], k=1)[0][0].row == 25

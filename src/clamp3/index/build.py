@@ -60,6 +60,10 @@ def build_index(
             out, "already holds an index; pass --append to extend it or --overwrite to rebuild it"
         )
     index = SearchIndex.load(out) if exists and append else None
+    if exists and index is None:
+        # Overwriting: without meta.json the folder is not an index until the new one is saved
+        # (meta.json is written last), so a kill in between cannot pair new ids with old vectors.
+        (out / META_FILE).unlink()
     if index is not None and approximate is not None and approximate != index.kind:
         raise InputError(out, f"holds a {index.kind!r} index; cannot append as {approximate!r}")
     embeddings = load_embeddings(

@@ -1,0 +1,209 @@
+"""``clamp3 index``, ``search``, ``score`` and ``eval``: embedding folders -> answers.
+
+Handlers only parse, call :mod:`clamp3.index` / :mod:`clamp3.evaluate` and print. Exit status:
+0 success, 1 some inputs failed (reported), 2 bad usage or input (a one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable
+
+from clamp3.cli.embed import add_model_arguments
+from clamp3.utils.errors import InputError
+
+
+def _reports_input_errors(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Print ``error: <file>: <reason>`` instead of a traceback for bad input."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (InputError, ImportError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="build (or extend) a FAISS cosine index over an embedding folder",
+        description=(
+            "Index every .npy embedding below EMB_DIR (the `clamp3 embed` layout) into INDEX_DIR: "
+            "index.faiss + ids.jsonl (row -> path, modality, key, npy) + meta.json. Exact by default. "
+            "Unreadable embeddings are skipped, listed, and logged to INDEX_DIR/errors.jsonl (exit status 1)."
+        ),
+    )
+    p.add_argument("emb_dir", metavar="EMB_DIR")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument(
+        "--approximate",
+        choices=["hnsw", "ivf"],
+        default=None,
+        help="approximate index for large collections, tuned for recall@10 >= 0.95",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--append", action="store_true", help="add files not yet in INDEX_DIR (no rebuild)")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_index)
+
+    p = sub.add_parser(
+        "search",
+        help="search an index with text, a music file or a .npy embedding",
+        description=(
+            "QUERY is text in any language, a music file (.abc .xml .mxl .mid .mtf .wav ...), MERT features "
+            "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores."
+        ),
+    )
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
+    p.add_argument("--modality", default=None, help="only results of this modality (text, symbolic, audio)")
+    add_model_arguments(p)
+    p.set_defaults(model=None)  # default: the model id stored in the index
+    p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
+    p.set_defaults(handler=_search)
+
+    p = sub.add_parser(
+        "score",
+        help="cosine between matched files of two embedding folders (or between folder means)",
+        description=(
+            "Pairwise (default): each query file is matched to the reference with the same relative folder "
+            "and file-name prefix before the first dot; writes one JSON line per pair (query, reference, key, "
+            "score). Unmatched files are listed on stderr. --group: cosine of the mean query vector and the "
+            "mean reference vector."
+        ),
+    )
+    p.add_argument("query_dir", metavar="Q_DIR")
+    p.add_argument("reference_dir", metavar="R_DIR")
+    p.add_argument("--group", action="store_true", help="score the two folders' mean vectors")
+    p.add_argument("--out", default=None, metavar="FILE", help="write JSONL (pairwise) / JSON (group) here")
+    p.set_defaults(handler=_score)
+
+    p = sub.add_parser(
+        "eval",
+        help="retrieval evaluation: MRR and Hit@1/10/100 of Q_DIR against R_DIR",
+        description=(
+            "For every query embedding, rank all references by cosine and find the one with the same "
+            "match key (relative folder + file-name prefix before the first dot). Every query key must "
+            "have a reference and vice versa. Ties count as the expected rank (1 + greater + tied/2) by "
+            "default; --ties optimistic reproduces the official script."
+        ),
+    )
+    p.add_argument("query_dir", metavar="Q_DIR")
+    p.add_argument("reference_dir", metavar="R_DIR")
+    p.add_argument("--ties", choices=["expected", "optimistic"], default="expected")
+    p.add_argument("--ranks", default=None, metavar="FILE", help="per-query ranks as JSONL")
+    p.add_argument("--json", default=None, metavar="FILE", help="metrics as JSON")
+    p.add_argument(
+        "--plot", default=None, metavar="FILE", help="Hit@k curve + rank histogram (needs matplotlib)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_eval)
+
+
+@_reports_input_errors
+def _index(args: argparse.Namespace) -> int:
+    from clamp3.index import build_index
+
+    report = build_index(
+        args.emb_dir,
+        args.index_dir,
+        approximate=args.approximate,
+        append=args.append,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"{report.index_dir}: {report.kind} index of {report.total} vectors "
+        f"({report.added} added, {report.already_indexed} already there, {len(report.errors)} failed)",
+        file=sys.stderr,
+    )
+    for err in report.errors[:10]:
+        print(f"  {err}", file=sys.stderr)
+    if len(report.errors) > 10:
+        print(f"  ... {len(report.errors) - 10} more in {report.index_dir / 'errors.jsonl'}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+@_reports_input_errors
+def _search(args: argparse.Namespace) -> int:
+    from clamp3.cli.embed import load_model
+    from clamp3.index import SearchIndex
+    from clamp3.index.query import needs_model, search
+
+    index = SearchIndex.load(args.index_dir)
+    model = None
+    if needs_model(args.query, index.dim):
+        args.model = args.model or index.model
+        if not args.model:
+            raise InputError(args.query, "the index stores no model id: pass --model to encode the query")
+        model = load_model(args)
+    results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{'rank':>4}  {'score':>7}  {'modality':<9} path")
+    for r in results:
+        print(f"{r['rank']:>4}  {r['score']:>7.4f}  {str(r['modality'] or '-'):<9} {r['path']}")
+    return 0
+
+
+@_reports_input_errors
+def _score(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.score import score_groups, score_pairs
+    from clamp3.utils.io import write_json_atomic, write_text_atomic
+
+    if args.group:
+        result = score_groups(args.query_dir, args.reference_dir)
+        if args.out:
+            write_json_atomic(args.out, result)
+        print(json.dumps(result))
+        return 0
+    scores = score_pairs(args.query_dir, args.reference_dir)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scores.records)
+    if args.out:
+        write_text_atomic(args.out, lines)
+        mean = sum(r["score"] for r in scores.records) / len(scores.records)
+        print(f"{len(scores.records)} pairs, mean cosine {mean:.4f} -> {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+    for label, files in (("query", scores.unmatched_queries), ("reference", scores.unmatched_references)):
+        if files:
+            shown = ", ".join(files[:10]) + (f" ... and {len(files) - 10} more" if len(files) > 10 else "")
+            print(f"unmatched {label} files ({len(files)}): {shown}", file=sys.stderr)
+    return 0
+
+
+@_reports_input_errors
+def _eval(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.score import evaluate_retrieval
+    from clamp3.utils.io import write_json_atomic, write_text_atomic
+
+    result = evaluate_retrieval(args.query_dir, args.reference_dir, ties=args.ties, progress=not args.quiet)
+    if args.ranks:
+        write_text_atomic(
+            args.ranks, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
+        )
+    if args.json:
+        write_json_atomic(args.json, result.summary())
+    if args.plot:
+        from clamp3.evaluate.plots import plot_retrieval
+
+        plot_retrieval(
+            result.ranks, result.n_references, args.plot, title=f"{args.query_dir} -> {args.reference_dir}"
+        )
+    print(f"{result.n_queries} queries, {result.n_references} references, ties: {result.ties}")
+    print(f"{'metric':<8} {'value':>7}")
+    for name, value in result.metrics.items():
+        print(f"{name:<8} {value:>7.4f}")
+    return 0

@@ -1,0 +1,124 @@
+"""``clamp3 index`` / ``clamp3 search`` on folders of numpy vectors, and embed -> index -> search
+with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clamp3.cli.main import main
+
+pytest.importorskip("faiss")
+
+
+def _folder(root, rng, n=60, dim=32):
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    records = []
+    for i in range(n):
+        rel = f"{'a' if i < n // 2 else 'b/c'}/item{i:03d}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / f"{rel}.npy", vectors[i][None, :])
+        modality = "symbolic" if i % 2 else "audio"
+        records.append({"path": f"{rel}.mid", "npy": f"{rel}.npy", "modality": modality, "model": "m"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return vectors
+
+
+@pytest.mark.parametrize("approximate", [None, "hnsw"])
+def test_index_then_search_finds_the_planted_match(tmp_path, rng, capsys, approximate):
+    vectors = _folder(tmp_path / "emb", rng)
+    extra = ["--approximate", approximate] if approximate else []
+    assert main(["index", str(tmp_path / "emb"), str(tmp_path / "idx"), "--quiet", *extra]) == 0
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["count"] == 60 and meta["kind"] == (approximate or "flat") and meta["model"] == "m"
+    # The query is a perturbed copy of item 41, saved as a (1, D) embedding: no model needed.
+    np.save(
+        tmp_path / "query.npy", (vectors[41] + 0.05 * rng.standard_normal(32)).astype(np.float32)[None, :]
+    )
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "query.npy"), str(tmp_path / "idx"), "--top-k", "5", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    assert results[0]["path"] == "b/c/item041.mid" and results[0]["modality"] == "symbolic"
+    assert results[0]["score"] > 0.99 and results[0]["score"] >= results[1]["score"]
+    assert main(["search", str(tmp_path / "query.npy"), str(tmp_path / "idx"), "--modality", "audio"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["rank", "score", "modality", "path"]
+    assert len(table) == 11 and all(line.split()[2] == "audio" for line in table[1:])
+
+
+def test_index_refuses_overwrite_appends_and_reports_bad_files(tmp_path, rng, capsys):
+    emb, idx = tmp_path / "emb", tmp_path / "idx"
+    _folder(emb, rng, n=20)
+    assert main(["index", str(emb), str(idx), "--quiet"]) == 0
+    assert main(["index", str(emb), str(idx), "--quiet"]) == 2
+    assert "pass --append" in capsys.readouterr().err
+    # New files plus a broken one: append adds the new ones, reports the broken one, exit 1.
+    np.save(emb / "new1.npy", rng.standard_normal((1, 32)).astype(np.float32))
+    (emb / "broken.npy").write_bytes(b"garbage")
+    assert main(["index", str(emb), str(idx), "--append", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 added, 20 already there, 1 failed" in err and "broken.npy: unreadable .npy" in err
+    assert json.loads((idx / "meta.json").read_text())["count"] == 21
+    assert "broken.npy" in (idx / "errors.jsonl").read_text()
+    # A folder of another dimension cannot be appended.
+    np.save(tmp_path / "other.npy", np.ones((1, 8), np.float32))
+    other = tmp_path / "other"
+    other.mkdir()
+    (tmp_path / "other.npy").rename(other / "x.npy")
+    assert main(["index", str(other), str(idx), "--append", "--quiet"]) == 2
+    assert "dimension 8 differs from the expected 32" in capsys.readouterr().err
+
+
+def test_search_text_without_a_model_is_a_clear_error(tmp_path, rng, capsys):
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    np.save(emb / "x.npy", rng.standard_normal((1, 8)).astype(np.float32))
+    assert main(["index", str(emb), str(tmp_path / "idx"), "--quiet"]) == 0
+    assert main(["search", "a calm piano piece", str(tmp_path / "idx")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, capsys):
+    """Folder -> clamp3 embed (tiny model) -> clamp3 index -> clamp3 search: the planted file first."""
+    import shutil
+
+    src, emb, idx = tmp_path / "in", tmp_path / "emb", tmp_path / "idx"
+    (src / "scores").mkdir(parents=True)
+    (src / "texts").mkdir()
+    abc = sorted((parity_dir / "prep" / "abc_interleaved").glob("*.abc"))[:4]
+    for path in abc:
+        shutil.copy(path, src / "scores" / path.name)
+    sentences = {
+        "waltz": "a melancholy waltz for solo piano",
+        "lied": "ein fröhliches Volkslied in G-Dur",
+        "fugue": "une fugue pour orgue en ré mineur",
+        "chorale": "Bach chorale harmonisation for four voices",
+    }
+    for name, text in sentences.items():
+        (src / "texts" / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    assert main(["embed", str(src), str(emb), "--model", str(tiny_model_dir), "--no-progress"]) == 0
+    assert main(["index", str(emb), str(idx), "--quiet"]) == 0
+    capsys.readouterr()
+    # Text query; the model id comes from the index (the manifest recorded it).
+    assert main(["search", sentences["fugue"], str(idx), "--top-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == "texts/fugue.txt" and hits[0]["modality"] == "text"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4) and hits[1]["score"] < hits[0]["score"]
+    # Music query: a score file from outside the index finds its copy inside.
+    args = [
+        "search",
+        str(abc[2]),
+        str(idx),
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+        "--modality",
+        "symbolic",
+    ]
+    assert main(args) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == f"scores/{abc[2].name}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert len(hits) == 4 and {h["modality"] for h in hits} == {"symbolic"}
