@@ -24,6 +24,7 @@ import optparse
 import os
 import re
 import threading
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -173,8 +174,8 @@ def interleave_abc(abc: str, name: str = "<abc>") -> str:
     or the text has no ``V:1`` tune body. Unequal bar durations only log a warning (the
     official pipeline keeps such files).
     """
-    text, warnings = interleave_abc_checked(abc, name)
-    for warning in warnings:
+    text, found = interleave_abc_checked(abc, name)
+    for warning in found:
         logger.debug("%s: %s", name, warning)
     return text
 
@@ -200,10 +201,10 @@ def interleave_abc_checked(abc: str, name: str = "<abc>") -> tuple[str, list[str
             raise
         except Exception as exc:
             raise InputError(name, f"interleaving failed ({type(exc).__name__}: {exc})") from exc
-    warnings = [] if equal_counts else ["unequal bar number"]
+    found = [] if equal_counts else ["unequal bar number"]
     if not equal_durations:
-        warnings.append("unequal bar duration (voices not aligned): " + _odd_bars(printed.getvalue()))
-    return "".join(rotated), warnings
+        found.append("unequal bar duration (voices not aligned): " + _odd_bars(printed.getvalue()))
+    return "".join(rotated), found
 
 
 def _remove_quoted_barlines(lines: list[str]) -> list[str]:
@@ -255,12 +256,14 @@ def abc_to_musicxml(abc: str) -> str:
     newline. ``%%abc-include`` lines are ignored (they would read arbitrary files). Raises
     ``ValueError`` with the converter's messages when it produces no score.
     """
-    from abctoolkit import abc2xml
-
     abc = _ABC_INCLUDE.sub("", abc)
     messages: list[str] = []
-    with _LOCK, _quiet(abc2xml, messages):
-        docs = abc2xml.getXmlDocs(abc)
+    with _LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # abc2xml uses pyparsing's old names
+        from abctoolkit import abc2xml
+
+        with _quiet(abc2xml, messages):
+            docs = abc2xml.getXmlDocs(abc)
         if not docs:
             raise ValueError("abc2xml produced no MusicXML: " + ("; ".join(messages) or "no tune found"))
         return abc2xml.fixDoctype(docs[0])

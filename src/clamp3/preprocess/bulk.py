@@ -20,7 +20,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -261,41 +261,58 @@ def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterato
         return
     pending = list(reversed(jobs))
     while pending:
-        yield from _run_pool(pending, workers, timeout)
+        suspects = yield from _run_pool(pending, workers, timeout)
+        # A worker died: retry each file it may have held alone, to blame only the culprit.
+        for job in suspects:
+            with _pool(1) as pool:
+                try:
+                    yield pool.submit(convert_file, job, timeout).result()
+                except BrokenProcessPool:
+                    yield str(job.source), _DIED, []
+                except Exception as exc:  # e.g. a result that cannot be sent back
+                    yield str(job.source), f"{type(exc).__name__}: {exc}", []
 
 
-def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Iterator[tuple]:
-    """Drain ``pending`` through one pool, keeping a bounded number of files in flight.
+_DIED = "worker process died during conversion (crash, out of memory or killed)"
 
-    When a worker dies (crash, out of memory, killed) the files it had in flight are reported
-    as failed and the caller starts a new pool for the rest.
-    """
+
+def _pool(workers: int) -> ProcessPoolExecutor:
     # fork: workers start at once and inherit the imported modules instead of importing
     # clamp3 (and torch, through the package root) again in every worker.
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_sigint
     )
+
+
+def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Generator[tuple, None, list[Job]]:
+    """Drain ``pending`` through one pool, keeping a bounded number of files in flight.
+
+    Returns early, with the unfinished files that were in flight, when a worker dies (crash,
+    out of memory, killed); the pool is then unusable.
+    """
     in_flight: dict[Future, Job] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint) as pool:
+    with _pool(workers) as pool:
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < 4 * workers:
                     job = pending.pop()
-                    in_flight[pool.submit(convert_file, job, timeout)] = job
+                    try:
+                        in_flight[pool.submit(convert_file, job, timeout)] = job
+                    except BrokenProcessPool:
+                        pending.append(job)
+                        break
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    in_flight.pop(future)
-                    yield future.result()
-        except BrokenProcessPool:
-            for future, job in in_flight.items():
-                if future.done() and future.exception() is None:
-                    yield future.result()
-                else:
-                    reason = "worker process died during conversion (crash, out of memory or killed)"
-                    yield str(job.source), reason, []
+                    if future.exception() is None:
+                        del in_flight[future]
+                        yield future.result()
+                if any(future.exception() is not None for future in done):
+                    return list(in_flight.values())
         except BaseException:  # interrupted: do not wait for the queued files
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    return []
 
 
 def _ignore_sigint() -> None:
