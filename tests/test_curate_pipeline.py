@@ -173,3 +173,18 @@ def test_wrong_endpoint_stops_the_run_and_server_outage_leaves_items_pending(tmp
         report = _run(server, catalogue, docs, tmp_path / "b" / "train.jsonl")
     assert not report["complete"] and report["pending"] == 12 and "in a row failed" in report["stopped"]
     assert len(report["failures"]) >= 8 and all("HTTP 503" in m for m in report["failures"].values())
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    from clamp3.cli.main import main
+
+    catalogue, docs = _corpus(tmp_path, n=2)
+    out = tmp_path / "out" / "train.jsonl"
+    with ChatServer(FakeCurator()) as server:
+        common = ["--llm-url", server.url, "--llm-model", "fake", "--languages", "de", "--no-progress"]
+        assert main(["curate", str(tmp_path / "none.csv"), str(docs), str(out), *common]) == 2
+        assert "none.csv: catalogue file not found" in capsys.readouterr().err
+        assert main(["curate", str(catalogue), str(docs), str(out), *common, "--max-requests", "1"]) == 3
+        assert main(["curate", str(catalogue), str(docs), str(out), *common]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["kept"] == 2 and summary["pending"] == 0 and summary["rejected"] == {"catalogue_error": 1}

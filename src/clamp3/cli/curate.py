@@ -24,6 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("catalogue", help="CSV or JSONL: id, filepaths, title, artists/composer, other metadata")
     p.add_argument("documents", help="folder of .txt/.md/.html files, or a JSONL dump of {id, title, text}")
     p.add_argument("output", help="output JSONL (M4-RAG format); side files are written next to it")
+    _add_llm_arguments(p)
+    _add_content_arguments(p)
+    p.add_argument(
+        "--prompts", default=None, help="folder overriding the prompt templates / annotation schema"
+    )
+    p.add_argument("--report", default=None, help="report JSON path (default: OUT.report.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_curate)
+
+
+def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the LLM is and how to talk to it."""
     p.add_argument(
         "--llm-url",
         required=True,
@@ -35,6 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="OPENAI_API_KEY",
         help="environment variable holding the API key (unset = none)",
     )
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
+    p.add_argument(
+        "--max-requests", type=int, default=None, help="request budget for this run, retries included"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default: 120)")
+    p.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
+    p.add_argument(
+        "--max-backoff", type=float, default=60.0, help="longest wait between retries, seconds (default: 60)"
+    )
+    p.add_argument(
+        "--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)"
+    )
+
+
+def _add_content_arguments(p: argparse.ArgumentParser) -> None:
+    """Settings that decide what the records contain (a resumed run must keep them)."""
     p.add_argument(
         "--languages",
         default="",
@@ -48,10 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="background,analysis,description,scene",
         help="comma-separated fields to translate",
     )
-    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
-    p.add_argument(
-        "--max-requests", type=int, default=None, help="request budget for this run, retries included"
-    )
     p.add_argument("--top-k-passages", type=int, default=5, help="passages retrieved per item (default: 5)")
     p.add_argument("--passage-words", type=int, default=200, help="words per passage (default: 200)")
     p.add_argument(
@@ -60,20 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-attempts", type=int, default=3, help="answers asked per request before rejecting (default: 3)"
     )
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default: 120)")
-    p.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
-    p.add_argument(
-        "--max-backoff", type=float, default=60.0, help="longest wait between retries, seconds (default: 60)"
-    )
-    p.add_argument(
-        "--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)"
-    )
-    p.add_argument(
-        "--prompts", default=None, help="folder overriding the prompt templates / annotation schema"
-    )
-    p.add_argument("--report", default=None, help="report JSON path (default: OUT.report.json)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_curate)
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -96,6 +106,9 @@ def _curate(args: argparse.Namespace) -> int:
         min_support=args.min_support,
         max_attempts=args.max_attempts,
     )
+    if args.concurrency < 1 or (args.max_requests is not None and args.max_requests < 0):
+        print("error: --concurrency must be >= 1 and --max-requests >= 0", file=sys.stderr)
+        return EXIT_INPUT
     client = ChatClient(
         args.llm_url,
         args.llm_model,

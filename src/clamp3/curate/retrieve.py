@@ -8,6 +8,7 @@ the strongest match for an item. The query is the item's title, artists and meta
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from clamp3.curate.catalogue import CatalogueItem
@@ -24,6 +25,9 @@ class Bm25Retriever:
         self.passages = list(passages)
         self._tokenizer = Tokenizer(stopwords="en")
         self._index = bm25s.BM25()
+        # bm25s does not promise thread safety; a search takes milliseconds against seconds per
+        # LLM request, so serialising searches from the worker threads costs nothing measurable.
+        self._lock = threading.Lock()
         if self.passages:
             corpus = [f"{p.title}\n{p.text}" for p in self.passages]
             ids = self._tokenizer.tokenize(corpus, show_progress=False, return_as="ids")
@@ -36,9 +40,10 @@ class Bm25Retriever:
         """
         if not self.passages or k < 1:
             return []
-        ids = self._tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
         k = min(k, len(self.passages))
-        rows, scores = self._index.retrieve(ids, k=k, show_progress=False, n_threads=1)
+        with self._lock:
+            ids = self._tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
+            rows, scores = self._index.retrieve(ids, k=k, show_progress=False, n_threads=1)
         hits = [(int(i), float(s)) for i, s in zip(rows[0], scores[0]) if s > 0]
         hits.sort(key=lambda hit: (-hit[1], hit[0]))
         return [(self.passages[i], round(s, 6)) for i, s in hits]
