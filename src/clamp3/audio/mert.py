@@ -160,8 +160,9 @@ def _from_hub(repo: str) -> tuple[Path, Path]:
 class MertExtractor(WindowFrontend):
     """MERT-v1-95M window features (official ``extract_mert.py --mean_features`` output).
 
-    ``batch_size`` windows run per forward pass. ``dtype`` float16/bfloat16 is meant for GPUs;
-    time means are always accumulated in float32.
+    ``model`` is a MERT ``HubertModel``; it is moved to ``device``/``dtype`` in place (the
+    extractor owns it). ``batch_size`` windows run per forward pass. ``dtype`` float16/bfloat16
+    is meant for GPUs; time means are always accumulated in float32.
     """
 
     num_layers = 13

@@ -1,0 +1,86 @@
+"""Bulk feature extraction over a folder tree, in the official on-disk format.
+
+``IN/<rel>/<name>.<wav|flac|ogg|mp3>`` -> ``OUT/<rel>/<name>.npy``, float32 (1, n_windows, D):
+what the official ``extract_mert.py --mean_features`` writes (it takes only ``wav``/``mp3`` and is
+case-sensitive; here all four formats, any case). Outputs are written atomically; a rerun skips
+files whose output exists, so an interrupted run resumes where it stopped. Failures are appended
+to ``OUT/errors.jsonl`` (``path`` relative to IN, ``error``, ``time``) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clamp3.audio.base import WindowFrontend
+from clamp3.audio.io import is_audio_file
+from clamp3.utils.io import append_jsonl, save_npy_atomic
+
+ERRORS_NAME = "errors.jsonl"
+
+
+@dataclass
+class ExtractReport:
+    """Counts of one run; ``failed`` lists (relative path, reason)."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def list_audio_files(root: str | os.PathLike) -> list[Path]:
+    """Audio files under ``root`` (recursive, sorted, extensions case-insensitive)."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_audio_file(p))
+
+
+def output_path(in_dir: Path, out_dir: Path, file: Path) -> Path:
+    """``OUT/<relative path without extension>.npy`` for ``file`` under ``in_dir``."""
+    return out_dir / file.relative_to(in_dir).with_suffix(".npy")
+
+
+def extract_tree(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    frontend: WindowFrontend,
+    show_progress: bool = True,
+) -> ExtractReport:
+    """Write one ``.npy`` of window features per audio file under ``in_dir`` (see module doc)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise NotADirectoryError(f"{in_dir}: not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = ExtractReport()
+    todo: list[Path] = []
+    claimed: dict[Path, Path] = {}
+    for file in list_audio_files(in_dir):
+        target = output_path(in_dir, out_dir, file)
+        if target in claimed:  # e.g. song.wav and song.mp3 side by side
+            _fail(
+                report,
+                out_dir,
+                file.relative_to(in_dir),
+                f"same output {target.name} as {claimed[target].name}",
+            )
+            continue
+        claimed[target] = file
+        if target.exists():
+            report.skipped += 1
+        else:
+            todo.append(file)
+    for result in frontend.features_from_files(todo, show_progress=show_progress):
+        file = Path(result.path)
+        if result.error is not None:
+            _fail(report, out_dir, file.relative_to(in_dir), result.error.reason)
+            continue
+        save_npy_atomic(output_path(in_dir, out_dir, file), result.features[None])
+        report.written += 1
+    return report
+
+
+def _fail(report: ExtractReport, out_dir: Path, rel: Path, reason: str) -> None:
+    report.failed.append((str(rel), reason))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    append_jsonl(out_dir / ERRORS_NAME, {"path": str(rel), "error": reason, "time": stamp})

@@ -1,0 +1,43 @@
+"""``clamp3 extract-audio``: a folder of audio files -> official-format MERT feature files."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract-audio",
+        help="wav/flac/ogg/mp3 tree -> OUT/<rel>.npy MERT features (1, n_windows, 768), resumable",
+    )
+    p.add_argument("input", help="folder of audio files (searched recursively)")
+    p.add_argument("output", help="folder for the .npy files and errors.jsonl")
+    p.add_argument(
+        "--model",
+        default="m-a-p/MERT-v1-95M",
+        help="MERT hub id or local folder (config.json + weights); 'logmel:DIM' for the offline front-end",
+    )
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16 (GPU)")
+    p.add_argument("--batch-size", type=int, default=4, help="5-s windows per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from clamp3.audio import LogMelFrontend, MertExtractor
+    from clamp3.audio.extract import ERRORS_NAME, extract_tree
+
+    if args.model.startswith("logmel:"):
+        frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size)
+    else:
+        frontend = MertExtractor.from_pretrained(
+            args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        )
+    report = extract_tree(args.input, args.output, frontend, show_progress=not args.no_progress)
+    print(f"wrote {report.written}, skipped {report.skipped} existing, failed {len(report.failed)}")
+    for rel, reason in report.failed:
+        print(f"  failed: {rel}: {reason}")
+    if report.failed:
+        print(f"(failures are logged in {args.output}/{ERRORS_NAME})")
+    return 1 if report.failed else 0

@@ -1,0 +1,111 @@
+"""MertExtractor.from_pretrained: local folders (bin / safetensors, both weight-norm spellings),
+strict keys, and the offline message for an uncached hub model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MERT_CONFIG, tiny_mert_keys, write_mert_folder
+
+from clamp3.audio import MertExtractor
+from clamp3.checkpoints import CheckpointError
+
+
+def _wave() -> np.ndarray:
+    return np.sin(np.arange(30000) * 0.05).astype(np.float32)
+
+
+def test_legacy_and_parametrized_names_load_the_same_weights(tiny_mert_dir, tmp_path):
+    legacy = MertExtractor.from_pretrained(tiny_mert_dir)
+    modern_dir = write_mert_folder(
+        tmp_path / "modern", TINY_MERT_CONFIG, tiny_mert_keys(), legacy_names=False
+    )
+    modern = MertExtractor.from_pretrained(modern_dir)
+    conv = legacy.model.encoder.pos_conv_embed.conv
+    stored = torch.load(tiny_mert_dir / "pytorch_model.bin", weights_only=True)
+    g = stored["encoder.pos_conv_embed.conv.weight_g"]
+    v = stored["encoder.pos_conv_embed.conv.weight_v"]
+    # Effective kernel = g * v / ||v|| with the norm over dims 0 and 1 per kernel position.
+    expected = g * v / v.norm(dim=(0, 1), keepdim=True)
+    torch.testing.assert_close(conv.weight, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(
+        legacy.features_from_waveform(_wave()), modern.features_from_waveform(_wave())
+    )
+
+
+def test_safetensors_folder(tiny_mert_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "st"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_mert_dir / "config.json").read_text())
+    state = torch.load(tiny_mert_dir / "pytorch_model.bin", weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    a = MertExtractor.from_pretrained(folder).features_from_waveform(_wave())
+    b = MertExtractor.from_pretrained(tiny_mert_dir).features_from_waveform(_wave())
+    np.testing.assert_array_equal(a, b)
+
+
+def _edited(tiny_mert_dir, tmp_path, edit) -> MertExtractor:
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_mert_dir / "config.json").read_text())
+    state = torch.load(tiny_mert_dir / "pytorch_model.bin", weights_only=True)
+    edit(state)
+    torch.save(state, folder / "pytorch_model.bin")
+    return MertExtractor.from_pretrained(folder)
+
+
+def test_missing_key_is_named(tiny_mert_dir, tmp_path):
+    with pytest.raises(CheckpointError, match=r"missing key 'encoder\.layers\.1\.final_layer_norm\.bias'"):
+        _edited(tiny_mert_dir, tmp_path, lambda s: s.pop("encoder.layers.1.final_layer_norm.bias"))
+
+
+def test_unexpected_key_is_named(tiny_mert_dir, tmp_path):
+    with pytest.raises(CheckpointError, match=r"unexpected key 'decoder\.weight'"):
+        _edited(tiny_mert_dir, tmp_path, lambda s: s.update({"decoder.weight": torch.zeros(2)}))
+
+
+def test_wrong_shape_and_duplicate_weight_norm_are_named(tiny_mert_dir, tmp_path):
+    def edit(state):
+        state["masked_spec_embed"] = torch.zeros(3)
+        state["encoder.pos_conv_embed.conv.parametrizations.weight.original0"] = state[
+            "encoder.pos_conv_embed.conv.weight_g"
+        ]
+
+    with pytest.raises(CheckpointError) as err:
+        _edited(tiny_mert_dir, tmp_path, edit)
+    assert "'masked_spec_embed' has shape (3,)" in str(err.value)
+    assert "both 'encoder.pos_conv_embed.conv.weight_g' and" in str(err.value)
+
+
+def test_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY_MERT_CONFIG))
+    with pytest.raises(
+        CheckpointError, match=r"needs config.json and one of model.safetensors, pytorch_model.bin"
+    ):
+        MertExtractor.from_pretrained(tmp_path)
+
+
+def test_cqt_variant_is_refused(tmp_path):
+    cfg = dict(TINY_MERT_CONFIG, feature_extractor_cqt=True)
+    folder = write_mert_folder(tmp_path / "cqt", cfg, tiny_mert_keys())
+    with pytest.raises(CheckpointError, match="feature_extractor_cqt"):
+        MertExtractor.from_pretrained(folder)
+
+
+def test_uncached_hub_model_offline_says_what_to_fetch(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError) as err:
+        MertExtractor.from_pretrained("m-a-p/MERT-v1-95M")
+    message = str(err.value)
+    assert "https://huggingface.co/m-a-p/MERT-v1-95M" in message
+    assert "config.json and pytorch_model.bin" in message and "mert/" in message
