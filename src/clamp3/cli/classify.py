@@ -1,0 +1,230 @@
+"""``clamp3 probe train|predict``, ``clamp3 zero-shot`` and ``clamp3 gen-score``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from clamp3.cli.embed import add_model_arguments, load_model
+
+
+def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        flag, dest="labels_csv", default=None, metavar="CSV", help=f"{what}: CSV path,label[,label...]"
+    )
+    group.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help=f"{what}: the first folder of each path (DIR/<label>/...)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    probe = sub.add_parser("probe", help="linear probe on frozen embeddings: train, predict")
+    probe_sub = probe.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
+
+    p = probe_sub.add_parser(
+        "train",
+        help="train a linear classifier on an embedding folder",
+        description="Standardises features, balances classes, trains mini-batches with early stopping on a "
+        "stratified validation split, and writes OUT_PROBE/probe.json, probe.safetensors, confusion.png.",
+    )
+    p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
+    p.add_argument("out_probe", help="output probe directory")
+    _add_label_source(p, "--labels", True, "labels")
+    p.add_argument("--multi-label", action="store_true", help="tagging: several labels per item (BCE, mAP)")
+    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction (0: none; default 0.2)")
+    p.add_argument(
+        "--balance", choices=("weight", "sample", "none"), default="weight", help="class balancing"
+    )
+    p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
+    p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs (default 15)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tune-thresholds", action="store_true", help="multi-label: F1-optimal threshold per label"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_probe_train)
+
+    p = probe_sub.add_parser("predict", help="apply a saved probe to an embedding folder")
+    p.add_argument("probe_dir", help="directory written by 'clamp3 probe train'")
+    p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
+    p.add_argument("output", help="predictions JSON")
+    p.add_argument("--top-k", type=int, default=3, help="labels listed per item (single-label)")
+    _add_label_source(p, "--truth", False, "known labels for metrics")
+    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_probe_predict)
+
+    p = sub.add_parser(
+        "zero-shot",
+        help="classify files against label prompts in any language",
+        description="Each label becomes one prompt per --template ('{label}' is replaced); a label's vector "
+        "is the renormalised mean of its normalised prompt embeddings; items get cosine scores.",
+    )
+    p.add_argument("inputs", nargs="+", help="files or folders (or embedding folders with --embeddings)")
+    add_model_arguments(p)
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", default=None, help='comma-separated, e.g. "jazz,classical,rock"')
+    labels.add_argument("--labels-file", default=None, help="one label per line (UTF-8)")
+    p.add_argument(
+        "--template", action="append", default=None, help='repeatable, e.g. "a piece of {label} music"'
+    )
+    p.add_argument("--templates-file", default=None, help="one template per line")
+    p.add_argument("--top-k", type=int, default=3)
+    _add_label_source(p, "--truth", False, "known labels for metrics")
+    p.add_argument(
+        "--embeddings", action="store_true", help="inputs are embedding folders from 'clamp3 embed'"
+    )
+    p.add_argument("--json", default=None, metavar="OUT", help="write predictions and metrics here")
+    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_zero_shot)
+
+    p = sub.add_parser(
+        "gen-score",
+        help="score generated music: CLaMP 3 score vs prompts, Fréchet distance vs a reference set",
+    )
+    p.add_argument("--prompts", default=None, help="JSONL {id, prompt} or CSV id,prompt")
+    p.add_argument("--generated", required=True, help="folder of generated pieces (audio or symbolic)")
+    p.add_argument("--reference", default=None, help="folder of reference pieces for the Fréchet distance")
+    add_model_arguments(p)
+    p.add_argument("--embeddings", action="store_true", help="--generated/--reference are embedding folders")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the score's CI (default 1000)")
+    p.add_argument("--fd-bootstrap", type=int, default=100, help="resamples for the Fréchet CI (default 100)")
+    p.add_argument(
+        "--fd-normalize", action="store_true", help="L2-normalise embeddings before the Fréchet distance"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_gen_score)
+
+
+def _probe_train(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.probe_train import ProbeSettings
+    from clamp3.evaluate.runs import run_probe_train
+
+    settings = ProbeSettings(
+        multi_label=args.multi_label,
+        val_split=args.val_split,
+        balance=args.balance,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        tune_thresholds=args.tune_thresholds,
+    )
+    info = run_probe_train(
+        args.emb_dir,
+        args.out_probe,
+        args.labels_csv,
+        args.labels_from_folders,
+        settings,
+        not args.no_progress,
+    )
+    split = "val" if "val" in info["metrics"] else "train"
+    metrics = info["metrics"][split]
+    keys = ("micro_f1", "macro_f1", "mAP") if args.multi_label else ("accuracy", "macro_f1")
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+    print(
+        f"wrote {args.out_probe} ({info['data']['n_train']} train / {info['data']['n_val']} val); {split}: {shown}"
+    )
+    return 0
+
+
+def _probe_predict(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.runs import run_probe_predict
+
+    result = run_probe_predict(
+        args.probe_dir,
+        args.emb_dir,
+        args.output,
+        args.top_k,
+        args.labels_csv,
+        args.labels_from_folders,
+        args.plot,
+        not args.no_progress,
+    )
+    print(f"wrote {args.output} ({len(result['predictions'])} predictions)")
+    _print_metrics(result.get("metrics"))
+    return 0
+
+
+def _zero_shot(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.labels import read_lines
+    from clamp3.evaluate.runs import run_zero_shot
+
+    labels = read_lines(args.labels_file, "labels") if args.labels_file else args.labels.split(",")
+    templates = list(args.template or [])
+    if args.templates_file:
+        templates += read_lines(args.templates_file, "templates")
+    result = run_zero_shot(
+        args.inputs,
+        load_model(args),
+        labels,
+        templates or ["{label}"],
+        top_k=args.top_k,
+        truth_csv=args.labels_csv,
+        truth_from_folders=args.labels_from_folders,
+        embeddings=args.embeddings,
+        json_out=args.json,
+        plot=args.plot,
+        batch_size=args.batch_size,
+        show_progress=not args.no_progress,
+    )
+    if args.json is None:
+        for record in result["predictions"]:
+            top = "  ".join(f"{t['label']} {t['score']:.4f}" for t in record["top"])
+            print(f"{record['path']}\t{top}")
+    else:
+        print(f"wrote {args.json} ({len(result['predictions'])} predictions)")
+    _print_metrics(result.get("metrics"))
+    return 0
+
+
+def _gen_score(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.genscore import run_gen_score
+
+    if args.prompts is None and args.reference is None:
+        print("clamp3 gen-score: give --prompts, --reference or both", file=sys.stderr)
+        return 2
+    needs_model = args.prompts is not None or not args.embeddings
+    result = run_gen_score(
+        args.generated,
+        load_model(args) if needs_model else None,
+        prompts_file=args.prompts,
+        reference=args.reference,
+        embeddings=args.embeddings,
+        n_bootstrap=args.bootstrap,
+        fd_bootstrap=args.fd_bootstrap,
+        normalize_fd=args.fd_normalize,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        json_out=args.json,
+        show_progress=not args.no_progress,
+    )
+    summary = {k: v for k, v in result.items() if k in ("clamp3_score", "frechet")}
+    if "clamp3_score" in summary:
+        score = dict(summary["clamp3_score"])
+        score["unmatched_files"] = len(score["unmatched_files"])
+        score["prompts_without_files"] = len(score["prompts_without_files"])
+        summary["clamp3_score"] = score
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _print_metrics(metrics: dict | None) -> None:
+    if not metrics:
+        return
+    keys = ("accuracy", "macro_f1", "top3_accuracy", "top5_accuracy", "micro_f1", "mAP")
+    print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics) + f"  (n={metrics['n']})")

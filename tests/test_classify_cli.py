@@ -1,0 +1,111 @@
+"""``clamp3 probe train`` / ``clamp3 probe predict`` on embedding folders in the ``clamp3 embed`` layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clamp3.cli.main import main
+from clamp3.evaluate.probe import LinearProbe
+from clamp3.utils.errors import InputError
+
+CLASSES = ["barock", "jazz", "民謡"]
+
+
+def write_embedding_folder(root, vectors, relpaths, manifest=True):
+    """``root/<relpath without extension>.npy`` (1, D) float32 + manifest.jsonl, as ``clamp3 embed`` writes."""
+    lines = []
+    for vector, rel in zip(vectors, relpaths):
+        npy = rel.rsplit(".", 1)[0] + ".npy"
+        (root / npy).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / npy, vector[None, :].astype(np.float32))
+        lines.append(json.dumps({"path": rel, "npy": npy, "modality": "symbolic"}, ensure_ascii=False))
+    if manifest:
+        (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture()
+def labelled(tmp_path, rng):
+    """60 items per class in class folders; clusters well apart."""
+    centres = rng.normal(size=(len(CLASSES), 16)) * 4
+    y = np.repeat(np.arange(len(CLASSES)), 60)
+    x = centres[y] + rng.normal(size=(len(y), 16))
+    rel = [f"{CLASSES[c]}/piece{i:03d}.mid" for i, c in enumerate(y)]
+    return write_embedding_folder(tmp_path / "emb", x, rel), x, y, rel
+
+
+def test_probe_train_and_predict_from_folders(labelled, tmp_path):
+    emb, x, y, rel = labelled
+    out = tmp_path / "probe"
+    assert main(["probe", "train", str(emb), str(out), "--labels-from-folders", "--no-progress"]) == 0
+    config = json.loads((out / "probe.json").read_text(encoding="utf-8"))
+    assert config["format"] == "clamp3-linear-probe" and config["task"] == "single-label"
+    assert config["labels"] == sorted(CLASSES) and config["input_dim"] == 16
+    assert config["metrics"]["val"]["accuracy"] >= 0.95
+    assert config["data"]["counts"] == {c: 60 for c in CLASSES}
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    preds = tmp_path / "preds.json"
+    plot = tmp_path / "test_confusion.png"
+    argv = ["probe", "predict", str(out), str(emb), str(preds), "--labels-from-folders", "--plot", str(plot)]
+    assert main([*argv, "--no-progress"]) == 0
+    result = json.loads(preds.read_text(encoding="utf-8"))
+    assert [p["path"] for p in result["predictions"]] == sorted(rel)
+    assert all(len(p["top"]) == 3 and p["top"][0]["label"] == p["label"] for p in result["predictions"])
+    assert all(abs(sum(t["probability"] for t in p["top"]) - 1) < 1e-4 for p in result["predictions"])
+    assert result["metrics"]["accuracy"] >= 0.95 and result["metrics"]["n"] == len(y)
+    assert plot.is_file()
+
+    # the saved probe gives exactly the predictions of the CLI
+    probe = LinearProbe.load(out)
+    order = np.argsort(rel)
+    expected = [probe.labels[i] for i in probe.predict(x[order].astype(np.float32))]
+    assert [p["label"] for p in result["predictions"]] == expected
+
+
+def test_probe_with_csv_labels_and_multi_label(tmp_path, rng):
+    n, dim, tags = 240, 12, ["calm", "dark", "fast"]
+    y = rng.random((n, len(tags))) < 0.4
+    x = y.astype(np.float64) @ rng.normal(size=(len(tags), dim)) * 3 + rng.normal(size=(n, dim))
+    rel = [f"p{i:03d}.abc" for i in range(n)]
+    emb = write_embedding_folder(tmp_path / "emb", x, rel, manifest=False)
+    rows = ["path,labels"] + [
+        ",".join([r] + [t for t, on in zip(tags, row) if on])
+        for r, row in zip(rel, y)  # bare path = no tags
+    ]
+    csv = tmp_path / "tags.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "tagger"
+    argv = ["probe", "train", str(emb), "--labels", str(csv), str(out), "--multi-label", "--no-progress"]
+    assert main(argv) == 0
+    config = json.loads((out / "probe.json").read_text(encoding="utf-8"))
+    assert config["task"] == "multi-label" and config["thresholds"] == [0.5, 0.5, 0.5]
+    assert config["metrics"]["val"]["mAP"] > 0.9
+    assert main(["probe", "predict", str(out), str(emb), str(tmp_path / "p.json"), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))["predictions"][0]
+    assert set(record["probabilities"]) == set(tags) and set(record["labels"]) <= set(tags)
+
+
+def test_probe_predict_rejects_other_dimension(labelled, tmp_path, rng):
+    emb, *_ = labelled
+    out = tmp_path / "probe"
+    main(["probe", "train", str(emb), str(out), "--labels-from-folders", "--epochs", "2", "--no-progress"])
+    other = write_embedding_folder(tmp_path / "other", rng.normal(size=(2, 8)), ["a.mid", "b.mid"])
+    with pytest.raises(InputError, match="dimension 8"):
+        main(["probe", "predict", str(out), str(other), str(tmp_path / "x.json"), "--no-progress"])
+
+
+def test_probe_train_needs_labels_for_every_item(labelled, tmp_path):
+    emb, _, _, rel = labelled
+    csv = tmp_path / "few.csv"
+    csv.write_text("jazz/piece060.mid,jazz\n", encoding="utf-8")
+    with pytest.raises(InputError, match="have no label"):
+        main(["probe", "train", str(emb), str(tmp_path / "p"), "--labels", str(csv), "--no-progress"])
+    rows = [f"{r},{r.split('/')[0]}" for r in rel]
+    rows[5] = rel[5]  # a bare path: no label
+    csv.write_text("\n".join(rows), encoding="utf-8")
+    with pytest.raises(InputError, match=f"{rel[5]}: single-label mode needs one label"):
+        main(["probe", "train", str(emb), str(tmp_path / "p"), "--labels", str(csv), "--no-progress"])
