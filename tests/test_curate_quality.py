@@ -78,7 +78,9 @@ def test_prompt_folder_overrides_and_bad_schema(tmp_path):
     custom = load_prompts(tmp_path)
     assert custom.system == "Be brief." and custom.fingerprint != builtin.fingerprint
     assert custom.annotate.render(metadata=["title: X"], passages=[], schema="{}", language_name="English")
-    (tmp_path / "annotation.schema.json").write_text('{"type": "object", "properties": {"n": {"type": "number"}}}')
+    (tmp_path / "annotation.schema.json").write_text(
+        '{"type": "object", "properties": {"n": {"type": "number"}}}'
+    )
     with pytest.raises(InputError, match="annotation.schema.json"):
         load_prompts(tmp_path)
 
@@ -95,7 +97,9 @@ def test_grounding_rule_numbers_strict_names_by_share():
     meta = "title: Song A\nartists: Ann Berg\nyear: 1901"
     passage = Passage("doc.md", 0, "Song A", "Song A was printed in Graz by the publisher Weber in 1901.")
     other = Passage("other.md", 0, "Other", "Nothing relevant here.")
-    good = check_grounding(["It was written by Ann Berg, printed in Graz in 1901 in the 1900s."], meta, [passage, other])
+    good = check_grounding(
+        ["It was written by Ann Berg, printed in Graz in 1901 in the 1900s."], meta, [passage, other]
+    )
     assert good.grounded and good.support == 1.0 and good.unsupported == []
     assert good.used_passages == ["doc.md#0"]  # Graz is only in the passage
     wrong_year = check_grounding(["It was written by Ann Berg in 1887."], meta, [passage])
@@ -110,7 +114,10 @@ def test_grounding_rule_numbers_strict_names_by_share():
 
 
 def test_language_identification_and_equivalents():
-    assert answer_language({"a": "Dieses Musikstück ist ruhig und sehr melodisch, und es wird oft gespielt."}) == "de"
+    assert (
+        answer_language({"a": "Dieses Musikstück ist ruhig und sehr melodisch, und es wird oft gespielt."})
+        == "de"
+    )
     assert answer_language({"a": "Ce morceau est calme et très mélodieux, souvent joué en concert."}) == "fr"
     assert answer_language({"a": "short", "tags": ["calm", "melodic", "folk"]}) is None
     assert same_language("no", "nn") and same_language("de", "de") and not same_language("de", "nl")
