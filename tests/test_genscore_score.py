@@ -1,0 +1,153 @@
+"""CLaMP 3 score: per-item cosines, bootstrap interval, prompt files, file matching, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clamp3.cli.main import main
+from clamp3.evaluate.frechet import frechet_distance
+from clamp3.evaluate.genscore import (
+    bootstrap_mean_ci,
+    candidate_ids,
+    clamp3_score,
+    match_generated,
+    read_prompts,
+    run_gen_score,
+)
+from clamp3.utils.errors import InputError
+
+
+def test_per_item_values_are_cosines(rng):
+    prompts, pieces = rng.normal(size=(40, 16)) * 3, rng.normal(size=(40, 16)) + 0.2
+    result = clamp3_score(prompts, pieces, n_resamples=500)
+    expected = [float(p @ q / np.linalg.norm(p) / np.linalg.norm(q)) for p, q in zip(prompts, pieces)]
+    np.testing.assert_allclose(result["per_item"], expected, rtol=1e-12)
+    assert result["score"] == pytest.approx(np.mean(expected))
+    lo, hi = result["ci95"]
+    assert lo <= result["score"] <= hi and hi - lo < 0.5
+    assert result["n"] == 40
+
+
+def test_bootstrap_is_seeded_and_narrows_with_more_items(rng):
+    small, large = rng.normal(size=30), rng.normal(size=3000)
+    assert bootstrap_mean_ci(small, seed=4) == bootstrap_mean_ci(small, seed=4)
+    width = [np.diff(bootstrap_mean_ci(v, 400))[0] for v in (small, large)]
+    assert width[1] < width[0] / 4  # ~ 1 / sqrt(N)
+    assert bootstrap_mean_ci(small[:1]) is None
+
+
+def test_read_prompts_jsonl_and_csv(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        '{"id": "a", "prompt": "calm piano"}\n\n{"id": 7, "prompt": "ein Walzer, langsam"}\n', "utf-8"
+    )
+    assert read_prompts(jsonl) == {"a": "calm piano", "7": "ein Walzer, langsam"}
+    csv = tmp_path / "p.csv"
+    csv.write_text('id,prompt\na,"calm, slow piano"\nb,rock\n', encoding="utf-8")
+    assert read_prompts(csv) == {"a": "calm, slow piano", "b": "rock"}
+    csv.write_text("a,x\na,y\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2: id 'a' is listed twice"):
+        read_prompts(csv)
+    jsonl.write_text('{"id": "a"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 1"):
+        read_prompts(jsonl)
+
+
+def test_matching_rules():
+    assert candidate_ids("rock/p01.take2.wav")[:2] == ["rock/p01.take2", "rock/p01"]
+    paths = ["p01.wav", "p01.2.wav", "p02/s1.mid", "rock/p03.abc", "zzz.wav"]
+    matches, unmatched, missing = match_generated(paths, ["p01", "p02", "p03", "p04"])
+    assert matches == [(0, "p01"), (1, "p01"), (2, "p02"), (3, "p03")]
+    assert unmatched == ["zzz.wav"] and missing == ["p04"]
+
+
+class LookupModel:
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
+        assert modality == "text"
+        out = np.stack([self.table[x] for x in inputs])
+        return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
+
+
+def save_folder(root, vectors, names):
+    root.mkdir(parents=True)
+    for vector, name in zip(vectors, names):
+        np.save(root / f"{name}.npy", vector[None].astype(np.float32))
+    return root
+
+
+def test_run_on_embedding_folders(tmp_path, rng):
+    prompts = {f"p{i}": f"prompt number {i}" for i in range(6)}
+    (tmp_path / "prompts.jsonl").write_text(
+        "\n".join(json.dumps({"id": k, "prompt": v}) for k, v in prompts.items()), encoding="utf-8"
+    )
+    text = {v: rng.normal(size=4) for v in prompts.values()}  # 4 dimensions < 7 items: no N < D warning
+    names = ["p0", "p1", "p2", "p3", "p4", "p4.b", "extra"]
+    gen = rng.normal(size=(len(names), 4))
+    ref = rng.normal(size=(40, 4)) + 1.0
+    save_folder(tmp_path / "gen", gen, names)
+    save_folder(tmp_path / "ref", ref, [f"r{i}" for i in range(40)])
+    out = tmp_path / "score.json"
+    result = run_gen_score(
+        tmp_path / "gen",
+        LookupModel(text),
+        prompts_file=tmp_path / "prompts.jsonl",
+        reference=tmp_path / "ref",
+        embeddings=True,
+        fd_bootstrap=20,
+        json_out=out,
+    )
+    assert (
+        json.loads(out.read_text(encoding="utf-8"))["clamp3_score"]["score"]
+        == result["clamp3_score"]["score"]
+    )
+    items = {item["path"]: item for item in result["items"]}
+    assert set(items) == {f"{n}.npy" for n in names if n != "extra"}
+    for n, vector in zip(names[:-1], gen):
+        pid = n.split(".")[0]
+        expected = vector @ text[prompts[pid]] / np.linalg.norm(vector) / np.linalg.norm(text[prompts[pid]])
+        assert items[f"{n}.npy"]["score"] == pytest.approx(expected) and items[f"{n}.npy"]["id"] == pid
+    assert result["clamp3_score"]["unmatched_files"] == ["extra.npy"]
+    assert result["clamp3_score"]["prompts_without_files"] == ["p5"]
+    assert result["frechet"]["distance"] == pytest.approx(frechet_distance(gen, ref), rel=1e-6)
+
+
+def test_gen_score_cli_with_tiny_model(tiny_model_dir, tmp_path):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    tunes = ["C D E F|G A B c|]", "c B A G|F E D C|]", "C E G c|G E C2|]", "D F A d|A F D2|]"]
+    for i, tune in enumerate(tunes):
+        (gen / f"song{i}.abc").write_text(f"X:1\nL:1/4\nM:4/4\nK:C\n{tune}\n", encoding="utf-8")
+        (ref / f"ref{i}.abc").write_text(f"X:1\nL:1/8\nM:4/4\nK:G\n{tune}\n", encoding="utf-8")
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(
+        "id,prompt\nsong0,a calm waltz\nsong1,una canción\nsong2,ein Lied\nsong3,一首歌\n", "utf-8"
+    )
+    out = tmp_path / "gs.json"
+    argv = ["gen-score", "--prompts", str(prompts), "--generated", str(gen), "--reference", str(ref)]
+    argv += ["--model", str(tiny_model_dir), "--device", "cpu", "--bootstrap", "200", "--fd-bootstrap", "10"]
+    with pytest.warns(UserWarning, match="N < D"):  # 4 items in 32 dimensions
+        assert main([*argv, "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    score = result["clamp3_score"]
+    assert score["n"] == 4 and -1 <= score["score"] <= 1
+    assert score["ci95"][0] <= score["score"] <= score["ci95"][1]
+    assert sorted(item["id"] for item in result["items"]) == ["song0", "song1", "song2", "song3"]
+    assert all(-1 <= item["score"] <= 1 for item in result["items"])
+    fd = result["frechet"]
+    assert fd["distance"] >= 0 and fd["n_generated"] == fd["n_reference"] == 4 and fd["dim"] == 32
+
+    # per-item values equal cosines of encode() outputs
+    from clamp3 import Clamp3Model
+
+    model = Clamp3Model.from_pretrained(tiny_model_dir)
+    by_id = {item["id"]: item["score"] for item in result["items"]}
+    pieces = model.encode([str(gen / "song1.abc")])
+    text = model.encode(["una canción"], modality="text")
+    assert by_id["song1"] == pytest.approx(float(pieces[0] @ text[0]), abs=1e-5)
