@@ -1,30 +1,49 @@
 """clamp3: CLaMP 3 for music information retrieval across sheet music, MIDI, audio and text.
 
-The public API is re-exported here; heavy parts (preprocessing libraries, audio decoding,
-FAISS, the service, training) are imported only by the modules that need them.
+The public API is re-exported here lazily (PEP 562), so ``import clamp3.curate`` or a CLI
+sub-command that needs no model does not pay for importing torch and transformers.
 """
 
-from clamp3.config import (
-    AudioTowerConfig,
-    Clamp3Config,
-    EncoderConfig,
-    SymbolicTowerConfig,
-    TextTowerConfig,
-    list_presets,
-    load_preset,
-)
-from clamp3.model import Clamp3Model, Clamp3Output
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AudioTowerConfig",
-    "Clamp3Config",
-    "Clamp3Model",
-    "Clamp3Output",
-    "EncoderConfig",
-    "SymbolicTowerConfig",
-    "TextTowerConfig",
-    "list_presets",
-    "load_preset",
-]
+_EXPORTS = {
+    "AudioTowerConfig": "clamp3.config",
+    "Clamp3Config": "clamp3.config",
+    "EncoderConfig": "clamp3.config",
+    "SymbolicTowerConfig": "clamp3.config",
+    "TextTowerConfig": "clamp3.config",
+    "list_presets": "clamp3.config",
+    "load_preset": "clamp3.config",
+    "Clamp3Model": "clamp3.model",
+    "Clamp3Output": "clamp3.model",
+    "encode": "clamp3.encode",
+    "detect_modality": "clamp3.encode",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from clamp3.config import (
+        AudioTowerConfig,
+        Clamp3Config,
+        EncoderConfig,
+        SymbolicTowerConfig,
+        TextTowerConfig,
+        list_presets,
+        load_preset,
+    )
+    from clamp3.encode import detect_modality, encode
+    from clamp3.model import Clamp3Model, Clamp3Output
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clamp3' has no attribute {name!r}")
