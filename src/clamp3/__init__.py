@@ -25,7 +25,19 @@ _EXPORTS = {
     "detect_modality": "clamp3.encode",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AudioTowerConfig",
+    "Clamp3Config",
+    "Clamp3Model",
+    "Clamp3Output",
+    "EncoderConfig",
+    "SymbolicTowerConfig",
+    "TextTowerConfig",
+    "detect_modality",
+    "encode",
+    "list_presets",
+    "load_preset",
+]
 
 if TYPE_CHECKING:
     from clamp3.config import (
