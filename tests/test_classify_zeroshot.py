@@ -170,3 +170,9 @@ def test_run_zero_shot_on_embeddings_and_unknown_truth_label(tmp_path, rng):
     result = run_zero_shot([root], model, ["jazz", "classical"], ["{label}"], embeddings=True)
     assert [p["label"] for p in result["predictions"]] == ["jazz", "classical"]
     assert result["predictions"][0]["path"] == "jazz/a.npy"
+
+
+def test_cli_rejects_a_template_without_placeholder_before_loading(tmp_path, capsys):
+    argv = ["zero-shot", str(tmp_path), "--model", str(tmp_path / "absent"), "--labels", "a,b"]
+    assert main([*argv, "--template", "no placeholder"]) == 2
+    assert "has no {label} placeholder" in capsys.readouterr().err

@@ -151,3 +151,23 @@ def test_gen_score_cli_with_tiny_model(tiny_model_dir, tmp_path):
     pieces = model.encode([str(gen / "song1.abc")])
     text = model.encode(["una canción"], modality="text")
     assert by_id["song1"] == pytest.approx(float(pieces[0] @ text[0]), abs=1e-5)
+
+
+def test_frechet_only_on_embedding_folders_needs_no_model(tmp_path, rng, capsys):
+    gen = save_folder(tmp_path / "gen", rng.normal(size=(30, 6)), [f"g{i}" for i in range(30)])
+    ref = save_folder(tmp_path / "ref", rng.normal(size=(30, 6)) + 2, [f"r{i}" for i in range(30)])
+    argv = [
+        "gen-score",
+        "--generated",
+        str(gen),
+        "--reference",
+        str(ref),
+        "--embeddings",
+        "--fd-bootstrap",
+        "5",
+    ]
+    assert main([*argv, "--fd-normalize", "--no-progress"]) == 0  # default --model saas is never loaded
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["frechet"]["normalized"] is True and printed["frechet"]["distance"] > 0
+    assert "clamp3_score" not in printed
+    assert main(["gen-score", "--generated", str(gen)]) == 2  # nothing to compute

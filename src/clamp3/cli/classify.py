@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 
 from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.utils.errors import InputError
+
+
+def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input or arguments -> ``error: <file>: <reason>`` and exit status 2 (a traceback with -v)."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (InputError, ValueError) as exc:
+            if getattr(args, "verbose", False):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
@@ -22,6 +41,12 @@ def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, wha
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_probe(sub)
+    _register_zero_shot(sub)
+    _register_gen_score(sub)
+
+
+def _register_probe(sub: argparse._SubParsersAction) -> None:
     probe = sub.add_parser("probe", help="linear probe on frozen embeddings: train, predict")
     probe_sub = probe.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
 
@@ -49,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--tune-thresholds", action="store_true", help="multi-label: F1-optimal threshold per label"
     )
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_probe_train)
+    p.set_defaults(handler=_reports_errors(_probe_train))
 
     p = probe_sub.add_parser("predict", help="apply a saved probe to an embedding folder")
     p.add_argument("probe_dir", help="directory written by 'clamp3 probe train'")
@@ -59,8 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_label_source(p, "--truth", False, "known labels for metrics")
     p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_probe_predict)
+    p.set_defaults(handler=_reports_errors(_probe_predict))
 
+
+def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "zero-shot",
         help="classify files against label prompts in any language",
@@ -85,8 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_zero_shot)
+    p.set_defaults(handler=_reports_errors(_zero_shot))
 
+
+def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gen-score",
         help="score generated music: CLaMP 3 score vs prompts, Fréchet distance vs a reference set",
@@ -105,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, metavar="OUT")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_gen_score)
+    p.set_defaults(handler=_reports_errors(_gen_score))
 
 
 def _probe_train(args: argparse.Namespace) -> int:
@@ -163,16 +192,19 @@ def _probe_predict(args: argparse.Namespace) -> int:
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
     from clamp3.evaluate.runs import run_zero_shot
+    from clamp3.evaluate.zeroshot import build_prompts
 
     labels = read_lines(args.labels_file, "labels") if args.labels_file else args.labels.split(",")
     templates = list(args.template or [])
     if args.templates_file:
         templates += read_lines(args.templates_file, "templates")
+    templates = templates or ["{label}"]
+    build_prompts(labels, templates)  # bad labels or templates fail before the model loads
     result = run_zero_shot(
         args.inputs,
         load_model(args),
         labels,
-        templates or ["{label}"],
+        templates,
         top_k=args.top_k,
         truth_csv=args.labels_csv,
         truth_from_folders=args.labels_from_folders,

@@ -33,6 +33,7 @@ from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 
 if TYPE_CHECKING:
+    from clamp3.evaluate.runs import Items
     from clamp3.model import Clamp3Model
 
 log = logging.getLogger(__name__)
@@ -196,27 +197,7 @@ def run_gen_score(
     if prompts_file is not None:
         if model is None:
             raise ValueError("a model is needed to encode the prompts")
-        prompts = read_prompts(prompts_file)
-        matches, unmatched, missing = match_generated(gen.paths, list(prompts))
-        if not matches:
-            raise InputError(generated, f"no generated file matches a prompt id of {prompts_file}")
-        if unmatched:
-            log.warning("%d generated files match no prompt id (e.g. %s)", len(unmatched), unmatched[0])
-        ids = sorted({pid for _, pid in matches})
-        row = {pid: k for k, pid in enumerate(ids)}
-        # modality="text": a prompt must never be mistaken for a file name.
-        prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=batch_size)
-        score = clamp3_score(
-            prompt_vectors[[row[pid] for _, pid in matches]],
-            gen.vectors[[i for i, _ in matches]],
-            n_resamples=n_bootstrap,
-            seed=seed,
-        )
-        per_item = score.pop("per_item")
-        result["clamp3_score"] = {**score, "unmatched_files": unmatched, "prompts_without_files": missing}
-        result["items"] = [
-            {"id": pid, "path": gen.paths[i], "score": float(s)} for (i, pid), s in zip(matches, per_item)
-        ]
+        result.update(_score_prompts(gen, model, prompts_file, generated, n_bootstrap, seed, batch_size))
     if reference is not None:
         ref = load_items([reference], model, embeddings, batch_size, show_progress)
         x, y = gen.vectors, ref.vectors
@@ -227,3 +208,38 @@ def run_gen_score(
     if json_out is not None:
         write_json_atomic(json_out, result)
     return result
+
+
+def _score_prompts(
+    gen: Items,
+    model: Clamp3Model,
+    prompts_file: str | os.PathLike,
+    generated: str | os.PathLike,
+    n_bootstrap: int,
+    seed: int,
+    batch_size: int,
+) -> dict:
+    """``{"clamp3_score": {...}, "items": [...]}`` for generated vectors matched to their prompts."""
+    prompts = read_prompts(prompts_file)
+    matches, unmatched, missing = match_generated(gen.paths, list(prompts))
+    if not matches:
+        raise InputError(generated, f"no generated file matches a prompt id of {prompts_file}")
+    if unmatched:
+        log.warning("%d generated files match no prompt id (e.g. %s)", len(unmatched), unmatched[0])
+    ids = sorted({pid for _, pid in matches})
+    row = {pid: k for k, pid in enumerate(ids)}
+    # modality="text": a prompt must never be mistaken for a file name.
+    prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=batch_size)
+    score = clamp3_score(
+        prompt_vectors[[row[pid] for _, pid in matches]],
+        gen.vectors[[i for i, _ in matches]],
+        n_resamples=n_bootstrap,
+        seed=seed,
+    )
+    per_item = score.pop("per_item")
+    return {
+        "clamp3_score": {**score, "unmatched_files": unmatched, "prompts_without_files": missing},
+        "items": [
+            {"id": pid, "path": gen.paths[i], "score": float(s)} for (i, pid), s in zip(matches, per_item)
+        ],
+    }
