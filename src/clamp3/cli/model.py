@@ -22,9 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _convert(args: argparse.Namespace) -> int:
     from clamp3.model import Clamp3Model
 
+    from clamp3.tokenizer import TokenizerNotFound
+
     model = Clamp3Model.from_pretrained(args.source, config=args.config, modalities=None)
     out = model.save_pretrained(args.output)
     print(f"wrote {out} ({model.config.name}: {', '.join(model.config.modalities)})")
+    if model.config.text is not None and not (out / "tokenizer.json").is_file():
+        # Keep the tokenizer next to the weights so the directory works offline on its own.
+        try:
+            model.tokenizer.save(out)
+            print(f"copied the text tokenizer ({model.tokenizer.source}) into {out}")
+        except TokenizerNotFound as exc:
+            print(f"note: tokenizer not copied: {exc}")
     return 0
 
 
