@@ -21,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from clamp3.model import Clamp3Model
-
     from clamp3.tokenizer import TokenizerNotFound
 
     model = Clamp3Model.from_pretrained(args.source, config=args.config, modalities=None)
