@@ -78,3 +78,14 @@ def test_rejects_bad_input(rng):
         frechet_distance(rng.normal(size=(5, 3)), rng.normal(size=(5, 4)))
     with pytest.raises(ValueError, match="at least two"):
         frechet_distance(rng.normal(size=(1, 3)), rng.normal(size=(5, 3)))
+
+
+def test_rank_deficient_set_with_more_items_than_dimensions(rng):
+    """50 items but only 10 distinct ones in 16 dimensions: the Gram matrix is singular."""
+    x = np.repeat(rng.normal(size=(10, 16)), 5, axis=0)
+    y = rng.normal(size=(80, 16)) + 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-5)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
