@@ -1,0 +1,286 @@
+"""From records to padded batches: item sources, collation and the seeded batch order.
+
+Order and randomness are pure functions of (seed, stage, epoch, position): the global batch
+order of an epoch is a seeded permutation and every item gets its own seeded generator for
+its augmentations. Hence the data seen at optimizer step s is known from s alone: resuming
+needs no loader state, and N processes see exactly the global batches one process would
+(each takes its contiguous slice, :func:`clamp3.train.distributed.shard`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clamp3.config import Clamp3Config
+from clamp3.train.augment import crop_start, eval_text, full_text, remove_instrument_info, text_dropout
+from clamp3.train.config import ContrastiveConfig
+from clamp3.train.distributed import shard
+from clamp3.train.records import list_symbolic_files, load_records, records_for, resolve_file, split_indices
+from clamp3.utils.errors import InputError
+
+__all__ = [
+    "BatchPlan",
+    "EvalBatches",
+    "MicroBatches",
+    "PairBatch",
+    "PairSource",
+    "list_symbolic_files",
+    "load_records",
+    "pad_stack",
+    "split_indices",
+]
+
+
+@dataclass
+class PairBatch:
+    """A padded text–music batch. ``text_ids`` (B, Lt) int64 padded with the pad id;
+    ``music`` (B, Lm, 64) int64 patches or (B, Lm, F) float32 rows, padded with 0; masks
+    (B, L) int64 with 1 on real positions."""
+
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    music: torch.Tensor
+    music_mask: torch.Tensor
+
+    def to(self, device: torch.device) -> PairBatch:
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return self.text_ids.shape[0]
+
+
+def pad_stack(pieces: list[torch.Tensor], pad_value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (l_i, ...) tensors to the longest -> (B, L, ...) and a (B, L) int64 mask
+    (dynamic padding: a batch is only as long as its longest item)."""
+    longest = max(p.shape[0] for p in pieces)
+    out = pieces[0].new_full((len(pieces), longest, *pieces[0].shape[1:]), pad_value)
+    mask = torch.zeros(len(pieces), longest, dtype=torch.long)
+    for i, piece in enumerate(pieces):
+        out[i, : piece.shape[0]] = piece
+        mask[i, : piece.shape[0]] = 1
+    return out, mask
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the file ({exc})") from exc
+
+
+def load_patchify() -> Callable[..., np.ndarray]:
+    """``clamp3.preprocess.patchify``, imported on first use (it needs unidecode)."""
+    try:
+        from clamp3.preprocess import patchify
+    except ImportError:  # the package re-export may not exist yet; the defining module does
+        from clamp3.preprocess.patches import patchify
+    return patchify
+
+
+def file_patches(
+    path: Path, strip_default_length: bool, patchify: Callable[..., np.ndarray], transform=None
+) -> np.ndarray:
+    """An ``.abc``/``.mtf`` file -> (n, 64) patches with BOS/EOS; ``transform`` edits the text."""
+    text = read_text_file(path)
+    if transform is not None:
+        text = transform(text)
+    try:
+        return np.asarray(patchify(text, strip_default_length=strip_default_length))
+    except ValueError as exc:
+        raise InputError(path, f"cannot be patched ({exc})") from exc
+
+
+def load_feature_rows(path: Path, feature_dim: int) -> np.ndarray:
+    """An audio feature ``.npy`` ((n, F) or the official (1, n, F)) -> (n + 2, F) float32 with
+    the zero BOS/EOS rows (§2.3)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the feature file ({exc})") from exc
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
+        raise InputError(path, f"expected features of shape (n, {feature_dim}), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError(path, "features contain NaN or infinity")
+    zero = np.zeros((1, feature_dim), dtype=np.float32)
+    return np.concatenate([zero, array.astype(np.float32), zero])
+
+
+class PairSource:
+    """Text–music pairs of one modality built from M4-RAG records (§3.5, §4.1).
+
+    Training items (``train=True``): text dropout (or all text), a random window of
+    ``segment_length`` tokens when longer; a random file of the record; symbolic files lose
+    instrument names with ``instrument_removal_p``; long music gets a random head/tail/middle
+    window. Evaluation items: the ``analysis`` text, the first file, head windows.
+    """
+
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        base_dir: Path,
+        modality: str,
+        tokenizer,
+        model_config: Clamp3Config,
+        settings: ContrastiveConfig,
+        train: bool,
+    ):
+        self.records = records_for(records, modality)
+        if not self.records:
+            raise InputError(base_dir, f"no record has a {modality} file")
+        self.base_dir = Path(base_dir)
+        self.modality = modality
+        self.tokenizer = tokenizer
+        self.text_cfg = model_config.tower("text")
+        self.music_cfg = model_config.tower(modality)
+        self.settings = settings
+        self.train = train
+        self._patchify = load_patchify() if modality == "symbolic" else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _text_ids(self, record: dict[str, Any], rng: np.random.Generator) -> torch.Tensor:
+        if not self.train:
+            text = eval_text(record)
+        else:
+            text = text_dropout(record, rng) if self.settings.text_dropout else full_text(record)
+        ids = self.tokenizer.encode(text)
+        if max(ids) >= self.text_cfg.vocab_size:
+            raise InputError(
+                f"record {record['id']!r}",
+                f"token id {max(ids)} >= the text vocabulary ({self.text_cfg.vocab_size}): "
+                "the tokenizer does not belong to this model",
+            )
+        length = self.text_cfg.segment_length
+        start = crop_start(len(ids), length, rng if self.train else None)
+        return torch.tensor(ids[start : start + length], dtype=torch.long)
+
+    def _music(self, record: dict[str, Any], rng: np.random.Generator) -> torch.Tensor:
+        paths = record["filepaths"]
+        path = resolve_file(self.base_dir, paths[int(rng.integers(len(paths)))] if self.train else paths[0])
+        if self.modality == "symbolic":
+            remove = self.train and rng.random() < self.settings.instrument_removal_p
+            array = file_patches(
+                path,
+                self.music_cfg.strip_default_length,
+                self._patchify,
+                remove_instrument_info if remove else None,
+            ).astype(np.int64)
+        else:
+            array = load_feature_rows(path, self.music_cfg.feature_dim)
+        length = self.music_cfg.segment_length
+        start = crop_start(array.shape[0], length, rng if self.train else None)
+        return torch.from_numpy(np.ascontiguousarray(array[start : start + length]))
+
+    def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text ids (lt,), music (lm, 64) int64 or (lm, F) float32) of record ``index``."""
+        record = self.records[index]
+        # Music first: the official draws the file before the text, and the order fixes
+        # which random numbers each part gets.
+        music = self._music(record, rng)
+        return self._text_ids(record, rng), music
+
+    def collate(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> PairBatch:
+        text, text_mask = pad_stack([t for t, _ in items], self.text_cfg.pad_token_id)
+        music, music_mask = pad_stack([m for _, m in items], 0)
+        return PairBatch(text, text_mask, music, music_mask)
+
+
+def stage_salt(name: str) -> int:
+    """A per-stage seed component, so stages of one run draw different orders."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which items form micro-batch k, for every k: a pure function of the fields.
+
+    Each epoch is a seeded permutation cut into ``n_items // batch_size`` global batches (the
+    remainder is dropped, as the official truncates the data to a multiple of the batch).
+    """
+
+    n_items: int
+    batch_size: int
+    seed: int
+    salt: int
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n_items // self.batch_size
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.n_items)
+
+    def item_rng(self, epoch: int, position: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.salt, epoch, position, 1])
+
+    def local_items(self, k: int) -> list[tuple[int, np.random.Generator]]:
+        """(item index, its generator) for this rank's share of global micro-batch ``k``."""
+        epoch, within = divmod(k, self.batches_per_epoch)
+        order = self.epoch_order(epoch)
+        positions = list(range(within * self.batch_size, (within + 1) * self.batch_size))
+        mine = shard(positions, self.rank, self.world_size)
+        return [(int(order[p]), self.item_rng(epoch, p)) for p in mine]
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Micro-batches ``start .. stop - 1`` of a plan, collated (for a ``DataLoader`` with
+    ``batch_size=None``, so workers build whole batches)."""
+
+    def __init__(self, source, plan: BatchPlan, start: int, stop: int):
+        self.source, self.plan, self.start, self.stop = source, plan, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int):
+        pairs = self.plan.local_items(self.start + i)
+        return self.source.collate([self.source.item(index, rng) for index, rng in pairs])
+
+
+class EvalBatches(torch.utils.data.Dataset):
+    """The evaluation set in file order, in global batches of ``batch_size`` (the last may be
+    smaller), this rank's share of each; item ``i`` always gets the same generator (M3 uses it
+    to choose the patches it reconstructs)."""
+
+    def __init__(self, source, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.source, self.batch_size, self.seed = source, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        # A last batch smaller than the number of ranks is dropped: every rank must hold at
+        # least one item, because the features are gathered across ranks.
+        full, rest = divmod(len(self.source), self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
+
+    def global_size(self, i: int) -> int:
+        return min(self.batch_size, len(self.source) - i * self.batch_size)
+
+    def __getitem__(self, i: int):
+        positions = list(range(i * self.batch_size, i * self.batch_size + self.global_size(i)))
+        mine = shard(positions, self.rank, self.world_size)
+        items = [self.source.item(p, np.random.default_rng([self.seed, p, 2])) for p in mine]
+        return self.source.collate(items)
+
+
+def load_pair_split(
+    train_path: str, eval_path: str | None, fraction: float, seed: int
+) -> tuple[list[dict], list[dict], Path, Path]:
+    """(train records, eval records, train base dir, eval base dir) for a contrastive stage."""
+    records = load_records(train_path)
+    base = Path(train_path).parent
+    if eval_path:
+        return records, load_records(eval_path), base, Path(eval_path).parent
+    train_idx, eval_idx = split_indices(len(records), fraction, seed)
+    return [records[i] for i in train_idx], [records[i] for i in eval_idx], base, base

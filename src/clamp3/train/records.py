@@ -1,0 +1,163 @@
+"""Training data on disk: M4-RAG JSONL records and symbolic file lists, validated up front.
+
+M4-RAG JSONL (§4.1), one object per line::
+
+    {"id": "wikimt_0001", "filepaths": ["abc/0001.abc", "mtf/0001.mtf"], "language": "en",
+     "title": "...", "genres": ["folk"], "background": "...", "analysis": "...",
+     "translations": {"language": "de", "background": "...", "analysis": "..."}}
+
+- ``id``: non-empty string (or integer);
+- ``filepaths``: non-empty list of ``.abc`` / ``.mtf`` (symbolic) or ``.npy`` (audio features,
+  (n, F) or (1, n, F) float) files, relative to the JSONL's folder (or absolute);
+- ``language``: string, optional; ``translations``: object of strings / string lists, optional;
+- every other string or list-of-strings field is text (numbers and the like are ignored);
+  a record needs at least one text value. ``analysis`` is the validation text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clamp3.utils.errors import InputError
+
+SYMBOLIC_EXTENSIONS = (".abc", ".mtf")
+AUDIO_EXTENSIONS = (".npy",)
+MUSIC_EXTENSIONS = SYMBOLIC_EXTENSIONS + AUDIO_EXTENSIONS
+
+
+def modality_of(path: str) -> str | None:
+    """``symbolic`` / ``audio`` from a training file's extension, else None."""
+    suffix = Path(path).suffix.lower()
+    if suffix in SYMBOLIC_EXTENSIONS:
+        return "symbolic"
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    return None
+
+
+def resolve_file(base_dir: Path, path: str) -> Path:
+    """A record's file path: absolute as given, else relative to the JSONL's folder."""
+    p = Path(path)
+    return p if p.is_absolute() else base_dir / p
+
+
+def _is_strings(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def validate_record(record: Any, base_dir: Path, check_files: bool = True) -> str | None:
+    """The reason ``record`` is not a usable M4-RAG record, or None when it is."""
+    from clamp3.train.augment import text_fields, translation_fields
+
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    rid = record.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, str | int) or (isinstance(rid, str) and not rid.strip()):
+        return "'id' must be a non-empty string"
+    paths = record.get("filepaths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        return f"record {rid!r}: 'filepaths' must be a non-empty list of paths"
+    for p in paths:
+        if modality_of(p) is None:
+            return f"record {rid!r}: {p!r} is not a {'/'.join(MUSIC_EXTENSIONS)} file"
+        if check_files and not resolve_file(base_dir, p).is_file():
+            return f"record {rid!r}: file {p!r} does not exist (paths are relative to {base_dir})"
+    if "language" in record and not isinstance(record["language"], str):
+        return f"record {rid!r}: 'language' must be a string"
+    translations = record.get("translations", {})
+    if translations is not None and not isinstance(translations, dict):
+        return f"record {rid!r}: 'translations' must be an object"
+    for key, value in (translations or {}).items():
+        if not _is_strings(value):
+            return f"record {rid!r}: translations[{key!r}] must be a string or a list of strings"
+    for key, value in record.items():
+        if isinstance(value, list) and key != "filepaths" and not _is_strings(value):
+            return f"record {rid!r}: field {key!r} must be a list of strings"
+    if not text_fields(record) and not translation_fields(record):
+        return f"record {rid!r}: no text (no non-empty string field besides id/filepaths/language)"
+    return None
+
+
+def load_records(path: str | os.PathLike, check_files: bool = True) -> list[dict[str, Any]]:
+    """Read and validate an M4-RAG JSONL file (format in the module docstring).
+
+    Returns the records as dicts, in file order; blank lines are skipped. ``check_files``
+    also checks that every listed file exists. Raises :class:`InputError` naming
+    ``<path>:<line>`` and the reason at the first bad line.
+    """
+    path = Path(path)
+    base_dir = path.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the JSONL file ({exc})") from exc
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        reason = validate_record(record, base_dir, check_files)
+        if reason is not None:
+            raise InputError(where, reason)
+        records.append(record)
+    if not records:
+        raise InputError(path, "no records (the file is empty)")
+    return records
+
+
+def records_for(records: list[dict[str, Any]], modality: str) -> list[dict[str, Any]]:
+    """Records that have a file of ``modality``, each with only those files in ``filepaths``."""
+    out = []
+    for record in records:
+        paths = [p for p in record["filepaths"] if modality_of(p) == modality]
+        if paths:
+            out.append({**record, "filepaths": paths})
+    return out
+
+
+def list_symbolic_files(path: str | os.PathLike) -> list[Path]:
+    """M3 training files: a folder (searched recursively for ``.abc``/``.mtf``), a ``.txt`` list
+    (one path per line, relative to the list's folder) or an M4-RAG ``.jsonl`` (its symbolic
+    files). Sorted for folders, file order otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SYMBOLIC_EXTENSIONS)
+    elif path.suffix.lower() == ".jsonl":
+        records = records_for(load_records(path), "symbolic")
+        files = [resolve_file(path.parent, p) for r in records for p in r["filepaths"]]
+    elif path.is_file():
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        files = [resolve_file(path.parent, line) for line in lines if line]
+        for number, f in enumerate(files, start=1):
+            if not f.is_file():
+                raise InputError(f"{path}:{number}", f"file {f} does not exist")
+    else:
+        raise InputError(path, "no such folder or file list")
+    if not files:
+        raise InputError(path, "no .abc or .mtf files found")
+    return files
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, eval) indices: a seeded random ``ceil(fraction * n)`` items are held out.
+
+    The same (n, fraction, seed) always gives the same split; at least one item stays in
+    training. ``fraction == 0`` holds nothing out.
+    """
+    if fraction <= 0:
+        return list(range(n)), []
+    count = min(n - 1, math.ceil(fraction * n))
+    order = np.random.default_rng([seed, 0x5E1]).permutation(n)
+    held = sorted(int(i) for i in order[:count])
+    held_set = set(held)
+    return [i for i in range(n) if i not in held_set], held

@@ -1,0 +1,128 @@
+"""M4-RAG records, augmentations, crops, collation and the seeded batch order."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from clamp3.tokenizer import SEPARATOR
+from clamp3.train.augment import crop_start, eval_text, remove_instrument_info, text_dropout
+from clamp3.train.data import BatchPlan, pad_stack
+from clamp3.train.records import load_records, split_indices
+from clamp3.utils.errors import InputError
+
+RECORD = {
+    "id": "r1",
+    "filepaths": ["a.abc"],
+    "language": "en",
+    "title": "Title line",
+    "tags": ["folk", "dance"],
+    "analysis": "First analysis line\nSecond analysis line",
+    "year": 1901,
+    "translations": {"language": "de", "analysis": "Erste Zeile\nZweite Zeile"},
+}
+
+
+def _write(tmp_path, records, name="data.jsonl"):
+    (tmp_path / "a.abc").write_text("X:1\nK:C\nCDEF|\n")
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_load_records_reads_valid_records(tmp_path):
+    path = _write(tmp_path, [RECORD, "", {**RECORD, "id": 7}])
+    records = load_records(path)
+    assert [r["id"] for r in records] == ["r1", 7]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("{not json", "not valid JSON"),
+        ({**RECORD, "id": ""}, "'id'"),
+        ({**RECORD, "filepaths": []}, "'filepaths'"),
+        ({**RECORD, "filepaths": ["a.wav"]}, "not a .abc/.mtf/.npy file"),
+        ({**RECORD, "filepaths": ["missing.abc"]}, "does not exist"),
+        ({**RECORD, "tags": ["ok", 3]}, "field 'tags'"),
+        ({**RECORD, "translations": {"analysis": 5}}, "translations"),
+        ({"id": "x", "filepaths": ["a.abc"], "language": "en"}, "no text"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_load_records_names_line_and_reason(tmp_path, bad, reason):
+    path = _write(tmp_path, [RECORD, RECORD, bad])
+    with pytest.raises(InputError, match=reason) as info:
+        load_records(path)
+    assert info.value.path == f"{path}:3"
+
+
+def test_split_is_deterministic_and_disjoint():
+    train, held = split_indices(200, 0.05, seed=3)
+    assert len(held) == 10 and not set(train) & set(held) and len(train) + len(held) == 200
+    assert split_indices(200, 0.05, seed=3) == (train, held)
+    assert split_indices(200, 0.05, seed=4)[1] != held
+    assert split_indices(5, 0.0, seed=3) == ([0, 1, 2, 3, 4], [])
+
+
+def test_text_dropout_is_the_official_shape_and_deterministic():
+    outputs = [text_dropout(RECORD, np.random.default_rng(s)) for s in range(400)]
+    assert outputs[:20] == [text_dropout(RECORD, np.random.default_rng(s)) for s in range(20)]
+    own = {"Title line", "folk", "dance", "First analysis line", "Second analysis line"}
+    translated = {"Erste Zeile", "Zweite Zeile"}
+    from_translations = 0
+    for text in outputs:
+        lines = set(text.split(SEPARATOR))
+        assert lines and (lines <= own or lines <= translated)  # never mixed, never empty
+        from_translations += lines <= translated
+    assert 0.4 < from_translations / len(outputs) < 0.6  # translations chosen with p 1/2
+    # Each own line kept with p 1/2 (when at least one survives).
+    kept = Counter(line for t in outputs for line in t.split(SEPARATOR))
+    assert 0.4 < kept["folk"] / (len(outputs) - from_translations) < 0.7
+    assert eval_text(RECORD) == RECORD["analysis"]
+
+
+def test_instrument_removal_abc_and_mtf():
+    abc = 'X:1\nV:1 treble nm="Violin" snm="Vln."\nV:2 bass snm="Vc."\n[V:1]abc|[V:2]C,D,|\n'
+    assert remove_instrument_info(abc) == "X:1\nV:1 treble\nV:2 bass\n[V:1]abc|[V:2]C,D,|\n"
+    mtf = "ticks_per_beat 480\nprogram_change 0 1 40\nnote_on 0 1 60 90"
+    assert remove_instrument_info(mtf) == "ticks_per_beat 480\nprogram_change 0 1 0\nnote_on 0 1 60 90"
+
+
+def test_crops_are_head_tail_or_middle():
+    assert crop_start(10, 16, np.random.default_rng(0)) == 0
+    assert crop_start(100, 16, None) == 0  # evaluation: the head
+    starts = [crop_start(100, 16, np.random.default_rng(s)) for s in range(3000)]
+    heads, tails = starts.count(0), starts.count(84)
+    middles = [s for s in starts if 0 < s < 84]
+    assert all(0 <= s <= 84 for s in starts)
+    for share in (heads, tails, len(middles)):
+        assert abs(share / 3000 - 1 / 3) < 0.04
+    assert min(middles) == 1 and max(middles) >= 80
+
+
+def test_pad_stack_pads_dynamically():
+    batch, mask = pad_stack([torch.tensor([5, 6]), torch.tensor([7, 8, 9])], pad_value=1)
+    assert batch.tolist() == [[5, 6, 1], [7, 8, 9]]
+    assert mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_sharded_plan_covers_the_same_global_batches():
+    single = BatchPlan(n_items=50, batch_size=8, seed=1, salt=2)
+    shards = [BatchPlan(50, 8, 1, 2, rank=r, world_size=2) for r in range(2)]
+    assert single.batches_per_epoch == 6
+    for k in (0, 5, 6, 13):  # inside epoch 0, its last batch, the next epochs
+        whole = [i for i, _ in single.local_items(k)]
+        parts = [i for plan in shards for i, _ in plan.local_items(k)]
+        assert parts == whole and len(set(whole)) == 8
+        # An item's augmentation generator depends only on its global position.
+        draws = [g.random() for _, g in single.local_items(k)]
+        assert draws == [g.random() for plan in shards for _, g in plan.local_items(k)]
+    epoch0 = [i for k in range(6) for i, _ in single.local_items(k)]
+    assert len(set(epoch0)) == 48  # no repeats within an epoch; 2 dropped
+    assert [i for i, _ in single.local_items(6)] != [i for i, _ in single.local_items(0)]

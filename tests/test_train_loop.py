@@ -1,0 +1,142 @@
+"""The training loop on the tiny preset: learning, exact resume, freezing, warmup, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clamp3 import Clamp3Model
+from clamp3.train import config_from_dict, train
+from clamp3.train.logger import read_log
+from clamp3.train.toy import write_toy_pairs
+
+STAGE = "stages/01-{}/checkpoints/step_{:08d}/model/model.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train several times faster on one thread than on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory, tiny_tokenizer):
+    """16 aligned items (ABC + audio features + text) and the tiny tokenizer, in one folder."""
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_pairs(root, n=16, feature_dim=32)
+    tiny_tokenizer.save(root)
+    return root
+
+
+def _config(toy, out, stages, **extra):
+    data = {
+        "output_dir": str(out),
+        "model": "tiny",
+        "tokenizer": str(toy),
+        "train_data": str(toy / "pairs.jsonl"),
+        "eval_fraction": 0.25,
+        "log_every": 1,
+        "show_progress": False,
+        "stages": stages,
+    }
+    data.update(extra)
+    return config_from_dict(data)
+
+
+def _stage(preset, **optim):
+    return {"preset": preset, "optim": {"lr": 1e-3, "batch_size": 4, "warmup_steps": 0, **optim}}
+
+
+def _losses(run, kind="train"):
+    return [(r["stage"], r["step"], r["loss"]) for r in read_log(run / "log.jsonl", kind)]
+
+
+def test_loss_falls_on_an_aligned_set(toy, tmp_path):
+    stage = _stage("audio", batch_size=8, max_steps=40, epochs=100)
+    stage["contrastive"] = {"text_dropout": False}
+    train(_config(toy, tmp_path / "run", [stage], eval_fraction=0, save_every=1000))
+    losses = [loss for _, _, loss in _losses(tmp_path / "run")]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.4, losses
+
+
+def test_resume_repeats_an_uninterrupted_run_bit_for_bit(toy, tmp_path):
+    # 12 training items, batch 4: 3 micro-batches an epoch; 2 per step, so steps straddle
+    # epochs, and the stop after 2 steps falls inside epoch 1. Dropout is on (tiny preset).
+    stages = [_stage("symbolic", epochs=4, grad_accum=2, warmup_steps=2)]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(_config(toy, whole, stages, eval_every=2, save_every=4))
+    assert train(_config(toy, parts, stages, eval_every=2, save_every=4), stop_after=2) is None
+    assert (parts / "stages/01-symbolic/checkpoints/step_00000002").is_dir()
+    train(_config(toy, parts, stages, eval_every=2, save_every=4), resume=True)
+    a = load_file(whole / STAGE.format("symbolic", 6))
+    b = load_file(parts / STAGE.format("symbolic", 6))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(whole) == _losses(parts) and len(_losses(whole)) == 6
+    assert _losses(whole, "eval") == _losses(parts, "eval")
+    first = load_file(whole / STAGE.format("symbolic", 4))
+    assert not all(torch.equal(a[k], first[k]) for k in a)  # it did train in between
+
+
+def test_frozen_towers_stay_bitwise_and_warmup_applies(toy, tmp_path, tiny_model_dir):
+    stages = [_stage("audio-text-frozen", epochs=2, warmup_steps=3)]
+    config = _config(toy, tmp_path / "run", stages, init_from=str(tiny_model_dir), model=None)
+    best = train(config)
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(best / "model.safetensors")
+    frozen = [k for k in before if not k.startswith("audio_")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("audio_proj"))
+    # The never-read word-embedding row of the audio BERT stays too.
+    key = "audio_model.embeddings.word_embeddings.weight"
+    assert torch.equal(before[key], after[key])
+    lrs = {r["step"]: r["lr"] for r in read_log(tmp_path / "run/log.jsonl", "train")}
+    assert lrs[1] == pytest.approx(1e-3 / 3) and lrs[2] == pytest.approx(2e-3 / 3)
+    assert lrs[3] == lrs[4] == lrs[6] == 1e-3
+
+
+def test_stages_chain_and_the_result_loads_and_embeds(toy, tmp_path, tiny_tokenizer):
+    stages = [_stage("symbolic", epochs=1), _stage("audio-text-frozen", epochs=1)]
+    best = train(_config(toy, tmp_path / "run", stages))
+    assert best == tmp_path / "run/best" and (best / "tokenizer.json").is_file()
+    # Stage 2 started from stage 1's best and froze text + symbolic.
+    first = load_file(tmp_path / "run/stages/01-symbolic/best/model.safetensors")
+    final = load_file(best / "model.safetensors")
+    assert all(torch.equal(first[k], final[k]) for k in first if not k.startswith("audio_"))
+    model = Clamp3Model.from_pretrained(best)
+    ids = tiny_tokenizer.encode("a quiet waltz")
+    text = model.embed_text_ids([ids])[0]
+    audio = model.embed_audio_features([np.load(toy / "npy/0000.npy")])[0]
+    patches = np.zeros((3, 64), dtype=np.int64)
+    patches[:, 0] = 1
+    symbolic = model.embed_patches([patches])[0]
+    assert text.shape == audio.shape == symbolic.shape == (32,)
+    assert np.isfinite(np.stack([text, audio, symbolic])).all()
+    assert model.tokenizer.encode("a quiet waltz") == ids
+
+
+def test_an_existing_run_is_not_overwritten(toy, tmp_path):
+    config = _config(toy, tmp_path / "run", [_stage("audio", max_steps=1)])
+    train(config)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(config)
+    assert train(config, resume=True) == tmp_path / "run/best"  # finished stages are skipped
+
+
+def test_frozen_towers_are_kept_in_eval_mode():
+    from clamp3.train.loss import InfoNCELoss
+    from clamp3.train.task import ContrastiveTask, freeze, set_train_mode
+
+    model = Clamp3Model.from_preset("tiny", seed=0)
+    names = freeze(model, ["audio"])
+    assert names and all(n.startswith("audio_") for n in names)
+    task = ContrastiveTask(model, "audio", InfoNCELoss())
+    set_train_mode(task, ["audio"])
+    assert model.audio_model.training and model.audio_proj.training
+    assert not model.text_model.training and not model.symbolic_model.training
+    assert not any(m.training for m in model.text_model.modules())
