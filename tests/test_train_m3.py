@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -129,9 +130,10 @@ def test_tiny_m3_run_learns_loads_and_seeds_a_clamp3_stage(tmp_path, tiny_tokeni
     assert all(torch.equal(final[k], v) for k, v in encoder_weights.items())
 
     # Pre-training continues from the run's best, decoder included.
-    again = config_from_dict({**json.loads(json.dumps(config.to_dict())), "output_dir": str(tmp_path / "m3b")})
-    again.init_from, again.model = str(best), None
-    again.stages[0].optim.max_steps = 1
+    optim = dataclasses.replace(config.stages[0].optim, max_steps=1)
+    stages = [dataclasses.replace(config.stages[0], optim=optim)]
+    out = str(tmp_path / "m3b")
+    again = dataclasses.replace(config, output_dir=out, init_from=str(best), model=None, stages=stages)
     train(again)
     first = read_log(tmp_path / "m3b/log.jsonl", "train")[0]["loss"]
     assert first < np.mean(losses[:5]) - 0.5
