@@ -140,3 +140,10 @@ def test_frozen_towers_are_kept_in_eval_mode():
     assert model.audio_model.training and model.audio_proj.training
     assert not model.text_model.training and not model.symbolic_model.training
     assert not any(m.training for m in model.text_model.modules())
+
+
+def test_loader_workers_do_not_change_the_batches(toy, tmp_path):
+    stages = [_stage("audio", max_steps=3, epochs=2)]
+    train(_config(toy, tmp_path / "w0", stages, save_every=1000))
+    train(_config(toy, tmp_path / "w2", stages, save_every=1000, num_workers=2))
+    assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
