@@ -1,0 +1,72 @@
+"""``clamp3 build-corpus``: the offline score/MIDI/audio/text corpus from music21's corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-corpus",
+        help="build an aligned sheet/MIDI/audio/multilingual-text corpus from music21's corpus",
+        description=(
+            "Choose pieces from music21's bundled corpus and write, per piece, MusicXML, interleaved "
+            "ABC, MIDI, MTF, audio of the MIDI (FluidSynth with a General-MIDI soundfont, or a built-in "
+            "additive synthesizer) and template-generated texts in English, German, French, Spanish and "
+            "Chinese; then M4-RAG-style JSONL per split (m4rag_<split>.jsonl), splits.json, evaluation "
+            "folders (eval/<split>/{sheet,midi,audio,text_<lang>}) and manifest.json. Reruns resume; "
+            "failed pieces are listed in OUT/errors.jsonl and replaced by the next candidates."
+        ),
+    )
+    p.add_argument("output", metavar="OUT", help="corpus directory (created or resumed)")
+    p.add_argument("--pieces", type=int, default=None, help="number of pieces (default: every candidate)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--seconds-max", type=float, default=30.0, help="audio length cap in seconds (default 30)")
+    p.add_argument("--no-audio", action="store_true", help="skip audio rendering")
+    p.add_argument(
+        "--synth",
+        choices=["auto", "fluidsynth", "additive"],
+        default="auto",
+        help="audio synthesizer (auto: FluidSynth when it and a GM soundfont are installed)",
+    )
+    p.add_argument(
+        "--features",
+        metavar="PRESET",
+        default=None,
+        help="also write audio features with this preset's front-end",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="try pieces that failed in an earlier run again"
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds one piece may take (default 300)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_build_corpus)
+
+
+def _build_corpus(args: argparse.Namespace) -> int:
+    from clamp3.corpus import BuildOptions, build_corpus
+
+    options = BuildOptions(
+        seconds_max=args.seconds_max, audio=not args.no_audio, synth=args.synth, features=args.features
+    )
+    summary = build_corpus(
+        args.output,
+        pieces=args.pieces,
+        workers=args.workers,
+        options=options,
+        retry_failed=args.retry_failed,
+        show_progress=not args.quiet,
+        timeout=args.timeout or None,
+    )
+    print(
+        f"{len(summary.built)} pieces in {args.output} ({summary.reused} reused, {len(summary.failed)} failed "
+        f"in this run) in {summary.seconds:.1f} s; splits: {json.dumps(summary.splits)}",
+        file=sys.stderr,
+    )
+    for error in summary.failed[:10]:
+        print(f"  {error['message']}", file=sys.stderr)
+    if summary.failed:
+        print(f"all failures: {args.output}/errors.jsonl", file=sys.stderr)
+    return 0 if summary.built else 1

@@ -1,0 +1,211 @@
+"""From built pieces to datasets: texts, splits, M4-RAG JSONL, evaluation folders, manifest.
+
+Layout under ``OUT`` (all paths inside JSONL records are relative to ``OUT``)::
+
+    pieces/<id>/score.musicxml score.abc score.mid score.mtf audio.wav [audio.npy] facts.json
+    m4rag_train.jsonl m4rag_validation.jsonl m4rag_test.jsonl   one record per piece
+    splits.json          ids per split and how they were drawn
+    eval/<split>/sheet/<id>.abc  midi/<id>.mtf  audio/<id>.wav  [audio_features/<id>.npy]
+    eval/<split>/text_<lang>/<id>.txt   the description in that language, one line
+    manifest.json        options, counts, tools and versions, build time
+    errors.jsonl         one line per piece that failed (stage, reason)
+
+The split of a piece depends only on a hash of its group (variants of one chorale share a
+group), so it never changes when the corpus grows or is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from clamp3.corpus.select import stable_hash
+from clamp3.corpus.texts import LANGUAGES, all_texts
+from clamp3.utils.io import write_json_atomic, write_text_atomic
+
+PIECES_DIR = "pieces"
+ERRORS_FILE = "errors.jsonl"
+FILES = {
+    "musicxml": "score.musicxml",
+    "abc": "score.abc",
+    "midi": "score.mid",
+    "mtf": "score.mtf",
+    "wav": "audio.wav",
+    "npy": "audio.npy",
+    "facts": "facts.json",
+}
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+TEXT_FIELDS = ("title", "genres", "tags", "description", "analysis", "background")
+EVAL_FOLDERS = {"abc": "sheet", "mtf": "midi", "wav": "audio", "npy": "audio_features"}
+
+
+def split_of(group: str, fractions: dict[str, float] = SPLIT_FRACTIONS) -> str:
+    """``train``, ``validation`` or ``test`` for a piece group, from a stable hash."""
+    point = (stable_hash("split|" + group) % 10_000) / 10_000
+    edge = 0.0
+    for name in SPLITS:
+        edge += fractions[name]
+        if point < edge:
+            return name
+    return SPLITS[-1]
+
+
+def translation_language(piece_id: str, languages: tuple[str, ...] = LANGUAGES) -> str:
+    """The language of a record's ``translations`` (M4-RAG keeps one translation per item):
+    the non-English languages in turn, by a hash of the id."""
+    others = [lang for lang in languages if lang != "en"]
+    return others[stable_hash("translation|" + piece_id) % len(others)]
+
+
+def make_record(
+    facts: dict[str, Any], texts: dict[str, dict[str, Any]], files: dict[str, str]
+) -> dict[str, Any]:
+    """One M4-RAG-style record. Text fields are English; ``translations`` holds one other
+    language; ``texts`` (every language) and ``facts`` are dicts, which the official text
+    sampling ignores (it reads only string and list fields)."""
+    en = texts["en"]
+    other = texts[translation_language(facts["id"], tuple(texts))]
+    record: dict[str, Any] = {
+        "id": facts["id"],
+        "filepaths": [files[kind] for kind in ("abc", "mtf", "wav", "npy") if kind in files],
+        "language": "en",
+        "title": facts["title"],
+        "artists": [facts["composer"]] if facts.get("composer") else [],
+        "genres": en["genres"],
+        "tags": en["tags"],
+        "background": en["background"],
+        "analysis": en["analysis"],
+        "description": en["description"],
+        "translations": {"language": other["language"], **{k: other[k] for k in TEXT_FIELDS if k != "title"}},
+        "texts": {lang: {k: t[k] for k in TEXT_FIELDS} for lang, t in texts.items()},
+        "facts": {k: v for k, v in facts.items() if k != "id"},
+    }
+    return record
+
+
+def _piece_files(out: Path, piece_id: str) -> dict[str, str]:
+    files = {}
+    for kind in ("abc", "mtf", "wav", "npy"):
+        if (out / PIECES_DIR / piece_id / FILES[kind]).is_file():
+            files[kind] = f"{PIECES_DIR}/{piece_id}/{FILES[kind]}"
+    return files
+
+
+def assemble(
+    out: str | os.PathLike,
+    piece_ids: list[str],
+    options: Any,
+    languages: tuple[str, ...] = LANGUAGES,
+    build_seconds: float | None = None,
+) -> dict[str, int]:
+    """Write JSONL, ``splits.json``, ``eval/`` and ``manifest.json`` for ``piece_ids``
+    (already built); returns the number of pieces per split. Every file is replaced
+    atomically; ``eval/`` is rebuilt beside the old one and swapped in."""
+    out = Path(out)
+    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    for piece_id in piece_ids:
+        facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
+        facts["split"] = split_of(facts["group"])
+        record = make_record(facts, all_texts(facts, languages), _piece_files(out, piece_id))
+        by_split[facts["split"]].append(record)
+    for name, records in by_split.items():
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        write_text_atomic(out / f"m4rag_{name}.jsonl", lines)
+    write_json_atomic(
+        out / "splits.json",
+        {
+            "method": "sha1 of the piece group ('split|<group>'), first 8 bytes mod 10000, cut at the fractions",
+            "fractions": SPLIT_FRACTIONS,
+            **{name: [r["id"] for r in records] for name, records in by_split.items()},
+        },
+    )
+    _write_eval(out, by_split, languages)
+    counts = {name: len(records) for name, records in by_split.items()}
+    _write_manifest(out, by_split, options, languages, build_seconds)
+    return counts
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard link (no copy of the audio), or a copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _write_eval(out: Path, by_split: dict[str, list[dict[str, Any]]], languages: tuple[str, ...]) -> None:
+    """Mirrored folders per split whose files share the piece id as name, so the evaluation
+    pairs a query with its target by file name (the official eval keys on the name)."""
+    staging = out / f".eval.{uuid.uuid4().hex[:8]}.tmp"
+    for split, records in by_split.items():
+        for record in records:
+            files = {Path(p).name: out / p for p in record["filepaths"]}
+            for kind, folder in EVAL_FOLDERS.items():
+                src = files.get(FILES[kind])
+                if src is not None:
+                    target = staging / split / folder / f"{record['id']}{src.suffix}"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _link(src, target)
+            for lang in languages:
+                target = staging / split / f"text_{lang}" / f"{record['id']}.txt"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(record["texts"][lang]["description"] + "\n", encoding="utf-8")
+    old = out / f".eval.{uuid.uuid4().hex[:8]}.old"
+    if (out / "eval").exists():
+        os.replace(out / "eval", old)
+    os.replace(staging, out / "eval")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _tool_versions() -> dict[str, Any]:
+    import subprocess
+
+    import music21
+
+    from clamp3.corpus.render import find_fluidsynth, find_soundfont
+
+    versions: dict[str, Any] = {"music21": music21.__version__, "fluidsynth": None}
+    binary = find_fluidsynth()
+    if binary:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        versions["fluidsynth"] = (done.stdout.splitlines() or [""])[0].strip()
+    soundfont = find_soundfont()
+    versions["soundfont"] = str(soundfont) if soundfont else None
+    return versions
+
+
+def _write_manifest(
+    out: Path,
+    by_split: dict[str, list[dict[str, Any]]],
+    options: Any,
+    languages: tuple[str, ...],
+    build_seconds: float | None,
+) -> None:
+    records = [r for records in by_split.values() for r in records]
+    synths = Counter((r["facts"].get("audio") or {}).get("synth", "none") for r in records)
+    write_json_atomic(
+        out / "manifest.json",
+        {
+            "format": "clamp3-corpus/1",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "pieces": len(records),
+            "splits": {name: len(rs) for name, rs in by_split.items()},
+            "collections": dict(Counter(r["facts"]["collection"] for r in records)),
+            "languages": list(languages),
+            "options": {k: getattr(options, k) for k in ("seconds_max", "audio", "synth", "features")},
+            "synthesizers": dict(synths),
+            "audio_seconds": round(
+                sum((r["facts"].get("audio") or {}).get("seconds", 0) for r in records), 1
+            ),
+            "build_seconds": build_seconds,
+            "tools": _tool_versions(),
+            "texts": "template-generated from metadata and score analysis (clamp3.corpus.texts), not human-written",
+        },
+    )

@@ -1,0 +1,393 @@
+"""Build the aligned corpus: per piece a score (MusicXML, interleaved ABC), its MIDI (and MTF),
+audio of that MIDI and facts; then texts, splits, JSONL and the evaluation folders.
+
+Pieces are built in worker processes. Each output file is written atomically and a piece is
+finished when its ``facts.json`` (written last) exists, so an interrupted build resumes where
+it stopped. A piece that fails is logged to ``errors.jsonl`` with the stage and reason and the
+next candidate takes its place, so ``pieces=N`` gives N pieces whenever the corpus has them.
+On-disk layout: see :mod:`clamp3.corpus.assemble` and ``docs/notes/corpus.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clamp3.corpus.assemble import ERRORS_FILE, FILES, PIECES_DIR, assemble
+from clamp3.corpus.select import PieceRef, select_pieces
+from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to produce per piece. ``seconds_max``: audio length cap in seconds; ``synth``:
+    ``auto``, ``fluidsynth`` or ``additive``; ``features``: name of a model preset whose audio
+    front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features."""
+
+    seconds_max: float = 30.0
+    audio: bool = True
+    synth: str = "auto"
+    features: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.features and not self.audio:
+            raise ValueError("audio features need audio: drop --no-audio or --features")
+        if self.seconds_max <= 0:
+            raise ValueError(f"seconds_max must be positive, got {self.seconds_max}")
+
+
+@dataclass
+class BuildSummary:
+    """The outcome of :func:`build_corpus`: ids built (selection order), newly failed pieces,
+    pieces reused from an earlier run, wall time in seconds and pieces per split."""
+
+    out: str
+    built: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    reused: int = 0
+    seconds: float = 0.0
+    splits: dict[str, int] = field(default_factory=dict)
+
+
+def piece_dir(out: str | os.PathLike, piece_id: str) -> Path:
+    return Path(out) / PIECES_DIR / piece_id
+
+
+def is_complete(directory: Path, options: BuildOptions) -> bool:
+    """True when every requested output exists and was made with the same audio settings."""
+    facts_path = directory / FILES["facts"]
+    if not facts_path.is_file():
+        return False
+    facts = json.loads(facts_path.read_text(encoding="utf-8"))
+    return not _missing_steps(directory, facts, options)
+
+
+def _missing_steps(directory: Path, facts: dict[str, Any] | None, options: BuildOptions) -> list[str]:
+    steps = [s for s in ("musicxml", "abc", "midi", "mtf") if not (directory / FILES[s]).is_file()]
+    if facts is None:
+        steps.append("facts")
+    audio = (facts or {}).get("audio") or {}
+    if options.audio and (
+        not (directory / FILES["wav"]).is_file() or audio.get("seconds_max") != options.seconds_max
+    ):
+        steps.append("wav")
+    if options.features and (
+        "wav" in steps
+        or not (directory / FILES["npy"]).is_file()
+        or audio.get("features") != options.features
+    ):
+        steps.append("npy")
+    return steps
+
+
+def build_piece(ref: PieceRef, out: str, options: BuildOptions) -> dict[str, Any]:
+    """Build the missing outputs of one piece; returns its facts.
+
+    Raises ``PieceError`` naming the piece, the stage that failed and the reason.
+    """
+    directory = piece_dir(out, ref.id)
+    facts_path = directory / FILES["facts"]
+    facts = json.loads(facts_path.read_text(encoding="utf-8")) if facts_path.is_file() else None
+    steps = _missing_steps(directory, facts, options)
+    stage = "parse"
+    try:
+        score = _parse(ref) if set(steps) & {"musicxml", "abc", "midi", "facts"} else None
+        if facts is None:
+            stage = "describe"
+            facts = _describe(score, ref)
+        for stage in steps:
+            if stage != "facts":
+                _STEPS[stage](score, ref, directory, facts, options)
+        if "seconds" not in facts:  # facts lost (killed before they were written), MIDI kept
+            stage = "midi"
+            facts["seconds"] = _midi_seconds(directory / FILES["midi"])
+    except PieceError:
+        raise
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}".strip()
+        raise PieceError(ref, stage, detail, traceback.format_exc(limit=4)) from exc
+    write_json_atomic(facts_path, facts)
+    return facts
+
+
+class PieceError(RuntimeError):
+    """A piece that could not be built: ``str(err)`` names the piece, the stage and the reason."""
+
+    def __init__(self, ref: PieceRef, stage: str, reason: str, trace: str = ""):
+        self.ref, self.stage, self.reason, self.trace = ref, stage, reason, trace
+        number = f" (tune {ref.number})" if ref.number is not None else ""
+        super().__init__(f"{ref.id} [{ref.source}{number}] {stage}: {reason}")
+
+
+def _parse(ref: PieceRef) -> Any:
+    from music21 import corpus, stream
+
+    score = (
+        corpus.parse(ref.source, number=ref.number) if ref.number is not None else corpus.parse(ref.source)
+    )
+    if isinstance(score, stream.Opus):
+        raise ValueError("the file holds several scores (an opus), not one piece")
+    if not score.parts:
+        raise ValueError("the score has no parts")
+    return score
+
+
+def _describe(score: Any, ref: PieceRef) -> dict[str, Any]:
+    from clamp3.corpus.describe import describe
+
+    facts = describe(score, ref)
+    facts["group"] = ref.group
+    return facts
+
+
+def _step_musicxml(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    from clamp3.corpus.render import write_musicxml
+
+    write_musicxml(score, directory / FILES["musicxml"])
+
+
+def _step_abc(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    from clamp3.preprocess import interleave_abc, musicxml_to_abc
+
+    path = directory / FILES["musicxml"]
+    write_text_atomic(directory / FILES["abc"], interleave_abc(musicxml_to_abc(path), name=str(path)))
+
+
+def _step_midi(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    from clamp3.corpus.render import write_midi
+
+    path = directory / FILES["midi"]
+    write_midi(score, path, facts["programs"], facts["default_qpm"])
+    facts["seconds"] = _midi_seconds(path)
+
+
+def _midi_seconds(path: Path) -> float:
+    """Length of a MIDI file in seconds (tempo changes applied)."""
+    from clamp3.corpus.synth import read_notes
+
+    return round(read_notes(path)[1], 3)
+
+
+def _step_mtf(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    from clamp3.preprocess import midi_to_mtf
+
+    write_text_atomic(directory / FILES["mtf"], midi_to_mtf(directory / FILES["midi"]))
+
+
+def _step_wav(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    from clamp3.corpus.render import render_audio
+
+    info = render_audio(
+        directory / FILES["midi"], directory / FILES["wav"], options.seconds_max, options.synth
+    )
+    facts["audio"] = {**info, "seconds_max": options.seconds_max}
+
+
+def _step_npy(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    features = _frontend(options.features).features_from_file(directory / FILES["wav"])
+    save_npy_atomic(directory / FILES["npy"], features.astype("float32"))
+    facts["audio"]["features"] = options.features
+    facts["audio"]["feature_rows"] = int(features.shape[0])
+
+
+_STEPS = {
+    "musicxml": _step_musicxml,
+    "abc": _step_abc,
+    "midi": _step_midi,
+    "mtf": _step_mtf,
+    "wav": _step_wav,
+    "npy": _step_npy,
+}
+_FRONTENDS: dict[str, Any] = {}
+
+
+def _frontend(preset: str) -> Any:
+    """The audio front-end of a model preset, loaded once per worker process."""
+    if preset not in _FRONTENDS:
+        from clamp3.audio import load_frontend
+        from clamp3.config import load_preset
+
+        _FRONTENDS[preset] = load_frontend(load_preset(preset).tower("audio"))
+    return _FRONTENDS[preset]
+
+
+class PieceTimeout(Exception):
+    """Raised inside a piece's build when it runs past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`PieceTimeout` after ``seconds`` (POSIX, main thread; else no limit).
+
+    The alarm repeats every second after the first, because converters with bare ``except:``
+    clauses (xml2abc) may swallow one.
+    """
+    usable = (
+        seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise PieceTimeout(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | None = None) -> dict[str, Any]:
+    """Process-pool entry point: facts on success, an error record on failure (exceptions from
+    music21 do not always survive pickling, so the error travels as plain data)."""
+    try:
+        with _time_limit(timeout):
+            return {"ok": True, "facts": build_piece(ref, out, options)}
+    except PieceError as err:
+        return {"ok": False, "error": _error_record(err)}
+    except PieceTimeout as exc:  # the alarm fired between two steps
+        return {"ok": False, "error": _error_record(PieceError(ref, "timeout", str(exc)))}
+
+
+def _error_record(err: PieceError) -> dict[str, Any]:
+    return {
+        "id": err.ref.id,
+        "source": err.ref.source,
+        "number": err.ref.number,
+        "stage": err.stage,
+        "reason": err.reason,
+        "message": str(err),
+        "trace": err.trace,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # fork keeps the parent's imports (music21, torch): spawning would re-import them per worker
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+WORKER_DIED = "the worker process died (crash, out of memory or killed)"
+
+
+def _run(
+    refs: list[PieceRef], out: str, options: BuildOptions, workers: int, timeout: float | None
+) -> Iterator[dict[str, Any]]:
+    """Results of :func:`_worker` for ``refs``, in completion order.
+
+    When a worker dies the pool breaks; the pieces it had not finished are then built one at
+    a time in fresh single-worker pools, so only the piece that kills its worker is blamed.
+    """
+    if workers <= 1:
+        for ref in refs:
+            yield _worker(ref, out, options, timeout)
+        return
+    finished: set[str] = set()
+    with _pool(workers) as pool:
+        futures = {pool.submit(_worker, ref, out, options, timeout): ref for ref in refs}
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                finished.add(futures[future].id)
+                yield result
+        except BrokenProcessPool:
+            pass
+        except BaseException:  # interrupted: do not wait for the queued pieces
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    for ref in refs:
+        if ref.id in finished:
+            continue
+        with _pool(1) as single:
+            try:
+                yield single.submit(_worker, ref, out, options, timeout).result()
+            except BrokenProcessPool:
+                yield {"ok": False, "error": _error_record(PieceError(ref, "worker", WORKER_DIED))}
+
+
+def build_corpus(
+    out: str | os.PathLike,
+    pieces: int | None = None,
+    workers: int | None = None,
+    options: BuildOptions | None = None,
+    retry_failed: bool = False,
+    show_progress: bool = True,
+    candidates: list[PieceRef] | None = None,
+    timeout: float | None = 300.0,
+) -> BuildSummary:
+    """Build (or resume) a corpus of ``pieces`` pieces (all candidates when None) under ``out``.
+
+    ``workers``: processes (default: CPU count). Pieces logged as failed by an earlier run are
+    skipped unless ``retry_failed``. ``candidates`` replaces the music21 selection (tests).
+    ``timeout``: seconds one piece may take before it counts as failed.
+    Ends by writing texts, splits, JSONL, evaluation folders and the manifest
+    (:func:`clamp3.corpus.assemble.assemble`).
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    options = options or BuildOptions()
+    out = str(out)
+    Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
+    order = candidates if candidates is not None else select_pieces(None)
+    target = len(order) if pieces is None else min(pieces, len(order))
+    known_failed = set() if retry_failed else {e["id"] for e in read_jsonl(Path(out) / ERRORS_FILE)}
+    workers = workers or os.cpu_count() or 1
+    summary = BuildSummary(out=out)
+    done: set[str] = set()
+    position = 0
+    bar = tqdm(total=target, desc="building corpus", unit="piece", disable=not show_progress)
+    while len(done) < target and position < len(order):
+        batch = order[position : position + target - len(done)]
+        position += len(batch)
+        todo = []
+        for ref in batch:
+            if ref.id in known_failed:
+                continue
+            if is_complete(piece_dir(out, ref.id), options):
+                done.add(ref.id)
+                summary.reused += 1
+                bar.update(1)
+            else:
+                todo.append(ref)
+        for result in _run(todo, out, options, workers, timeout):
+            if result["ok"]:
+                done.add(result["facts"]["id"])
+                bar.update(1)
+            else:
+                append_jsonl(Path(out) / ERRORS_FILE, result["error"])
+                summary.failed.append(result["error"])
+                logger.warning("skipped %s", result["error"]["message"])
+                bar.set_postfix(failed=len(summary.failed))
+    bar.close()
+    summary.built = [ref.id for ref in order[:position] if ref.id in done]
+    summary.seconds = round(time.perf_counter() - start, 2)
+    summary.splits = assemble(out, summary.built, options, build_seconds=summary.seconds)
+    return summary
+
+
+def summary_dict(summary: BuildSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["failed"] = [{k: e[k] for k in ("id", "stage", "reason")} for e in summary.failed]
+    return data

@@ -1,0 +1,122 @@
+"""Audio rendering of the corpus: the additive fallback synthesizer, FluidSynth when present,
+MIDI truncation, and the choice between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+mido = pytest.importorskip("mido")
+sf = pytest.importorskip("soundfile")
+
+from clamp3.corpus import render  # noqa: E402
+from clamp3.corpus.synth import RELEASE_TAIL, Note, read_notes, synthesize  # noqa: E402
+from clamp3.utils.errors import InputError  # noqa: E402
+
+
+def _midi(path, notes, program=0, tempo=500000, ticks=480):
+    """A type-1 MIDI file: ``notes`` = [(pitch, beats)] played one after another."""
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
+    track.append(mido.Message("program_change", program=program, channel=0, time=0))
+    for pitch, beats in notes:
+        track.append(mido.Message("note_on", note=pitch, velocity=90, channel=0, time=0))
+        track.append(mido.Message("note_off", note=pitch, velocity=0, channel=0, time=int(beats * ticks)))
+    mido.MidiFile(type=1, ticks_per_beat=ticks, tracks=[track]).save(str(path))
+    return path
+
+
+def test_read_notes_applies_tempo_and_cut(tmp_path):
+    path = _midi(tmp_path / "a.mid", [(60, 1), (64, 1), (67, 2)], tempo=1_000_000)  # 60 quarter notes/min
+    notes, length = read_notes(path)
+    assert length == pytest.approx(4.0)
+    assert [(n.pitch, round(n.start, 3), round(n.end, 3)) for n in notes] == [
+        (60, 0, 1),
+        (64, 1, 2),
+        (67, 2, 4),
+    ]
+    cut, _ = read_notes(path, seconds_max=2.5)
+    assert [(n.pitch, round(n.end, 3)) for n in cut] == [(60, 1), (64, 2), (67, 2.5)]
+
+
+def test_additive_synth_is_audible_at_the_right_times():
+    sr = 24000
+    audio = synthesize([Note(0.5, 1.0, 69, 100, 73, 0)], seconds=2.0, sample_rate=sr)
+    assert audio.dtype == np.float32 and audio.shape == (2 * sr,)
+    assert np.abs(audio[: int(0.45 * sr)]).max() == 0.0  # silence before the note
+    spectrum = np.abs(np.fft.rfft(audio[int(0.55 * sr) : int(0.95 * sr)]))
+    peak_hz = np.argmax(spectrum) * sr / (0.4 * sr)
+    assert peak_hz == pytest.approx(440.0, abs=5.0)  # A4 sounds at its pitch
+    assert np.abs(audio[int(1.9 * sr) :]).max() < 0.01 * np.abs(audio).max()  # released
+
+
+def test_timbres_differ_between_instrument_families():
+    def harmonic_share(program):
+        audio = synthesize([Note(0.0, 1.0, 57, 100, program, 0)], 1.0)
+        spectrum = np.abs(np.fft.rfft(audio[2400:21600]))
+        fundamental = spectrum[int(220 * 0.8) - 5 : int(220 * 0.8) + 5].max()
+        return spectrum.sum() / fundamental
+
+    assert harmonic_share(40) > 1.5 * harmonic_share(73)  # violin is richer than flute
+
+
+@pytest.mark.parametrize("seconds_max, expected", [(10.0, 3.0 + RELEASE_TAIL), (2.0, 2.0)])
+def test_additive_render_writes_24k_mono_of_expected_duration(tmp_path, seconds_max, expected):
+    midi = _midi(tmp_path / "tune.mid", [(62, 1), (66, 1), (69, 1), (74, 3)])  # 6 beats at 120 = 3 s
+    info = render.render_audio(midi, tmp_path / "tune.wav", seconds_max, synth="additive")
+    audio, rate = sf.read(str(tmp_path / "tune.wav"), dtype="float32")
+    assert rate == 24000 and audio.ndim == 1
+    assert len(audio) == round(expected * 24000)
+    assert info == {
+        "synth": "additive",
+        "seconds": pytest.approx(expected),
+        "midi_seconds": pytest.approx(3.0),
+    }
+    rms = float(np.sqrt(np.mean(audio**2)))
+    assert rms > 0.05 and np.abs(audio).max() <= 1.0
+
+
+def test_auto_falls_back_when_fluidsynth_or_soundfont_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(render, "find_fluidsynth", lambda: None)
+    assert render.choose_synth("auto") == "additive"
+    with pytest.raises(RuntimeError, match="fluid-soundfont-gm"):
+        render.choose_synth("fluidsynth")
+    midi = _midi(tmp_path / "a.mid", [(60, 2)])
+    assert render.render_audio(midi, tmp_path / "a.wav", 5.0)["synth"] == "additive"
+
+
+def test_midi_without_notes_is_an_input_error(tmp_path):
+    midi = _midi(tmp_path / "empty.mid", [])
+    with pytest.raises(InputError, match="no notes"):
+        render.render_audio(midi, tmp_path / "empty.wav", 5.0, synth="additive")
+    assert not (tmp_path / "empty.wav").exists()
+
+
+def test_truncate_midi_keeps_the_head_and_releases_held_notes(tmp_path):
+    midi = _midi(tmp_path / "long.mid", [(60, 4), (62, 4), (64, 4)])  # 6 s at 120 bpm
+    render.truncate_midi(midi, tmp_path / "cut.mid", 3.0)
+    notes, length = read_notes(tmp_path / "cut.mid")
+    assert [n.pitch for n in notes] == [60, 62]
+    assert length == pytest.approx(3.0, abs=0.01) and notes[-1].end == pytest.approx(3.0, abs=0.01)
+
+
+needs_fluidsynth = pytest.mark.skipif(
+    render.find_fluidsynth() is None or render.find_soundfont() is None,
+    reason="FluidSynth or a General-MIDI soundfont is not installed (apt-get install fluidsynth fluid-soundfont-gm)",
+)
+
+
+@needs_fluidsynth
+def test_fluidsynth_is_used_when_present(tmp_path):
+    assert render.choose_synth("auto") == "fluidsynth"
+    midi = _midi(tmp_path / "tune.mid", [(62, 1), (66, 1), (69, 1), (74, 3)], program=40)
+    info = render.render_audio(midi, tmp_path / "tune.wav", 2.5)
+    audio, rate = sf.read(str(tmp_path / "tune.wav"), dtype="float32")
+    assert info["synth"] == "fluidsynth"
+    assert rate == 24000 and audio.ndim == 1 and len(audio) == round(2.5 * 24000)
+    assert float(np.sqrt(np.mean(audio**2))) > 0.02
+    # the soundfont's violin differs from the additive rendering of the same notes
+    additive = render.render_audio(midi, tmp_path / "add.wav", 2.5, synth="additive")
+    assert additive["synth"] == "additive"
+    other, _ = sf.read(str(tmp_path / "add.wav"), dtype="float32")
+    assert not np.allclose(audio, other, atol=1e-2)
