@@ -195,3 +195,8 @@ def test_a_dying_worker_fails_only_its_files(parity_dir, tmp_path, monkeypatch):
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_missing_input_directory_is_a_usage_error(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "input directory not found" in capsys.readouterr().err

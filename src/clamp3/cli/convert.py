@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write the standard (non-interleaved) ABC here",
     )
     p.add_argument("--overwrite", action="store_true", help="convert again even if the output exists")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per file before it counts as failed")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds per file before it counts as failed (0 = no limit)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_convert)
 
@@ -38,16 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _convert(args: argparse.Namespace) -> int:
     from clamp3.preprocess import convert_tree
 
-    summary = convert_tree(
-        args.input,
-        args.output,
-        to=args.to,
-        workers=args.workers,
-        standard_abc_dir=args.standard_abc,
-        overwrite=args.overwrite,
-        timeout=args.timeout or None,
-        show_progress=not args.quiet,
-    )
+    try:
+        summary = convert_tree(
+            args.input,
+            args.output,
+            to=args.to,
+            workers=args.workers,
+            standard_abc_dir=args.standard_abc,
+            overwrite=args.overwrite,
+            timeout=args.timeout or None,
+            show_progress=not args.quiet,
+        )
+    except NotADirectoryError as exc:
+        print(f"clamp3 convert: {exc}", file=sys.stderr)
+        return 2
     line = (
         f"{summary.total} files: {summary.converted} converted, {summary.skipped} already done, "
         f"{len(summary.failed)} failed"
