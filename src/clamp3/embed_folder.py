@@ -16,6 +16,7 @@ modification time and whose ``.npy`` exists, and embeds the rest.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -160,7 +161,9 @@ def embed_folder(
     done = read_manifests(out)
     pending = [job for job in jobs if not _is_done(done.get(job[1]), job[0], out)]
     report.skipped = len(jobs) - len(pending)
-    executor = ProcessPoolExecutor(workers) if workers > 0 else None
+    # fork: workers inherit the imported preprocessing code instead of re-importing torch.
+    context = multiprocessing.get_context("fork") if os.name == "posix" else None
+    executor = ProcessPoolExecutor(workers, mp_context=context) if workers > 0 else None
     preparer = Preparer(model, executor)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
     try:
