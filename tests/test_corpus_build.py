@@ -79,6 +79,7 @@ def test_every_record_has_the_fields_and_languages(symbolic_corpus):
         assert record["language"] == "en"
         assert [Path(p).suffix for p in record["filepaths"]] == [".abc", ".mtf"]
         assert all((out / p).is_file() for p in record["filepaths"])
+        assert set(record["media"]) == {"musicxml", "midi"}  # no audio in this build
         translation = record["translations"]
         assert translation["language"] in set(LANGUAGES) - {"en"}
         assert all(translation[k] for k in ("description", "analysis", "background", "tags", "genres"))
@@ -190,17 +191,32 @@ def test_audio_and_features_are_added_on_rerun(symbolic_corpus, tmp_path):
         assert float((audio**2).mean()) ** 0.5 > 0.01
         assert facts["audio"]["synth"] in ("fluidsynth", "additive")
     records = [r for rs in _records(out).values() for r in rs]
-    assert all([Path(p).suffix for p in r["filepaths"]] == [".abc", ".mtf", ".wav", ".npy"] for r in records)
+    assert all([Path(p).suffix for p in r["filepaths"]] == [".abc", ".mtf", ".npy"] for r in records)
+    assert all(set(r["media"]) == {"musicxml", "midi", "wav"} for r in records)
     import numpy as np
 
-    features = np.load(out / records[0]["filepaths"][3])
+    features = np.load(out / records[0]["filepaths"][2])
     assert features.dtype == np.float32 and features.shape == (1, 32)  # one 5-s window, tiny preset
     split = next(name for name, rs in _records(out).items() if rs)
     assert sorted(p.suffix for p in (out / "eval" / split / "audio").iterdir()) == [".wav"] * len(
         _records(out)[split]
     )
+    records_module = pytest.importorskip("clamp3.train.records")
+    for name, rows in _records(out).items():
+        if rows:
+            loaded = records_module.load_records(out / f"m4rag_{name}.jsonl")
+            assert len(records_module.records_for(loaded, "audio")) == len(rows)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["options"]["seconds_max"] == 3.0 and sum(manifest["synthesizers"].values()) == 4
+
+
+def test_jsonl_loads_with_the_training_loader(symbolic_corpus):
+    records_module = pytest.importorskip("clamp3.train.records")
+    out, _ = symbolic_corpus
+    for split in SPLITS:
+        if read_jsonl(out / f"m4rag_{split}.jsonl"):
+            records = records_module.load_records(out / f"m4rag_{split}.jsonl")
+            assert all(len(records_module.records_for([r], "symbolic")[0]["filepaths"]) == 2 for r in records)
 
 
 def test_time_limit_interrupts_a_slow_piece():

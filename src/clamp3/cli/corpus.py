@@ -62,7 +62,8 @@ def _build_corpus(args: argparse.Namespace) -> int:
     )
     print(
         f"{len(summary.built)} pieces in {args.output} ({summary.reused} reused, {len(summary.failed)} failed "
-        f"in this run) in {summary.seconds:.1f} s; splits: {json.dumps(summary.splits)}",
+        f"in this run) in {summary.seconds:.1f} s ({summary.cpu_seconds:.1f} s CPU); splits: "
+        f"{json.dumps(summary.splits)}",
         file=sys.stderr,
     )
     for error in summary.failed[:10]:

@@ -4,6 +4,7 @@ Layout under ``OUT`` (all paths inside JSONL records are relative to ``OUT``)::
 
     pieces/<id>/score.musicxml score.abc score.mid score.mtf audio.wav [audio.npy] facts.json
     m4rag_train.jsonl m4rag_validation.jsonl m4rag_test.jsonl   one record per piece
+        (filepaths: score.abc, score.mtf [, audio.npy]; media: score.musicxml, score.mid, audio.wav)
     splits.json          ids per split and how they were drawn
     eval/<split>/sheet/<id>.abc  midi/<id>.mtf  audio/<id>.wav  [audio_features/<id>.npy]
     eval/<split>/text_<lang>/<id>.txt   the description in that language, one line
@@ -40,6 +41,8 @@ FILES = {
     "npy": "audio.npy",
     "facts": "facts.json",
 }
+TRAINING_FILES = ("abc", "mtf", "npy")  # what the training loader reads from ``filepaths``
+MEDIA_FILES = ("musicxml", "midi", "wav")
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 TEXT_FIELDS = ("title", "genres", "tags", "description", "analysis", "background")
@@ -67,14 +70,19 @@ def translation_language(piece_id: str, languages: tuple[str, ...] = LANGUAGES) 
 def make_record(
     facts: dict[str, Any], texts: dict[str, dict[str, Any]], files: dict[str, str]
 ) -> dict[str, Any]:
-    """One M4-RAG-style record. Text fields are English; ``translations`` holds one other
-    language; ``texts`` (every language) and ``facts`` are dicts, which the official text
-    sampling ignores (it reads only string and list fields)."""
+    """One M4-RAG-style record.
+
+    ``filepaths`` lists the training inputs the loader accepts (interleaved ABC, MTF, audio
+    features); the other renderings (MusicXML, MIDI, WAV) are in ``media``. Text fields are
+    English; ``translations`` holds one other language; ``texts`` (every language), ``media``
+    and ``facts`` are objects, which the official text sampling ignores (it reads only string
+    and list fields).
+    """
     en = texts["en"]
     other = texts[translation_language(facts["id"], tuple(texts))]
     record: dict[str, Any] = {
         "id": facts["id"],
-        "filepaths": [files[kind] for kind in ("abc", "mtf", "wav", "npy") if kind in files],
+        "filepaths": [files[kind] for kind in TRAINING_FILES if kind in files],
         "language": "en",
         "title": facts["title"],
         "artists": [facts["composer"]] if facts.get("composer") else [],
@@ -85,6 +93,7 @@ def make_record(
         "description": en["description"],
         "translations": {"language": other["language"], **{k: other[k] for k in TEXT_FIELDS if k != "title"}},
         "texts": {lang: {k: t[k] for k in TEXT_FIELDS} for lang, t in texts.items()},
+        "media": {kind: files[kind] for kind in MEDIA_FILES if kind in files},
         "facts": {k: v for k, v in facts.items() if k != "id"},
     }
     return record
@@ -92,7 +101,7 @@ def make_record(
 
 def _piece_files(out: Path, piece_id: str) -> dict[str, str]:
     files = {}
-    for kind in ("abc", "mtf", "wav", "npy"):
+    for kind in (*TRAINING_FILES, *MEDIA_FILES):
         if (out / PIECES_DIR / piece_id / FILES[kind]).is_file():
             files[kind] = f"{PIECES_DIR}/{piece_id}/{FILES[kind]}"
     return files
@@ -103,7 +112,7 @@ def assemble(
     piece_ids: list[str],
     options: Any,
     languages: tuple[str, ...] = LANGUAGES,
-    build_seconds: float | None = None,
+    timing: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Write JSONL, ``splits.json``, ``eval/`` and ``manifest.json`` for ``piece_ids``
     (already built); returns the number of pieces per split. Every file is replaced
@@ -128,7 +137,7 @@ def assemble(
     )
     _write_eval(out, by_split, languages)
     counts = {name: len(records) for name, records in by_split.items()}
-    _write_manifest(out, by_split, options, languages, build_seconds)
+    _write_manifest(out, by_split, options, languages, timing)
     return counts
 
 
@@ -146,10 +155,9 @@ def _write_eval(out: Path, by_split: dict[str, list[dict[str, Any]]], languages:
     staging = out / f".eval.{uuid.uuid4().hex[:8]}.tmp"
     for split, records in by_split.items():
         for record in records:
-            files = {Path(p).name: out / p for p in record["filepaths"]}
             for kind, folder in EVAL_FOLDERS.items():
-                src = files.get(FILES[kind])
-                if src is not None:
+                src = out / PIECES_DIR / record["id"] / FILES[kind]
+                if src.is_file():
                     target = staging / split / folder / f"{record['id']}{src.suffix}"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _link(src, target)
@@ -186,7 +194,7 @@ def _write_manifest(
     by_split: dict[str, list[dict[str, Any]]],
     options: Any,
     languages: tuple[str, ...],
-    build_seconds: float | None,
+    timing: dict[str, Any] | None,
 ) -> None:
     records = [r for records in by_split.values() for r in records]
     synths = Counter((r["facts"].get("audio") or {}).get("synth", "none") for r in records)
@@ -204,7 +212,7 @@ def _write_manifest(
             "audio_seconds": round(
                 sum((r["facts"].get("audio") or {}).get("seconds", 0) for r in records), 1
             ),
-            "build_seconds": build_seconds,
+            "last_run": timing,
             "tools": _tool_versions(),
             "texts": "template-generated from metadata and score analysis (clamp3.corpus.texts), not human-written",
         },

@@ -54,13 +54,15 @@ class BuildOptions:
 @dataclass
 class BuildSummary:
     """The outcome of :func:`build_corpus`: ids built (selection order), newly failed pieces,
-    pieces reused from an earlier run, wall time in seconds and pieces per split."""
+    pieces reused from an earlier run, wall time and CPU time in seconds (this process and
+    its workers) and pieces per split."""
 
     out: str
     built: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     reused: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     splits: dict[str, int] = field(default_factory=dict)
 
 
@@ -285,7 +287,20 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     # fork keeps the parent's imports (music21, torch): spawning would re-import them per worker
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C is handled by the parent; every output already written is a complete file.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (workers, FluidSynth)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 WORKER_DIED = "the worker process died (crash, out of memory or killed)"
@@ -346,7 +361,7 @@ def build_corpus(
     """
     from tqdm.auto import tqdm
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     options = options or BuildOptions()
     out = str(out)
     Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
@@ -383,7 +398,10 @@ def build_corpus(
     bar.close()
     summary.built = [ref.id for ref in order[:position] if ref.id in done]
     summary.seconds = round(time.perf_counter() - start, 2)
-    summary.splits = assemble(out, summary.built, options, build_seconds=summary.seconds)
+    summary.cpu_seconds = round(_cpu_seconds() - cpu_start, 2)
+    timing = {"wall_seconds": summary.seconds, "cpu_seconds": summary.cpu_seconds, "workers": workers}
+    timing["pieces_built"] = len(summary.built) - summary.reused
+    summary.splits = assemble(out, summary.built, options, timing=timing)
     return summary
 
 
