@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search an index with text, a music file or a .npy embedding",
         description=(
             "QUERY is text in any language, a music file (.abc .xml .mxl .mid .mtf .wav ...), MERT features "
-            "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores."
+            "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores. "
+            "--model defaults to the model id recorded in the index (from the embedding manifest)."
         ),
     )
     p.add_argument("query", metavar="QUERY")

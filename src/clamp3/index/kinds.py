@@ -37,7 +37,7 @@ CALIBRATION_MARGIN = 0.02
 _GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
-def _faiss():
+def import_faiss():
     try:
         import faiss
     except ImportError as exc:  # an optional dependency: say how to get it
@@ -56,7 +56,7 @@ def new_index(kind: str, dim: int, train_vectors: np.ndarray | None = None) -> A
     ``ivf`` needs ``train_vectors`` (float32 (N, dim), normalised) to learn its lists; its list
     count is fixed here, so vectors appended later share the centroids learnt now.
     """
-    faiss = _faiss()
+    faiss = import_faiss()
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     if kind == "hnsw":
@@ -87,7 +87,7 @@ def search_parameters(
     rows it keeps. The approximate knob is widened by 1/fraction so a rare modality still gets
     about as many candidates as an unfiltered search would. HNSW's beam is at least ``k`` wide.
     """
-    faiss = _faiss()
+    faiss = import_faiss()
     widen = 1.0 / max(fraction, 1e-6)
     if kind == "hnsw":
         params = faiss.SearchParametersHNSW()

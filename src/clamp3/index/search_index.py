@@ -119,7 +119,7 @@ class SearchIndex:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SearchIndex:
         """Open ``directory`` (layout in the module docstring); errors name the file at fault."""
-        faiss = kinds._faiss()
+        faiss = kinds.import_faiss()
         root = Path(directory)
         for name in (INDEX_FILE, IDS_FILE, META_FILE):
             if not (root / name).is_file():
@@ -163,7 +163,7 @@ class SearchIndex:
 
     def save(self, directory: str | os.PathLike | None = None) -> Path:
         """Write the three files to ``directory`` (default: where it was loaded/saved last)."""
-        faiss = kinds._faiss()
+        faiss = kinds.import_faiss()
         target = Path(directory) if directory is not None else self.directory
         if target is None:
             raise ValueError("save() needs a directory for an index that was never saved")
@@ -296,7 +296,7 @@ class SearchIndex:
             rows = np.array(
                 [i for i, e in enumerate(self._entries) if e.get("modality") == modality], np.int64
             )
-            selector = kinds._faiss().IDSelectorBatch(rows) if len(rows) else None
+            selector = kinds.import_faiss().IDSelectorBatch(rows) if len(rows) else None
             cached = (selector, len(rows) / max(len(self._entries), 1))
             self._selectors[modality] = cached  # a benign race: concurrent readers build equal values
         return cached
