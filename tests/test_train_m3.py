@@ -86,7 +86,6 @@ def test_state_dict_names_are_the_official_m3_names(parity_dir):
 
 
 def test_tiny_m3_run_learns_loads_and_seeds_a_clamp3_stage(tmp_path, tiny_tokenizer):
-    pytest.importorskip("clamp3.preprocess.patches")
     jsonl = write_toy_pairs(tmp_path / "data", n=12, feature_dim=32)
     tiny_tokenizer.save(tmp_path / "data")
     m3 = {

@@ -77,10 +77,8 @@ def read_text_file(path: Path) -> str:
 
 def load_patchify() -> Callable[..., np.ndarray]:
     """``clamp3.preprocess.patchify``, imported on first use (it needs unidecode)."""
-    try:
-        from clamp3.preprocess import patchify
-    except ImportError:  # the package re-export may not exist yet; the defining module does
-        from clamp3.preprocess.patches import patchify
+    from clamp3.preprocess import patchify
+
     return patchify
 
 

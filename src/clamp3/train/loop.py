@@ -75,15 +75,26 @@ class StepBudget:
         return self.left <= 0
 
 
-def _precision(name: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a gradient scaler) for the configured precision."""
+def _precision(
+    name: str, device: torch.device
+) -> tuple[Callable[[], contextlib.AbstractContextManager], object]:
+    """(autocast context factory, GradScaler or None) for the configured precision.
+
+    ``auto``: fp16 autocast with a gradient scaler on GPU (the official), fp32 on CPU;
+    ``bf16`` needs no scaler (its exponent range is fp32's).
+    """
     if name == "auto":
         name = "fp16" if device.type == "cuda" else "fp32"
-    if name == "fp32":
-        return None, False
     if name == "fp16" and device.type != "cuda":
         raise ValueError("fp16 mixed precision needs a GPU; use bf16 or fp32 on CPU")
-    return (torch.float16, True) if name == "fp16" else (torch.bfloat16, False)
+    if name == "fp32":
+        return contextlib.nullcontext, None
+    dtype = torch.float16 if name == "fp16" else torch.bfloat16
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    return autocast, torch.amp.GradScaler("cuda") if name == "fp16" else None
 
 
 def _optimizer(task: nn.Module, stage: StageConfig) -> torch.optim.AdamW:
@@ -152,39 +163,19 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget) -> bool:
     """Train one stage from scratch or from ``checkpoint``; True when the stage finished,
     False when the step budget ran out first (a checkpoint was written)."""
     run, stage, env, opt = job.run, job.stage, job.env, job.stage.optim
-    dtype, use_scaler = _precision(run.precision, env.device)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=env.device.type, dtype=dtype)
-
+    autocast, scaler = _precision(run.precision, env.device)
     optimizer = _optimizer(job.task, stage)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, optimizer, scaler, env)
-        job.log.write({"kind": "event", "stage": stage.name, "step": state.step, "event": "resume"})
-    else:
-        state = TrainerState()
-        # Dropout randomness differs per rank (as the official seed + rank).
-        torch.manual_seed(run.seed + env.rank + stage_salt(stage.name))
-        job.log.write({"kind": "event", "stage": stage.name, "step": 0, "event": "start"})
+    state = _start(job, checkpoint, optimizer, scaler)
     n_items = len(job.train_source)
     steps = total_steps(stage, n_items, env.world_size)
     plan = BatchPlan(n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size)
-    per_epoch = plan.batches_per_epoch
     wrapped = job.task
     if env.distributed:
         ids = [env.device.index] if env.device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(job.task, device_ids=ids, broadcast_buffers=False)
     loader = iter(_make_loader(job, plan, state.step * opt.grad_accum, steps * opt.grad_accum))
-    bar = tqdm(
-        total=steps,
-        initial=state.step,
-        desc=stage.name,
-        disable=not (env.is_main and run.show_progress),
-        dynamic_ncols=True,
-    )
+    show = env.is_main and run.show_progress
+    bar = tqdm(total=steps, initial=state.step, desc=stage.name, disable=not show, dynamic_ncols=True)
     set_train_mode(job.task, job.trainable)
     started = time.perf_counter()
     while state.step < steps:
@@ -192,41 +183,58 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget) -> bool:
         for group in optimizer.param_groups:
             group["lr"] = lr
         metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
-        if opt.max_grad_norm is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], opt.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _update(optimizer, scaler, opt.max_grad_norm)
         state.step += 1
         bar.update(1)
         micro = state.step * opt.grad_accum
-        epoch_end = micro // per_epoch > (micro - opt.grad_accum) // per_epoch
+        epoch_end = micro // plan.batches_per_epoch > (micro - opt.grad_accum) // plan.batches_per_epoch
         last = state.step == steps
         if state.step % max(1, run.log_every) == 0 or last:
             values = _mean_over_ranks(metrics, env.world_size)
-            record = {"kind": "train", "stage": stage.name, "step": state.step, "epoch": micro / per_epoch}
-            record.update(lr=lr, **values, seconds=round(time.perf_counter() - started, 3))
-            job.log.write(record)
+            record = {"kind": "train", "stage": stage.name, "step": state.step}
+            record.update(epoch=micro / plan.batches_per_epoch, lr=lr, **values)
+            job.log.write({**record, "seconds": round(time.perf_counter() - started, 3)})
             bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
         if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
             _evaluate_and_keep_best(job, state, autocast)
             set_train_mode(job.task, job.trainable)
         out_of_budget = budget.spend()
         if _due(run.save_every, state.step, epoch_end) or last or out_of_budget:
-            save_checkpoint(
-                job.directory, state, job.save_model, optimizer, scaler, env, run.keep_checkpoints
-            )
+            keep = run.keep_checkpoints
+            save_checkpoint(job.directory, state, job.save_model, optimizer, scaler, env, keep)
         if out_of_budget and not last:
             bar.close()
             return False
     bar.close()
     _finish(job, state)
     return True
+
+
+def _start(job: StageJob, checkpoint: Path | None, optimizer, scaler) -> TrainerState:
+    """Restore a checkpoint, or seed this rank's torch RNG for a fresh stage."""
+    name = job.stage.name
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, optimizer, scaler, job.env)
+        job.log.write({"kind": "event", "stage": name, "step": state.step, "event": "resume"})
+        return state
+    # Dropout masks differ per rank (the official seeds with seed + rank).
+    torch.manual_seed(job.run.seed + job.env.rank + stage_salt(name))
+    job.log.write({"kind": "event", "stage": name, "step": 0, "event": "start"})
+    return TrainerState()
+
+
+def _update(optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float | None) -> None:
+    """Clip (after unscaling), step and clear the gradients."""
+    if max_grad_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _due(every: int | None, step: int, epoch_end: bool) -> bool:
