@@ -66,7 +66,7 @@ def describe(score: Any, ref: PieceRef) -> dict[str, Any]:
 
 
 def _clean_title(text: str) -> str:
-    text = re.sub(r"^\s*\d+\s*(\(\d+\))?\.\s*", "", text)  # "48 (139). Cara mi donna"
+    text = re.sub(r"^\s*\d+[a-z]?\s*(\(\d+\))?\.\s*", "", text)  # "48 (139). Cara mi donna", "15b. Kyrie"
     text = re.sub(r"\s*\(\d+-\d+\)(,\s*S\.\s*\d+)?\s*$", "", text)  # Essen: "(4-80), S. 102"
     text = text.strip().strip('"').strip()
     text = re.sub(r"\s*--\s*", " ", text).strip().rstrip(".").strip()
