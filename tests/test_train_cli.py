@@ -55,3 +55,12 @@ def test_presets_are_listed(capsys):
     out = capsys.readouterr().out
     assert "symbolic -> audio-text-frozen -> audio -> symbolic-text-frozen" in out
     assert "m3" in out and "lr=5e-05 batch=1024" in out
+
+
+def test_bad_data_is_reported_without_a_traceback(config_file):
+    jsonl = config_file.parent / "data/pairs.jsonl"
+    lines = jsonl.read_text().splitlines()
+    lines[3] = lines[3].replace('"filepaths"', '"files"')
+    jsonl.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match=r"pairs.jsonl:4: record 'toy-0003': 'filepaths' must be"):
+        main(["train", str(config_file)])

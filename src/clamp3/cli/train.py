@@ -33,14 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from clamp3.train.config import load_train_config
+    from clamp3.train.distributed import shutdown
     from clamp3.train.runner import train
+    from clamp3.utils.errors import InputError
 
-    config = load_train_config(args.config)
+    try:
+        config = load_train_config(args.config)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     tasks = {stage.task for stage in config.stages}
     if tasks != {args.task}:
         other = "pretrain-m3" if args.task == "contrastive" else "train"
         raise SystemExit(f"{args.config}: its stages are {sorted(tasks)} tasks; use `clamp3 {other}`")
-    best = train(config, resume=args.resume, stop_after=args.stop_after)
+    try:
+        best = train(config, resume=args.resume, stop_after=args.stop_after)
+    except (InputError, FileExistsError) as exc:  # bad data or an existing run: no traceback
+        raise SystemExit(f"error: {exc}") from None
+    finally:
+        shutdown()  # leave the torchrun process group cleanly
     if best is None:
         print(f"stopped after {args.stop_after} steps; continue with --resume ({config.output_dir})")
     else:
