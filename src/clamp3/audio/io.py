@@ -94,6 +94,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     return wave
 
 
+def _mix_down(block: np.ndarray) -> np.ndarray:
+    """(frames, channels) float32 -> (frames,) channel mean, summed channel by channel (a
+    reduction over the short axis with ``mean(axis=1)`` is several times slower)."""
+    mono = block[:, 0].copy()
+    for channel in range(1, block.shape[1]):
+        mono += block[:, channel]
+    if block.shape[1] > 1:
+        mono /= np.float32(block.shape[1])
+    return mono
+
+
 def _decode(handle, sample_rate: int) -> tuple[np.ndarray, int]:
     """Stream-decode an open soundfile handle -> (mono resampled float32 wave, frames decoded)."""
     resampler = StreamingResampler(handle.samplerate, sample_rate)
@@ -106,7 +117,6 @@ def _decode(handle, sample_rate: int) -> tuple[np.ndarray, int]:
             break
         decoded += len(block)
         # Channel mean first, then resampling: the order the official loader uses.
-        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-        out.extend(resampler.push(mono))
+        out.extend(resampler.push(_mix_down(block)))
     out.extend(resampler.finish())
     return out.result(), decoded

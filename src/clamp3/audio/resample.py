@@ -14,7 +14,7 @@ The algorithm, for rates reduced to ``orig`` and ``new`` (coprime):
 - cut-off ``base = min(orig, new) * rolloff`` (in units of the reduced rates);
 - half-width in input samples ``width = ceil(lowpass_filter_width * orig / base)``;
 - for each of the ``new`` output phases ``p`` the filter tap at input offset ``i`` in
-  ``[-width, width + orig)`` is ``sinc(pi * t) * hann(t) * base / orig`` with
+  ``[-width, width + orig)`` is ``sin(pi * t) / (pi * t) * hann(t) * base / orig`` with
   ``t = clamp((i / orig - p / new) * base, -w, w)``, ``w = lowpass_filter_width`` and
   ``hann(t) = cos(pi * t / (2 * w)) ** 2``;
 - the signal is zero-padded by ``width`` on the left and ``width + orig`` on the right, convolved
@@ -33,10 +33,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99
+_FRAMES_PER_CHUNK = 8192
 
 
 @lru_cache(maxsize=16)
@@ -71,12 +71,25 @@ def output_length(n_samples: int, orig_sr: int, new_sr: int) -> int:
 
 
 def _convolve(padded: np.ndarray, orig: int, new: int) -> np.ndarray:
-    """Strided polyphase convolution of an already padded float32 signal -> interleaved output."""
-    kernel, _ = _kernel(orig, new)
-    x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[None, None, :]
+    """Strided polyphase filtering of an already padded float32 signal -> interleaved output.
+
+    Written as a matrix product over frames of ``2 * width + orig`` inputs taken every ``orig``
+    samples (not ``conv1d``: oneDNN builds a new kernel for every input length, which made the
+    block-by-block stream twice as slow as one big call). Frames go in chunks so that memory
+    stays bounded for hour-long inputs.
+    """
+    kernel, width = _kernel(orig, new)
+    span = 2 * width + orig
+    taps = kernel[:, 0, :].T  # (span, new)
+    x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
+    n_frames = (len(x) - span) // orig + 1 if len(x) >= span else 0
+    out = torch.empty((n_frames, new), dtype=torch.float32)
     with torch.inference_mode():
-        frames = F.conv1d(x, kernel, stride=orig)  # (1, new, n_frames)
-    return frames[0].transpose(0, 1).reshape(-1).numpy()
+        for first in range(0, n_frames, _FRAMES_PER_CHUNK):
+            last = min(n_frames, first + _FRAMES_PER_CHUNK)
+            frames = x[first * orig : (last - 1) * orig + span].unfold(0, span, orig)  # (f, span)
+            torch.matmul(frames, taps, out=out[first:last])
+    return out.reshape(-1).numpy()
 
 
 def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
@@ -105,46 +118,35 @@ class StreamingResampler:
     def __init__(self, orig_sr: int, new_sr: int):
         self.orig, self.new = _reduced(orig_sr, new_sr)
         self.identity = self.orig == self.new
-        self.width = _kernel(self.orig, self.new)[1] if not self.identity else 0
-        # Input not yet consumed, starting at input index ``frame * orig - width`` of the next frame;
-        # the left zero padding of the one-shot version is put in front here.
-        self._pending = np.zeros(self.width, dtype=np.float32)
+        width = 0 if self.identity else _kernel(self.orig, self.new)[1]
+        # Input not consumed yet; it starts at input index ``frame * orig - width`` of the next
+        # frame, so the one-shot version's left zero padding goes in front.
+        self._pending = np.zeros(width, dtype=np.float32)
+        self._right_pad = width + self.orig
         self._n_in = 0
         self._n_out = 0
 
     def push(self, block: np.ndarray) -> np.ndarray:
+        """Feed float32 (n,) input samples; returns the float32 outputs they complete."""
         block = np.asarray(block, dtype=np.float32)
         if self.identity:
-            self._n_in += len(block)
-            self._n_out += len(block)
             return block
         self._n_in += len(block)
         self._pending = np.concatenate([self._pending, block])
-        # A frame needs 2 * width + orig inputs and frames start every ``orig`` inputs.
-        span = 2 * self.width + self.orig
-        n_frames = (len(self._pending) - span) // self.orig + 1 if len(self._pending) >= span else 0
-        if n_frames == 0:
-            return np.zeros(0, dtype=np.float32)
-        used = (n_frames - 1) * self.orig + span
-        out = _convolve(self._pending[:used], self.orig, self.new)
-        self._pending = self._pending[n_frames * self.orig :]
+        out = _convolve(self._pending, self.orig, self.new)  # every complete frame
+        self._pending = self._pending[(len(out) // self.new) * self.orig :]
         return self._emit(out)
 
     def finish(self) -> np.ndarray:
-        """The remaining output (right zero padding applied); the stream is closed afterwards."""
+        """The remaining outputs (right zero padding applied); the stream is closed afterwards."""
         if self.identity:
             return np.zeros(0, dtype=np.float32)
-        padded = np.concatenate([self._pending, np.zeros(self.width + self.orig, dtype=np.float32)])
-        span = 2 * self.width + self.orig
-        n_frames = (len(padded) - span) // self.orig + 1 if len(padded) >= span else 0
-        out = (
-            _convolve(padded[: (n_frames - 1) * self.orig + span], self.orig, self.new) if n_frames else None
-        )
+        padded = np.concatenate([self._pending, np.zeros(self._right_pad, dtype=np.float32)])
         self._pending = np.zeros(0, dtype=np.float32)
-        return self._emit(out if out is not None else np.zeros(0, dtype=np.float32))
+        return self._emit(_convolve(padded, self.orig, self.new))
 
     def _emit(self, out: np.ndarray) -> np.ndarray:
-        total = math.ceil(self.new * self._n_in / self.orig)
-        out = out[: max(0, total - self._n_out)]
+        """Cut the output at ``ceil(new * n_in / orig)`` samples in total, as torchaudio does."""
+        out = out[: max(0, output_length(self._n_in, self.orig, self.new) - self._n_out)]
         self._n_out += len(out)
         return out
