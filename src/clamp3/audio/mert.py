@@ -151,7 +151,7 @@ def _from_hub(repo: str) -> tuple[Path, Path]:
             f"{repo}: MERT weights are not in the Hugging Face cache and could not be downloaded "
             f"({type(exc).__name__}). Fetch config.json and pytorch_model.bin from {url} and put "
             "them in a folder, then pass that folder (or place it as `mert/` inside the CLaMP 3 model "
-            f"directory); or run `huggingface-cli download {repo} config.json pytorch_model.bin` on a "
+            f"directory); or run `hf download {repo} config.json pytorch_model.bin` on a "
             "connected machine and copy its cache (~/.cache/huggingface/hub) to this one."
         ) from exc
     raise AssertionError("unreachable")
