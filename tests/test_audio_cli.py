@@ -65,3 +65,13 @@ def test_same_output_name_is_an_error_not_an_overwrite(tmp_path, capsys):
     assert main(["extract-audio", str(root), str(out), "--model", "logmel:8", "--no-progress"]) == 1
     assert np.load(out / "song.npy").shape == (1, 1, 8)
     assert "same output song.npy as song.flac" in capsys.readouterr().out
+
+
+def test_setup_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert (
+        main(["extract-audio", str(tmp_path / "absent"), str(tmp_path / "out"), "--model", "logmel:8"]) == 2
+    )
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    assert main(["extract-audio", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path)]) == 2
+    assert "needs config.json" in capsys.readouterr().err
