@@ -1,0 +1,91 @@
+"""``clamp3 serve INDEX_DIR --media-root DIR``: the search service and web page (``clamp3.serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from clamp3.cli.embed import add_model_arguments
+
+ADMIN_TOKEN_ENV = "CLAMP3_ADMIN_TOKEN"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve an index over HTTP: JSON API + a search page (text, uploaded file, more like this)",
+        description=(
+            "Serves INDEX_DIR (built by `clamp3 index`) on http://HOST:PORT/ with a search page and a JSON API "
+            "(schema at /openapi.json). MEDIA_ROOT is the folder that was embedded: index paths are relative to it, "
+            "and only indexed files below it are ever served. Admin endpoints (/api/admin/reload, /api/admin/extend) "
+            f"are enabled when the environment variable {ADMIN_TOKEN_ENV} holds a token."
+        ),
+    )
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--media-root", required=True, metavar="DIR", help="the folder that was embedded")
+    add_model_arguments(p)
+    p.set_defaults(model=None)  # default: the model id stored in the index
+    p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest query upload (default 50)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="extra Host name to answer (repeatable); default: localhost names and --host",
+    )
+    p.set_defaults(handler=_serve)
+
+
+def _allowed_hosts(args: argparse.Namespace) -> frozenset[str] | None:
+    from clamp3.serve.settings import LOCAL_HOSTS
+
+    extra = set(args.allowed_host or ())
+    if args.host in ("0.0.0.0", "::") and not extra:
+        return None  # listening everywhere without named hosts: any Host header is expected
+    return frozenset(LOCAL_HOSTS | {args.host} | extra)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from clamp3.serve.logs import use_json_logging
+        from clamp3.serve.service import build_app
+        from clamp3.serve.settings import Settings
+    except ImportError as exc:
+        print(
+            f"error: clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    from clamp3.cli.embed import load_model
+    from clamp3.index import SearchIndex
+    from clamp3.utils.errors import InputError
+
+    use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    settings = Settings(
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        allowed_hosts=_allowed_hosts(args),
+    )
+    try:
+        model = None
+        if not args.no_model:
+            args.model = args.model or SearchIndex.load(args.index_dir).model
+            if not args.model:
+                raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
+            model = load_model(args)
+        app = build_app(args.index_dir, args.media_root, model, settings)
+    except (InputError, NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # One process: the model and the index live in memory once, and admin swaps reach every request.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, timeout_keep_alive=15)
+    return 0

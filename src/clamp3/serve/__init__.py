@@ -1,0 +1,21 @@
+"""``clamp3 serve``: a search service and web page over an index built by ``clamp3 index``.
+
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, verovio). The pieces:
+
+=================  ==========================================================================
+``catalog.py``     the service state: index snapshot (swapped atomically), ids, search, reload/extend
+``encoder.py``     query vectors: batched text encoding, uploaded files, one model lock
+``media.py``       indexed files only: safe resolution under the media root, byte ranges
+``uploads.py``     uploaded query files: type checks (extension + content) in a private temp dir
+``render.py``      scores and MIDI -> SVG in a sandboxed subprocess (``render_job.py``, ``pianoroll.py``)
+``app.py``         HTTP only: the FastAPI application, middleware, error mapping, the page
+``routes.py``      HTTP only: the JSON API endpoints
+``static/``        the web page (no build step, no CDN)
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from clamp3.serve.errors import ServeError
+
+__all__ = ["ServeError"]

@@ -1,0 +1,282 @@
+"""The service state: which index is live, what its items are called, and how to search it.
+
+A :class:`Snapshot` is an immutable pairing of a loaded ``SearchIndex`` with the item ids of
+its rows. The :class:`Catalog` holds the live snapshot in one attribute: a request reads it
+once and keeps that reference to the end, while ``reload`` / ``extend`` build a complete new
+snapshot on the side and swap it in with a single assignment (under a writer lock, so two
+admin calls never interleave). In-flight requests therefore finish on the index they started
+with, and no request ever waits for a reload.
+
+Item ids are the first 16 hex digits of SHA-256 of the index key (the relative path without
+extension): opaque, free of path characters, and stable across rebuilds and appends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clamp3.index import SearchIndex, load_embeddings
+from clamp3.serve.errors import Forbidden, NotFound, Unavailable, Unprocessable
+from clamp3.serve.media import MediaRoot, media_kind
+from clamp3.utils.errors import InputError
+
+if TYPE_CHECKING:
+    from clamp3.serve.encoder import QueryEncoder
+
+log = logging.getLogger(__name__)
+
+MAX_RESULTS = 1000  # deepest rank a client can page to: a result list, not an export
+TEXT_PREVIEW_CHARS = 2000
+
+
+def item_id(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One ranked item: ``score`` is the cosine similarity in [-1, 1]; ``rank`` is 1-based."""
+
+    id: str
+    rank: int
+    score: float
+    modality: str | None
+    path: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """Ranks ``offset + 1`` .. ``offset + len(results)`` of at most ``total`` results."""
+
+    results: list[Result]
+    total: int
+    offset: int
+    k: int
+
+
+@dataclass
+class Snapshot:
+    """A loaded index and the ids of its rows; never mutated once published."""
+
+    index: SearchIndex
+    ids: list[str]
+    rows: dict[str, int]
+    modalities: dict[str, int]
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, index: SearchIndex) -> Snapshot:
+        entries = [index.entry(row) for row in range(len(index))]
+        ids = [item_id(e["key"]) for e in entries]
+        counts = Counter(e.get("modality") or "unknown" for e in entries)
+        return cls(index, ids, {i: row for row, i in enumerate(ids)}, dict(counts))
+
+    def row(self, identifier: str) -> int:
+        row = self.rows.get(identifier)
+        if row is None:
+            raise NotFound(f"no item with id {identifier!r} in the index (it may have been rebuilt)")
+        return row
+
+    def available(self, modality: str | None) -> int:
+        return len(self.ids) if modality is None else self.modalities.get(modality, 0)
+
+
+class Catalog:
+    """Search, item look-up and index maintenance over one index folder and its media root.
+
+    ``encoder`` may be ``None``: then only "more like this" works (no text or file queries).
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, media_root: MediaRoot, encoder: QueryEncoder | None):
+        self.index_dir = Path(index_dir)
+        self.media = media_root
+        self.encoder = encoder
+        self._writer = threading.Lock()
+        self._snapshot = self._load()
+
+    # ----------------------------------------------------------------------------- state
+    @property
+    def snapshot(self) -> Snapshot:
+        """The live snapshot; read it once per request and use that reference throughout."""
+        return self._snapshot
+
+    def _load(self) -> Snapshot:
+        index = SearchIndex.load(self.index_dir)
+        if self.encoder is not None and index.dim != self.encoder.dim:
+            raise InputError(
+                self.index_dir, f"holds {index.dim}-d vectors but the model gives {self.encoder.dim}-d"
+            )
+        return Snapshot.build(index)
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the index folder (e.g. after ``clamp3 index --append``) and swap it in."""
+        with self._writer:
+            before = len(self._snapshot.ids)
+            self._snapshot = self._load()
+            after = len(self._snapshot.ids)
+        log.info("index reloaded", extra={"fields": {"items_before": before, "items": after}})
+        return {"items_before": before, "items": after, "added": after - before}
+
+    def extend(self, embeddings: str | os.PathLike, media_prefix: str = "") -> dict[str, Any]:
+        """Add a ``clamp3 embed`` output folder to the index, save it, and swap it in.
+
+        ``media_prefix`` is the sub-folder of the media root that was embedded (manifest paths
+        are relative to the embedded folder); it is prepended to keys and paths. Keys already
+        indexed are skipped, so repeating a call is harmless.
+        """
+        prefix = _clean_prefix(media_prefix)
+        found = load_embeddings(embeddings, skip_errors=True)
+        records = found.records()
+        for record in records:
+            record["key"] = f"{prefix}{record['key']}"
+            record["path"] = f"{prefix}{record['path']}"
+        with self._writer:
+            # A private copy: the live index keeps serving while this one grows.
+            fresh = SearchIndex.load(self.index_dir)
+            if found.dim != fresh.dim:
+                raise InputError(embeddings, f"holds {found.dim}-d vectors but the index holds {fresh.dim}-d")
+            if fresh.model and found.model and fresh.model != found.model:
+                raise InputError(
+                    embeddings, f"embedded with {found.model!r}; the index holds {fresh.model!r}"
+                )
+            added = fresh.add(found.vectors, records)
+            fresh.save(self.index_dir)
+            before = len(self._snapshot.ids)
+            self._snapshot = Snapshot.build(fresh)
+        log.info("index extended", extra={"fields": {"added": added, "items": len(fresh)}})
+        errors = [str(e) for e in found.errors]
+        return {"items_before": before, "items": len(fresh), "added": added, "errors": errors}
+
+    def health(self) -> dict[str, Any]:
+        snap = self._snapshot
+        return {
+            "status": "ok",
+            "items": len(snap.ids),
+            "modalities": snap.modalities,
+            "model": snap.index.model,
+            "dimension": snap.index.dim,
+            "index_kind": snap.index.kind,
+            "loaded_at": snap.loaded_at,
+            "text_search": self.encoder is not None,
+        }
+
+    # ----------------------------------------------------------------------------- searching
+    def _encoder(self) -> QueryEncoder:
+        if self.encoder is None:
+            raise Unavailable("this server runs without a model; only 'more like this' searches work")
+        return self.encoder
+
+    def search_text(self, query: str, k: int, offset: int, modality: str | None) -> Page:
+        text = query.strip()
+        if not text:
+            raise Unprocessable("the query is empty; type a few words")
+        return self.search_vector(self._encoder().text(text), k, offset, modality)
+
+    def search_upload(self, path: Path, digest: str, k: int, offset: int, modality: str | None) -> Page:
+        return self.search_vector(self._encoder().file(path, digest), k, offset, modality)
+
+    def search_recent_upload(self, digest: str, k: int, offset: int, modality: str | None) -> Page:
+        vector = self._encoder().upload(digest)
+        if vector is None:
+            raise NotFound("this upload is no longer remembered; upload the file again")
+        return self.search_vector(vector, k, offset, modality)
+
+    def search_vector(self, vector: np.ndarray, k: int, offset: int, modality: str | None) -> Page:
+        """Ranks ``offset + 1`` .. ``offset + k`` for a query vector (D,), best first."""
+        return self._rank(self._snapshot, vector, k, offset, modality)
+
+    @staticmethod
+    def _rank(
+        snap: Snapshot,
+        vector: np.ndarray,
+        k: int,
+        offset: int,
+        modality: str | None,
+        exclude: int | None = None,
+    ) -> Page:
+        """``search_vector`` on one snapshot; ``exclude`` drops one row (the item a "more like
+        this" query came from)."""
+        excluded = exclude is not None and modality in (None, snap.index.entry(exclude).get("modality"))
+        total = min(snap.available(modality) - excluded, MAX_RESULTS)
+        wanted = min(offset + k, total)
+        if wanted <= offset:
+            return Page([], max(total, 0), offset, k)
+        hits = snap.index.search(vector[None, :], wanted + excluded, modality=modality)[0]
+        hits = [h for h in hits if h.row != exclude][:wanted]
+        results = [
+            Result(snap.ids[h.row], rank, h.score, h.modality, h.path, media_kind(h.path))
+            for rank, h in enumerate(hits[offset:], start=offset + 1)
+        ]
+        return Page(results, total, offset, k)
+
+    def similar(self, identifier: str, k: int, offset: int, modality: str | None) -> Page:
+        """Items nearest to an indexed item (the item itself left out)."""
+        snap = self._snapshot
+        row = snap.row(identifier)
+        vector = self._stored_vector(snap, row)
+        return self._rank(snap, vector, k, offset, modality, exclude=row)
+
+    def _stored_vector(self, snap: Snapshot, row: int) -> np.ndarray:
+        # SearchIndex has no public accessor for a row's vector yet; flat and HNSW indexes can
+        # reconstruct one. Otherwise (IVF without a direct map) embed the item's file again.
+        try:
+            return snap.index._index.reconstruct(int(row))
+        except (AttributeError, RuntimeError):
+            entry = snap.index.entry(row)
+            path = self.media.resolve(entry["path"])
+            return self._encoder().file(path, f"item:{entry['key']}")
+
+    # ----------------------------------------------------------------------------- items
+    def item(self, identifier: str) -> dict[str, Any]:
+        """Metadata of one item; text items carry the start of their text."""
+        snap = self._snapshot
+        row = snap.row(identifier)
+        entry = snap.index.entry(row)
+        info: dict[str, Any] = {
+            "id": identifier,
+            "key": entry["key"],
+            "path": entry["path"],
+            "name": PurePosixPath(entry["path"]).name,
+            "modality": entry.get("modality"),
+            "kind": media_kind(entry["path"]),
+            "size_bytes": None,
+            "text": None,
+        }
+        try:
+            path = self.media.resolve(entry["path"])
+            info["size_bytes"] = path.stat().st_size
+            if info["kind"] == "text":
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    info["text"] = handle.read(TEXT_PREVIEW_CHARS)
+        except (NotFound, Forbidden, OSError) as exc:  # described, never served
+            info["available"], info["problem"] = False, str(exc)
+            return info
+        info["available"], info["problem"] = True, None
+        return info
+
+    def media_path(self, identifier: str) -> Path:
+        """The real path of an item's file (checked to lie under the media root)."""
+        snap = self._snapshot
+        return self.media.resolve(snap.index.entry(snap.row(identifier))["path"])
+
+
+def _clean_prefix(prefix: str) -> str:
+    """``media_prefix`` -> ``""`` or ``"a/b/"``; refuses absolute paths and ``..``."""
+    prefix = prefix.strip().strip("/")
+    if not prefix:
+        return ""
+    pure = PurePosixPath(prefix)
+    if "\\" in prefix or "\x00" in prefix or ".." in pure.parts or pure.is_absolute():
+        raise Unprocessable("media_prefix must be a relative folder inside the media root, without '..'")
+    return pure.as_posix() + "/"

@@ -1,0 +1,164 @@
+"""Query vectors for the service: text in any language and uploaded music files.
+
+Text queries are batched: one worker thread owns the text tower and takes every query waiting
+when it becomes free (up to ``max_batch``), so under load one forward pass serves many
+requests and nobody waits for a timer. Batching does not change the numbers: segments are
+padded with masks that pooling ignores (``clamp3.embedding``). Recent text vectors are kept in
+a small cache, so turning pages of results does not re-run the model.
+
+Text is tokenised directly, never passed to ``encode`` as a string: ``encode`` reads a string
+that names an existing file as that file, and a query such as ``/etc/passwd`` must stay text.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clamp3.serve.errors import Unavailable, Unprocessable
+from clamp3.utils.errors import InputError
+
+if TYPE_CHECKING:
+    from clamp3.model import Clamp3Model
+
+log = logging.getLogger(__name__)
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    """float32 copy of ``vector`` (D,) with unit L2 norm."""
+    vector = np.asarray(vector, dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+class _LRU:
+    """A thread-safe least-recently-used map with a fixed number of entries."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+class QueryEncoder:
+    """Turns queries into unit vectors (D,) float32 with one model; thread-safe.
+
+    ``timeout`` (seconds) bounds how long a request waits for its vector.
+    """
+
+    def __init__(
+        self, model: Clamp3Model, max_batch: int = 32, cache_size: int = 4096, timeout: float = 60.0
+    ):
+        self.model = model
+        self.dim = int(model.config.projection_dim)
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
+        self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
+        self._cache = _LRU(cache_size)
+        self._uploads = _LRU(256)
+        self._worker = threading.Thread(target=self._run, name="clamp3-text-encoder", daemon=True)
+        self._worker.start()
+
+    def warm_up(self) -> None:
+        """Build every tower and the tokenizer now, so no request pays for it (and no two
+        requests race to build a tower lazily)."""
+        with self._model_lock:
+            self.model.load_all()
+            _ = self.model.tokenizer
+        self.text("warm-up")
+
+    # ----------------------------------------------------------------------------- text
+    def text(self, query: str) -> np.ndarray:
+        """A text query in any language -> unit vector (D,)."""
+        cached = self._cache.get(query)
+        if cached is not None:
+            return cached
+        future: Future = Future()
+        self._queue.put((query, future))
+        try:
+            vector = future.result(timeout=self.timeout)
+        except TimeoutError as exc:
+            raise Unavailable("the text encoder is overloaded; try again in a moment") from exc
+        self._cache.put(query, vector)
+        return vector
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[tuple[str, Future]]) -> None:
+        texts = list(dict.fromkeys(query for query, _ in batch))  # equal queries run once
+        try:
+            with self._model_lock:
+                ids = self.model.tokenizer.encode_batch(texts)
+                vectors = dict(zip(texts, self.model.embed_text_ids(ids), strict=True))
+        except Exception as exc:  # hand the failure to every waiting request
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for query, future in batch:
+            future.set_result(unit(vectors[query]))
+
+    # ----------------------------------------------------------------------------- files
+    def file(self, path: Path, digest: str) -> np.ndarray:
+        """An uploaded score, MIDI or audio file -> unit vector (D,); cached under ``digest``.
+
+        Raises ``Unprocessable`` with the reason when the file cannot be read or embedded.
+        """
+        cached = self._uploads.get(digest)
+        if cached is not None:
+            return cached
+        try:
+            with self._model_lock:
+                vector = unit(self.model.encode([str(path)], normalize=True)[0])
+        except InputError as exc:
+            raise Unprocessable(f"cannot read this file: {exc.reason}") from exc
+        except Exception as exc:
+            # Parsers of uploaded bytes fail in many ways; the file is the likely culprit and
+            # the client deserves the reason, not a 500. The traceback goes to the log.
+            log.warning("embedding an upload failed", exc_info=True)
+            raise Unprocessable(f"cannot embed this file ({type(exc).__name__}: {exc})") from exc
+        self._uploads.put(digest, vector)
+        return vector
+
+    def upload(self, digest: str) -> np.ndarray | None:
+        """The vector of a recent upload, for its further result pages (``None`` once forgotten)."""
+        return self._uploads.get(digest)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=5)

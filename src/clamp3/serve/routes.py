@@ -1,0 +1,247 @@
+"""The JSON API: HTTP in, calls to the catalog / renderer / upload area, HTTP out.
+
+No search, file or model logic lives here; domain errors raised below are turned into JSON
+error responses by the handlers in ``app.py``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import PurePosixPath
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from clamp3.serve.catalog import MAX_RESULTS, Catalog, Page
+from clamp3.serve.errors import Forbidden, Unauthorized, Unprocessable
+from clamp3.serve.media import RENDERABLE_KINDS, content_type, iter_bytes, media_kind, parse_range
+from clamp3.serve.render import Renderer
+from clamp3.serve.schemas import (
+    MAX_QUERY_CHARS,
+    AdminResult,
+    Error,
+    ExtendRequest,
+    Health,
+    Item,
+    Modality,
+    Result,
+    SearchRequest,
+    SearchResponse,
+)
+from clamp3.serve.uploads import upload_suffix
+
+router = APIRouter(prefix="/api")
+bearer = HTTPBearer(auto_error=False, description="the admin token given to the server (CLAMP3_ADMIN_TOKEN)")
+
+KQuery = Annotated[int, Query(ge=1, le=100, description="results per page")]
+OffsetQuery = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip")]
+ModalityQuery = Annotated[Modality | None, Query(description="only results of this modality")]
+ItemIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
+UploadIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="upload_id of a file search")]
+ERRORS: dict[int | str, dict] = {status: {"model": Error} for status in (400, 404, 422, 503)}
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+def _links(identifier: str, kind: str) -> dict[str, str | None]:
+    base = f"/api/items/{identifier}"
+    return {
+        "file_url": f"{base}/file",
+        "render_url": f"{base}/render" if kind in RENDERABLE_KINDS else None,
+        "similar_url": f"{base}/similar",
+    }
+
+
+def _response(page: Page, query: dict[str, str | None], upload_id: str | None = None) -> SearchResponse:
+    results = [Result(**vars(r), **_links(r.id, r.kind)) for r in page.results]
+    return SearchResponse(
+        query=query, results=results, total=page.total, offset=page.offset, k=page.k, upload_id=upload_id
+    )
+
+
+@router.get("/health", response_model=Health, summary="Service status and index size")
+def health(request: Request) -> Health:
+    return Health(**_catalog(request).health(), max_upload_bytes=request.app.state.settings.max_upload_bytes)
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
+def search(
+    request: Request,
+    q: Annotated[
+        str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text, any language")
+    ],
+    k: KQuery = 10,
+    offset: OffsetQuery = 0,
+    modality: ModalityQuery = None,
+) -> SearchResponse:
+    page = _catalog(request).search_text(q, k, offset, modality)
+    return _response(page, {"type": "text", "q": q, "modality": modality})
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text (JSON body)")
+def search_json(request: Request, body: SearchRequest) -> SearchResponse:
+    page = _catalog(request).search_text(body.q, body.k, body.offset, body.modality)
+    return _response(page, {"type": "text", "q": body.q, "modality": body.modality})
+
+
+@router.post(
+    "/search/file",
+    response_model=SearchResponse,
+    responses={**ERRORS, 413: {"model": Error}, 415: {"model": Error}},
+    summary="Search by an uploaded score, MIDI or audio file",
+)
+def search_file(
+    request: Request,
+    file: Annotated[UploadFile, File(description="a score (.xml .mxl .abc), MIDI (.mid .mtf) or audio file")],
+    k: KQuery = 10,
+    offset: OffsetQuery = 0,
+    modality: ModalityQuery = None,
+) -> SearchResponse:
+    suffix = upload_suffix(file.filename)
+    limit = request.app.state.settings.max_upload_bytes
+    with request.app.state.uploads.store(file.file, suffix, limit) as (path, digest):
+        upload_id = digest[:32]
+        page = _catalog(request).search_upload(path, upload_id, k, offset, modality)
+    name = PurePosixPath((file.filename or "").replace("\\", "/")).name[:200]
+    return _response(page, {"type": "file", "name": name, "modality": modality}, upload_id)
+
+
+@router.get(
+    "/uploads/{upload_id}/similar",
+    response_model=SearchResponse,
+    responses=ERRORS,
+    summary="More pages of a file search",
+)
+def upload_similar(
+    request: Request,
+    upload_id: UploadIdPath,
+    k: KQuery = 10,
+    offset: OffsetQuery = 0,
+    modality: ModalityQuery = None,
+) -> SearchResponse:
+    page = _catalog(request).search_recent_upload(upload_id, k, offset, modality)
+    return _response(page, {"type": "file", "upload_id": upload_id, "modality": modality}, upload_id)
+
+
+@router.get("/items/{item_id}", response_model=Item, responses=ERRORS, summary="Item metadata")
+def item(request: Request, item_id: ItemIdPath) -> Item:
+    info = _catalog(request).item(item_id)
+    return Item(**info, **_links(item_id, info["kind"]))
+
+
+@router.get(
+    "/items/{item_id}/similar", response_model=SearchResponse, responses=ERRORS, summary="More like this item"
+)
+def item_similar(
+    request: Request,
+    item_id: ItemIdPath,
+    k: KQuery = 10,
+    offset: OffsetQuery = 0,
+    modality: ModalityQuery = None,
+) -> SearchResponse:
+    page = _catalog(request).similar(item_id, k, offset, modality)
+    return _response(page, {"type": "item", "id": item_id, "modality": modality})
+
+
+def _disposition(name: str, inline: bool) -> str:
+    ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name) or "file"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+@router.head("/items/{item_id}/file", include_in_schema=False)  # players probe sizes with HEAD
+@router.get(
+    "/items/{item_id}/file",
+    response_class=Response,
+    responses={**ERRORS, 206: {"description": "a byte range"}, 416: {"model": Error}},
+    summary="The item's file (audio streams with HTTP range requests)",
+)
+def item_file(
+    request: Request,
+    item_id: ItemIdPath,
+    range_header: Annotated[str | None, Header(alias="range", description="e.g. bytes=0-1023")] = None,
+) -> Response:
+    path = _catalog(request).media_path(item_id)
+    stat = path.stat()
+    wanted = parse_range(range_header, stat.st_size)
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"',
+        "content-disposition": _disposition(path.name, media_kind(path.name) == "audio"),
+        "cache-control": "private, max-age=3600",
+    }
+    start, length, status = 0, stat.st_size, 200
+    if wanted is not None:
+        start, length, status = wanted.start, wanted.length, 206
+        headers["content-range"] = wanted.content_range
+    headers["content-length"] = str(length)
+    media_type = content_type(path.name)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    handle = open(path, "rb")  # noqa: SIM115 - closed by iter_bytes when the stream ends
+    return StreamingResponse(iter_bytes(handle, start, length), status, headers, media_type=media_type)
+
+
+@router.get(
+    "/items/{item_id}/render",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"image/svg+xml": {}}, "description": "SVG; X-Page-Count header"}},
+    summary="The item rendered as SVG: sheet music (verovio) or a MIDI piano roll",
+)
+def item_render(
+    request: Request, item_id: ItemIdPath, page: Annotated[int, Query(ge=1, le=10_000)] = 1
+) -> Response:
+    path = _catalog(request).media_path(item_id)
+    if not Renderer.can_render(path):
+        raise Unprocessable(
+            f"only scores and MIDI files can be rendered; this item is {media_kind(path.name)}"
+        )
+    drawn = request.app.state.renderer.render(path, page)
+    headers = {
+        "x-page-count": str(drawn.pages),
+        "cache-control": "private, max-age=300",
+        "content-security-policy": SVG_POLICY,
+    }
+    return Response(drawn.svg, media_type="image/svg+xml", headers=headers)
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    token = request.app.state.settings.admin_token
+    if token is None:
+        raise Forbidden("admin endpoints are disabled; start clamp3 serve with CLAMP3_ADMIN_TOKEN set")
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized("missing or wrong admin token; send 'Authorization: Bearer <token>'")
+
+
+ADMIN_ERRORS = {**ERRORS, 401: {"model": Error}, 403: {"model": Error}}
+
+
+@router.post(
+    "/admin/reload",
+    response_model=AdminResult,
+    responses=ADMIN_ERRORS,
+    dependencies=[Depends(require_admin)],
+    summary="Re-read the index folder (after `clamp3 index --append`) without dropping requests",
+)
+def admin_reload(request: Request) -> AdminResult:
+    return AdminResult(**_catalog(request).reload())
+
+
+@router.post(
+    "/admin/extend",
+    response_model=AdminResult,
+    responses=ADMIN_ERRORS,
+    dependencies=[Depends(require_admin)],
+    summary="Add a `clamp3 embed` output folder to the index, save it and serve it",
+)
+def admin_extend(request: Request, body: ExtendRequest) -> AdminResult:
+    return AdminResult(**_catalog(request).extend(body.embeddings, body.media_prefix))

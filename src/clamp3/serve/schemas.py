@@ -1,0 +1,101 @@
+"""The JSON shapes of the HTTP API (they become the OpenAPI schema at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clamp3.serve.catalog import MAX_RESULTS
+
+Modality = Literal["text", "symbolic", "audio"]
+MAX_QUERY_CHARS = 2000
+ItemId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
+UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="the upload_id of a file search")]
+PageSize = Annotated[int, Field(ge=1, le=100, description="results per page")]
+Offset = Annotated[int, Field(ge=0, lt=MAX_RESULTS, description="results to skip (pagination)")]
+
+
+class SearchRequest(BaseModel):
+    """A text query in any language."""
+
+    model_config = ConfigDict(extra="forbid")
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="the query text, any language")
+    k: PageSize = 10
+    offset: Offset = 0
+    modality: Modality | None = Field(default=None, description="only results of this modality")
+
+
+class ExtendRequest(BaseModel):
+    """An embedding folder written by ``clamp3 embed`` to add to the index."""
+
+    model_config = ConfigDict(extra="forbid")
+    embeddings: str = Field(min_length=1, max_length=4096, description="folder path on the server")
+    media_prefix: str = Field(
+        default="",
+        max_length=1024,
+        description="the media-root sub-folder that was embedded ('' when the media root itself was)",
+    )
+
+
+class Result(BaseModel):
+    id: str
+    rank: int = Field(description="1-based")
+    score: float = Field(description="cosine similarity in [-1, 1]")
+    modality: str | None
+    path: str = Field(description="relative to the media root")
+    kind: str = Field(description="audio, score, midi, text, features or other")
+    file_url: str
+    render_url: str | None = Field(description="SVG of the score or piano roll, for scores and MIDI")
+    similar_url: str
+
+
+class SearchResponse(BaseModel):
+    query: dict[str, str | None]
+    results: list[Result]
+    total: int = Field(description=f"results available (at most {MAX_RESULTS})")
+    offset: int
+    k: int
+    upload_id: str | None = Field(default=None, description="for further pages of a file search")
+
+
+class Item(BaseModel):
+    id: str
+    key: str
+    path: str
+    name: str
+    modality: str | None
+    kind: str
+    size_bytes: int | None
+    available: bool = Field(description="false when the file is missing or refused")
+    problem: str | None
+    text: str | None = Field(description="the start of a text item")
+    file_url: str
+    render_url: str | None
+    similar_url: str
+
+
+class Health(BaseModel):
+    status: str
+    items: int
+    modalities: dict[str, int]
+    model: str | None
+    dimension: int
+    index_kind: str
+    loaded_at: float
+    text_search: bool
+    max_upload_bytes: int
+
+
+class AdminResult(BaseModel):
+    items_before: int
+    items: int
+    added: int
+    errors: list[str] = []
+
+
+class Error(BaseModel):
+    error: str = Field(description="a stable code: not_found, too_large, unsupported_type, ...")
+    message: str
+    request_id: str | None
+    details: list[dict] | None = None

@@ -1,0 +1,127 @@
+"""Reloading and extending the index while a live server answers a steady stream of requests:
+no request fails, the new items become searchable and servable, old snapshots stay usable."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import httpx
+import pytest
+from serve_support import client_for, library, live_server, make_app, tiny_model  # noqa: F401
+
+pytest.importorskip("fastapi")
+
+AUTH = {"authorization": "Bearer tok"}
+
+
+def _hammer(base: str, stop: threading.Event, outcomes: list, worker: int) -> None:
+    """Search, page, look up and stream until ``stop``; record (status, path) of every call."""
+    queries = ["a melancholy waltz", "ein Volkslied", "一首民歌", "tango", f"worker {worker}"]
+    with httpx.Client(base_url=base, timeout=30) as http:
+        n = 0
+        while not stop.is_set():
+            try:
+                q = queries[n % len(queries)]
+                found = http.get("/api/search", params={"q": q, "k": 5, "offset": n % 3})
+                outcomes.append((found.status_code, "search"))
+                for r in found.json()["results"][:2]:
+                    outcomes.append((http.get(r["similar_url"], params={"k": 3}).status_code, "similar"))
+                    outcomes.append((http.get(f"/api/items/{r['id']}").status_code, "item"))
+                outcomes.append((http.get("/api/health").status_code, "health"))
+            except Exception as exc:  # a dropped connection is a failure too
+                outcomes.append((repr(exc), "exception"))
+            n += 1
+
+
+def _add_media(folder, library, names: list[str]) -> None:  # noqa: F811
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(library.media / name, folder / name.split("/")[-1])
+
+
+def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa: F811
+    from clamp3.embed_folder import embed_folder
+    from clamp3.index import build_index
+
+    lib = library.copy(tmp_path / "lib")
+    app = make_app(lib, tiny_model, admin_token="tok")
+    outcomes: list = []
+    stop = threading.Event()
+    with live_server(app) as base:
+        workers = [threading.Thread(target=_hammer, args=(base, stop, outcomes, i)) for i in range(4)]
+        for w in workers:
+            w.start()
+        try:
+            # 1. extend: a new sub-folder embedded on its own, added through the API
+            _add_media(lib.media / "new", library, ["midi/m21_test01.mid", "audio/sines_16k_mono_3s7.wav"])
+            (lib.media / "new" / "tango.txt").write_text("a brand new tango for bandoneon", encoding="utf-8")
+            embed_folder(
+                tiny_model,
+                lib.media / "new",
+                tmp_path / "emb_new",
+                show_progress=False,
+                model_id=str(lib.model_dir),
+            )
+            body = {"embeddings": str(tmp_path / "emb_new"), "media_prefix": "new"}
+            extended = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
+            assert extended == {"items_before": 11, "items": 14, "added": 3, "errors": []}
+            again = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
+            assert again["added"] == 0 and again["items"] == 14
+            # 2. reload: the usual pipeline (embed the media root again, index --append), then reload
+            _add_media(lib.media / "more", library, ["scores/bach_bwv66_6.mxl", "midi/m21_test08.mtf"])
+            embed_folder(tiny_model, lib.media, lib.emb, show_progress=False, model_id=str(lib.model_dir))
+            report = build_index(lib.emb, lib.idx, append=True, progress=False)
+            assert report.added == 2  # new/ was already added under the same keys by extend
+            reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
+            assert reloaded["items_before"] == 14 and reloaded["items"] == 16
+            for _ in range(3):  # repeated swaps under load
+                assert httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).status_code == 200
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=60)
+        failures = [o for o in outcomes if o[0] != 200]
+        assert not failures, failures[:10]
+        assert len(outcomes) >= 40, len(outcomes)  # the load really overlapped the swaps
+
+        hits = httpx.get(f"{base}/api/search", params={"q": "a brand new tango for bandoneon", "k": 1}).json()
+        assert hits["results"][0]["path"] == "new/tango.txt"
+        served = httpx.get(f"{base}{hits['results'][0]['file_url']}")
+        assert served.text == "a brand new tango for bandoneon"
+        health = httpx.get(f"{base}/api/health").json()
+        assert health["items"] == 16 and health["modalities"]["symbolic"] == 9
+
+
+def test_in_flight_snapshot_survives_a_swap(library, tiny_model, tmp_path):  # noqa: F811
+    from clamp3.embed_folder import embed_folder
+
+    lib = library.copy(tmp_path / "lib")
+    app = make_app(lib, tiny_model)
+    catalog = app.state.catalog
+    held = catalog.snapshot  # what a request in flight holds
+    _add_media(tmp_path / "extra", library, ["midi/m21_k525short.mid"])
+    embed_folder(
+        tiny_model,
+        tmp_path / "extra",
+        tmp_path / "emb_extra",
+        show_progress=False,
+        model_id=str(lib.model_dir),
+    )
+    assert catalog.extend(tmp_path / "emb_extra", "extra")["added"] == 1
+    assert catalog.snapshot is not held and len(catalog.snapshot.ids) == 12
+    assert len(held.ids) == 11 and len(held.index) == 11  # the old snapshot was never mutated
+    vector = catalog.encoder.text("waltz")
+    old = catalog._rank(held, vector, 20, 0, None)
+    assert old.total == 11 and {r.id for r in old.results} <= set(held.ids)
+    assert catalog.search_vector(vector, 20, 0, None).total == 12
+
+
+def test_a_broken_index_on_disk_keeps_the_old_one_serving(library, tiny_model, tmp_path):  # noqa: F811
+    lib = library.copy(tmp_path / "lib")
+    with client_for(make_app(lib, tiny_model, admin_token="tok")) as client:
+        (lib.idx / "index.faiss").write_bytes(b"not a faiss index")
+        refused = client.post("/api/admin/reload", headers=AUTH)
+        assert refused.status_code == 422 and "index.faiss" in refused.json()["message"]
+        assert client.get("/api/health").json()["items"] == 11
+        assert client.get("/api/search", params={"q": "waltz"}).status_code == 200
