@@ -120,3 +120,19 @@ def test_fluidsynth_is_used_when_present(tmp_path):
     assert additive["synth"] == "additive"
     other, _ = sf.read(str(tmp_path / "add.wav"), dtype="float32")
     assert not np.allclose(audio, other, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "source, number, repair",
+    [("essenFolksong/lot.abc", 319, "unshared"), ("ryansMammoth/BoyneHuntReel.abc", 1, "dropped repeats")],
+)
+def test_write_midi_repairs_scores_music21_cannot_write(tmp_path, source, number, repair):
+    corpus = pytest.importorskip("music21.corpus")
+    with pytest.raises(Exception, match="already found|cannot expand"):
+        corpus.parse(source, number=number).write("midi", fp=str(tmp_path / "plain.mid"))
+    score = corpus.parse(source, number=number)
+    repairs = render.write_midi(score, tmp_path / "fixed.mid", [40], 120)
+    assert any(r.startswith(repair) for r in repairs)
+    notes, length = read_notes(tmp_path / "fixed.mid")
+    assert len(notes) > 20 and length > 5
+    assert {n.program for n in notes} == {40}

@@ -174,7 +174,9 @@ def _step_midi(score: Any, ref: PieceRef, directory: Path, facts: dict, options:
     from clamp3.corpus.render import write_midi
 
     path = directory / FILES["midi"]
-    write_midi(score, path, facts["programs"], facts["default_qpm"])
+    repairs = write_midi(score, path, facts["programs"], facts["default_qpm"])
+    if repairs:
+        facts["midi_repairs"] = repairs
     facts["seconds"] = _midi_seconds(path)
 
 

@@ -54,8 +54,9 @@ def write_musicxml(score: Any, path: str | os.PathLike) -> None:
         score.write("musicxml", fp=str(tmp))
 
 
-def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default_qpm: float) -> None:
-    """The score as a MIDI file, each part on the General-MIDI ``programs[i]``.
+def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default_qpm: float) -> list[str]:
+    """The score as a MIDI file, each part on the General-MIDI ``programs[i]``; returns the
+    repairs :func:`repair_for_midi` had to make (usually none).
 
     Scores without a metronome mark get ``default_qpm`` (quarter notes per minute) in the
     MIDI only. The score is changed while it is written and restored afterwards (cheaper than
@@ -78,14 +79,61 @@ def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default
         mark = tempo.MetronomeMark(number=default_qpm)
         first.insert(0, mark)
         inserted.append((first, mark))
+    repairs: list[str] = []
     try:
         with atomic_file(path) as tmp:
-            score.write("midi", fp=str(tmp))
+            try:
+                score.write("midi", fp=str(tmp))
+            except Exception:  # music21 fails on a few scores; repair them and try once more
+                repairs = repair_for_midi(score)
+                if not repairs:
+                    raise
+                score.write("midi", fp=str(tmp))
     finally:
         for found, program in changed:
             found.midiProgram = program
         for container, element in inserted:
             container.remove(element)
+    return repairs
+
+
+def repair_for_midi(score: Any) -> list[str]:
+    """Work around the two music21 failures seen when writing corpus pieces as MIDI.
+
+    Some ABC tunes come back with one TimeSignature object shared by several measures, which
+    music21's MIDI writer then inserts twice (StreamException); each extra use gets its own
+    copy. Malformed repeats cannot be expanded (ExpanderException); the repeat barlines,
+    brackets and expressions are dropped, so the MIDI plays each section once. Changes the
+    score in place; returns what was done (empty when nothing applied).
+    """
+    import copy
+
+    from music21 import bar, meter, repeat, spanner
+
+    done = []
+    shared = 0
+    for measure in score.recurse().getElementsByClass("Measure"):
+        for ts in list(measure.getElementsByClass(meter.TimeSignature)):
+            if sum(1 for site in ts.sites.get() if site is not None and "Measure" in site.classes) > 1:
+                measure.replace(ts, copy.deepcopy(ts))
+                shared += 1
+    if shared:
+        done.append(f"unshared {shared} time signatures")
+    repeats = 0
+    for barline in list(score.recurse().getElementsByClass(bar.Repeat)):
+        site = barline.activeSite
+        if site is not None and site.leftBarline is barline:
+            site.leftBarline = None
+        elif site is not None and site.rightBarline is barline:
+            site.rightBarline = bar.Barline("regular")
+        repeats += 1
+    for element in list(score.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+        if element.activeSite is not None:
+            element.activeSite.remove(element)
+            repeats += 1
+    if repeats:
+        done.append("dropped repeats")
+    return done
 
 
 def find_fluidsynth() -> str | None:
