@@ -288,6 +288,18 @@ class SearchIndex:
         log.info(
             "calibrated %s index of %d rows: %s=%s (recall@10 %.3f)", self.kind, len(self), name, knob, recall
         )
+        if recall < calibration["target_recall@10"]:
+            log.warning(
+                "%s index: recall@10 %.3f stays below the target at %s=%s", self.kind, recall, name, knob
+            )
+        if knob is not None and knob >= kinds.knob_limit(self.kind, self._index):
+            # Typical of spread-out data (e.g. uniform random vectors): no cluster structure to exploit.
+            log.warning(
+                "%s index needs %s=%s for its recall target: no faster than exact search here",
+                self.kind,
+                name,
+                knob,
+            )
 
     # ----------------------------------------------------------------------------- searching
     def _selector(self, modality: str) -> tuple[Any, float]:
