@@ -136,3 +136,16 @@ def test_write_midi_repairs_scores_music21_cannot_write(tmp_path, source, number
     notes, length = read_notes(tmp_path / "fixed.mid")
     assert len(notes) > 20 and length > 5
     assert {n.program for n in notes} == {40}
+
+
+def test_each_part_sounds_with_its_own_program(tmp_path):
+    """Files that pin every part to MIDI channel 1 would let the last program change win."""
+    corpus = pytest.importorskip("music21.corpus")
+    score = corpus.parse("mozart/k80/movement4")
+    assert {p.getInstrument().midiChannel for p in score.parts} == {0}  # pinned in the file
+    render.write_midi(score, tmp_path / "q.mid", [40, 40, 41, 42], 100)
+    notes, _ = read_notes(tmp_path / "q.mid")
+    assert {n.program for n in notes} == {40, 41, 42}
+    assert len({n.channel for n in notes if n.program == 42}) == 1
+    assert not {n.channel for n in notes if n.program == 42} & {n.channel for n in notes if n.program != 42}
+    assert {p.getInstrument().midiChannel for p in score.parts} == {0}  # the score is restored

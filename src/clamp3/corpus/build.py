@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -106,6 +107,27 @@ def build_piece(ref: PieceRef, out: str, options: BuildOptions) -> dict[str, Any
     facts_path = directory / FILES["facts"]
     facts = json.loads(facts_path.read_text(encoding="utf-8")) if facts_path.is_file() else None
     steps = _missing_steps(directory, facts, options)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            facts = _run_steps(ref, directory, facts, steps, options)
+    except _StepFailed as failed:
+        cause = failed.__cause__
+        detail = f"{type(cause).__name__}: {cause}".strip()
+        trace = "".join(traceback.format_exception(cause, limit=-4))
+        raise PieceError(ref, failed.stage, detail, trace) from cause
+    # music21's warnings (MIDI channels, odd notation) are kept with the piece, not printed
+    notes = list(dict.fromkeys(f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught))
+    if notes:
+        facts["warnings"] = notes[:10]
+    write_json_atomic(facts_path, facts)
+    return facts
+
+
+def _run_steps(
+    ref: PieceRef, directory: Path, facts: dict[str, Any] | None, steps: list[str], options: BuildOptions
+) -> dict[str, Any]:
+    """Run the missing ``steps``; a failure is re-raised as :class:`_StepFailed` naming the stage."""
     stage = "parse"
     try:
         score = _parse(ref) if set(steps) & {"musicxml", "abc", "midi", "facts"} else None
@@ -118,13 +140,17 @@ def build_piece(ref: PieceRef, out: str, options: BuildOptions) -> dict[str, Any
         if "seconds" not in facts:  # facts lost (killed before they were written), MIDI kept
             stage = "midi"
             facts["seconds"] = _midi_seconds(directory / FILES["midi"])
-    except PieceError:
-        raise
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}".strip()
-        raise PieceError(ref, stage, detail, traceback.format_exc(limit=4)) from exc
-    write_json_atomic(facts_path, facts)
+        raise _StepFailed(stage) from exc
     return facts
+
+
+class _StepFailed(Exception):
+    """Carries the stage that failed; the original exception is its ``__cause__``."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
 
 
 class PieceError(RuntimeError):

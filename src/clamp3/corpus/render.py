@@ -64,7 +64,7 @@ def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default
     """
     from music21 import instrument, tempo
 
-    changed: list[tuple[Any, int | None]] = []
+    changed: list[tuple[Any, int | None, int | None]] = []
     inserted: list[tuple[Any, Any]] = []
     for part, program in zip(score.parts, programs):
         found = part.getInstrument(returnDefault=False)
@@ -72,8 +72,10 @@ def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default
             found = instrument.Instrument()
             part.insert(0, found)
             inserted.append((part, found))
-        changed.append((found, found.midiProgram))
+        changed.append((found, found.midiProgram, found.midiChannel))
         found.midiProgram = program
+        # some files pin every part to channel 1, where the last program change would win
+        found.midiChannel = None
     if not score.recurse().getElementsByClass(tempo.MetronomeMark).first():
         first = score.parts.first() if score.parts else score
         mark = tempo.MetronomeMark(number=default_qpm)
@@ -90,8 +92,8 @@ def write_midi(score: Any, path: str | os.PathLike, programs: list[int], default
                     raise
                 score.write("midi", fp=str(tmp))
     finally:
-        for found, program in changed:
-            found.midiProgram = program
+        for found, program, channel in changed:
+            found.midiProgram, found.midiChannel = program, channel
         for container, element in inserted:
             container.remove(element)
     return repairs
