@@ -99,6 +99,10 @@ def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, cap
     }
     for name, text in sentences.items():
         (src / "texts" / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    features = np.random.default_rng(3).standard_normal((1, 5, 32)).astype(np.float32)  # MERT-like rows
+    (src / "audio").mkdir()
+    np.save(src / "audio" / "track.npy", features)
+    np.save(tmp_path / "query_features.npy", features)
     assert main(["embed", str(src), str(emb), "--model", str(tiny_model_dir), "--no-progress"]) == 0
     assert main(["index", str(emb), str(idx), "--quiet"]) == 0
     capsys.readouterr()
@@ -122,3 +126,8 @@ def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, cap
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["path"] == f"scores/{abc[2].name}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert len(hits) == 4 and {h["modality"] for h in hits} == {"symbolic"}
+    # A (1, n, F) .npy query is audio features (not a stored embedding): encoded by the audio tower.
+    assert main(["search", str(tmp_path / "query_features.npy"), str(idx), "--json", "--top-k", "1"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == "audio/track.npy" and hits[0]["modality"] == "audio"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
