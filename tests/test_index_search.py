@@ -176,3 +176,17 @@ def test_reload_sees_rows_added_by_another_writer(rng, tmp_path):
     assert len(reader) == 10 and reader.search(db[25], k=1)[0][0].row != 25
     reader.reload()
     assert len(reader) == 40 and reader.search(db[25], k=1)[0][0].row == 25
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_stored_vectors_survive_save_and_load(rng, tmp_path, kind):
+    db = rng.standard_normal((120, 16)).astype(np.float32)
+    index = SearchIndex.create(16, kind, train_vectors=db)
+    index.add(db, _records(120))
+    index.save(tmp_path)
+    loaded = SearchIndex.load(tmp_path)
+    row = loaded.row_of("item00077")
+    assert row == 77
+    np.testing.assert_allclose(loaded.vector(row), normalize(db[77])[0], atol=1e-6)
+    with pytest.raises(IndexError):
+        loaded.vector(120)

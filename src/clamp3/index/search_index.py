@@ -206,6 +206,20 @@ class SearchIndex:
         """The ``ids.jsonl`` record of ``row`` (key, path, modality, npy)."""
         return dict(self._entries[row])
 
+    def row_of(self, key: str) -> int:
+        """The row holding ``key``; ``KeyError`` when it is not indexed."""
+        return self._rows_by_key[key]
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored unit vector of ``row``, float32 (D,) (e.g. for "more like this" queries).
+
+        Every kind can give it back: flat and HNSW store the vectors, IVF keeps a direct map.
+        """
+        with self._lock.read():
+            if not 0 <= row < len(self._entries):
+                raise IndexError(f"row {row} out of range for an index of {len(self._entries)} rows")
+            return self._index.reconstruct(int(row))
+
     # ----------------------------------------------------------------------------- extending
     def add(
         self,
