@@ -10,24 +10,19 @@ On-disk layout: see :mod:`clamp3.corpus.assemble` and ``docs/notes/corpus.md``.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clamp3.corpus.assemble import ERRORS_FILE, FILES, PIECES_DIR, assemble
+from clamp3.corpus.pool import TimeLimitExceeded, cpu_seconds, run_tasks, time_limit
 from clamp3.corpus.select import PieceRef, select_pieces
 from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
 
@@ -256,46 +251,21 @@ def _frontend(preset: str) -> Any:
     return _FRONTENDS[preset]
 
 
-class PieceTimeout(Exception):
-    """Raised inside a piece's build when it runs past its time limit."""
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`PieceTimeout` after ``seconds`` (POSIX, main thread; else no limit).
-
-    The alarm repeats every second after the first, because converters with bare ``except:``
-    clauses (xml2abc) may swallow one.
-    """
-    usable = (
-        seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise PieceTimeout(f"took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | None = None) -> dict[str, Any]:
     """Process-pool entry point: facts on success, an error record on failure (exceptions from
     music21 do not always survive pickling, so the error travels as plain data)."""
     try:
-        with _time_limit(timeout):
+        with time_limit(timeout):
             return {"ok": True, "facts": build_piece(ref, out, options)}
     except PieceError as err:
         return {"ok": False, "error": _error_record(err)}
-    except PieceTimeout as exc:  # the alarm fired between two steps
+    except TimeLimitExceeded as exc:  # the alarm fired between two steps
         return {"ok": False, "error": _error_record(PieceError(ref, "timeout", str(exc)))}
+
+
+def _worker_died(ref: PieceRef) -> dict[str, Any]:
+    reason = "the worker process died (crash, out of memory or killed)"
+    return {"ok": False, "error": _error_record(PieceError(ref, "worker", reason))}
 
 
 def _error_record(err: PieceError) -> dict[str, Any]:
@@ -309,64 +279,6 @@ def _error_record(err: PieceError) -> dict[str, Any]:
         "trace": err.trace,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork keeps the parent's imports (music21, torch): spawning would re-import them per worker
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C is handled by the parent; every output already written is a complete file.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (workers, FluidSynth)."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-WORKER_DIED = "the worker process died (crash, out of memory or killed)"
-
-
-def _run(
-    refs: list[PieceRef], out: str, options: BuildOptions, workers: int, timeout: float | None
-) -> Iterator[dict[str, Any]]:
-    """Results of :func:`_worker` for ``refs``, in completion order.
-
-    When a worker dies the pool breaks; the pieces it had not finished are then built one at
-    a time in fresh single-worker pools, so only the piece that kills its worker is blamed.
-    """
-    if workers <= 1:
-        for ref in refs:
-            yield _worker(ref, out, options, timeout)
-        return
-    finished: set[str] = set()
-    with _pool(workers) as pool:
-        futures = {pool.submit(_worker, ref, out, options, timeout): ref for ref in refs}
-        try:
-            for future in as_completed(futures):
-                result = future.result()
-                finished.add(futures[future].id)
-                yield result
-        except BrokenProcessPool:
-            pass
-        except BaseException:  # interrupted: do not wait for the queued pieces
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    for ref in refs:
-        if ref.id in finished:
-            continue
-        with _pool(1) as single:
-            try:
-                yield single.submit(_worker, ref, out, options, timeout).result()
-            except BrokenProcessPool:
-                yield {"ok": False, "error": _error_record(PieceError(ref, "worker", WORKER_DIED))}
 
 
 def build_corpus(
@@ -389,7 +301,7 @@ def build_corpus(
     """
     from tqdm.auto import tqdm
 
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     options = options or BuildOptions()
     out = str(out)
     Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
@@ -414,7 +326,8 @@ def build_corpus(
                 bar.update(1)
             else:
                 todo.append(ref)
-        for result in _run(todo, out, options, workers, timeout):
+        task = functools.partial(_worker, out=out, options=options, timeout=timeout)
+        for result in run_tasks(task, todo, workers, _worker_died):
             if result["ok"]:
                 done.add(result["facts"]["id"])
                 bar.update(1)
@@ -426,7 +339,7 @@ def build_corpus(
     bar.close()
     summary.built = [ref.id for ref in order[:position] if ref.id in done]
     summary.seconds = round(time.perf_counter() - start, 2)
-    summary.cpu_seconds = round(_cpu_seconds() - cpu_start, 2)
+    summary.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
     timing = {"wall_seconds": summary.seconds, "cpu_seconds": summary.cpu_seconds, "workers": workers}
     timing["pieces_built"] = len(summary.built) - summary.reused
     summary.splits = assemble(out, summary.built, options, timing=timing)
