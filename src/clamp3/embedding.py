@@ -56,8 +56,9 @@ def _pad_value(model: Clamp3Model, modality: str) -> int:
     return model.config.tower("text").pad_token_id if modality == "text" else 0
 
 
-def _collate(pieces: list[torch.Tensor], pad_value: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad pieces (l_i, ...) to the longest -> (B, L, ...) and a (B, L) int mask."""
+def pad_stack(pieces: list[torch.Tensor], pad_value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (l_i, ...) tensors to the longest -> (B, L, ...) and a (B, L) int64 mask with
+    1 on real positions (dynamic padding: a batch is only as long as its longest piece)."""
     longest = max(p.shape[0] for p in pieces)
     batch = pieces[0].new_full((len(pieces), longest, *pieces[0].shape[1:]), pad_value)
     mask = torch.zeros(len(pieces), longest, dtype=torch.long)
@@ -87,7 +88,7 @@ def run_segments(
     pad = _pad_value(model, modality)
     for lo in range(0, len(order), batch_size):
         idx = order[lo : lo + batch_size]
-        inputs, mask = _collate([pieces[i] for i in idx], pad)
+        inputs, mask = pad_stack([pieces[i] for i in idx], pad)
         inputs, mask = inputs.to(device), mask.to(device)
         if pooled:
             out = model.get_features(modality, inputs, mask).float().cpu().numpy()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
 from clamp3.config import EncoderConfig
+from clamp3.towers.bert import encoder_kwargs
 
 
 def build_text_tower(enc: EncoderConfig, vocab_size: int, pad_token_id: int = 1) -> XLMRobertaModel:
@@ -16,18 +17,9 @@ def build_text_tower(enc: EncoderConfig, vocab_size: int, pad_token_id: int = 1)
     """
     config = XLMRobertaConfig(
         vocab_size=vocab_size,
-        hidden_size=enc.hidden_size,
-        num_hidden_layers=enc.num_layers,
-        num_attention_heads=enc.num_heads,
-        intermediate_size=enc.intermediate_size,
-        max_position_embeddings=enc.max_positions,
-        type_vocab_size=enc.type_vocab_size,
-        layer_norm_eps=enc.layer_norm_eps,
-        hidden_dropout_prob=enc.dropout,
-        attention_probs_dropout_prob=enc.attention_dropout,
         pad_token_id=pad_token_id,
         bos_token_id=0,
         eos_token_id=2,
-        hidden_act="gelu",
+        **encoder_kwargs(enc),
     )
     return XLMRobertaModel(config, add_pooling_layer=False)

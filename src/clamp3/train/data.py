@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from clamp3.config import Clamp3Config
+from clamp3.embedding import pad_stack
 from clamp3.train.augment import crop_start, eval_text, full_text, remove_instrument_info, text_dropout
 from clamp3.train.config import ContrastiveConfig
 from clamp3.train.distributed import shard
@@ -54,18 +55,6 @@ class PairBatch:
 
     def __len__(self) -> int:
         return self.text_ids.shape[0]
-
-
-def pad_stack(pieces: list[torch.Tensor], pad_value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad (l_i, ...) tensors to the longest -> (B, L, ...) and a (B, L) int64 mask
-    (dynamic padding: a batch is only as long as its longest item)."""
-    longest = max(p.shape[0] for p in pieces)
-    out = pieces[0].new_full((len(pieces), longest, *pieces[0].shape[1:]), pad_value)
-    mask = torch.zeros(len(pieces), longest, dtype=torch.long)
-    for i, piece in enumerate(pieces):
-        out[i, : piece.shape[0]] = piece
-        mask[i, : piece.shape[0]] = 1
-    return out, mask
 
 
 def read_text_file(path: Path) -> str:
