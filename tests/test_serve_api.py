@@ -222,3 +222,38 @@ def test_batched_text_vectors_equal_one_at_a_time(tiny_model):  # noqa: F811
         ids = tiny_model.tokenizer.encode(q)
         expected = tiny_model.embed_text_ids([ids])[0]
         np.testing.assert_allclose(got[q], expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_a_slow_upload_does_not_block_text_search(library, tiny_model, monkeypatch):  # noqa: F811
+    """File conversion runs outside the model lock: while one upload is stuck in its converter,
+    text searches still complete (no timing involved: the upload waits on an event)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import clamp3.serve.encoder as encoder_module
+
+    app = make_app(library, tiny_model)
+    encoder = app.state.catalog.encoder
+    entered, release = threading.Event(), threading.Event()
+    original = encoder._prepare
+
+    def stuck(path):
+        entered.set()
+        release.wait(timeout=60)
+        return original(path)
+
+    monkeypatch.setattr(encoder, "_prepare", stuck)
+    client = client_for(app)
+    data = (library.media / "midi/m21_test01.mid").read_bytes()
+    with ThreadPoolExecutor(1) as pool:
+        upload = pool.submit(client.post, "/api/search/file", files={"file": ("q.mid", data)})
+        assert entered.wait(timeout=60)
+        assert client.get("/api/search", params={"q": "a search during an upload"}).status_code == 200
+        assert not upload.done()
+        release.set()
+        assert upload.result(timeout=60).status_code == 200
+    monkeypatch.setattr(encoder_module, "MAX_QUERY_ITEMS", 4)
+    cached = client.post("/api/search/file", files={"file": ("q.mid", data)}, params={"k": 2})
+    assert cached.status_code == 200  # the same bytes again: answered from the upload cache
+    other = (library.media / "midi/m21_k525short.mid").read_bytes()
+    refused = client.post("/api/search/file", files={"file": ("q.mid", other)})
+    assert refused.status_code == 422 and "too long" in refused.json()["message"]

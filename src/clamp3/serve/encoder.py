@@ -26,9 +26,12 @@ from clamp3.serve.errors import Unavailable, Unprocessable
 from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
+    from clamp3.encode import Prepared
     from clamp3.model import Clamp3Model
 
 log = logging.getLogger(__name__)
+
+MAX_QUERY_ITEMS = 32_768  # patches or audio feature rows of one uploaded query (~64 segments)
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -74,6 +77,7 @@ class QueryEncoder:
         self.max_batch = max_batch
         self.timeout = timeout
         self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
+        self._frontend_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
         self._cache = _LRU(cache_size)
         self._uploads = _LRU(256)
@@ -142,9 +146,21 @@ class QueryEncoder:
         cached = self._uploads.get(digest)
         if cached is not None:
             return cached
+        from clamp3.encode import embed_prepared
+
         try:
+            # Reading and converting the file happens outside the model lock: a slow or
+            # pathological upload occupies its own worker thread, never the text searches.
+            item = self._prepare(path)
+            if item.n_items > MAX_QUERY_ITEMS:
+                raise Unprocessable(
+                    f"this file is too long to search with ({item.n_items} {item.modality} elements; "
+                    f"at most {MAX_QUERY_ITEMS}); upload an excerpt"
+                )
             with self._model_lock:
-                vector = unit(self.model.encode([str(path)], normalize=True)[0])
+                vector = unit(embed_prepared(self.model, [item])[0])
+        except Unprocessable:
+            raise
         except InputError as exc:
             raise Unprocessable(f"cannot read this file: {exc.reason}") from exc
         except Exception as exc:
@@ -154,6 +170,14 @@ class QueryEncoder:
             raise Unprocessable(f"cannot embed this file ({type(exc).__name__}: {exc})") from exc
         self._uploads.put(digest, vector)
         return vector
+
+    def _prepare(self, path: Path) -> Prepared:
+        from clamp3.encode import Preparer, detect_modality
+
+        if detect_modality(str(path)) == "audio":
+            with self._frontend_lock:  # the audio front-end (MERT) is one module, one call at a time
+                return Preparer(self.model).prepare(str(path))
+        return Preparer(self.model).prepare(str(path))
 
     def upload(self, digest: str) -> np.ndarray | None:
         """The vector of a recent upload, for its further result pages (``None`` once forgotten)."""

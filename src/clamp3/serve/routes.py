@@ -42,6 +42,7 @@ ModalityQuery = Annotated[Modality | None, Query(description="only results of th
 ItemIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
 UploadIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="upload_id of a file search")]
 ERRORS: dict[int | str, dict] = {status: {"model": Error} for status in (400, 404, 422, 503)}
+MEDIA_ERRORS: dict[int | str, dict] = {**ERRORS, 403: {"model": Error}}  # files refused for leaving the root
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
@@ -136,7 +137,10 @@ def item(request: Request, item_id: ItemIdPath) -> Item:
 
 
 @router.get(
-    "/items/{item_id}/similar", response_model=SearchResponse, responses=ERRORS, summary="More like this item"
+    "/items/{item_id}/similar",
+    response_model=SearchResponse,
+    responses=MEDIA_ERRORS,
+    summary="More like this item",
 )
 def item_similar(
     request: Request,
@@ -159,7 +163,7 @@ def _disposition(name: str, inline: bool) -> str:
 @router.get(
     "/items/{item_id}/file",
     response_class=Response,
-    responses={**ERRORS, 206: {"description": "a byte range"}, 416: {"model": Error}},
+    responses={**MEDIA_ERRORS, 206: {"description": "a byte range"}, 416: {"model": Error}},
     summary="The item's file (audio streams with HTTP range requests)",
 )
 def item_file(
@@ -191,7 +195,10 @@ def item_file(
 @router.get(
     "/items/{item_id}/render",
     response_class=Response,
-    responses={**ERRORS, 200: {"content": {"image/svg+xml": {}}, "description": "SVG; X-Page-Count header"}},
+    responses={
+        **MEDIA_ERRORS,
+        200: {"content": {"image/svg+xml": {}}, "description": "SVG; X-Page-Count header"},
+    },
     summary="The item rendered as SVG: sheet music (verovio) or a MIDI piano roll",
 )
 def item_render(

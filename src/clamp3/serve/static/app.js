@@ -123,7 +123,7 @@ function resultRow(result) {
   const bar = document.createElement("span");
   bar.className = "score-bar";
   bar.style.setProperty("--w", `${Math.max(0, result.score) * 100}%`);
-  meta.append(badge, " ", MODALITY_LABEL[result.modality] || "", " ", scoreText, bar);
+  meta.append(badge, " ", scoreText, bar);
   main.append(path, meta);
 
   const open = document.createElement("button");
@@ -211,6 +211,7 @@ async function showScorePage() {
     image.removeAttribute("src");
     $("score-page").textContent = error.message;
   }
+  $("score-prev").hidden = $("score-next").hidden = score.pages <= 1;
   $("score-prev").disabled = score.page <= 1;
   $("score-next").disabled = score.page >= score.pages;
 }
