@@ -16,10 +16,8 @@ modification time and whose ``.npy`` exists, and embeds the rest.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +27,7 @@ import numpy as np
 from clamp3.encode import FILE_EXTENSIONS, Prepared, Preparer, detect_modality, embed_prepared
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_text_atomic
+from clamp3.utils.workers import fork_pool
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
@@ -161,9 +160,7 @@ def embed_folder(
     done = read_manifests(out)
     pending = [job for job in jobs if not _is_done(done.get(job[1]), job[0], out)]
     report.skipped = len(jobs) - len(pending)
-    # fork: workers inherit the imported preprocessing code instead of re-importing torch.
-    context = multiprocessing.get_context("fork") if os.name == "posix" else None
-    executor = ProcessPoolExecutor(workers, mp_context=context) if workers > 0 else None
+    executor = fork_pool(workers) if workers > 0 else None
     preparer = Preparer(model, executor)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
     try:

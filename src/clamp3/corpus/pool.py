@@ -7,13 +7,12 @@ needs, and this module only how tasks run.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from clamp3.utils import workers
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,42 +22,13 @@ class TimeLimitExceeded(Exception):
     """Raised inside a task that runs past its time limit."""
 
 
-@contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`TimeLimitExceeded` after ``seconds`` (POSIX, main thread; else no limit).
-
-    The alarm repeats every second after the first, because converters with bare ``except:``
-    clauses (xml2abc) may swallow one.
-    """
-    usable = (
-        seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeLimitExceeded(f"took longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def time_limit(seconds: float | None) -> contextlib.AbstractContextManager[None]:
+    """Raise :class:`TimeLimitExceeded` after ``seconds`` (POSIX, main thread; else no limit)."""
+    return workers.time_limit(seconds, lambda: TimeLimitExceeded(f"took longer than {seconds:g} s"))
 
 
-def make_pool(workers: int) -> ProcessPoolExecutor:
-    # fork keeps the parent's imports (music21, torch): spawning would re-import them per worker
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C is handled by the parent; every output already written is a complete file.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def make_pool(workers_count: int) -> ProcessPoolExecutor:
+    return workers.fork_pool(workers_count)
 
 
 def cpu_seconds() -> float:

@@ -15,21 +15,18 @@ killed run; a bad input never stops the batch.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
-import signal
-import threading
 from collections.abc import Generator, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
 from clamp3.utils.io import append_jsonl, write_text_atomic
+from clamp3.utils.workers import fork_pool, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +110,7 @@ def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | Non
     kinds = dict(job.outputs)
     warnings: list[str] = []
     try:
-        with _time_limit(timeout):
+        with time_limit(timeout, ConversionTimeout):
             if "abc" in kinds:
                 standard = musicxml_to_abc(job.source)
                 interleaved, warnings = interleave_abc_checked(standard, name=str(job.source))
@@ -150,32 +147,6 @@ def _read(path: Path) -> str:
 class ConversionTimeout(BaseException):
     """A file took too long. A ``BaseException`` so the converters' ``except Exception``
     clauses (which turn errors into "bad input") let it through."""
-
-
-@contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`ConversionTimeout` in the main thread after ``seconds`` (POSIX only).
-
-    The timer repeats every second after the first expiry, because ``xml2abc`` contains bare
-    ``except:`` clauses that may swallow the first one.
-    """
-    usable = (
-        seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise ConversionTimeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def remove_stale_temporaries(*dirs: Path | None) -> int:
@@ -264,7 +235,7 @@ def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterato
         suspects = yield from _run_pool(pending, workers, timeout)
         # A worker died: retry each file it may have held alone, to blame only the culprit.
         for job in suspects:
-            with _pool(1) as pool:
+            with fork_pool(1) as pool:
                 try:
                     yield pool.submit(convert_file, job, timeout).result()
                 except BrokenProcessPool:
@@ -276,15 +247,6 @@ def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterato
 _DIED = "worker process died during conversion (crash, out of memory or killed)"
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork: workers start at once and inherit the imported modules instead of importing
-    # clamp3 (and torch, through the package root) again in every worker.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_sigint
-    )
-
-
 def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Generator[tuple, None, list[Job]]:
     """Drain ``pending`` through one pool, keeping a bounded number of files in flight.
 
@@ -292,7 +254,7 @@ def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Genera
     out of memory, killed); the pool is then unusable.
     """
     in_flight: dict[Future, Job] = {}
-    with _pool(workers) as pool:
+    with fork_pool(workers) as pool:
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < 4 * workers:
@@ -313,8 +275,3 @@ def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Genera
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return []
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C is handled by the parent; finished outputs are complete files either way.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,36 @@
+"""Forked workers after torch has used its thread pool, and atomic output permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import torch
+
+from clamp3.utils.io import write_text_atomic
+from clamp3.utils.workers import fork_pool
+
+
+def _torch_work(n: int) -> float:
+    x = torch.randn(300, 300)
+    return float((x @ x).sum().item() * 0 + n)
+
+
+def test_forked_workers_run_torch_after_the_parent_used_threads():
+    torch.set_num_threads(2)
+    x = torch.randn(1500, 1500)
+    (x @ x).sum()  # the parent's OpenMP pool is now initialised
+    with fork_pool(2) as pool:
+        results = [f.result(timeout=60) for f in [pool.submit(_torch_work, i) for i in range(4)]]
+    assert results == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_atomic_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        # the module reads the umask once at import; 0o022 is the usual default it records
+        write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode & 0o044 == 0o044  # group and others can read, unlike mkstemp's 0600
