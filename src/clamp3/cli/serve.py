@@ -52,6 +52,17 @@ def _allowed_hosts(args: argparse.Namespace) -> frozenset[str] | None:
     return frozenset(LOCAL_HOSTS | {args.host} | extra)
 
 
+def _one_faiss_thread_per_search() -> None:
+    """Requests already search in parallel threads; FAISS's own OpenMP threads on top of them
+    oversubscribe the cores (measured: 25 ms -> 78 ms per 100k x 768 query on 2 busy cores)."""
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -69,7 +80,6 @@ def _serve(args: argparse.Namespace) -> int:
     from clamp3.index import SearchIndex
     from clamp3.utils.errors import InputError
 
-    use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     settings = Settings(
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
@@ -86,6 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (InputError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    _one_faiss_thread_per_search()
     # One process: the model and the index live in memory once, and admin swaps reach every request.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, timeout_keep_alive=15)
     return 0

@@ -64,7 +64,10 @@ class Renderer:
         fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise Unprocessable(f"{path.suffix or 'this'} files cannot be rendered; only scores and MIDI")
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError as exc:  # removed since it was resolved
+            raise NotFound(f"this item's file cannot be read ({exc.strerror})") from exc
         key = (str(path), stat.st_size, stat.st_mtime_ns, page)
         with self._lock:
             if key in self._cache:

@@ -7,6 +7,7 @@ error responses by the handlers in ``app.py``.
 from __future__ import annotations
 
 import hmac
+import os
 from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import quote
@@ -16,7 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clamp3.serve.catalog import MAX_RESULTS, Catalog, Page
-from clamp3.serve.errors import Forbidden, Unauthorized, Unprocessable
+from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable, Unauthorized, Unprocessable
 from clamp3.serve.media import RENDERABLE_KINDS, content_type, iter_bytes, media_kind, parse_range
 from clamp3.serve.render import Renderer
 from clamp3.serve.schemas import (
@@ -172,8 +173,16 @@ def item_file(
     range_header: Annotated[str | None, Header(alias="range", description="e.g. bytes=0-1023")] = None,
 ) -> Response:
     path = _catalog(request).media_path(item_id)
-    stat = path.stat()
-    wanted = parse_range(range_header, stat.st_size)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by iter_bytes when the stream ends
+        stat = os.fstat(handle.fileno())  # size of the file actually opened
+    except OSError as exc:  # removed or unreadable since it was resolved
+        raise NotFound(f"this item's file cannot be read ({exc.strerror})") from exc
+    try:
+        wanted = parse_range(range_header, stat.st_size)
+    except RangeNotSatisfiable:
+        handle.close()
+        raise
     headers = {
         "accept-ranges": "bytes",
         "etag": f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"',
@@ -187,8 +196,8 @@ def item_file(
     headers["content-length"] = str(length)
     media_type = content_type(path.name)
     if request.method == "HEAD":
+        handle.close()
         return Response(status_code=status, headers=headers, media_type=media_type)
-    handle = open(path, "rb")  # noqa: SIM115 - closed by iter_bytes when the stream ends
     return StreamingResponse(iter_bytes(handle, start, length), status, headers, media_type=media_type)
 
 

@@ -116,6 +116,7 @@ function resultRow(result) {
   const badge = document.createElement("span");
   badge.className = `badge badge-${result.kind}`;
   badge.textContent = KIND_LABEL[result.kind] || result.kind;
+  badge.title = `modality: ${MODALITY_LABEL[result.modality] || result.modality || "unknown"}`;
   const scoreText = document.createElement("span");
   scoreText.className = "score-value";
   scoreText.title = "cosine similarity (−1 to 1)";

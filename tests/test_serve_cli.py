@@ -1,0 +1,92 @@
+"""``clamp3 serve`` from the command line: clear errors for bad arguments, and a real start on
+127.0.0.1 that answers, writes JSON log lines and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from serve_support import library  # noqa: F401
+
+pytest.importorskip("fastapi")
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, library):  # noqa: F811
+    from clamp3.cli.main import main
+
+    assert main(["serve", str(tmp_path / "nowhere"), "--media-root", str(tmp_path), "--no-model"]) == 2
+    assert "not an index folder" in capsys.readouterr().err
+    missing_media = ["serve", str(library.idx), "--media-root", str(tmp_path / "none"), "--no-model"]
+    assert main(missing_media) == 2
+    assert "media root is not a folder" in capsys.readouterr().err
+
+
+def test_allowed_hosts():
+    from clamp3.cli.serve import _allowed_hosts
+
+    local = _allowed_hosts(argparse.Namespace(host="127.0.0.1", allowed_host=None))
+    assert local == {"127.0.0.1", "localhost", "::1"}
+    assert _allowed_hosts(argparse.Namespace(host="0.0.0.0", allowed_host=None)) is None
+    named = _allowed_hosts(argparse.Namespace(host="0.0.0.0", allowed_host=["music.example.org"]))
+    assert "music.example.org" in named and "0.0.0.0" in named
+
+
+def test_serve_starts_answers_logs_and_stops(library, tmp_path):  # noqa: F811
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "clamp3.cli.main",
+        "serve",
+        str(library.idx),
+        "--media-root",
+        str(library.media),
+    ]
+    command += ["--model", str(library.model_dir), "--port", str(port), "--max-upload-mb", "1"]
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "CLAMP3_ADMIN_TOKEN": "t"}
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        assert health.json()["items"] == 11 and health.json()["max_upload_bytes"] == 2**20
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/").status_code == 200
+        assert (
+            httpx.post(f"{base}/api/admin/reload", headers={"authorization": "Bearer t"}).status_code == 200
+        )
+        assert httpx.get(f"{base}/api/health", headers={"host": "evil.example"}).status_code == 400
+    finally:
+        server.send_signal(signal.SIGTERM)  # the server this test started
+        # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why.
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith("Finished server process") for line in lines)
+    access = [line for line in lines if line["logger"] == "clamp3.serve.access"]
+    assert {(a["method"], a["path"], a["status"]) for a in access} >= {
+        ("GET", "/api/health", 200),
+        ("GET", "/", 200),
+        ("POST", "/api/admin/reload", 200),
+        ("GET", "/api/health", 400),
+    }
+    assert all(a["request_id"] and a["duration_ms"] >= 0 for a in access)
+    assert any(line["message"] == "index reloaded" for line in lines)
