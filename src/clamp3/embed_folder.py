@@ -26,11 +26,20 @@ import numpy as np
 
 from clamp3.encode import FILE_EXTENSIONS, Prepared, Preparer, detect_modality, embed_prepared
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_text_atomic
+from clamp3.utils.io import (
+    append_jsonl,
+    read_jsonl,
+    remove_stale_temporaries,
+    save_npy_atomic,
+    write_text_atomic,
+)
 from clamp3.utils.workers import fork_pool
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+
+
+_PROCESS_START = time.time()
 
 
 @dataclass
@@ -153,6 +162,8 @@ def embed_folder(
         raise InputError(root, "input folder does not exist")
     rank, world = shard or (0, 1)
     out.mkdir(parents=True, exist_ok=True)
+    # .npy temporaries of a killed run; other ranks' files being written now are newer.
+    remove_stale_temporaries(out, (".npy", ".jsonl"), older_than=_PROCESS_START)
     manifest_name, errors_name = _log_names(rank)
     jobs, failures = plan(list_inputs(root, modality), root, out)
     jobs = jobs[rank::world]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
+import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -25,14 +25,14 @@ from pathlib import Path
 
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
-from clamp3.utils.io import append_jsonl, write_text_atomic
+from clamp3.utils.io import append_jsonl, remove_stale_temporaries, write_text_atomic
 from clamp3.utils.workers import fork_pool, time_limit
 
 logger = logging.getLogger(__name__)
 
 TARGETS = ("symbolic", "midi", "musicxml")
 # atomic_path() temporaries: ".<name>.<random>.tmp" next to the target
-_TEMPORARY = re.compile(r"^\..+\.(abc|mtf|mid|xml)\.[A-Za-z0-9_]+\.tmp$")
+_OUTPUT_SUFFIXES = (".abc", ".mtf", ".mid", ".xml")
 
 
 @dataclass(frozen=True)
@@ -149,20 +149,6 @@ class ConversionTimeout(BaseException):
     clauses (which turn errors into "bad input") let it through."""
 
 
-def remove_stale_temporaries(*dirs: Path | None) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
-    removed = 0
-    for top in dirs:
-        if top is None or not top.is_dir():
-            continue
-        for root, _, files in os.walk(top):
-            for name in files:
-                if _TEMPORARY.match(name):
-                    (Path(root) / name).unlink(missing_ok=True)
-                    removed += 1
-    return removed
-
-
 def convert_tree(
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -188,7 +174,9 @@ def convert_tree(
         raise NotADirectoryError(f"{in_dir}: input directory not found")
     std_dir = Path(standard_abc_dir) if standard_abc_dir is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (removed := remove_stale_temporaries(out_dir, std_dir)) > 0:
+    started = time.time()
+    removed = sum(remove_stale_temporaries(d, _OUTPUT_SUFFIXES, started) for d in (out_dir, std_dir) if d)
+    if removed > 0:
         logger.info("removed %d temporary files left by an interrupted run", removed)
 
     jobs, clashes = plan_jobs(in_dir, out_dir, to, std_dir)

@@ -40,6 +40,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(top: str | os.PathLike, suffixes: tuple[str, ...], older_than: float) -> int:
+    """Delete temporaries that a killed writer left under ``top``: files named as
+    :func:`atomic_path` names them, for targets ending in one of ``suffixes`` (e.g. ``".npy"``),
+    last modified before ``older_than`` (a ``time.time()``; files of writers running now are
+    newer and are left alone). Returns how many were removed."""
+    removed = 0
+    if not Path(top).is_dir():
+        return 0
+    for root, _, files in os.walk(top):
+        for name in files:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            target = name[1:].rsplit(".", 2)[0]  # ".<target>.<random>.tmp" -> "<target>"
+            path = Path(root) / name
+            if target.endswith(suffixes) and path.stat().st_mtime < older_than:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
