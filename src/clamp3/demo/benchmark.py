@@ -1,0 +1,331 @@
+"""Retrieval benchmark on one split of a built corpus, for any model (``clamp3 benchmark``).
+
+Directions: a text in each language (the piece's ``description``) -> its sheet music (ABC),
+its MIDI (MTF) and its audio; and the emergent music -> music directions between sheet, MIDI
+and audio, which no training pair ever joins directly. Candidates of a direction are every
+piece of the split that has both files; the correct one is the same piece.
+
+Work folder (``OUT``, shared by every model; reruns reuse what exists)::
+
+    OUT/embeddings/<model>/<kind>/<id>.npy   clamp3 embed output per kind (text_<lang>, sheet, midi, audio)
+    OUT/embeddings/<model>/model.json        label and weight fingerprint (a new model drops the folder)
+    OUT/index/<model>/<kind>/                clamp3 index of sheet, midi and audio (example queries)
+    OUT/benchmark.json                       {"format", "models": {<label>: entry}}; rows keyed by model
+    OUT/benchmark.txt, OUT/benchmark.png     the latest table; MRR / Hit@10 of every model vs random
+
+Metrics follow :mod:`clamp3.evaluate.metrics` (expected rank under ties); the random baseline
+is the exact expectation for ``N`` candidates: MRR = H_N / N, Hit@k = min(k, N) / N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clamp3.evaluate import metrics
+from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_jsonl, write_json_atomic
+
+if TYPE_CHECKING:
+    from clamp3.model import Clamp3Model
+
+log = logging.getLogger(__name__)
+
+MUSIC_KINDS = ("sheet", "midi", "audio")
+EMERGENT = (
+    ("sheet", "audio"),
+    ("audio", "sheet"),
+    ("midi", "audio"),
+    ("audio", "midi"),
+    ("sheet", "midi"),
+    ("midi", "sheet"),
+)
+KS = (1, 10)
+# (language, target kind) of the example queries; the query piece is picked by position, not by score.
+EXAMPLES = (("en", "sheet"), ("de", "sheet"), ("zh", "sheet"), ("en", "audio"))
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Queries of kind ``query`` (``text_<lang>``, ``sheet``, ``midi``, ``audio``) ranked
+    against every candidate of kind ``target``."""
+
+    query: str
+    target: str
+
+    @property
+    def language(self) -> str | None:
+        return self.query[5:] if self.query.startswith("text_") else None
+
+    @property
+    def group(self) -> str:
+        return "text" if self.language else "emergent"
+
+    @property
+    def label(self) -> str:
+        source = f"text ({self.language})" if self.language else self.query
+        return f"{source} -> {self.target}"
+
+
+def directions(languages: tuple[str, ...]) -> list[Direction]:
+    """Text -> each music kind (languages in order), then the emergent music directions."""
+    text = [Direction(f"text_{lang}", kind) for kind in MUSIC_KINDS for lang in languages]
+    return text + [Direction(a, b) for a, b in EMERGENT]
+
+
+def random_baseline(n: int, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking of ``n`` candidates (one correct):
+    the correct rank is uniform on 1..n, so E[1/rank] = H_n / n and P(rank <= k) = min(k, n) / n."""
+    if n < 1:
+        raise ValueError("a random baseline needs at least one candidate")
+    out = {"mrr": float(np.sum(1.0 / np.arange(1, n + 1)) / n)}
+    out.update({f"hit@{k}": min(k, n) / n for k in ks})
+    return out
+
+
+def slug(label: str) -> str:
+    """A file-name-safe form of a model label (``runs/x/best`` -> ``runs-x-best``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "model"
+
+
+def model_fingerprint(model: Clamp3Model) -> str:
+    """SHA-1 over every weight's bytes (all towers loaded): equal iff the weights are equal, so
+    cached embeddings are never reused for a retrained model saved under the same label."""
+    import torch
+
+    model.load_all()
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def audio_input(corpus: Path, model: Clamp3Model) -> str:
+    """``audio_features`` when the corpus's stored features come from this model's audio
+    front-end (same front-end and width, e.g. ``mini`` log-mel), else ``audio``: the WAV files,
+    which the model's own front-end (MERT for the official models) turns into features."""
+    from clamp3.config import load_preset
+
+    manifest = corpus / "manifest.json"
+    preset = None
+    if manifest.is_file():
+        preset = json.loads(manifest.read_text(encoding="utf-8")).get("options", {}).get("features")
+    if preset:
+        stored, wanted = load_preset(preset).tower("audio"), model.config.tower("audio")
+        if (stored.frontend, stored.feature_dim) == (wanted.frontend, wanted.feature_dim):
+            return "audio_features"
+    return "audio"
+
+
+def input_folders(
+    corpus: Path, split: str, languages: tuple[str, ...], model: Clamp3Model
+) -> dict[str, Path]:
+    """Kind -> the corpus evaluation folder it is embedded from."""
+    root = corpus / "eval" / split
+    if not root.is_dir():
+        raise InputError(root, f"no evaluation folder for split {split!r}; build the corpus first")
+    folders = {f"text_{lang}": root / f"text_{lang}" for lang in languages}
+    folders.update(sheet=root / "sheet", midi=root / "midi", audio=root / audio_input(corpus, model))
+    missing = [str(p) for p in folders.values() if not p.is_dir()]
+    if missing:
+        raise InputError(root, f"missing evaluation folders: {', '.join(missing)}")
+    return folders
+
+
+def prepare_cache(out: Path, label: str, fingerprint: str) -> tuple[Path, Path]:
+    """(embedding folder, index folder) of this model; both are dropped when they were made
+    by other weights under the same label."""
+    emb_root, index_root = out / "embeddings" / slug(label), out / "index" / slug(label)
+    stamp = emb_root / "model.json"
+    cached = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
+    if cached is not None and cached.get("fingerprint") != fingerprint:
+        log.info("%s: other weights than the cached embeddings; embedding again", label)
+        shutil.rmtree(emb_root)
+        shutil.rmtree(index_root, ignore_errors=True)
+    emb_root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stamp, {"label": label, "fingerprint": fingerprint})
+    return emb_root, index_root
+
+
+def embed_kinds(
+    model: Clamp3Model, folders: dict[str, Path], emb_root: Path, label: str, batch_size: int, progress: bool
+) -> list[tuple[str, str]]:
+    """``clamp3 embed`` of every kind's folder; returns the (file, reason) failures, which are
+    left out of the directions they belong to (the rest of the run goes on)."""
+    from clamp3.embed_folder import embed_folder
+
+    failures = []
+    for kind, folder in folders.items():
+        if progress:
+            log.info("embedding %s (%s)", kind, folder)
+        report = embed_folder(
+            model, folder, emb_root / kind, batch_size=batch_size, model_id=label, show_progress=progress
+        )
+        failures += [(f"{kind}/{rel}", reason) for rel, reason in report.failures]
+    return failures
+
+
+def load_vectors(folder: Path) -> dict[str, np.ndarray]:
+    """Piece id -> stored embedding (D,) of one kind's embedding folder."""
+    from clamp3.index import load_embeddings
+
+    found = load_embeddings(folder)
+    return {key.rsplit("/", 1)[-1]: found.vectors[i] for i, key in enumerate(found.keys)}
+
+
+def score_direction(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """One table row (metrics, random baseline, counts) and the rank of each query id."""
+    ids = sorted(set(queries) & set(targets))
+    if not ids:
+        raise InputError("benchmark", "a direction has no piece with both files")
+    q = np.stack([queries[i] for i in ids])
+    r = np.stack([targets[i] for i in ids])
+    rank_values = metrics.ranks(metrics.cosine_similarity(q, r), np.arange(len(ids)))
+    row = {"n_queries": len(ids), "n_candidates": len(ids)}
+    row.update(metrics.retrieval_metrics(rank_values, KS))
+    row["random"] = random_baseline(len(ids))
+    return row, dict(zip(ids, rank_values.tolist()))
+
+
+@dataclass
+class BenchmarkResult:
+    """``entry`` is this model's JSON entry (rows, examples, settings); ``table`` its text."""
+
+    label: str
+    entry: dict[str, Any]
+    table: str
+    json_path: Path
+    plot_path: Path | None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_benchmark(
+    model: Clamp3Model,
+    corpus: str | os.PathLike,
+    out: str | os.PathLike,
+    label: str,
+    *,
+    split: str = "test",
+    languages: tuple[str, ...] | None = None,
+    batch_size: int = 32,
+    show_progress: bool = True,
+    plot: bool = True,
+) -> BenchmarkResult:
+    """Embed ``split`` of ``corpus`` with ``model``, index it, score every direction and write
+    ``OUT/benchmark.json`` (this model's entry replaces an older one of the same ``label``,
+    other models' entries stay), ``benchmark.txt`` and, with ``plot`` and matplotlib,
+    ``benchmark.png``. Metrics are floats in [0, 1]. Raises ``InputError`` for a corpus
+    without that split."""
+    from clamp3.corpus.texts import LANGUAGES
+    from clamp3.demo import report
+
+    start = time.perf_counter()
+    corpus, out = Path(corpus), Path(out)
+    languages = tuple(languages or LANGUAGES)
+    folders = input_folders(corpus, split, languages, model)
+    emb_root, index_root = prepare_cache(out, label, model_fingerprint(model))
+    failures = embed_kinds(model, folders, emb_root, label, batch_size, show_progress)
+    vectors = {kind: load_vectors(emb_root / kind) for kind in folders}
+    rows, ranks = [], {}
+    for d in directions(languages):
+        row, ranks[d] = score_direction(vectors[d.query], vectors[d.target])
+        head = {"direction": d.label, "query": d.query, "target": d.target, "language": d.language}
+        rows.append({**head, "group": d.group, **row})
+    titles = {r["id"]: r.get("title", "") for r in read_jsonl(corpus / f"m4rag_{split}.jsonl")}
+    indexes = build_indexes(emb_root, index_root, show_progress)
+    examples = example_queries(model, folders, indexes, titles, ranks, languages)
+    entry = {
+        "model": label,
+        "corpus": str(corpus),
+        "split": split,
+        "n_pieces": len(vectors["sheet"]),
+        "audio_input": folders["audio"].name,
+        "languages": list(languages),
+        "ties": "expected",
+        "rows": rows,
+        "examples": examples,
+        "failures": [{"file": f, "reason": r} for f, r in failures],
+        "seconds": round(time.perf_counter() - start, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    json_path, plot_path, table = report.write_outputs(out, entry, plot=plot)
+    return BenchmarkResult(label, entry, table, json_path, plot_path, failures)
+
+
+def build_indexes(emb_root: Path, index_root: Path, progress: bool) -> dict[str, Path]:
+    """``clamp3 index`` (exact) of each music kind; a rerun appends nothing and returns at once."""
+    from clamp3.index import build_index
+
+    for kind in MUSIC_KINDS:
+        build_index(emb_root / kind, index_root / kind, append=True, progress=progress)
+    return {kind: index_root / kind for kind in MUSIC_KINDS}
+
+
+def example_queries(
+    model: Clamp3Model,
+    folders: dict[str, Path],
+    indexes: dict[str, Path],
+    titles: dict[str, str],
+    ranks: dict[Direction, dict[str, float]],
+    languages: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """The :data:`EXAMPLES` queries through ``clamp3 search`` (the text is encoded again, as a
+    user's query would be): the query piece, its text, the rank of the correct piece among all
+    candidates, and the top results (id, title, cosine, correct or not)."""
+    from clamp3.index.query import search
+
+    out = []
+    for number, (lang, kind) in enumerate(EXAMPLES):
+        if lang not in languages:
+            continue
+        ids = sorted(p.stem for p in folders[f"text_{lang}"].glob("*.txt"))
+        if not ids:
+            continue
+        piece = ids[(number * 7919) % len(ids)]  # spread over the split, fixed by position only
+        text = (folders[f"text_{lang}"] / f"{piece}.txt").read_text(encoding="utf-8").strip()
+        hits = search(text, indexes[kind], model=model, top_k=TOP_K)
+        results = []
+        for hit in hits:
+            found = hit["key"].rsplit("/", 1)[-1]
+            results.append(
+                {
+                    "rank": hit["rank"],
+                    "id": found,
+                    "title": titles.get(found, ""),
+                    "score": round(hit["score"], 4),
+                    "correct": found == piece,
+                }
+            )
+        rank = ranks.get(Direction(f"text_{lang}", kind), {}).get(piece)
+        head = {"language": lang, "target": kind, "id": piece, "title": titles.get(piece, "")}
+        out.append({**head, "query": text, "rank_of_correct": rank, "results": results})
+    return out
+
+
+def read_benchmark(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON of :func:`run_benchmark` (an empty one when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"format": "clamp3-benchmark/1", "models": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def merge_entry(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Write ``entry`` into the JSON at ``path`` under its model label (atomically)."""
+    data = read_benchmark(path)
+    data.setdefault("models", {})[entry["model"]] = entry
+    write_json_atomic(path, data)
+    return data

@@ -1,0 +1,296 @@
+"""``clamp3 demo``: corpus -> tokenizer -> M3 -> text–symbolic -> text–audio -> embed -> index -> table.
+
+Work folder (every step reuses what an earlier run left, so a rerun only re-scores)::
+
+    WORKDIR/demo.json                 the settings the folder was made with, and step timings
+    WORKDIR/corpus/                   clamp3 build-corpus output (audio + mini log-mel features)
+    WORKDIR/tokenizer/tokenizer.json  the corpus tokenizer (training split texts only)
+    WORKDIR/train/m3/                 M3 run (recipe ``mini-m3``); best/ = the symbolic encoder
+    WORKDIR/train/align/              contrastive run (recipe ``mini``); best/ = the demo model
+    WORKDIR/benchmark/                clamp3.demo.benchmark outputs (embeddings, index, JSON, PNG)
+
+The stage settings are the training recipes ``mini-m3`` and ``mini`` (``clamp3/train/recipes``);
+``steps`` and ``batch_size`` override them. With ``model`` set, training is skipped and that
+model (a directory, ``.pth`` or tag such as ``saas``) is benchmarked on the same corpus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clamp3.utils.io import read_jsonl, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DEMO_LABEL = "mini-demo"  # the JSON / plot key of the model this demo trains
+FEATURES = "mini"  # the corpus's audio features are the mini model's log-mel front-end
+M3_RECIPE, ALIGN_RECIPE = "mini-m3", "mini"
+EVAL_EVERY = 50  # validation (and best-model choice) every N optimizer steps
+SAVE_EVERY = 100  # checkpoints: a killed demo resumes within 100 steps
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo builds and trains.
+
+    ``pieces``: corpus size (the test split is ~10 %); ``seconds_max``: audio per piece;
+    ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
+    recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
+    threads for training and embedding (None: the cores other processes leave idle, at least
+    one); ``workers``: corpus build processes (None: CPU count); ``model``: benchmark this
+    model instead of training one; ``split``: the corpus split the table is measured on.
+    """
+
+    workdir: str | os.PathLike = "runs/demo"
+    pieces: int = 400
+    seconds_max: float = 20.0
+    steps: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    model: str | None = None
+    device: str | None = None
+    split: str = "test"
+    show_progress: bool = True
+    plot: bool = True
+
+
+@dataclass
+class DemoResult:
+    """``model``: what was benchmarked (the trained directory or the given model); ``reused``
+    per step: True when an earlier run's output was used as is; ``seconds`` per step."""
+
+    workdir: Path
+    model: str
+    benchmark: Any = None  # clamp3.demo.benchmark.BenchmarkResult, set by the last step
+    reused: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return self.benchmark.table
+
+
+def choose_threads() -> int:
+    """Cores not busy with other processes (1-minute load average), at least 1: tiny models
+    run several times faster on one thread than on two contended cores (docs/notes/train.md)."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        return 1
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def demo_stages(options: DemoOptions) -> tuple[list, list]:
+    """(M3 stages, contrastive stages) from the recipes with ``steps`` / ``batch_size`` applied.
+    Overridden steps get a warm-up of a tenth of them, as the recipes have."""
+    from clamp3.train.config import recipe_stages
+
+    m3, align = recipe_stages(M3_RECIPE), recipe_stages(ALIGN_RECIPE)
+    stages = m3 + align
+    if options.steps is not None:
+        if len(options.steps) != len(stages) or min(options.steps) < 1:
+            names = ", ".join(s.name for s in stages)
+            raise ValueError(f"steps: give {len(stages)} positive step counts ({names}), got {options.steps}")
+        for stage, steps in zip(stages, options.steps):
+            stage.optim = dataclasses.replace(stage.optim, max_steps=steps, warmup_steps=max(1, steps // 10))
+    if options.batch_size is not None:
+        for stage in align:  # M3's batch is its own (its decoder makes each item costly)
+            stage.optim = dataclasses.replace(stage.optim, batch_size=options.batch_size)
+    return m3, align
+
+
+def settings(options: DemoOptions) -> dict[str, Any]:
+    """What decides the folder's content: a rerun with other values would mix two demos."""
+    corpus = {"pieces": options.pieces, "seconds_max": options.seconds_max, "features": FEATURES}
+    if options.model is not None:
+        return {"corpus": corpus}
+    m3, align = demo_stages(options)
+    stages = [dataclasses.asdict(stage) for stage in m3 + align]
+    # Through JSON, so the comparison with the stored copy sees lists where tuples were.
+    return json.loads(json.dumps({"corpus": corpus, "training": stages}))
+
+
+def check_workdir(work: Path, options: DemoOptions) -> None:
+    """Refuse a folder made with other corpus or training settings (reusing it would report
+    a model that does not match the options); record the settings of a new folder."""
+    wanted = settings(options)
+    path = work / "demo.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for key, value in wanted.items():
+        if key in old.get("settings", {}) and old["settings"][key] != value:
+            raise ValueError(
+                f"{work} was made with other {key} settings ({old['settings'][key]}, now {value}); "
+                "use another --workdir or delete this one"
+            )
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**old, "settings": {**old.get("settings", {}), **wanted}})
+
+
+def ensure_corpus(work: Path, options: DemoOptions) -> bool:
+    """Build (or finish) the corpus; True when a finished one was reused as it is. A finished
+    corpus is not re-assembled, which keeps its evaluation files (and the embeddings made from
+    them) unchanged."""
+    from clamp3.corpus import BuildOptions, build_corpus
+
+    corpus = work / "corpus"
+    build = BuildOptions(seconds_max=options.seconds_max, features=FEATURES)
+    manifest = corpus / "manifest.json"
+    if manifest.is_file():
+        done = json.loads(manifest.read_text(encoding="utf-8"))
+        same = all(done["options"].get(k) == getattr(build, k) for k in ("seconds_max", "audio", "features"))
+        if same and done.get("pieces") == options.pieces:
+            return True
+    summary = build_corpus(
+        corpus,
+        pieces=options.pieces,
+        workers=options.workers,
+        options=build,
+        show_progress=options.show_progress,
+    )
+    if not summary.built:
+        raise RuntimeError(f"{corpus}: no piece could be built; see {corpus / 'errors.jsonl'}")
+    return False
+
+
+def ensure_tokenizer(work: Path) -> bool:
+    """The corpus tokenizer (training split only); True when it existed."""
+    from clamp3.corpus import train_corpus_tokenizer
+
+    directory = work / "tokenizer"
+    if (directory / "tokenizer.json").is_file():
+        return True
+    train_corpus_tokenizer(work / "corpus", directory)
+    return False
+
+
+def _data(work: Path, split: str) -> str | None:
+    path = work / "corpus" / f"m4rag_{split}.jsonl"
+    return str(path) if path.is_file() and read_jsonl(path) else None
+
+
+def run_config(work: Path, name: str, stages: list, options: DemoOptions, **start: Any):
+    """A :class:`~clamp3.train.TrainConfig` of the mini architecture on the corpus's training
+    split, validated (best model chosen) on its validation split when it has pieces."""
+    from clamp3.train import TrainConfig
+
+    modalities = sorted({s.modality for s in stages})
+    train_jsonl, validation = _data(work, "train"), _data(work, "validation")
+    if train_jsonl is None:
+        raise ValueError(f"{work / 'corpus'}: the training split is empty; build more pieces")
+    return TrainConfig(
+        output_dir=str(work / "train" / name),
+        stages=stages,
+        model="mini",
+        train_data={m: train_jsonl for m in modalities},
+        eval_data={m: validation for m in modalities} if validation else {},
+        eval_fraction=0.0,
+        device=options.device or "auto",
+        log_every=10,
+        eval_every=EVAL_EVERY,
+        save_every=SAVE_EVERY,
+        show_progress=options.show_progress,
+        **start,
+    )
+
+
+def train_run(config) -> tuple[Path, bool]:
+    """Run (or resume) a training config; (RUN/best, True when every stage was already done)."""
+    from clamp3.train import train
+    from clamp3.train.checkpoint import DONE_FILE
+
+    out = Path(config.output_dir)
+    finished = all(
+        (out / "stages" / f"{i + 1:02d}-{s.name}" / DONE_FILE).is_file() for i, s in enumerate(config.stages)
+    )
+    if finished and (out / "best").is_dir():
+        return out / "best", True
+    best = train(config, resume=True)
+    assert best is not None  # no step budget was given
+    return best, False
+
+
+def train_demo_model(work: Path, options: DemoOptions, result: DemoResult) -> Path:
+    """Tokenizer -> M3 pre-training -> text–symbolic -> text–audio; returns the model folder."""
+    m3_stages, align_stages = demo_stages(options)
+    _step(result, "tokenizer", lambda: ensure_tokenizer(work))
+    m3_best = _step(result, "m3", lambda: train_run(run_config(work, "m3", m3_stages, options)))
+    config = run_config(
+        work,
+        "align",
+        align_stages,
+        options,
+        tokenizer=str(work / "tokenizer"),
+        init_symbolic_from=str(m3_best),
+    )
+    return _step(result, "align", lambda: train_run(config))
+
+
+def _step(result: DemoResult, name: str, action) -> Any:
+    """Run one step, log and time it; ``action`` returns ``reused`` or ``(value, reused)``."""
+    log.info("demo step: %s", name)
+    start = time.perf_counter()
+    outcome = action()
+    value, reused = outcome if isinstance(outcome, tuple) else (None, outcome)
+    result.seconds[name] = round(time.perf_counter() - start, 1)
+    result.reused[name] = bool(reused)
+    log.info("demo step %s: %s in %.1f s", name, "reused" if reused else "done", result.seconds[name])
+    return value
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    """Every step of the demo (module docstring); returns the benchmark and step timings.
+    Sets torch's thread count for its duration (restored afterwards)."""
+    import torch
+
+    from clamp3.demo.benchmark import run_benchmark
+    from clamp3.model import Clamp3Model
+
+    work = Path(options.workdir)
+    check_workdir(work, options)
+    threads = options.threads or choose_threads()  # measured before the build loads the cores
+    result = DemoResult(work, options.model or "")
+    start = time.perf_counter()
+    _step(result, "corpus", lambda: ensure_corpus(work, options))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model_dir = options.model or train_demo_model(work, options, result)
+        result.model = str(model_dir)
+        label = DEMO_LABEL if options.model is None else options.model
+        model = Clamp3Model.from_pretrained(model_dir, device=options.device)
+
+        def benchmark() -> tuple[Any, bool]:
+            out = run_benchmark(
+                model,
+                work / "corpus",
+                work / "benchmark",
+                label,
+                split=options.split,
+                show_progress=options.show_progress,
+                plot=options.plot,
+            )
+            return out, False
+
+        result.benchmark = _step(result, "benchmark", benchmark)
+    finally:
+        torch.set_num_threads(previous)
+    result.seconds["total"] = round(time.perf_counter() - start, 1)
+    _record_run(work, result, threads)
+    return result
+
+
+def _record_run(work: Path, result: DemoResult, threads: int) -> None:
+    path = work / "demo.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    run = {"model": result.model, "threads": threads, "seconds": result.seconds, "reused": result.reused}
+    data["last_run"] = {**run, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(path, data)

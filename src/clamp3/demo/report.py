@@ -1,0 +1,114 @@
+"""The benchmark's outputs: the printed table and example queries, the JSON (rows keyed by model)
+and a plot of every model's MRR and Hit@10 next to the random baseline."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from clamp3.utils.io import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+JSON_NAME, TABLE_NAME, PLOT_NAME = "benchmark.json", "benchmark.txt", "benchmark.png"
+METRIC_COLUMNS = (("mrr", "MRR"), ("hit@1", "Hit@1"), ("hit@10", "Hit@10"))
+
+
+def format_table(entry: dict[str, Any]) -> str:
+    """One model's rows as a fixed-width table: each metric followed by its random baseline."""
+    head = f"{'direction':<24}{'N':>5}" + "".join(f"{name:>8}{'random':>8}" for _, name in METRIC_COLUMNS)
+    lines = [
+        f"model {entry['model']} | corpus {entry['corpus']} | split {entry['split']} "
+        f"({entry['n_pieces']} pieces) | audio from {entry['audio_input']} | ties: expected rank",
+        head,
+        "-" * len(head),
+    ]
+    group = None
+    for row in entry["rows"]:
+        if group is not None and row["group"] != group:
+            lines.append("emergent (no training pair joins these two kinds):")
+        group = row["group"]
+        cells = "".join(f"{row[key]:>8.3f}{row['random'][key]:>8.3f}" for key, _ in METRIC_COLUMNS)
+        lines.append(f"{row['direction']:<24}{row['n_candidates']:>5}{cells}")
+    return "\n".join(lines)
+
+
+def format_examples(entry: dict[str, Any], width: int = 100) -> str:
+    """The example queries with their top results; the correct piece is marked."""
+    lines = []
+    for ex in entry["examples"]:
+        rank = ex["rank_of_correct"]
+        where = f"correct piece ranked {rank:g} of {entry['n_pieces']}" if rank is not None else ""
+        lines.append(f"[{ex['language']} -> {ex['target']}] query from {ex['id']} ({ex['title']}); {where}")
+        lines.append(textwrap.indent(textwrap.shorten(ex["query"], width, placeholder=" ..."), "    "))
+        for hit in ex["results"]:
+            mark = "  <- correct" if hit["correct"] else ""
+            lines.append(f"    {hit['rank']}. {hit['score']:.3f}  {hit['id']}  ({hit['title']}){mark}")
+    return "\n".join(lines)
+
+
+def format_report(result: Any) -> str:
+    """What the commands print: the table, the example queries and where the files are
+    (``result`` is a :class:`clamp3.demo.benchmark.BenchmarkResult`)."""
+    files = [str(result.json_path)] + ([str(result.plot_path)] if result.plot_path else [])
+    parts = [result.table, "example queries (top results; cosine, id, title):", format_examples(result.entry)]
+    if result.failures:
+        parts.append(f"{len(result.failures)} files could not be embedded (left out): see {result.json_path}")
+    parts.append("written: " + ", ".join(files))
+    return "\n\n".join(parts)
+
+
+def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[Path, Path | None, str]:
+    """Merge ``entry`` into ``OUT/benchmark.json``, write ``benchmark.txt`` (table + examples)
+    and, with ``plot``, ``benchmark.png`` over every model in the JSON. Returns (JSON path,
+    PNG path or None when matplotlib is missing or ``plot`` is off, the table text)."""
+    from clamp3.demo.benchmark import merge_entry
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = merge_entry(out / JSON_NAME, entry)
+    table = format_table(entry)
+    write_text_atomic(out / TABLE_NAME, table + "\n\n" + format_examples(entry) + "\n")
+    plot_path = None
+    if plot:
+        try:
+            plot_path = plot_benchmark(data["models"], out / PLOT_NAME)
+        except ImportError as exc:  # the plot is optional; the table and JSON are the result
+            log.warning("%s; no plot written", exc)
+    return out / JSON_NAME, plot_path, table
+
+
+def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Horizontal bars per direction, one colour per model, a black tick at the random
+    baseline; left panel MRR, right panel Hit@10. Format from ``path``'s suffix."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the benchmark plot needs matplotlib: pip install matplotlib") from exc
+    labels = sorted(models)
+    directions = [row["direction"] for row in models[labels[0]]["rows"]]
+    height = 0.8 / len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.32 * len(directions)), sharey=True)
+    for ax, (key, name) in zip(axes, (("mrr", "MRR"), ("hit@10", "Hit@10"))):
+        for m, label in enumerate(labels):
+            rows = {row["direction"]: row for row in models[label]["rows"]}
+            ys = [i - 0.4 + height * (m + 0.5) for i in range(len(directions))]
+            values = [rows[d][key] if d in rows else 0.0 for d in directions]
+            ax.barh(ys, values, height=height * 0.9, label=label)
+            chance = [rows[d]["random"][key] if d in rows else 0.0 for d in directions]
+            ax.scatter(chance, ys, marker="|", color="black", s=60, zorder=3)
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{name} (black tick: random ranking)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(directions)), directions)
+    axes[0].invert_yaxis()
+    axes[1].legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,185 @@
+"""The benchmark on its own: baselines, direction scoring, table and plot, and ``clamp3 benchmark``
+with a model other than the demo's (tiny preset: its audio goes through the WAV front-end path)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clamp3.demo.benchmark import (
+    EMERGENT,
+    Direction,
+    directions,
+    random_baseline,
+    score_direction,
+    slug,
+)
+from clamp3.demo.report import format_table, plot_benchmark
+
+LANGS = ("en", "de", "fr", "es", "zh")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
+def test_random_baseline_equals_the_average_over_all_orders(n):
+    # Every ordering of n candidates is equally likely: average 1/rank and rank <= k over all of them.
+    perms = list(itertools.permutations(range(n)))
+    ranks = [p.index(0) + 1 for p in perms]
+    mrr = sum(Fraction(1, r) for r in ranks) / len(ranks)
+    base = random_baseline(n)
+    assert base["mrr"] == pytest.approx(float(mrr), abs=1e-15)
+    assert base["hit@1"] == pytest.approx(sum(r <= 1 for r in ranks) / len(ranks), abs=1e-15)
+    assert base["hit@10"] == pytest.approx(sum(r <= 10 for r in ranks) / len(ranks), abs=1e-15)
+
+
+def test_random_baseline_formula_for_large_n():
+    n = 38
+    assert random_baseline(n)["mrr"] == pytest.approx(sum(1 / k for k in range(1, n + 1)) / n)
+    assert random_baseline(n)["hit@10"] == pytest.approx(10 / 38)
+    with pytest.raises(ValueError):
+        random_baseline(0)
+
+
+def test_directions_cover_text_per_language_and_emergent_pairs():
+    found = directions(LANGS)
+    assert len(found) == 3 * len(LANGS) + len(EMERGENT) == 21
+    assert len({d.label for d in found}) == len(found)
+    assert Direction("text_de", "midi").label == "text (de) -> midi"
+    assert Direction("audio", "sheet").group == "emergent" and Direction("audio", "sheet").language is None
+    assert {(d.query, d.target) for d in found if d.group == "emergent"} == set(EMERGENT)
+
+
+def test_score_direction_perfect_tied_and_partial():
+    rng = np.random.default_rng(0)
+    vecs = {f"p{i}": rng.normal(size=8) for i in range(6)}
+    row, ranks = score_direction(vecs, vecs)
+    assert row["mrr"] == row["hit@1"] == 1.0 and set(ranks.values()) == {1.0}
+    same = {k: np.ones(8) for k in vecs}  # every candidate ties: expected rank (N + 1) / 2
+    row, _ = score_direction(same, same)
+    assert row["mrr"] == pytest.approx(2 / 7) and row["hit@1"] == 0.0 and row["hit@10"] == 1.0
+    # Only ids present on both sides count; extra queries without a target are left out.
+    row, ranks = score_direction({**vecs, "extra": np.ones(8)}, {k: v for k, v in vecs.items() if k != "p5"})
+    assert row["n_candidates"] == 5 and "extra" not in ranks and "p5" not in ranks
+
+
+def test_slug_makes_labels_safe_folder_names():
+    assert slug("runs/demo/train/align/best") == "runs-demo-train-align-best"
+    assert slug("saas") == "saas" and slug("///") == "model"
+
+
+def _entry(label: str, mrr: float) -> dict:
+    rows = []
+    for d in directions(LANGS):
+        metrics = {"mrr": mrr, "hit@1": mrr / 2, "hit@10": min(1.0, 2 * mrr)}
+        head = {"direction": d.label, "query": d.query, "target": d.target, "language": d.language}
+        rows.append({**head, "group": d.group, "n_queries": 10, "n_candidates": 10, **metrics,
+                     "random": random_baseline(10)})  # fmt: skip
+    return {
+        "model": label,
+        "corpus": "c",
+        "split": "test",
+        "n_pieces": 10,
+        "audio_input": "audio",
+        "rows": rows,
+    }
+
+
+def test_table_lists_every_row_and_plot_is_a_png(tmp_path):
+    table = format_table(_entry("a", 0.5))
+    assert all(d.label in table for d in directions(LANGS))
+    assert "0.500" in table and f"{random_baseline(10)['mrr']:.3f}" in table
+    path = plot_benchmark({"a": _entry("a", 0.5), "b": _entry("b", 0.25)}, tmp_path / "p.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ any model, through the CLI
+@pytest.fixture()
+def small_corpus(tmp_path, parity_dir) -> Path:
+    """A corpus-shaped folder of 4 pieces (parity ABC / MTF files, synthetic WAVs, 5 languages)
+    whose stored features are the mini model's (128-d), i.e. not the tiny model's."""
+    sf = pytest.importorskip("soundfile")
+    corpus = tmp_path / "corpus"
+    test = corpus / "eval" / "test"
+    abcs = sorted((parity_dir / "prep" / "abc_interleaved").glob("*.abc"))[:4]
+    mtfs = sorted((parity_dir / "prep" / "mtf").glob("*.mtf"))[:4]
+    records = []
+    for i, (abc, mtf) in enumerate(zip(abcs, mtfs)):
+        pid = f"piece{i}"
+        for folder, src in (("sheet", abc), ("midi", mtf)):
+            (test / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, test / folder / f"{pid}{src.suffix}")
+        (test / "audio").mkdir(parents=True, exist_ok=True)
+        t = np.arange(24000 * 3) / 24000
+        sf.write(test / "audio" / f"{pid}.wav", 0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t), 24000)
+        (test / "audio_features").mkdir(parents=True, exist_ok=True)
+        np.save(test / "audio_features" / f"{pid}.npy", np.ones((1, 128), np.float32))
+        for lang in LANGS:
+            (test / f"text_{lang}").mkdir(parents=True, exist_ok=True)
+            (test / f"text_{lang}" / f"{pid}.txt").write_text(f"{lang} piece number {i}\n", encoding="utf-8")
+        records.append({"id": pid, "title": f"Title {i}"})
+    (corpus / "m4rag_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (corpus / "manifest.json").write_text(json.dumps({"options": {"features": "mini"}}), encoding="utf-8")
+    return corpus
+
+
+def test_benchmark_cli_with_another_model_joins_the_table(small_corpus, tiny_model_dir, tmp_path, capsys):
+    from clamp3.cli.main import main
+
+    out = tmp_path / "bench"
+    args = ["benchmark", str(small_corpus), "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "text (en) -> sheet" in printed and "<- correct" in printed
+    data = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    entry = data["models"][str(tiny_model_dir)]
+    assert entry["audio_input"] == "audio"  # 128-d mini features do not fit the 32-d tiny tower
+    assert entry["n_pieces"] == 4 and len(entry["rows"]) == 21
+    for row in entry["rows"]:
+        assert 0.0 <= row["hit@1"] <= row["mrr"] <= 1.0
+    assert (out / "benchmark.png").is_file()
+    # A second model (here: the same weights under another label) lands beside the first.
+    renamed = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, renamed)
+    assert main(["benchmark", str(small_corpus), "--model", str(renamed), "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    assert set(data["models"]) == {str(tiny_model_dir), str(renamed)}
+    assert data["models"][str(renamed)]["rows"] == entry["rows"]  # same weights, same numbers
+
+
+def test_benchmark_cli_reports_a_missing_split_without_traceback(small_corpus, tiny_model_dir, tmp_path):
+    from clamp3.cli.main import main
+
+    args = ["benchmark", str(small_corpus), "--model", str(tiny_model_dir), "--split", "validation"]
+    with pytest.raises(SystemExit, match="no evaluation folder for split 'validation'"):
+        main([*args, "--out", str(tmp_path / "b"), "--quiet"])
+
+
+def test_retrained_weights_under_the_same_label_are_embedded_again(small_corpus, tiny_model_dir, tmp_path):
+    from clamp3 import Clamp3Model
+    from clamp3.demo.benchmark import run_benchmark
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    out = tmp_path / "bench"
+    first = run_benchmark(Clamp3Model.from_pretrained(model_dir), small_corpus, out, "m", show_progress=False)
+    npy = out / "embeddings" / "m" / "sheet" / "piece0.npy"
+    before = np.load(npy)
+    # Same weights again: cached vectors are reused (the file is not rewritten).
+    stamp = npy.stat().st_mtime_ns
+    run_benchmark(
+        Clamp3Model.from_pretrained(model_dir), small_corpus, out, "m", show_progress=False, plot=False
+    )
+    assert npy.stat().st_mtime_ns == stamp
+    # Other weights saved under the same label: the cache is dropped and everything re-embedded.
+    Clamp3Model.from_preset("tiny", seed=1).save_pretrained(model_dir)
+    second = run_benchmark(
+        Clamp3Model.from_pretrained(model_dir), small_corpus, out, "m", show_progress=False
+    )
+    assert not np.allclose(np.load(npy), before)
+    assert json.loads((out / "benchmark.json").read_text())["models"]["m"]["rows"] == second.entry["rows"]
+    assert second.entry["rows"] != first.entry["rows"]
