@@ -110,9 +110,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model_dir: Path, index_dir: Path, media: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(
+    model_dir: Path, index_dir: Path, media: Path, port: int, threads: int, log: Path
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "clamp3.cli.main", "serve", str(index_dir), "--media-root", str(media)]
-    command += ["--model", str(model_dir), "--port", str(port)]
+    command += ["--model", str(model_dir), "--port", str(port)] + (
+        ["--threads", str(threads)] if threads else []
+    )
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -199,6 +203,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=200, help="queries at concurrency 1 first")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="the server's torch threads (0: torch's default)"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -211,7 +218,7 @@ def main() -> int:
         )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(model_dir, index_dir, media, port, workdir / "server.log")
+        server = start_server(model_dir, index_dir, media, port, args.threads, workdir / "server.log")
         try:
             health = asyncio.run(wait_ready(base, server))
             texts = queries(args.warmup + args.queries)
@@ -224,6 +231,7 @@ def main() -> int:
         log_lines = (workdir / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()
     result = {
         "preset": args.preset,
+        "server_torch_threads": args.threads or "default",
         "items": health["items"],
         "dimension": health["dimension"],
         "cpu_count": os.cpu_count(),

@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest query upload (default 50)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for query encoding (default: torch's choice; 1 is best on a shared or busy machine)",
+    )
+    p.add_argument(
         "--allowed-host",
         action="append",
         default=None,
@@ -85,6 +91,10 @@ def _serve(args: argparse.Namespace) -> int:
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         model = None
         if not args.no_model:
