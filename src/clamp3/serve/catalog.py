@@ -228,14 +228,8 @@ class Catalog:
         return self._rank(snap, vector, k, offset, modality, exclude=row)
 
     def _stored_vector(self, snap: Snapshot, row: int) -> np.ndarray:
-        # SearchIndex has no public accessor for a row's vector yet; flat and HNSW indexes can
-        # reconstruct one. Otherwise (IVF without a direct map) embed the item's file again.
-        try:
-            return snap.index._index.reconstruct(int(row))
-        except (AttributeError, RuntimeError):
-            entry = snap.index.entry(row)
-            path = self.media.resolve(entry["path"])
-            return self._encoder().file(path, f"item:{entry['key']}")
+        # Every index kind keeps its vectors (IVF through a direct map), so no re-embedding.
+        return snap.index.vector(row)
 
     # ----------------------------------------------------------------------------- items
     def item(self, identifier: str) -> dict[str, Any]:
