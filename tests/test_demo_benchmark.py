@@ -15,6 +15,7 @@ import pytest
 from clamp3.demo.benchmark import (
     EMERGENT,
     Direction,
+    collection_reference,
     directions,
     random_baseline,
     score_direction,
@@ -43,6 +44,13 @@ def test_random_baseline_formula_for_large_n():
     assert random_baseline(n)["hit@10"] == pytest.approx(10 / 38)
     with pytest.raises(ValueError):
         random_baseline(0)
+
+
+def test_collection_reference_ranks_the_own_collection_first():
+    ref = collection_reference({"a": "bach", "b": "bach", "c": "essen"})
+    assert ref["mrr"] == pytest.approx((0.75 + 0.75 + 1.0) / 3)  # H_2 / 2 = 0.75 in a pair, 1 alone
+    assert ref["hit@1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3) and ref["hit@10"] == 1.0
+    assert collection_reference({}) is None
 
 
 def test_directions_cover_text_per_language_and_emergent_pairs():
@@ -183,3 +191,18 @@ def test_retrained_weights_under_the_same_label_are_embedded_again(small_corpus,
     assert not np.allclose(np.load(npy), before)
     assert json.loads((out / "benchmark.json").read_text())["models"]["m"]["rows"] == second.entry["rows"]
     assert second.entry["rows"] != first.entry["rows"]
+
+
+def test_pieces_gone_from_the_corpus_leave_the_table(small_corpus, tiny_model_dir, tmp_path):
+    from clamp3 import Clamp3Model
+    from clamp3.demo.benchmark import run_benchmark
+
+    model = Clamp3Model.from_pretrained(tiny_model_dir)
+    out = tmp_path / "bench"
+    assert (
+        run_benchmark(model, small_corpus, out, "t", show_progress=False, plot=False).entry["n_pieces"] == 4
+    )
+    for path in (small_corpus / "eval" / "test").rglob("piece3.*"):
+        path.unlink()  # a rebuilt, smaller corpus: its cached embeddings must not count
+    entry = run_benchmark(model, small_corpus, out, "t", show_progress=False, plot=False).entry
+    assert entry["n_pieces"] == 3 and all(row["n_candidates"] == 3 for row in entry["rows"])

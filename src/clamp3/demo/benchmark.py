@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,20 @@ def random_baseline(n: int, ks: tuple[int, ...] = KS) -> dict[str, float]:
     out = {"mrr": float(np.sum(1.0 / np.arange(1, n + 1)) / n)}
     out.update({f"hit@{k}": min(k, n) / n for k in ks})
     return out
+
+
+def collection_reference(collections: dict[str, str], ks: tuple[int, ...] = KS) -> dict[str, float] | None:
+    """Expected metrics of a ranking that puts the query's own collection first and orders
+    pieces at random within it and elsewhere (piece id -> collection, every piece a candidate).
+
+    It tells what knowing only the collection (Bach chorale, Essen folk song, Irish reel ...)
+    is worth: a model at this level separates collections but not pieces of one collection.
+    """
+    if not collections:
+        return None
+    sizes = Counter(collections.values())
+    per_piece = [random_baseline(sizes[c], ks) for c in collections.values()]
+    return {key: float(np.mean([p[key] for p in per_piece])) for key in per_piece[0]}
 
 
 def slug(label: str) -> str:
@@ -178,12 +193,15 @@ def embed_kinds(
     return failures
 
 
-def load_vectors(folder: Path) -> dict[str, np.ndarray]:
-    """Piece id -> stored embedding (D,) of one kind's embedding folder."""
+def load_vectors(folder: Path, inputs: Path) -> dict[str, np.ndarray]:
+    """Piece id -> stored embedding (D,) of one kind's embedding folder, for the pieces whose
+    input file is still in ``inputs`` (a cache may hold pieces of an earlier, larger corpus)."""
     from clamp3.index import load_embeddings
 
+    present = {p.stem for p in inputs.iterdir() if not p.name.startswith(".")}
     found = load_embeddings(folder)
-    return {key.rsplit("/", 1)[-1]: found.vectors[i] for i, key in enumerate(found.keys)}
+    ids = (key.rsplit("/", 1)[-1] for key in found.keys)
+    return {i: found.vectors[row] for row, i in enumerate(ids) if i in present}
 
 
 def score_direction(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -238,13 +256,15 @@ def run_benchmark(
     folders = input_folders(corpus, split, languages, model)
     emb_root, index_root = prepare_cache(out, label, model_fingerprint(model))
     failures = embed_kinds(model, folders, emb_root, label, batch_size, show_progress)
-    vectors = {kind: load_vectors(emb_root / kind) for kind in folders}
+    vectors = {kind: load_vectors(emb_root / kind, folders[kind]) for kind in folders}
     rows, ranks = [], {}
     for d in directions(languages):
         row, ranks[d] = score_direction(vectors[d.query], vectors[d.target])
         head = {"direction": d.label, "query": d.query, "target": d.target, "language": d.language}
         rows.append({**head, "group": d.group, **row})
-    titles = {r["id"]: r.get("title", "") for r in read_jsonl(corpus / f"m4rag_{split}.jsonl")}
+    records = read_jsonl(corpus / f"m4rag_{split}.jsonl")
+    titles = {r["id"]: r.get("title", "") for r in records}
+    collections = {r["id"]: r["facts"]["collection"] for r in records if "collection" in r.get("facts", {})}
     indexes = build_indexes(emb_root, index_root, show_progress)
     examples = example_queries(model, folders, indexes, titles, ranks, languages)
     entry = {
@@ -256,6 +276,9 @@ def run_benchmark(
         "languages": list(languages),
         "ties": "expected",
         "rows": rows,
+        "collection_reference": collection_reference(
+            {i: collections[i] for i in vectors["sheet"] if i in collections}
+        ),
         "examples": examples,
         "failures": [{"file": f, "reason": r} for f, r in failures],
         "seconds": round(time.perf_counter() - start, 1),

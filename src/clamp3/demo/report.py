@@ -4,7 +4,6 @@ and a plot of every model's MRR and Hit@10 next to the random baseline."""
 from __future__ import annotations
 
 import logging
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,18 @@ def format_table(entry: dict[str, Any]) -> str:
         group = row["group"]
         cells = "".join(f"{row[key]:>8.3f}{row['random'][key]:>8.3f}" for key, _ in METRIC_COLUMNS)
         lines.append(f"{row['direction']:<24}{row['n_candidates']:>5}{cells}")
+    reference = entry.get("collection_reference")
+    if reference:
+        values = ", ".join(f"{name} {reference[key]:.3f}" for key, name in METRIC_COLUMNS)
+        lines.append(f"reference: knowing only each piece's collection (random within it): {values}")
     return "\n".join(lines)
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters (by character, not by word: Chinese
+    has no spaces to cut at)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 4].rstrip() + " ..."
 
 
 def format_examples(entry: dict[str, Any], width: int = 100) -> str:
@@ -42,7 +52,7 @@ def format_examples(entry: dict[str, Any], width: int = 100) -> str:
         rank = ex["rank_of_correct"]
         where = f"correct piece ranked {rank:g} of {entry['n_pieces']}" if rank is not None else ""
         lines.append(f"[{ex['language']} -> {ex['target']}] query from {ex['id']} ({ex['title']}); {where}")
-        lines.append(textwrap.indent(textwrap.shorten(ex["query"], width, placeholder=" ..."), "    "))
+        lines.append("    " + clip(ex["query"], width))
         for hit in ex["results"]:
             mark = "  <- correct" if hit["correct"] else ""
             lines.append(f"    {hit['rank']}. {hit['score']:.3f}  {hit['id']}  ({hit['title']}){mark}")
@@ -106,8 +116,9 @@ def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(directions)), directions)
     axes[0].invert_yaxis()
-    axes[1].legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(labels), 4), fontsize="small")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
     plt.close(fig)
