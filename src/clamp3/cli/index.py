@@ -33,6 +33,13 @@ def _reports_input_errors(
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_index(sub)
+    _register_search(sub)
+    _register_score(sub)
+    _register_eval(sub)
+
+
+def _register_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "index",
         help="build (or extend) a FAISS cosine index over an embedding folder",
@@ -56,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_index)
 
+
+def _register_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
         help="search an index with text, a music file or a .npy embedding",
@@ -74,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
     p.set_defaults(handler=_search)
 
+
+def _register_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
         help="cosine between matched files of two embedding folders (or between folder means)",
@@ -90,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE", help="write JSONL (pairwise) / JSON (group) here")
     p.set_defaults(handler=_score)
 
+
+def _register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="retrieval evaluation: MRR and Hit@1/10/100 of Q_DIR against R_DIR",
