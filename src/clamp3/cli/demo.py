@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_steps,
         default=None,
         metavar="M3,SYMBOLIC,AUDIO",
-        help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,300,150)",
+        help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,500,150)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="contrastive batch (default 32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: idle cores, >= 1)")
