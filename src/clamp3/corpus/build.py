@@ -5,7 +5,7 @@ Pieces are built in worker processes. Each output file is written atomically and
 finished when its ``facts.json`` (written last) exists, so an interrupted build resumes where
 it stopped. A piece that fails is logged to ``errors.jsonl`` with the stage and reason and the
 next candidate takes its place, so ``pieces=N`` gives N pieces whenever the corpus has them.
-On-disk layout: see :mod:`clamp3.corpus.assemble` and ``docs/notes/corpus.md``.
+On-disk layout: see :mod:`clamp3.corpus.assemble` and ``docs/corpus.md``.
 """
 
 from __future__ import annotations

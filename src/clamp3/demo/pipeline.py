@@ -80,7 +80,7 @@ class DemoResult:
 
 def choose_threads() -> int:
     """Cores not busy with other processes (1-minute load average), at least 1: tiny models
-    run several times faster on one thread than on two contended cores (docs/notes/train.md)."""
+    run several times faster on one thread than on two contended cores (docs/train.md)."""
     cores = os.cpu_count() or 1
     try:
         busy = os.getloadavg()[0]

@@ -2,7 +2,7 @@
 
 Each reads its inputs (embedding folders from ``clamp3 embed``, or raw files encoded with a
 model), runs the library functions of this package, writes its outputs atomically and returns
-a JSON-ready summary. Output formats are described in ``docs/notes/classify.md``.
+a JSON-ready summary. Output formats are described in ``docs/classify.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Read a folder of embeddings written by ``clamp3 embed`` (or the official extractor).
 
-Layout read (see ``docs/notes/index.md``)::
+Layout read (see ``docs/index.md``)::
 
     EMB_DIR/<relative path without extension>.npy   float32 (1, D) or (D,), one vector per file
     EMB_DIR/manifest.jsonl                          optional; one object per embedded file:
