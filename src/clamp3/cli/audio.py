@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16 (GPU)")
-    p.add_argument("--batch-size", type=int, default=4, help="5-s windows per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="5-s windows per forward pass (default: 1 on CPU, 8 on GPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_extract)
 
@@ -33,7 +38,7 @@ def _extract(args: argparse.Namespace) -> int:
 
     try:
         if args.model.startswith("logmel:"):
-            frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size)
+            frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size or 16)
         else:
             frontend = MertExtractor.from_pretrained(
                 args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
