@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-PARITY = Path(os.environ.get("CLAMP3_PARITY_DIR", Path(__file__).resolve().parents[2] / "shared" / "parity"))
+
+def _find_parity() -> Path:
+    """``$CLAMP3_PARITY_DIR``, else ``shared/parity`` beside the checkout, else the workplace copy."""
+    if os.environ.get("CLAMP3_PARITY_DIR"):
+        return Path(os.environ["CLAMP3_PARITY_DIR"])
+    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "parity", Path("/work/shared/parity")):
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "parity"
+
+
+PARITY = _find_parity()
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
