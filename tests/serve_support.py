@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import PARITY
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
 SECRET = "TOP-SECRET-NOT-IN-THE-LIBRARY"
 QUERY_TEXT = "a melancholy waltz for solo piano"
 
