@@ -35,7 +35,14 @@ from clamp3.model import masked_mean
 from clamp3.segments import pool_segments, segment_item
 from clamp3.testing import deterministic_tensor
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
+PARITY = next(
+    (
+        p
+        for p in (Path(__file__).resolve().parents[2] / "shared" / "parity", Path("/work/shared/parity"))
+        if p.is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "parity",
+)
 
 
 def deterministic_model(modalities: tuple[str, ...]) -> Clamp3Model:
