@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from clamp3.config import Clamp3Config, load_preset
+from clamp3.utils.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,10 +52,6 @@ OFFICIAL_FILES: dict[str, tuple[str, str]] = {
 
 # Stored by the official code, never used by it: the poolers of the three BERT/XLM-R encoders.
 _UNUSED = re.compile(r"^(text_model|symbolic_model\.base|audio_model)\.pooler\.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: the message names the file and the reason."""
 
 
 @dataclass

@@ -7,29 +7,11 @@ Handlers only parse, call :mod:`clamp3.index` / :mod:`clamp3.evaluate` and print
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-from collections.abc import Callable
 
 from clamp3.cli.embed import add_model_arguments
 from clamp3.utils.errors import InputError
-
-
-def _reports_input_errors(
-    handler: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Print ``error: <file>: <reason>`` instead of a traceback for bad input."""
-
-    @functools.wraps(handler)
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (InputError, ImportError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,7 +107,6 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval)
 
 
-@_reports_input_errors
 def _index(args: argparse.Namespace) -> int:
     from clamp3.index import build_index
 
@@ -149,7 +130,6 @@ def _index(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-@_reports_input_errors
 def _search(args: argparse.Namespace) -> int:
     from clamp3.cli.embed import load_model
     from clamp3.index import SearchIndex
@@ -172,7 +152,6 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_input_errors
 def _score(args: argparse.Namespace) -> int:
     from clamp3.evaluate.score import score_groups, score_pairs
     from clamp3.utils.io import write_json_atomic, write_text_atomic
@@ -198,7 +177,6 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_input_errors
 def _eval(args: argparse.Namespace) -> int:
     from clamp3.evaluate.score import evaluate_retrieval
     from clamp3.utils.io import write_json_atomic, write_text_atomic

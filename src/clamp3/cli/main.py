@@ -23,6 +23,18 @@ COMMAND_MODULES = [
 ]
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or setup, not a bug: one line and exit status 2 (traceback
+    with -v). Missing optional dependencies (ImportError) say which extra to install."""
+    from clamp3.tokenizer import TokenizerNotFound
+    from clamp3.utils.errors import CheckpointError, InputError
+
+    return (InputError, CheckpointError, TokenizerNotFound, FileExistsError, NotADirectoryError, ImportError)
+
+
+USER_ERRORS = _user_errors()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clamp3",
@@ -45,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except USER_ERRORS as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
