@@ -124,7 +124,14 @@ t0 = time.perf_counter()
 from clamp3 import Clamp3Model
 m = Clamp3Model.from_pretrained(sys.argv[1], modalities={mods})
 t1 = time.perf_counter()
+# Use every loaded tower: weights are memory-mapped, so an unused tower costs no resident memory
+# and would make the all-towers figure look like the text-only one.
 m.embed_text_ids([[0, 5, 6, 7, 2]])
+if {mods} is None:
+    import numpy as np
+    p = m.config.symbolic.patch_size
+    m.embed_patches([np.array([[1] * p, [2] + [0] * (p - 1), [3] * p], dtype=np.int64)])
+    m.embed_audio_features([np.ones((3, m.config.audio.feature_dim), dtype=np.float32)])
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({{"load_s": t1 - t0, "first_embed_s": time.perf_counter() - t1,
                   "peak_rss_mb": int(hwm.split()[1]) / 1024}}))

@@ -132,12 +132,31 @@ def test_checkpoint_with_missing_or_extra_key_fails_naming_it(tiny, tmp_path, ch
     assert ("missing keys" if change == "missing" else "unexpected keys") in str(info.value)
 
 
-def test_wrong_shape_fails(tiny, tmp_path):
+@pytest.mark.parametrize("fmt", ["official", "directory"])
+def test_wrong_shape_fails_at_load_naming_key_and_shapes(tiny, tmp_path, fmt):
     state = _official_state(tiny)
     state["text_proj.weight"] = torch.zeros(16, 32)
     path = write_official_checkpoint(tmp_path / "shape.pth", state)
-    with pytest.raises(Exception, match="text_proj.weight|size mismatch"):
-        Clamp3Model.from_pretrained(path, config="tiny", modalities=None)
+    if fmt == "directory":  # a converted directory with the wrong tensor in its safetensors
+        from safetensors.torch import save_file
+
+        tiny.save_pretrained(tmp_path / "dir")
+        path = tmp_path / "dir" / "model.safetensors"
+        save_file(
+            {
+                k: v.contiguous()
+                for k, v in state.items()
+                if not k.endswith("pooler.dense.weight") and not k.endswith("pooler.dense.bias")
+            },
+            str(path),
+        )
+        path = path.parent
+    # Checked before any tensor is read (not at the first embed, and for every tower).
+    with pytest.raises(CheckpointError) as info:
+        Clamp3Model.from_pretrained(path, config="tiny", modalities=("symbolic",))
+    message = str(info.value)
+    assert "wrong shapes" in message and "text_proj.weight (16, 32) (expected (32, 32))" in message
+    assert str(path) in message
 
 
 def test_clamp2_and_m3_checkpoints_load_through_the_same_call(tiny, rng, tmp_path):
@@ -183,7 +202,7 @@ def test_tag_offline_and_not_cached_says_what_to_fetch(tmp_path, monkeypatch):
         Clamp3Model.from_pretrained("c2")
     message = str(info.value)
     assert "https://huggingface.co/sander-wood/clamp3/resolve/main/weights_clamp3_c2_" in message
-    assert "huggingface-cli download" in message
+    assert "hf download" in message
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):

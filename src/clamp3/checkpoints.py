@@ -56,14 +56,16 @@ _UNUSED = re.compile(r"^(text_model|symbolic_model\.base|audio_model)\.pooler\."
 
 @dataclass
 class WeightSource:
-    """Where a model's tensors come from: ``names`` (this package's key names) and ``get``,
-    which reads one tensor on demand. ``origin`` says where it came from, for messages."""
+    """Where a model's tensors come from: ``names`` (this package's key names), ``shapes``
+    (their shapes, known without reading any data) and ``get``, which reads one tensor on
+    demand. ``origin`` says where it came from, for messages."""
 
     config: Clamp3Config
     names: frozenset[str]
     get: Callable[[str], torch.Tensor]
     origin: str
     directory: Path | None = None
+    shapes: dict[str, tuple[int, ...]] | None = None
 
 
 def resolve(source: str | os.PathLike, config: Clamp3Config | str | None = None) -> WeightSource:
@@ -100,7 +102,7 @@ def download_official(tag: str) -> Path:
         raise CheckpointError(
             f"the {tag!r} weights are not in the Hugging Face cache and could not be downloaded "
             f"({type(exc).__name__}). Fetch {url} on a connected machine, then either run "
-            f"`huggingface-cli download {repo} {filename}` there and copy the cache "
+            f"`hf download {repo} {filename}` there and copy the cache "
             f"(~/.cache/huggingface/hub) here, or pass the file's path instead of {tag!r} "
             f"(`clamp3 convert-checkpoint FILE DIR` turns it into a fast-loading directory)."
         ) from exc
@@ -116,7 +118,8 @@ def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
     config = config or Clamp3Config.load(cfg_file)
     handle = safe_open(str(weights), framework="pt")
     names = frozenset(handle.keys())
-    return WeightSource(config, names, handle.get_tensor, str(weights), directory=path)
+    shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in names}  # header only, no data read
+    return WeightSource(config, names, handle.get_tensor, str(weights), directory=path, shapes=shapes)
 
 
 def load_official_state(path: Path) -> dict[str, torch.Tensor]:
@@ -170,18 +173,28 @@ def from_official_file(path: Path, config: Clamp3Config | None, name: str | None
         new = map_official_key(key, flavour)
         if new is not None:
             mapped[new] = tensor
-    return WeightSource(config, frozenset(mapped), mapped.__getitem__, str(path))
+    shapes = {k: tuple(v.shape) for k, v in mapped.items()}
+    return WeightSource(config, frozenset(mapped), mapped.__getitem__, str(path), shapes=shapes)
 
 
 def check_keys(expected: dict[str, torch.Size], source: WeightSource) -> None:
-    """Strict key and shape check of ``source`` against a model's expected state dict."""
+    """Strict key and shape check of ``source`` against a model's expected state dict, before
+    any tensor is read: every missing, unexpected or misshaped key is named."""
     missing = sorted(set(expected) - source.names)
     unexpected = sorted(source.names - set(expected))
+    shapes = source.shapes or {}
+    misshaped = sorted(
+        f"{k} {shapes[k]} (expected {tuple(expected[k])})"
+        for k in source.names & set(expected)
+        if k in shapes and tuple(shapes[k]) != tuple(expected[k])
+    )
     problems = []
     if missing:
         problems.append(f"missing keys: {_shorten(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_shorten(unexpected)}")
+    if misshaped:
+        problems.append(f"wrong shapes: {_shorten(misshaped)}")
     if problems:
         raise CheckpointError(
             f"{source.origin}: does not match the {source.config.name!r} architecture; " + "; ".join(problems)

@@ -93,7 +93,7 @@ def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None 
             f"the text tokenizer {config.tokenizer!r} is not in the Hugging Face cache and could "
             f"not be downloaded ({type(exc).__name__}). Fetch "
             f"https://huggingface.co/{config.tokenizer}/resolve/main/{TOKENIZER_FILE} and put it "
-            f"next to the model weights as {TOKENIZER_FILE}, or run `huggingface-cli download "
+            f"next to the model weights as {TOKENIZER_FILE}, or run `hf download "
             f"{config.tokenizer} {TOKENIZER_FILE}` on a connected machine and copy the cache."
         ) from exc
     return TextTokenizer.from_file(path)
