@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from clamp3.curate.llm import (
+from clamp3.curate.llm import ChatClient
+from clamp3.curate.testing import ChatServer, Reply
+from clamp3.curate.transport import (
     BudgetExhausted,
-    ChatClient,
     LLMConfigError,
     LLMRequestError,
     LLMUnavailable,
@@ -19,7 +20,6 @@ from clamp3.curate.llm import (
     RetryPolicy,
     parse_retry_after,
 )
-from clamp3.curate.testing import ChatServer, Reply
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=5.0)
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clamp3.curate import ChatClient, EmbeddingClient
 
 # Exit codes: 0 every item finished; 3 some items pending (budget spent, server unavailable): rerun
-# to continue; 2 bad input; 4 the LLM endpoint refuses every request (URL, model or key).
+# to continue; 2 bad input; 4 an endpoint (chat or embeddings) refuses every request (URL, model or key).
 EXIT_INCOMPLETE, EXIT_INPUT, EXIT_ENDPOINT = 3, 2, 4
+# Spelled out rather than imported from clamp3.curate.retrieve, which needs the curate extra:
+# registering the sub-command must not, or `clamp3 --help` would fail without it.
+RETRIEVAL_MODES = ("bm25", "dense", "hybrid")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
         help="annotate and translate a catalogue with an LLM and retrieved documents -> M4-RAG JSONL",
-        description="Retrieve passages for each catalogue item (BM25), ask an OpenAI-compatible LLM for "
+        description="Retrieve passages for each catalogue item (BM25, dense embeddings or both fused), "
+        "ask an OpenAI-compatible LLM for "
         "annotation fields as JSON, check grounding and languages, translate, and write training JSONL. "
         "Reruns continue where a previous run stopped.",
     )
@@ -25,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("documents", help="folder of .txt/.md/.html files, or a JSONL dump of {id, title, text}")
     p.add_argument("output", help="output JSONL (M4-RAG format); side files are written next to it")
     _add_llm_arguments(p)
+    _add_retrieval_arguments(p)
     _add_content_arguments(p)
     p.add_argument(
         "--prompts", default=None, help="folder overriding the prompt templates / annotation schema"
@@ -61,6 +71,26 @@ def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
+    """How passages are found; dense and hybrid use an OpenAI-compatible /embeddings endpoint."""
+    p.add_argument(
+        "--retrieval",
+        choices=RETRIEVAL_MODES,
+        default="bm25",
+        help="bm25, dense (embedding cosine) or hybrid (reciprocal rank fusion of both) (default: bm25)",
+    )
+    p.add_argument("--embed-model", default=None, help="embedding model name (needed by dense and hybrid)")
+    p.add_argument("--embed-url", default=None, help="API root of the embedding server (default: --llm-url)")
+    p.add_argument(
+        "--embed-api-key-env",
+        default=None,
+        help="environment variable of its API key (default: --api-key-env)",
+    )
+    p.add_argument(
+        "--embed-batch-size", type=int, default=64, help="passages per embedding request (default: 64)"
+    )
+
+
 def _add_content_arguments(p: argparse.ArgumentParser) -> None:
     """Settings that decide what the records contain (a resumed run must keep them)."""
     p.add_argument(
@@ -90,9 +120,44 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _clients(args: argparse.Namespace) -> tuple[ChatClient, EmbeddingClient | None]:
+    """The chat client and, for dense and hybrid retrieval, the embedding client. They share one
+    budget (so --max-requests caps the whole run), the retry policy, timeout and concurrency."""
+    from clamp3.curate import ChatClient, EmbeddingClient, RequestBudget, RetryPolicy
+
+    budget = RequestBudget(args.max_requests)
+    retry = RetryPolicy(max_retries=args.retries, base_delay=1.0, max_delay=args.max_backoff)
+    api_key = os.environ.get(args.api_key_env) or None
+    client = ChatClient(
+        args.llm_url,
+        args.llm_model,
+        api_key=api_key,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        budget=budget,
+        retry=retry,
+        json_mode=not args.no_json_mode,
+    )
+    if args.retrieval == "bm25":
+        return client, None
+    if args.embed_api_key_env:
+        api_key = os.environ.get(args.embed_api_key_env) or None
+    embedder = EmbeddingClient(
+        args.embed_url or args.llm_url,
+        args.embed_model,
+        api_key=api_key,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        budget=budget,
+        retry=retry,
+        batch_size=args.embed_batch_size,
+    )
+    return client, embedder
+
+
 def _curate(args: argparse.Namespace) -> int:
-    from clamp3.curate import ChatClient, CurateSettings, RequestBudget, RetryPolicy, curate
-    from clamp3.curate.llm import LLMConfigError
+    from clamp3.curate import CurateSettings, curate
+    from clamp3.curate.transport import LLMConfigError
     from clamp3.utils.errors import InputError
 
     if not args.verbose:
@@ -105,28 +170,29 @@ def _curate(args: argparse.Namespace) -> int:
         passage_words=args.passage_words,
         min_support=args.min_support,
         max_attempts=args.max_attempts,
+        retrieval=args.retrieval,
     )
-    if args.concurrency < 1 or (args.max_requests is not None and args.max_requests < 0):
-        print("error: --concurrency must be >= 1 and --max-requests >= 0", file=sys.stderr)
+    if args.concurrency < 1 or args.embed_batch_size < 1 or (args.max_requests or 0) < 0:
+        print(
+            "error: --concurrency and --embed-batch-size must be >= 1, --max-requests >= 0", file=sys.stderr
+        )
         return EXIT_INPUT
-    client = ChatClient(
-        args.llm_url,
-        args.llm_model,
-        api_key=os.environ.get(args.api_key_env) or None,
-        timeout=args.timeout,
-        concurrency=args.concurrency,
-        budget=RequestBudget(args.max_requests),
-        retry=RetryPolicy(max_retries=args.retries, base_delay=1.0, max_delay=args.max_backoff),
-        json_mode=not args.no_json_mode,
-    )
+    if args.retrieval != "bm25" and not args.embed_model:
+        print(
+            f"error: --retrieval {args.retrieval} needs --embed-model (an embedding model name)",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    client, embedder = _clients(args)
     try:
-        with client:
+        with client, embedder or contextlib.nullcontext():
             report = curate(
                 args.catalogue,
                 args.documents,
                 args.output,
                 client,
                 settings,
+                embedder=embedder,
                 prompts_dir=args.prompts,
                 report_path=args.report,
                 show_progress=not args.no_progress,

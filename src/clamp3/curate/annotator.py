@@ -20,11 +20,12 @@ from typing import Any
 
 from clamp3.curate.catalogue import CatalogueItem
 from clamp3.curate.documents import Passage
-from clamp3.curate.llm import ChatClient, LLMRequestError
+from clamp3.curate.llm import ChatClient
 from clamp3.curate.quality import answer_language, check_grounding, same_language
-from clamp3.curate.retrieve import Bm25Retriever, item_query
+from clamp3.curate.retrieve import Retriever, item_query
 from clamp3.curate.schema import AnswerError, field_kind, parse_answer, translation_schema, validate_answer
 from clamp3.curate.templates import Prompts
+from clamp3.curate.transport import LLMRequestError
 
 # Rejection reasons (the report counts items per reason).
 INVALID_ANNOTATION = "invalid_annotation"
@@ -43,6 +44,7 @@ class CurateSettings:
     source language keep an empty ``translations``. ``source_language``:
     the language the annotations are written in. ``min_support``: the share of names that must be
     grounded (``quality`` module). ``max_attempts``: answers asked per request before rejecting.
+    ``retrieval``: ``"bm25"``, ``"dense"`` or ``"hybrid"`` (``retrieve`` module).
     """
 
     languages: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ class CurateSettings:
     min_support: float = 0.8
     max_attempts: int = 3
     temperature: float = 0.0
+    retrieval: str = "bm25"
 
 
 @dataclass
@@ -100,7 +103,7 @@ class Annotator:
         self,
         client: ChatClient,
         prompts: Prompts,
-        retriever: Bm25Retriever,
+        retriever: Retriever,
         settings: CurateSettings,
         output_dir: str | os.PathLike,
     ) -> None:
@@ -113,10 +116,15 @@ class Annotator:
         self.translation_schema = translation_schema(self.schema, list(settings.translate_fields))
 
     def process(self, item: CatalogueItem) -> Outcome:
-        """Curate one item. Content problems become a rejected :class:`Outcome`; transport
-        problems (``BudgetExhausted``, ``LLMUnavailable``, ``LLMConfigError``) propagate, so the
-        item stays pending and a later run retries it."""
-        hits = self.retriever.search(item_query(item), self.settings.top_k)
+        """Curate one item. Content problems and refused requests (chat or query embedding)
+        become a rejected :class:`Outcome`; transport problems (``BudgetExhausted``,
+        ``LLMUnavailable``, ``LLMConfigError``) propagate, so the item stays pending and a later
+        run retries it."""
+        try:
+            hits = self.retriever.search(item_query(item), self.settings.top_k)
+        except LLMRequestError as exc:  # the embedding endpoint refused this item's query
+            detail = f"query embedding: {exc}"
+            return Outcome(item.id, "rejected", LLM_REFUSED, detail, None, {"id": item.id, "passages": []})
         passages = [p for p, _ in hits]
         provenance: dict[str, Any] = {
             "id": item.id,

@@ -46,6 +46,12 @@ class Passage:
     def key(self) -> str:
         return f"{self.doc_id}#{self.index}"
 
+    @property
+    def search_text(self) -> str:
+        """What every retriever indexes: the document title (often the strongest match for an
+        item, being an article or song name), a newline, the passage text."""
+        return f"{self.title}\n{self.text}"
+
 
 class _HTMLText(HTMLParser):
     """Collects visible text; block elements start a new paragraph."""

@@ -12,6 +12,8 @@ Files written next to the output ``OUT.jsonl`` (``OUT`` = the path without ``.js
 * ``OUT.report.json`` (or ``report_path``) — counts of kept and rejected items per reason, pending
   items, requests, input errors.
 * ``OUT.curate/`` — the resume state (:mod:`clamp3.curate.state`).
+* ``OUT.embeddings/`` — with dense or hybrid retrieval, the passage vectors
+  (:mod:`clamp3.curate.embedding_cache`), reused by reruns and by later runs with the same model.
 
 Duplicates are decided at the end, in catalogue order: a kept item whose generated texts match
 an earlier kept item's (``quality.duplicate_key``) is rejected as ``duplicate``. Deciding there
@@ -35,13 +37,16 @@ from tqdm.auto import tqdm
 
 from clamp3.curate.annotator import Annotator, CurateSettings, Outcome, annotation_texts
 from clamp3.curate.catalogue import CatalogueItem, read_catalogue
-from clamp3.curate.documents import read_documents
-from clamp3.curate.llm import BudgetExhausted, ChatClient, LLMConfigError
+from clamp3.curate.documents import Passage, read_documents
+from clamp3.curate.embedding_cache import PassageVectors, embed_passages
+from clamp3.curate.embeddings import EmbeddingClient
+from clamp3.curate.llm import ChatClient
 from clamp3.curate.quality import duplicate_key, supported_languages
-from clamp3.curate.retrieve import Bm25Retriever
+from clamp3.curate.retrieve import RETRIEVAL_MODES, Bm25Retriever, DenseRetriever, HybridRetriever, Retriever
 from clamp3.curate.schema import translation_schema
 from clamp3.curate.state import RunState
 from clamp3.curate.templates import load_prompts
+from clamp3.curate.transport import BudgetExhausted, LLMConfigError, LLMUnavailable
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic, write_text_atomic
 
@@ -54,7 +59,7 @@ MAX_CONSECUTIVE_FAILURES = 8
 
 
 def output_paths(output: str | os.PathLike) -> dict[str, Path]:
-    """The files of one run: ``output``, ``provenance``, ``report``, ``state`` (a folder)."""
+    """The files of one run: ``output``, ``provenance``, ``report``; folders ``state``, ``embeddings``."""
     output = Path(output).resolve()
     stem = output.with_suffix("") if output.suffix == ".jsonl" else output
     return {
@@ -62,6 +67,7 @@ def output_paths(output: str | os.PathLike) -> dict[str, Path]:
         "provenance": stem.with_name(stem.name + ".provenance.jsonl"),
         "report": stem.with_name(stem.name + ".report.json"),
         "state": stem.with_name(stem.name + ".curate"),
+        "embeddings": stem.with_name(stem.name + ".embeddings"),
     }
 
 
@@ -72,37 +78,51 @@ def curate(
     client: ChatClient,
     settings: CurateSettings,
     *,
+    embedder: EmbeddingClient | None = None,
     prompts_dir: str | os.PathLike | None = None,
     report_path: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Curate every catalogue item not finished by an earlier run; return the report (also written).
 
-    Raises :class:`InputError` for unusable inputs (no catalogue, bad prompts, unknown language,
-    changed settings) and ``LLMConfigError`` when the endpoint refuses every request; bad rows,
+    ``embedder`` is needed by ``settings.retrieval`` ``"dense"`` and ``"hybrid"``; give it the
+    client's :class:`RequestBudget` to cap the requests of both. Raises :class:`InputError` for
+    unusable inputs (no catalogue, bad prompts, unknown language, changed settings, dense retrieval
+    without an embedder) and ``LLMConfigError`` when an endpoint refuses every request; bad rows,
     documents and answers are reported and the run goes on.
     """
     started = time.monotonic()
     paths = output_paths(output)
     prompts = load_prompts(prompts_dir)
-    _check_settings(settings, prompts.annotation_schema)
+    _check_settings(settings, prompts.annotation_schema, embedder)
     items, catalogue_errors = read_catalogue(catalogue)
     passages, n_documents, document_errors = read_documents(documents, settings.passage_words)
     for error in (*catalogue_errors, *document_errors):
         log.warning("%s", error)
-    fingerprint = {**asdict(settings), "model": client.model, "prompts": prompts.fingerprint}
+    embedder = embedder if settings.retrieval != "bm25" else None  # bm25 never asks it
+    fingerprint = {
+        **asdict(settings),
+        "model": client.model,
+        "prompts": prompts.fingerprint,
+        "embed_model": embedder and embedder.model,
+    }
     state = RunState(paths["state"], json.loads(json.dumps(fingerprint)))
     done = state.open()
     pending = [item for item in items if item.id not in done]
     log.info("%d items, %d finished earlier, %d to do; %d passages", len(items), len(items) - len(pending),
              len(pending), len(passages))  # fmt: skip
-    stopped, failures, config_error = None, {}, None
+    stopped, failures, config_error, vectors = None, {}, None, None
     if pending:
-        annotator = Annotator(client, prompts, Bm25Retriever(passages), settings, paths["output"].parent)
         try:
+            retriever, vectors = _retriever(passages, settings, embedder, paths["embeddings"], show_progress)
+            annotator = Annotator(client, prompts, retriever, settings, paths["output"].parent)
             stopped, failures = _run(annotator, pending, state, done, len(items), client, show_progress)
         except LLMConfigError as exc:
-            stopped, config_error = f"LLM endpoint refused the requests: {exc}", exc
+            stopped, config_error = f"endpoint refused the requests: {exc}", exc
+        except (BudgetExhausted, LLMUnavailable) as exc:
+            # Only passage embedding lets these out (``_run`` handles them per item). The vectors
+            # embedded so far are cached, so the rerun continues from there.
+            stopped = f"passage embedding stopped: {exc}; rerun to continue"
     report = _finalise(items, done, paths, prompts.annotation_schema)
     report.update(
         complete=report["pending"] == 0,
@@ -113,6 +133,8 @@ def curate(
         documents=n_documents,
         passages=len(passages),
         requests={**dict(client.stats), "budget": client.budget.limit, "used": client.budget.used},
+        retrieval=settings.retrieval,
+        embedding=_embedding_report(embedder, vectors) if embedder else None,
         elapsed_seconds=round(time.monotonic() - started, 2),
     )
     report["rejected"][CATALOGUE_ERROR] = len(catalogue_errors)
@@ -122,7 +144,18 @@ def curate(
     return report
 
 
-def _check_settings(settings: CurateSettings, schema: dict[str, Any]) -> None:
+def _check_settings(
+    settings: CurateSettings, schema: dict[str, Any], embedder: EmbeddingClient | None
+) -> None:
+    if settings.retrieval not in RETRIEVAL_MODES:
+        raise InputError(
+            "--retrieval", f"unknown mode {settings.retrieval!r} (one of {', '.join(RETRIEVAL_MODES)})"
+        )
+    if settings.retrieval != "bm25" and embedder is None:
+        raise InputError(
+            f"--retrieval {settings.retrieval}",
+            "needs an embedding model (--embed-model; in Python, curate(..., embedder=EmbeddingClient(...)))",
+        )
     known = supported_languages()
     for code in (*settings.languages, settings.source_language):
         if code not in known:
@@ -133,6 +166,33 @@ def _check_settings(settings: CurateSettings, schema: dict[str, Any]) -> None:
         raise InputError("--translate-fields", str(exc)) from exc
     if settings.max_attempts < 1 or settings.top_k < 0 or not 0.0 <= settings.min_support <= 1.0:
         raise InputError("settings", "need max_attempts >= 1, top_k >= 0 and 0 <= min_support <= 1")
+
+
+def _retriever(
+    passages: list[Passage],
+    settings: CurateSettings,
+    embedder: EmbeddingClient | None,
+    cache_root: Path,
+    show_progress: bool,
+) -> tuple[Retriever, PassageVectors | None]:
+    """The retriever of ``settings.retrieval`` (BM25 when ``embedder`` is ``None``); dense modes
+    first embed the passages the cache lacks."""
+    if embedder is None:
+        return Bm25Retriever(passages), None
+    vectors = embed_passages(passages, embedder, cache_root, show_progress=show_progress)
+    dense = DenseRetriever(passages, vectors.vectors, embedder)
+    if settings.retrieval == "dense":
+        return dense, vectors
+    return HybridRetriever(Bm25Retriever(passages), dense), vectors
+
+
+def _embedding_report(embedder: EmbeddingClient, vectors: PassageVectors | None) -> dict[str, Any]:
+    """Model, url, requests; passages read from the cache / embedded / refused when embedding ran."""
+    report: dict[str, Any] = {"model": embedder.model, "url": embedder.url}
+    if vectors is not None:
+        report.update(cached=vectors.cached, embedded=vectors.embedded, refused=vectors.refused)
+    report["requests"] = dict(embedder.stats)
+    return report
 
 
 def _run(

@@ -1,8 +1,13 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and dry runs without an LLM.
+"""A scripted OpenAI-compatible server on 127.0.0.1, for tests and dry runs without an LLM.
 
-:class:`ChatServer` serves ``POST /v1/chat/completions`` from a thread (standard library
-``ThreadingHTTPServer``: one thread per request, so slow answers overlap like a real server's) and
-records every request with its start and end time and the most requests it had in flight.
+:class:`ChatServer` serves ``POST /v1/chat/completions`` and, when given an ``embeddings`` script,
+``POST /v1/embeddings`` (other routes answer 404, as a server without that model would) from a
+thread (standard library ``ThreadingHTTPServer``: one thread per request, so slow answers overlap
+like a real server's) and records every request with its route, start and end time and the most
+requests it had in flight.
+
+:class:`HashedEmbedder` is an embeddings script: deterministic hashed bag-of-words vectors
+(see its doc), with a fault plan of its own.
 
 :class:`FakeCurator` is a script that reads the built-in prompts and answers like a well-behaved
 LLM — grounded annotations made from the metadata and passage titles it was shown, translations
@@ -16,6 +21,7 @@ title to the answers of its successive requests per stage, e.g. ``{"Song B": {"a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,22 +37,29 @@ from typing import Any
 
 @dataclass
 class Reply:
-    """One scripted HTTP answer: ``content`` becomes the assistant message of a 200 reply."""
+    """One scripted HTTP answer: ``content`` becomes the assistant message of a 200 reply, unless
+    ``payload`` is given, which is then sent as the whole JSON body (an embeddings answer)."""
 
     content: str = ""
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    payload: dict[str, Any] | None = None
 
 
 Script = Callable[[dict[str, Any]], Reply]
 
 
 class ChatServer:
-    """``with ChatServer(script) as server: ... server.url`` (``http://127.0.0.1:PORT/v1``)."""
+    """``with ChatServer(script) as server: ... server.url`` (``http://127.0.0.1:PORT/v1``).
 
-    def __init__(self, script: Script) -> None:
+    ``log`` entries: ``{"route": "chat" | "embeddings" | other path, "authorization" (header or
+    None), "start", "end", "status", "request"}``; :meth:`requests` filters them by route.
+    """
+
+    def __init__(self, script: Script, embeddings: Script | None = None) -> None:
         self.script = script
+        self.embeddings = embeddings
         self.log: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -68,6 +81,18 @@ class ChatServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def requests(self, route: str) -> list[dict[str, Any]]:
+        """The logged requests to ``route`` (``"chat"`` or ``"embeddings"``), in completion order."""
+        with self._lock:
+            return [entry for entry in self.log if entry["route"] == route]
+
+    def _answer(self, path: str, body: dict[str, Any]) -> tuple[str, Reply]:
+        if path.endswith("/chat/completions"):
+            return "chat", self.script(body)
+        if path.endswith("/embeddings") and self.embeddings is not None:
+            return "embeddings", self.embeddings(body)
+        return path, Reply(status=404)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -78,21 +103,31 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 start = time.monotonic()
+                route, reply = self.path, Reply(status=500)
                 try:
-                    reply = (
-                        server.script(body) if self.path.endswith("/chat/completions") else Reply(status=404)
-                    )
+                    route, reply = server._answer(self.path, body)
                     time.sleep(reply.delay)
-                    self._send(reply)
                 finally:
+                    # Logged before the answer goes out, so that a client holding the answer
+                    # always finds its request in the log (logging after sending raced with it).
                     with server._lock:
                         server.in_flight -= 1
                         server.log.append(
-                            {"start": start, "end": time.monotonic(), "status": reply.status, "request": body}
+                            {
+                                "route": route,
+                                "authorization": self.headers.get("Authorization"),
+                                "start": start,
+                                "end": time.monotonic(),
+                                "status": reply.status,
+                                "request": body,
+                            }
                         )
+                self._send(reply)
 
             def _send(self, reply: Reply) -> None:
-                if reply.status == 200:
+                if reply.status == 200 and reply.payload is not None:
+                    payload = reply.payload
+                elif reply.status == 200:
                     payload = {
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content}}]
                     }
@@ -222,6 +257,80 @@ class FakeCurator:
         fields = json.loads(match.group(1)) if match else {}
         sentence = SENTENCES.get(language, SENTENCES["en"])
         return {k: (v if isinstance(v, list) else f"{sentence} ({title})") for k, v in fields.items()}
+
+
+# Chinese characters and Japanese kana count one character each: those scripts are written
+# without spaces, so a "word" there is a whole clause (which is also why BM25's tokenizer misses them).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_FEATURE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+
+
+class HashedEmbedder:
+    """An embeddings :data:`Script`: each input becomes the counts of its hashed features.
+
+    Features are the lower-cased words (runs of word characters; stop words and one-letter words
+    kept), except that Chinese characters and kana are features one by one. Feature ``f`` adds 1 at
+    ``sha256(f) mod dim``, so texts sharing features have a positive cosine and texts sharing
+    none a cosine of 0 (up to hash collisions, fixed for a given ``dim``). Vectors are sent
+    unnormalised, so tests see the client normalise them.
+
+    ``plan`` maps a trigger substring to the answers to successive requests with an input that
+    contains it (the last one repeats): ``ok``, ``429``, ``500``, ``400``, ``404`` or ``short``
+    (one row too few: an unusable body). ``reverse`` sends the rows in reverse order (with their
+    right ``index``). Every answer waits ``delay`` seconds. ``requests`` and ``inputs`` count the requests answered with vectors and their inputs.
+    """
+
+    def __init__(
+        self,
+        dim: int = 1024,
+        plan: dict[str, list[str]] | None = None,
+        *,
+        reverse: bool = False,
+        delay: float = 0.0,
+    ) -> None:
+        self.dim = dim
+        self.plan = plan or {}
+        self.reverse = reverse
+        self.delay = delay
+        self.requests = 0
+        self.inputs = 0
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def vector(self, text: str) -> list[float]:
+        """The (unnormalised) vector of ``text``."""
+        vector = [0.0] * self.dim
+        for feature in _FEATURE.findall(text.lower()):
+            digest = hashlib.sha256(feature.encode("utf-8")).digest()
+            vector[int.from_bytes(digest[:8], "big") % self.dim] += 1.0
+        return vector
+
+    def __call__(self, request: dict[str, Any]) -> Reply:
+        texts = request["input"] if isinstance(request.get("input"), list) else [request.get("input", "")]
+        fault = "ok"
+        trigger = next((t for t in self.plan if any(t in text for text in texts)), None)
+        with self._lock:
+            if trigger is not None:
+                faults = self.plan[trigger]
+                fault = faults[min(self.calls[trigger], len(faults) - 1)]
+                self.calls[trigger] += 1
+        if fault in ("429", "500", "400", "404"):
+            headers = {"Retry-After": "0"} if fault == "429" else {}
+            return Reply(status=int(fault), headers=headers, delay=self.delay)
+        rows = [{"object": "embedding", "index": i, "embedding": self.vector(t)} for i, t in enumerate(texts)]
+        if fault == "short":
+            rows = rows[:-1]
+        else:
+            with self._lock:
+                self.requests += 1
+                self.inputs += len(rows)
+        payload = {
+            "object": "list",
+            "model": request.get("model"),
+            "data": rows[::-1] if self.reverse else rows,
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+        return Reply(payload=payload, delay=self.delay)
 
 
 def write_demo_corpus(folder: str | os.PathLike, n_items: int) -> tuple[Path, Path]:
