@@ -111,3 +111,79 @@ def test_probe_train_needs_labels_for_every_item(labelled, tmp_path, capsys):
     csv.write_text("\n".join(rows), encoding="utf-8")
     assert main(["probe", "train", str(emb), str(tmp_path / "p"), "--labels", str(csv), "--no-progress"]) == 2
     assert f"{rel[5]}: single-label mode needs one label" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def small_probe(labelled, tmp_path):
+    emb, *_ = labelled
+    out = tmp_path / "probe"
+    assert (
+        main(
+            ["probe", "train", str(emb), str(out), "--labels-from-folders", "--epochs", "2", "--no-progress"]
+        )
+        == 0
+    )
+    return emb, out
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_top_k_must_be_a_positive_integer(small_probe, tmp_path, capsys, value):
+    emb, probe = small_probe
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "predict", str(probe), str(emb), str(tmp_path / "p.json"), "--top-k", value])
+    assert exit_info.value.code == 2
+    assert "argument --top-k" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["zero-shot", str(emb), "--embeddings", "--labels", "a,b", "--top-k", value])
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_plot_without_known_labels_is_an_error(small_probe, tmp_path, capsys):
+    emb, probe = small_probe
+    plot, preds = tmp_path / "cm.png", tmp_path / "p.json"
+    assert (
+        main(["probe", "predict", str(probe), str(emb), str(preds), "--plot", str(plot), "--no-progress"])
+        == 2
+    )
+    assert "--plot needs known labels" in capsys.readouterr().err
+    assert not plot.exists() and not preds.exists()
+    argv = ["zero-shot", str(emb), "--embeddings", "--model", str(tmp_path / "absent"), "--labels", "a,b"]
+    assert main([*argv, "--plot", str(plot)]) == 2  # refused before the model is looked up
+    assert "--plot needs known labels" in capsys.readouterr().err
+
+
+def test_output_paths_may_create_only_their_own_folder(small_probe, tmp_path, capsys):
+    emb, probe = small_probe
+    deep = tmp_path / "typo" / "dir" / "x.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "predict", str(probe), str(emb), str(deep), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert f"folder {tmp_path / 'typo'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(SystemExit):
+        main(["probe", "predict", str(probe), str(emb), "/nonexistent-clamp3/dir/x.json"])
+    assert "folder /nonexistent-clamp3 does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a probe directory two missing levels deep
+        main(["probe", "train", str(emb), str(tmp_path / "runs" / "probe"), "--labels-from-folders"])
+    with pytest.raises(SystemExit):
+        main(["gen-score", "--generated", str(emb), "--reference", str(emb), "--json", str(deep)])
+    with pytest.raises(SystemExit):  # an existing folder is not a file name
+        main(["probe", "predict", str(probe), str(emb), str(tmp_path)])
+    # one missing folder inside an existing one is created, as users expect for out/preds.json
+    fresh = tmp_path / "results" / "preds.json"
+    assert main(["probe", "predict", str(probe), str(emb), str(fresh), "--no-progress"]) == 0
+    assert fresh.is_file()
+
+
+def test_multi_label_probe_refuses_a_confusion_plot(tmp_path, rng, capsys):
+    x = rng.normal(size=(30, 4))
+    rel = [f"p{i}.mid" for i in range(30)]
+    emb = write_embedding_folder(tmp_path / "emb", x, rel)
+    csv = tmp_path / "tags.csv"
+    csv.write_text("\n".join(f"{r},{'a' if i % 2 else 'b'}" for i, r in enumerate(rel)), encoding="utf-8")
+    out = tmp_path / "tagger"
+    argv = ["probe", "train", str(emb), str(out), "--labels", str(csv), "--multi-label", "--epochs", "2"]
+    assert main([*argv, "--no-progress"]) == 0
+    argv = ["probe", "predict", str(out), str(emb), str(tmp_path / "p.json"), "--truth", str(csv)]
+    assert main([*argv, "--plot", str(tmp_path / "cm.png"), "--no-progress"]) == 2
+    assert "this probe is multi-label" in capsys.readouterr().err

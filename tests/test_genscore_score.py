@@ -10,6 +10,7 @@ import pytest
 from clamp3.cli.main import main
 from clamp3.evaluate.frechet import frechet_distance
 from clamp3.evaluate.genscore import (
+    GenScoreSettings,
     bootstrap_mean_ci,
     candidate_ids,
     clamp3_score,
@@ -37,6 +38,40 @@ def test_bootstrap_is_seeded_and_narrows_with_more_items(rng):
     width = [np.diff(bootstrap_mean_ci(v, 400))[0] for v in (small, large)]
     assert width[1] < width[0] / 4  # ~ 1 / sqrt(N)
     assert bootstrap_mean_ci(small[:1]) is None
+
+
+def pairs_with_cosines(cosines):
+    """2-d (prompt, piece) pairs whose cosines are exactly ``cosines``."""
+    c = np.asarray(cosines, dtype=np.float64)
+    prompts = np.tile([1.0, 0.0], (len(c), 1))
+    return prompts, np.stack([c, np.sqrt(1 - c**2)], axis=1)
+
+
+def test_score_weighs_prompts_equally_not_samples():
+    # one prompt with 8 good samples, two prompts with one poor sample each
+    cosines = [0.9] * 8 + [0.1, 0.1]
+    groups = ["a"] * 8 + ["b", "c"]
+    result = clamp3_score(*pairs_with_cosines(cosines), groups=groups, n_resamples=500)
+    assert result["score"] == pytest.approx((0.9 + 0.1 + 0.1) / 3)  # the item mean would say 0.74
+    assert result["item_mean"] == pytest.approx(0.74)
+    assert result["n"] == 10 and result["n_prompts"] == 3
+    assert result["per_prompt"] == pytest.approx({"a": 0.9, "b": 0.1, "c": 0.1})
+    lo, hi = result["ci95"]
+    assert lo <= result["score"] <= hi
+    assert clamp3_score(*pairs_with_cosines(cosines))["score"] == pytest.approx(0.74)  # no groups: per item
+
+
+def test_interval_resamples_prompts_not_samples(rng):
+    # 20 prompts x 10 near-identical samples: the information is in 20 prompts, not 200 samples
+    effects = rng.normal(0.3, 0.15, size=20)
+    cosines = np.clip(np.repeat(effects, 10) + rng.normal(0, 0.005, size=200), -0.99, 0.99)
+    groups = np.repeat(np.arange(20), 10)
+    result = clamp3_score(*pairs_with_cosines(cosines), groups=groups, n_resamples=2000, seed=3)
+    prompt_means = [cosines[groups == g].mean() for g in range(20)]
+    assert result["ci95"] == pytest.approx(list(bootstrap_mean_ci(np.array(prompt_means), 2000, seed=3)))
+    item_level = bootstrap_mean_ci(cosines, 2000, seed=3)
+    # the item-level interval pretends to 200 independent values: ~sqrt(10) times too narrow
+    assert np.diff(result["ci95"])[0] > 2.5 * np.diff(item_level)[0]
 
 
 def test_read_prompts_jsonl_and_csv(tmp_path):
@@ -99,7 +134,7 @@ def test_run_on_embedding_folders(tmp_path, rng):
         prompts_file=tmp_path / "prompts.jsonl",
         reference=tmp_path / "ref",
         embeddings=True,
-        fd_bootstrap=20,
+        settings=GenScoreSettings(fd_bootstrap=20),
         json_out=out,
     )
     assert (
@@ -112,6 +147,17 @@ def test_run_on_embedding_folders(tmp_path, rng):
         pid = n.split(".")[0]
         expected = vector @ text[prompts[pid]] / np.linalg.norm(vector) / np.linalg.norm(text[prompts[pid]])
         assert items[f"{n}.npy"]["score"] == pytest.approx(expected) and items[f"{n}.npy"]["id"] == pid
+    # p4 has two samples: the score is the mean of per-prompt means, the item mean is beside it
+    by_prompt = {p["id"]: p for p in result["prompts"]}
+    assert by_prompt["p4"]["n"] == 2
+    assert by_prompt["p4"]["score"] == pytest.approx(
+        (items["p4.npy"]["score"] + items["p4.b.npy"]["score"]) / 2
+    )
+    assert result["clamp3_score"]["score"] == pytest.approx(np.mean([p["score"] for p in result["prompts"]]))
+    assert result["clamp3_score"]["item_mean"] == pytest.approx(
+        np.mean([i["score"] for i in result["items"]])
+    )
+    assert result["clamp3_score"]["n"] == 6 and result["clamp3_score"]["n_prompts"] == 5
     assert result["clamp3_score"]["unmatched_files"] == ["extra.npy"]
     assert result["clamp3_score"]["prompts_without_files"] == ["p5"]
     assert result["frechet"]["distance"] == pytest.approx(frechet_distance(gen, ref), rel=1e-6)

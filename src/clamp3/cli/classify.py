@@ -7,7 +7,9 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from clamp3.cli.args import non_negative_int, positive_int
 from clamp3.cli.embed import add_model_arguments, load_model
 from clamp3.utils.errors import InputError
 
@@ -26,6 +28,36 @@ def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[a
             return 2
 
     return wrapped
+
+
+def _output_file(text: str) -> str:
+    """argparse type: an output file whose missing folders are at most its own (see ``check_output_file``)."""
+    from clamp3.evaluate.items import check_output_file
+
+    try:
+        check_output_file(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _output_dir(text: str) -> str:
+    """argparse type: an output folder that may be created, inside an existing folder."""
+    _output_file(str(Path(text) / "probe.json"))
+    return text
+
+
+def _add_model_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="proceed (with a warning) when manifests name different models",
+    )
+
+
+def _require_truth_for_plot(args: argparse.Namespace) -> None:
+    if args.plot is not None and args.labels_csv is None and not args.labels_from_folders:
+        raise ValueError("--plot needs known labels (--truth CSV or --labels-from-folders)")
 
 
 def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
@@ -57,7 +89,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
         "stratified validation split, and writes OUT_PROBE/probe.json, probe.safetensors, confusion.png.",
     )
     p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
-    p.add_argument("out_probe", help="output probe directory")
+    p.add_argument("out_probe", type=_output_dir, help="output probe directory")
     _add_label_source(p, "--labels", True, "labels")
     p.add_argument("--multi-label", action="store_true", help="tagging: several labels per item (BCE, mAP)")
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction (0: none; default 0.2)")
@@ -66,7 +98,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
     p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs (default 15)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
@@ -79,10 +111,13 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p = probe_sub.add_parser("predict", help="apply a saved probe to an embedding folder")
     p.add_argument("probe_dir", help="directory written by 'clamp3 probe train'")
     p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
-    p.add_argument("output", help="predictions JSON")
-    p.add_argument("--top-k", type=int, default=3, help="labels listed per item (single-label)")
+    p.add_argument("output", type=_output_file, help="predictions JSON")
+    p.add_argument("--top-k", type=positive_int, default=3, help="labels listed per item (single-label)")
     _add_label_source(p, "--truth", False, "known labels for metrics")
-    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
+    p.add_argument(
+        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
+    )
+    _add_model_check(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_reports_errors(_probe_predict))
 
@@ -103,14 +138,19 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
         "--template", action="append", default=None, help='repeatable, e.g. "a piece of {label} music"'
     )
     p.add_argument("--templates-file", default=None, help="one template per line")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=positive_int, default=3)
     _add_label_source(p, "--truth", False, "known labels for metrics")
     p.add_argument(
         "--embeddings", action="store_true", help="inputs are embedding folders from 'clamp3 embed'"
     )
-    p.add_argument("--json", default=None, metavar="OUT", help="write predictions and metrics here")
-    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_model_check(p)
+    p.add_argument(
+        "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
+    )
+    p.add_argument(
+        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_reports_errors(_zero_shot))
 
@@ -125,14 +165,28 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None, help="folder of reference pieces for the Fréchet distance")
     add_model_arguments(p)
     p.add_argument("--embeddings", action="store_true", help="--generated/--reference are embedding folders")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the score's CI (default 1000)")
-    p.add_argument("--fd-bootstrap", type=int, default=100, help="resamples for the Fréchet CI (default 100)")
+    p.add_argument(
+        "--modality",
+        choices=("symbolic", "audio"),
+        default=None,
+        help="score only pieces of this modality (default: the one the folder holds; a mix is refused)",
+    )
+    _add_model_check(p)
+    p.add_argument(
+        "--bootstrap", type=non_negative_int, default=1000, help="resamples for the score's CI (default 1000)"
+    )
+    p.add_argument(
+        "--fd-bootstrap",
+        type=non_negative_int,
+        default=100,
+        help="resamples for the Fréchet CI (default 100)",
+    )
     p.add_argument(
         "--fd-normalize", action="store_true", help="L2-normalise embeddings before the Fréchet distance"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--json", type=_output_file, default=None, metavar="OUT")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_reports_errors(_gen_score))
 
@@ -174,6 +228,7 @@ def _probe_train(args: argparse.Namespace) -> int:
 def _probe_predict(args: argparse.Namespace) -> int:
     from clamp3.evaluate.runs import run_probe_predict
 
+    _require_truth_for_plot(args)
     result = run_probe_predict(
         args.probe_dir,
         args.emb_dir,
@@ -183,6 +238,7 @@ def _probe_predict(args: argparse.Namespace) -> int:
         args.labels_from_folders,
         args.plot,
         not args.no_progress,
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     print(f"wrote {args.output} ({len(result['predictions'])} predictions)")
     _print_metrics(result.get("metrics"))
@@ -191,9 +247,11 @@ def _probe_predict(args: argparse.Namespace) -> int:
 
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
+    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
     from clamp3.evaluate.runs import run_zero_shot
     from clamp3.evaluate.zeroshot import build_prompts
 
+    _require_truth_for_plot(args)
     labels = read_lines(args.labels_file, "labels") if args.labels_file else args.labels.split(",")
     templates = list(args.template or [])
     if args.templates_file:
@@ -213,6 +271,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         plot=args.plot,
         batch_size=args.batch_size,
         show_progress=not args.no_progress,
+        model_check=ModelCheck(argument_identity(args.model), args.allow_model_mismatch),
     )
     if args.json is None:
         for record in result["predictions"]:
@@ -225,23 +284,32 @@ def _zero_shot(args: argparse.Namespace) -> int:
 
 
 def _gen_score(args: argparse.Namespace) -> int:
-    from clamp3.evaluate.genscore import run_gen_score
+    from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
+    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
 
     if args.prompts is None and args.reference is None:
         print("clamp3 gen-score: give --prompts, --reference or both", file=sys.stderr)
         return 2
     needs_model = args.prompts is not None or not args.embeddings
+    settings = GenScoreSettings(
+        n_bootstrap=args.bootstrap,
+        fd_bootstrap=args.fd_bootstrap,
+        normalize_fd=args.fd_normalize,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        modality=args.modality,
+    )
     result = run_gen_score(
         args.generated,
         load_model(args) if needs_model else None,
         prompts_file=args.prompts,
         reference=args.reference,
         embeddings=args.embeddings,
-        n_bootstrap=args.bootstrap,
-        fd_bootstrap=args.fd_bootstrap,
-        normalize_fd=args.fd_normalize,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        settings=settings,
+        # the prompts are encoded with --model; without prompts it plays no part in the check
+        model_check=ModelCheck(
+            argument_identity(args.model) if args.prompts is not None else None, args.allow_model_mismatch
+        ),
         json_out=args.json,
         show_progress=not args.no_progress,
     )

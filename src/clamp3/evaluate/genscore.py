@@ -2,8 +2,11 @@
 
 The CLaMP 3 score of a generated piece is the cosine similarity between the embedding of its
 prompt and the embedding of the piece (as reported by text-to-music papers and on the official
-project page); a system's score is the mean over pieces, reported here with a bootstrap
-confidence interval. The Fréchet distance to a reference set is in :mod:`clamp3.evaluate.frechet`.
+project page). A system's score is the mean over prompts of each prompt's mean over its
+samples, with a confidence interval from a bootstrap over prompts (see :func:`clamp3_score`);
+the plain mean over pieces is reported beside it. Generated pieces are symbolic or audio files
+(or their embeddings) of one modality. The Fréchet distance to a reference set is in
+:mod:`clamp3.evaluate.frechet`.
 
 Prompts come from JSONL (``{"id": ..., "prompt": ...}`` per line) or CSV (``id,prompt`` with an
 optional header). A generated file belongs to the first prompt id found among, in order:
@@ -19,21 +22,25 @@ so one prompt may have several generated samples (rules 2 and 4).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clamp3.evaluate.items import PIECE_MODALITIES, Items, check_output_file, load_items, select_pieces
 from clamp3.evaluate.labels import normalize_relpath
+from clamp3.evaluate.modelcheck import ModelCheck, folder_identity, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 
 if TYPE_CHECKING:
-    from clamp3.evaluate.runs import Items
     from clamp3.model import Clamp3Model
 
 log = logging.getLogger(__name__)
@@ -147,23 +154,111 @@ def bootstrap_mean_ci(
 def clamp3_score(
     prompt_embeddings: np.ndarray,
     piece_embeddings: np.ndarray,
+    groups: Sequence[Hashable] | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
     """CLaMP 3 score of aligned (prompt, piece) embedding pairs (N, D) each.
 
-    Returns ``{"score": mean cosine, "ci95": [lo, hi] | None, "std", "n", "per_item": (N,)
-    cosines}``; the score lies in [-1, 1] (higher = closer to the prompt).
+    ``groups[i]`` names the prompt of pair ``i`` (default: every pair its own prompt). The
+    score is the mean over prompts of each prompt's mean cosine, so a prompt with ten samples
+    weighs as much as a prompt with one; its interval is a cluster bootstrap over prompts
+    (samples of one prompt are correlated, so resampling them independently would give too
+    narrow an interval). Returns ``{"score", "ci95": [lo, hi] | None, "std" (of the per-prompt
+    means), "n" (pairs), "n_prompts", "item_mean" (mean over pairs, for reference),
+    "per_item": (N,) cosines, "per_prompt": {group: mean cosine}}``; cosines lie in [-1, 1].
     """
     per_item = pair_cosines(prompt_embeddings, piece_embeddings)
-    ci = bootstrap_mean_ci(per_item, n_resamples, seed=seed)
+    keys = list(range(len(per_item))) if groups is None else list(groups)
+    if len(keys) != len(per_item):
+        raise ValueError(f"{len(keys)} groups for {len(per_item)} pairs")
+    members: dict[Hashable, list[float]] = {}
+    for key, value in zip(keys, per_item):
+        members.setdefault(key, []).append(float(value))
+    prompt_means = np.array([np.mean(v) for v in members.values()])
+    # Resampling whole prompts and averaging their means is the cluster bootstrap of this
+    # estimator: each prompt's mean is fixed once the prompt is drawn.
+    ci = bootstrap_mean_ci(prompt_means, n_resamples, seed=seed)
     return {
-        "score": float(per_item.mean()),
+        "score": float(prompt_means.mean()),
         "ci95": None if ci is None else list(ci),
-        "std": float(per_item.std(ddof=1)) if len(per_item) > 1 else 0.0,
+        "std": float(prompt_means.std(ddof=1)) if len(prompt_means) > 1 else 0.0,
         "n": int(len(per_item)),
+        "n_prompts": int(len(prompt_means)),
+        "item_mean": float(per_item.mean()),
         "per_item": per_item,
+        "per_prompt": {key: float(m) for key, m in zip(members, prompt_means)},
     }
+
+
+# ------------------------------------------------------------------------------------- pipeline
+@dataclass(frozen=True)
+class GenScoreSettings:
+    """Settings of :func:`run_gen_score`.
+
+    ``n_bootstrap``: resamples of the score's cluster bootstrap (< 2: no interval);
+    ``fd_bootstrap``: resamples of the Fréchet interval; ``normalize_fd``: L2-normalise before
+    the Fréchet distance; ``modality``: ``"symbolic"`` or ``"audio"`` (``None``: the one modality
+    the generated folder holds; a folder holding both is refused).
+    """
+
+    n_bootstrap: int = 1000
+    fd_bootstrap: int = 100
+    normalize_fd: bool = False
+    seed: int = 0
+    batch_size: int = 32
+    modality: str | None = None
+
+
+def _load_pieces(
+    source: str | os.PathLike,
+    model: Clamp3Model | None,
+    embeddings: bool,
+    settings: GenScoreSettings,
+    show_progress: bool,
+) -> tuple[Items, str | None]:
+    """The pieces of one folder and their modality (``None``: unknown, no manifest)."""
+    modality = settings.modality
+    select = functools.partial(select_pieces, modality=modality, source=str(source))
+    items = load_items([source], model, embeddings, settings.batch_size, show_progress, select)
+    if items.ignored:
+        log.warning(
+            "%s: %d files are not %s pieces and are not scored (e.g. %s)",
+            source,
+            len(items.ignored),
+            modality or "symbolic/audio",
+            items.ignored[0],
+        )
+    return items, next((m for m in items.modalities if m), None)
+
+
+def _check_models(
+    generated: str | os.PathLike,
+    reference: str | os.PathLike | None,
+    with_prompts: bool,
+    embeddings: bool,
+    check: ModelCheck,
+) -> dict[str, str]:
+    """Embedding folders must come from the prompt model and from one another (``InputError``)."""
+    if not embeddings:
+        return {}  # files are all encoded here, by the one model
+    gen_id = folder_identity(generated)
+    verdicts = {}
+    if with_prompts:
+        verdicts["prompts"] = require_same_model(
+            ("the generated embeddings", gen_id),
+            ("the prompts (encoded with --model)", check.model),
+            check.allow_mismatch,
+            generated,
+        )
+    if reference is not None:
+        verdicts["reference"] = require_same_model(
+            ("the generated embeddings", gen_id),
+            ("the reference embeddings", folder_identity(reference)),
+            check.allow_mismatch,
+            reference,
+        )
+    return verdicts
 
 
 def run_gen_score(
@@ -172,42 +267,79 @@ def run_gen_score(
     prompts_file: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     embeddings: bool = False,
-    n_bootstrap: int = 1000,
-    fd_bootstrap: int = 100,
-    normalize_fd: bool = False,
-    seed: int = 0,
-    batch_size: int = 32,
+    settings: GenScoreSettings | None = None,
+    model_check: ModelCheck | None = None,
     json_out: str | os.PathLike | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Score a folder of generated pieces: CLaMP 3 score against prompts and/or FD to a reference.
 
     ``generated`` and ``reference`` are folders of files (encoded with ``model``) or, with
-    ``embeddings=True``, embedding folders from ``clamp3 embed``. Prompts are always encoded
-    with ``model``. Returns (and writes to ``json_out``) ``clamp3_score`` + per-item ``items``
-    when prompts are given and ``frechet`` when a reference is given.
+    ``embeddings=True``, embedding folders from ``clamp3 embed``; only symbolic or audio items
+    of one modality count as pieces (``clamp3.evaluate.items.select_pieces``), and the reference must hold the
+    same modality. Prompts are always encoded with ``model``, whose identity
+    (``model_check.model``) embedding folders must share, as generated and reference folders
+    must share theirs (``InputError`` unless ``model_check.allow_mismatch``). Returns (and writes
+    to ``json_out``) ``clamp3_score`` + ``prompts`` + ``items`` when prompts are given and
+    ``frechet`` when a reference is given.
     """
-    from clamp3.evaluate.frechet import frechet_bootstrap
-    from clamp3.evaluate.runs import load_items, provenance
+    from clamp3.evaluate.runs import provenance
 
+    settings = settings or GenScoreSettings()
     if prompts_file is None and reference is None:
         raise ValueError("give prompts (CLaMP 3 score), a reference set (Fréchet distance), or both")
-    gen = load_items([generated], model, embeddings, batch_size, show_progress)
-    result: dict = {"generated": str(generated), "n_generated": len(gen.paths), **provenance()}
+    if settings.modality not in (None, *PIECE_MODALITIES):
+        raise ValueError(f"modality must be one of {PIECE_MODALITIES}, got {settings.modality!r}")
+    if json_out is not None:
+        check_output_file(json_out)
+    check = model_check or ModelCheck()
+    verdicts = _check_models(generated, reference, prompts_file is not None, embeddings, check)
+    gen, modality = _load_pieces(generated, model, embeddings, settings, show_progress)
+    result: dict = {
+        "generated": str(generated),
+        "n_generated": len(gen.paths),
+        "modality": modality,
+        "ignored_files": gen.ignored,
+        **({"model_check": verdicts} if verdicts else {}),
+        **provenance(),
+    }
+    if reference is not None:  # first: a wrong reference is refused before prompts are encoded
+        result["frechet"] = _frechet_to_reference(
+            gen, modality, reference, model, embeddings, settings, show_progress
+        )
     if prompts_file is not None:
         if model is None:
             raise ValueError("a model is needed to encode the prompts")
-        result.update(_score_prompts(gen, model, prompts_file, generated, n_bootstrap, seed, batch_size))
-    if reference is not None:
-        ref = load_items([reference], model, embeddings, batch_size, show_progress)
-        x, y = gen.vectors, ref.vectors
-        if normalize_fd:
-            x, y = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in (x, y))
-        fd = frechet_bootstrap(x, y, fd_bootstrap, seed=seed, show_progress=show_progress)
-        result["frechet"] = {"reference": str(reference), **fd, "normalized": normalize_fd}
+        result.update(_score_prompts(gen, model, prompts_file, generated, settings))
     if json_out is not None:
         write_json_atomic(json_out, result)
     return result
+
+
+def _frechet_to_reference(
+    gen: Items,
+    modality: str | None,
+    reference: str | os.PathLike,
+    model: Clamp3Model | None,
+    embeddings: bool,
+    settings: GenScoreSettings,
+    show_progress: bool,
+) -> dict:
+    """``frechet`` block of the result: FD (+ interval) between ``gen`` and the reference pieces."""
+    from clamp3.evaluate.frechet import frechet_bootstrap
+
+    ref, ref_modality = _load_pieces(reference, model, embeddings, settings, show_progress)
+    if modality and ref_modality and ref_modality != modality:
+        raise InputError(
+            reference,
+            f"reference pieces are {ref_modality} but generated pieces are {modality}; a Fréchet "
+            "distance across modalities measures the modality gap, not the generation",
+        )
+    x, y = gen.vectors, ref.vectors
+    if settings.normalize_fd:
+        x, y = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in (x, y))
+    fd = frechet_bootstrap(x, y, settings.fd_bootstrap, seed=settings.seed, show_progress=show_progress)
+    return {"reference": str(reference), **fd, "normalized": settings.normalize_fd}
 
 
 def _score_prompts(
@@ -215,11 +347,9 @@ def _score_prompts(
     model: Clamp3Model,
     prompts_file: str | os.PathLike,
     generated: str | os.PathLike,
-    n_bootstrap: int,
-    seed: int,
-    batch_size: int,
+    settings: GenScoreSettings,
 ) -> dict:
-    """``{"clamp3_score": {...}, "items": [...]}`` for generated vectors matched to their prompts."""
+    """``{"clamp3_score", "prompts", "items"}`` for generated vectors matched to their prompts."""
     prompts = read_prompts(prompts_file)
     matches, unmatched, missing = match_generated(gen.paths, list(prompts))
     if not matches:
@@ -229,16 +359,19 @@ def _score_prompts(
     ids = sorted({pid for _, pid in matches})
     row = {pid: k for k, pid in enumerate(ids)}
     # modality="text": a prompt must never be mistaken for a file name.
-    prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=batch_size)
+    prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=settings.batch_size)
     score = clamp3_score(
         prompt_vectors[[row[pid] for _, pid in matches]],
         gen.vectors[[i for i, _ in matches]],
-        n_resamples=n_bootstrap,
-        seed=seed,
+        groups=[pid for _, pid in matches],
+        n_resamples=settings.n_bootstrap,
+        seed=settings.seed,
     )
-    per_item = score.pop("per_item")
+    per_item, per_prompt = score.pop("per_item"), score.pop("per_prompt")
+    counts = Counter(pid for _, pid in matches)
     return {
         "clamp3_score": {**score, "unmatched_files": unmatched, "prompts_without_files": missing},
+        "prompts": [{"id": pid, "score": s, "n": counts[pid]} for pid, s in per_prompt.items()],
         "items": [
             {"id": pid, "path": gen.paths[i], "score": float(s)} for (i, pid), s in zip(matches, per_item)
         ],

@@ -11,91 +11,24 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.evaluate.labels import (
-    labels_for,
-    multi_label_targets,
-    normalize_relpath,
-    require_all,
-    single_label_targets,
-)
+from clamp3.evaluate.items import check_output_file, load_items
+from clamp3.evaluate.labels import labels_for, multi_label_targets, require_all, single_label_targets
+from clamp3.evaluate.modelcheck import ModelCheck, folder_identity, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 
 if TYPE_CHECKING:
     from clamp3.evaluate.probe import LinearProbe
     from clamp3.evaluate.probe_train import ProbeSettings
+    from clamp3.index.embeddings import EmbeddingSet
     from clamp3.model import Clamp3Model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Items:
-    """Vectors (N, D) float32, not normalised, with their relative paths (with extension)."""
-
-    paths: list[str]
-    vectors: np.ndarray
-
-
-def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """Files to encode -> ``(path, relative path)``.
-
-    A folder contributes every supported file below it (recursively, hidden entries skipped),
-    named relative to that folder; a file is named as given.
-    """
-    from clamp3.encode import FILE_EXTENSIONS
-
-    found: dict[Path, str] = {}
-    for source in sources:
-        root = Path(source)
-        if root.is_file():
-            found.setdefault(root, normalize_relpath(str(source)))
-            continue
-        if not root.is_dir():
-            raise InputError(root, "no such file or folder")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if not name.startswith(".") and path.suffix.lower() in FILE_EXTENSIONS:
-                    found.setdefault(path, path.relative_to(root).as_posix())
-    if not found:
-        raise InputError(", ".join(map(str, sources)), "no supported input files found")
-    return sorted(found.items(), key=lambda item: item[1])
-
-
-def load_items(
-    sources: Sequence[str | os.PathLike],
-    model: Clamp3Model | None,
-    embeddings: bool,
-    batch_size: int = 32,
-    show_progress: bool = False,
-) -> Items:
-    """Vectors of ``sources``: embedding folders (``embeddings=True``) or files encoded by ``model``."""
-    if embeddings:
-        from clamp3.index.embeddings import load_embeddings
-
-        paths, blocks = [], []
-        for source in sources:
-            found = load_embeddings(
-                source, dim=blocks[0].shape[1] if blocks else None, progress=show_progress
-            )
-            paths.extend(found.paths)
-            blocks.append(found.vectors)
-        return Items(paths, np.concatenate(blocks))
-    if model is None:
-        raise ValueError("a model is needed to encode files (or pass embedding folders)")
-    files = collect_files(sources)
-    vectors = model.encode(
-        [str(path) for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
-    )
-    return Items([rel for _, rel in files], vectors)
 
 
 def provenance() -> dict:
@@ -122,9 +55,12 @@ def run_probe_train(
     show_progress: bool = False,
 ) -> dict:
     """Train a probe on an embedding folder, save it (+ ``confusion.png``) in ``out_dir``; return its info."""
+    from clamp3.evaluate.probe import PROBE_CONFIG
     from clamp3.evaluate.probe_train import train_probe
     from clamp3.index.embeddings import load_embeddings
 
+    check_output_file(Path(out_dir) / PROBE_CONFIG)
+    identity = folder_identity(emb_dir)
     found = load_embeddings(emb_dir, progress=show_progress)
     source = labels_csv if labels_csv is not None else emb_dir
     labels = labels_for(found.paths, labels_csv, from_folders)
@@ -139,6 +75,7 @@ def run_probe_train(
         labels=str(labels_csv) if labels_csv is not None else "folders",
         n_items=len(found),
         model=found.model,
+        model_identity=identity.to_json() if identity else None,
         counts={name: int(c) for name, c in zip(names, counts)},
     )
     probe.info.update(provenance())
@@ -166,7 +103,7 @@ def _prediction_records(probe: LinearProbe, paths: list[str], vectors: np.ndarra
             scores = {name: round(float(p), 6) for name, p in zip(probe.labels, row)}
             records.append({"path": path, "labels": labels, "probabilities": scores})
         return records
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, : max(1, top_k)]
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     for path, row, idx in zip(paths, probabilities, order):
         top = [{"label": probe.labels[c], "probability": round(float(row[c]), 6)} for c in idx]
         records.append({"path": path, "label": top[0]["label"], "top": top})
@@ -182,41 +119,83 @@ def run_probe_predict(
     truth_from_folders: bool = False,
     plot: str | os.PathLike | None = None,
     show_progress: bool = False,
+    allow_model_mismatch: bool = False,
 ) -> dict:
-    """Predict every embedding of ``emb_dir`` with a saved probe; with known labels add metrics."""
+    """Predict every embedding of ``emb_dir`` with a saved probe; with known labels add metrics.
+
+    ``top_k`` >= 1 labels are listed per item (single-label). ``plot`` (a confusion-matrix PNG)
+    needs known labels and a single-label probe, else ``ValueError``. Embeddings of another model
+    than the probe's training embeddings (manifest ``model`` vs ``probe.json`` ``data``) raise
+    ``InputError`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
+    """
+    from clamp3.evaluate.modelcheck import probe_identity
     from clamp3.evaluate.probe import LinearProbe
     from clamp3.index.embeddings import load_embeddings
 
+    _check_top_k(top_k)
+    has_truth = truth_csv is not None or truth_from_folders
+    _check_plot(plot, has_truth)
+    check_output_file(out_json)
     probe = LinearProbe.load(probe_dir)
+    if plot is not None and probe.multi_label:
+        raise ValueError("--plot draws a single-label confusion matrix; this probe is multi-label")
+    verdict = require_same_model(
+        (f"the probe's training embeddings ({probe_dir})", probe_identity(probe.info)),
+        (f"the embeddings of {emb_dir}", folder_identity(emb_dir)),
+        allow_model_mismatch,
+        emb_dir,
+    )
     found = load_embeddings(emb_dir, dim=probe.input_dim, progress=show_progress)
     result = {
         "probe": str(probe_dir),
         "embeddings": str(emb_dir),
         "task": probe.task,
         "labels": probe.labels,
+        "model_check": verdict,
         "predictions": _prediction_records(probe, found.paths, found.vectors, top_k),
         **provenance(),
     }
-    if truth_csv is not None or truth_from_folders:
-        source = truth_csv if truth_csv is not None else emb_dir
-        truth = labels_for(found.paths, truth_csv, truth_from_folders)
-        known = [i for i, lab in enumerate(truth) if lab is not None]
-        if not known:
-            raise InputError(source, "no item has a known label")
-        targets, _ = _targets(
-            [truth[i] for i in known],
-            [found.paths[i] for i in known],
-            probe.labels,
-            probe.multi_label,
-            source,
-        )
-        result["metrics"] = probe.evaluate(found.vectors[known], targets)
-        if plot is not None and not probe.multi_label:
+    if has_truth:
+        result["metrics"] = _probe_metrics(probe, found, truth_csv, truth_from_folders, emb_dir)
+        if plot is not None:
             from clamp3.evaluate.confusion import plot_confusion
 
             plot_confusion(result["metrics"]["confusion"], probe.labels, plot, "probe predictions")
     write_json_atomic(out_json, result)
     return result
+
+
+def _probe_metrics(
+    probe: LinearProbe,
+    found: EmbeddingSet,
+    truth_csv: str | os.PathLike | None,
+    truth_from_folders: bool,
+    emb_dir: str | os.PathLike,
+) -> dict:
+    """The probe's metrics over the items of ``found`` that have a known label."""
+    source = truth_csv if truth_csv is not None else emb_dir
+    truth = labels_for(found.paths, truth_csv, truth_from_folders)
+    known = [i for i, lab in enumerate(truth) if lab is not None]
+    if not known:
+        raise InputError(source, "no item has a known label")
+    targets, _ = _targets(
+        [truth[i] for i in known], [found.paths[i] for i in known], probe.labels, probe.multi_label, source
+    )
+    return probe.evaluate(found.vectors[known], targets)
+
+
+def _check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+
+
+def _check_plot(plot: str | os.PathLike | None, has_truth: bool) -> None:
+    """A confusion matrix needs known labels: refuse a plot that could never be drawn."""
+    if plot is None:
+        return
+    if not has_truth:
+        raise ValueError("--plot needs known labels (--truth CSV or --labels-from-folders)")
+    check_output_file(plot)
 
 
 # ------------------------------------------------------------------------------------- zero-shot
@@ -233,12 +212,23 @@ def run_zero_shot(
     plot: str | os.PathLike | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
+    model_check: ModelCheck | None = None,
 ) -> dict:
-    """Zero-shot classify files (or embedding folders) against ``labels``; metrics with known labels."""
-    from clamp3.evaluate.classmetrics import single_label_metrics
+    """Zero-shot classify files (or embedding folders) against ``labels``; metrics with known labels.
+
+    ``top_k`` >= 1; ``plot`` needs known labels (else ``ValueError``). With ``embeddings``, each
+    folder's manifest model must be ``model_check.model`` (the model encoding the labels), else
+    ``InputError`` unless ``model_check.allow_mismatch``.
+    """
     from clamp3.evaluate.zeroshot import encode_classes, zero_shot_scores
     from clamp3.evaluate.zeroshot import top_k as best_labels
 
+    _check_top_k(top_k)
+    has_truth = truth_csv is not None or truth_from_folders
+    _check_plot(plot, has_truth)
+    if json_out is not None:
+        check_output_file(json_out)
+    verdicts = _check_embedding_models(sources, model_check or ModelCheck()) if embeddings else []
     classes = encode_classes(model, labels, templates, batch_size)
     names = [label.strip() for label in labels]
     items = load_items(sources, model, embeddings, batch_size, show_progress)
@@ -248,19 +238,13 @@ def run_zero_shot(
         for path, top in zip(items.paths, best_labels(scores, names, top_k))
     ]
     result = {"labels": names, "templates": list(templates), "predictions": records, **provenance()}
-    if truth_csv is not None or truth_from_folders:
+    if verdicts:
+        result["model_check"] = verdicts
+    if has_truth:
         source = truth_csv if truth_csv is not None else ", ".join(map(str, sources))
-        truth = labels_for(items.paths, truth_csv, truth_from_folders)
-        known = [i for i, lab in enumerate(truth) if lab is not None]
-        if not known:
-            raise InputError(source, "no item has a known label")
-        targets, _ = single_label_targets(
-            [truth[i] for i in known], names, source, [items.paths[i] for i in known]
+        result["metrics"] = _zero_shot_metrics(
+            records, items.paths, scores, names, truth_csv, truth_from_folders, source
         )
-        known_scores = scores[known]
-        result["metrics"] = single_label_metrics(targets, known_scores.argmax(axis=1), names, known_scores)
-        for record, target in zip((records[i] for i in known), targets):
-            record["truth"] = names[target]
         if plot is not None:
             from clamp3.evaluate.confusion import plot_confusion
 
@@ -268,3 +252,53 @@ def run_zero_shot(
     if json_out is not None:
         write_json_atomic(json_out, result)
     return result
+
+
+def _zero_shot_metrics(
+    records: list[dict],
+    paths: list[str],
+    scores: np.ndarray,
+    names: list[str],
+    truth_csv: str | os.PathLike | None,
+    truth_from_folders: bool,
+    source: str | os.PathLike,
+) -> dict:
+    """Metrics over the items with a known label; adds ``truth`` to their ``records``."""
+    from clamp3.evaluate.classmetrics import single_label_metrics
+
+    truth = labels_for(paths, truth_csv, truth_from_folders)
+    known = [i for i, lab in enumerate(truth) if lab is not None]
+    if not known:
+        raise InputError(source, "no item has a known label")
+    targets, _ = single_label_targets([truth[i] for i in known], names, source, [paths[i] for i in known])
+    for i, target in zip(known, targets):
+        records[i]["truth"] = names[target]
+    known_scores = scores[known]
+    return single_label_metrics(targets, known_scores.argmax(axis=1), names, known_scores)
+
+
+def _check_embedding_models(sources: Sequence[str | os.PathLike], check: ModelCheck) -> list[str]:
+    """Each embedding folder against the label model and against the first folder.
+
+    Returns one verdict per folder (see ``require_same_model``); a mismatch raises ``InputError``
+    unless ``check.allow_mismatch``.
+    """
+    identities = [folder_identity(source) for source in sources]
+    verdicts = []
+    for source, identity in zip(sources, identities):
+        if identity is not None and source != sources[0]:
+            require_same_model(
+                (f"the embeddings of {sources[0]}", identities[0]),
+                (f"those of {source}", identity),
+                check.allow_mismatch,
+                source,
+            )
+        verdicts.append(
+            require_same_model(
+                (f"the embeddings of {source}", identity),
+                ("the labels (encoded with --model)", check.model),
+                check.allow_mismatch,
+                source,
+            )
+        )
+    return verdicts

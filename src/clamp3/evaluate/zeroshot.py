@@ -97,6 +97,9 @@ def zero_shot_classify(
 
 
 def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[list[dict]]:
-    """Per item the ``k`` best labels, best first: ``[{"label", "score"}, ...]`` (ties: label order)."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, k)]
+    """Per item the ``k`` (>= 1, else ``ValueError``) best labels, best first:
+    ``[{"label", "score"}, ...]`` (ties: label order)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return [[{"label": labels[c], "score": float(row[c])} for c in idx] for row, idx in zip(scores, order)]

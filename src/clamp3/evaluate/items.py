@@ -1,0 +1,188 @@
+"""Reading the items the classify and gen-score pipelines work on, and checking output paths.
+
+Items are files encoded by a model or embedding folders written by ``clamp3 embed``; each keeps
+its relative path and modality so that pipelines can keep only the modalities they are about
+(gen-score scores music, never the prompt ``.txt`` files lying beside it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clamp3.evaluate.labels import normalize_relpath
+from clamp3.utils.errors import InputError
+
+if TYPE_CHECKING:
+    from clamp3.model import Clamp3Model
+
+PIECE_MODALITIES = ("symbolic", "audio")  # what a generated piece can be; text never is
+
+# (relative paths, modalities) -> indices of the items to keep
+Selector = Callable[[list[str], list["str | None"]], list[int]]
+
+
+@dataclass
+class Items:
+    """Vectors (N, D) float32, not normalised, with their relative paths (with extension).
+
+    ``modalities[i]`` is row ``i``'s modality (``None``: unknown, an embedding without a
+    manifest record); ``ignored`` lists inputs left out by a modality filter.
+    """
+
+    paths: list[str]
+    vectors: np.ndarray
+    modalities: list[str | None] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse an output path whose missing folders look like a typo; return it as a ``Path``.
+
+    Writers create the output's own folder (``out/preds.json`` with ``out/`` missing is fine),
+    but a path needing more than that folder (``/nonexistent/dir/x.json``) is refused naming
+    the first missing folder, as is a path that is an existing folder. Raises ``InputError``.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InputError(target, "is a folder; give a file name")
+    parent = target.absolute().parent
+    if parent.is_dir():
+        return target
+    missing = parent
+    while not missing.parent.exists():
+        missing = missing.parent
+    if not missing.parent.is_dir():
+        raise InputError(target, f"{missing.parent} is not a folder")
+    if missing != parent:
+        # More than one missing level is far more often a typo than a wish for a new tree.
+        raise InputError(target, f"folder {missing} does not exist (only the output's own folder is created)")
+    return target
+
+
+def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """Files to encode -> ``(path, relative path)``.
+
+    A folder contributes every supported file below it (recursively, hidden entries skipped),
+    named relative to that folder; a file is named as given.
+    """
+    from clamp3.encode import FILE_EXTENSIONS
+
+    found: dict[Path, str] = {}
+    for source in sources:
+        root = Path(source)
+        if root.is_file():
+            found.setdefault(root, normalize_relpath(str(source)))
+            continue
+        if not root.is_dir():
+            raise InputError(root, "no such file or folder")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if not name.startswith(".") and path.suffix.lower() in FILE_EXTENSIONS:
+                    found.setdefault(path, path.relative_to(root).as_posix())
+    if not found:
+        raise InputError(", ".join(map(str, sources)), "no supported input files found")
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+def _modality_of(path: str) -> str | None:
+    from clamp3.encode import modality_of_path
+
+    try:
+        return modality_of_path(path)
+    except InputError:
+        return None
+
+
+def _describe(paths: list[str], modalities: list[str | None], limit: int = 5) -> str:
+    shown = [f"{p} ({m or 'unknown'})" for p, m in zip(paths[:limit], modalities[:limit])]
+    return ", ".join(shown) + (f" ... and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def keep_modalities(
+    paths: list[str], modalities: list[str | None], allowed: Collection[str], source: str
+) -> list[int]:
+    """Indices of the items whose modality is in ``allowed`` (unknown modalities kept).
+
+    Raises ``InputError`` naming the items found when none is left.
+    """
+    keep = [i for i, m in enumerate(modalities) if m is None or m in allowed]
+    if not keep:
+        raise InputError(
+            source, f"no {' or '.join(sorted(allowed))} items; found only {_describe(paths, modalities)}"
+        )
+    return keep
+
+
+def select_pieces(
+    paths: list[str], modalities: list[str | None], modality: str | None, source: str
+) -> list[int]:
+    """Indices of the generated (or reference) pieces among ``paths``: items of ``modality``, or
+    of the one piece modality present; text files (e.g. prompts lying beside) are never pieces.
+
+    Raises ``InputError`` naming files when none is left or symbolic and audio pieces are mixed.
+    """
+    keep = keep_modalities(paths, modalities, (modality,) if modality else PIECE_MODALITIES, source)
+    found = sorted({modalities[i] for i in keep if modalities[i]})
+    if len(found) > 1:
+        examples = "; ".join(
+            f"{kind}: {', '.join([paths[i] for i in keep if modalities[i] == kind][:3])}" for kind in found
+        )
+        raise InputError(
+            source,
+            f"mixes {' and '.join(found)} pieces ({examples}); score one modality at a time "
+            "(--modality symbolic|audio)",
+        )
+    return keep
+
+
+def load_items(
+    sources: Sequence[str | os.PathLike],
+    model: Clamp3Model | None,
+    embeddings: bool,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    select: Selector | None = None,
+) -> Items:
+    """Vectors of ``sources``: embedding folders (``embeddings=True``) or files encoded by ``model``.
+
+    ``select(paths, modalities)`` returns the indices of the items to keep (all by default)
+    and may raise ``InputError``; it runs before any file is encoded. Modalities are
+    ``"text"``, ``"symbolic"``, ``"audio"``, or ``None`` for an embedding without a manifest
+    record. Items left out are listed in ``Items.ignored``.
+    """
+    select = select or (lambda paths, _: list(range(len(paths))))
+    if embeddings:
+        from clamp3.index.embeddings import load_embeddings
+
+        paths, kinds, blocks = [], [], []
+        for folder in sources:
+            found = load_embeddings(
+                folder, dim=blocks[0].shape[1] if blocks else None, progress=show_progress
+            )
+            paths.extend(found.paths)
+            kinds.extend(found.modalities)
+            blocks.append(found.vectors)
+        keep = select(paths, kinds)
+        ignored = [paths[i] for i in sorted(set(range(len(paths))) - set(keep))]
+        return Items(
+            [paths[i] for i in keep], np.concatenate(blocks)[keep], [kinds[i] for i in keep], ignored
+        )
+    if model is None:
+        raise ValueError("a model is needed to encode files (or pass embedding folders)")
+    files = collect_files(sources)
+    kinds = [_modality_of(rel) for _, rel in files]
+    keep = select([rel for _, rel in files], kinds)
+    ignored = [files[i][1] for i in sorted(set(range(len(files))) - set(keep))]
+    files = [files[i] for i in keep]
+    vectors = model.encode(
+        [str(path) for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
+    )
+    return Items([rel for _, rel in files], vectors, [kinds[i] for i in keep], ignored)
