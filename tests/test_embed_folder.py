@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import clamp3.encode
 from clamp3.cli.main import main
+from clamp3.utils.errors import CheckpointError, InputError
 from clamp3.utils.io import read_jsonl
+
+_PREPARE_SYMBOLIC = clamp3.encode.prepare_symbolic_file
 
 
 def _text_tree(root: Path, n: int) -> None:
@@ -25,6 +29,31 @@ def _text_tree(root: Path, n: int) -> None:
         sub.mkdir(parents=True, exist_ok=True)
         line = " ".join(words[(i + k) % len(words)] for k in range(1 + i % 5))
         (sub / f"t{i:03d}.txt").write_text(f"{line}\nnumber {i}\n", encoding="utf-8")
+
+
+def _save_tiny(directory: Path, tokenizer, seed: int = 0, without: tuple[str, ...] = ()) -> Path:
+    """A saved tiny model; ``without`` drops towers (a model like CLaMP 2 or M3)."""
+    import torch
+
+    from clamp3 import Clamp3Model
+    from clamp3.config import load_preset
+
+    config = load_preset("tiny")
+    for tower in without:
+        setattr(config, tower, None)
+    config.name = "tiny" + "".join(f"-no-{t}" for t in without)
+    torch.manual_seed(seed)
+    Clamp3Model(config).save_pretrained(directory)
+    tokenizer.save(directory)
+    return directory
+
+
+def _crash_on_marker(path, config):
+    """Stands in for the symbolic preparation in workers: a file named *crash* kills its worker
+    as a segfaulting converter or the OOM killer would."""
+    if "crash" in Path(path).name:
+        os._exit(1)
+    return _PREPARE_SYMBOLIC(path, config)
 
 
 def test_folder_layout_manifest_and_bad_files(tiny_model_dir, parity_dir, tmp_path, capsys):
@@ -138,3 +167,170 @@ def test_cli_embed_reproduces_the_official_global_vectors(parity_checkpoint, par
         np.testing.assert_allclose(got, np.load(parity_dir / entry["expected_global"]), atol=1e-4, rtol=1e-4)
         checked += 1
     assert checked == 21
+
+
+def test_errors_survive_a_pickle_round_trip():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(InputError("a/b.mid", "corrupt MIDI file")))
+    assert type(err) is InputError and (err.path, err.reason) == ("a/b.mid", "corrupt MIDI file")
+    assert str(err) == "a/b.mid: corrupt MIDI file"
+    ckpt = pickle.loads(pickle.dumps(CheckpointError("w.pth: missing keys: x")))
+    assert type(ckpt) is CheckpointError and str(ckpt) == "w.pth: missing keys: x"
+
+
+def test_workers_turn_bad_and_crashing_files_into_per_file_errors(
+    tiny_model_dir, parity_dir, tmp_path, capsys, monkeypatch
+):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    midi = parity_dir / "inputs/midi/m21_test12.mid"
+    for name in ("a_good.mid", "b_crash.mid", "c_good.mid", "e_good.mid"):
+        shutil.copy(midi, src / name)
+    (src / "d_corrupt.mid").write_bytes(np.random.default_rng(0).bytes(3000))
+    # An InputError raised in a worker reaches the parent (it once broke the pool on unpickling).
+    args = ["embed", str(src), str(out), "--model", str(tiny_model_dir), "--workers", "2", "--no-progress"]
+    monkeypatch.setattr(clamp3.encode, "prepare_symbolic_file", _crash_on_marker)
+    assert main(args) == 1
+    errors = {r["path"]: r["reason"] for r in read_jsonl(out / "errors.jsonl")}
+    assert set(errors) == {"b_crash.mid", "d_corrupt.mid"}
+    assert "worker process" in errors["b_crash.mid"] and "MIDI" in errors["d_corrupt.mid"]
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a_good.npy", "c_good.npy", "e_good.npy"]
+    reference = tmp_path / "reference"
+    monkeypatch.undo()
+    assert main(["embed", str(src), str(reference), "--model", str(tiny_model_dir), "--no-progress"]) == 1
+    for name in ("a_good.npy", "c_good.npy", "e_good.npy"):
+        np.testing.assert_allclose(np.load(out / name), np.load(reference / name), atol=1e-6)
+    assert "embedded 3, skipped 0 already done, failed 2" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_model_or_pooling(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _text_tree(src, 4)
+    base = ["embed", str(src), str(out), "--no-progress", "--model"]
+    assert main([*base, str(tiny_model_dir)]) == 0
+    record = read_jsonl(out / "manifest.jsonl")[0]
+    assert record["model"] == str(tiny_model_dir.resolve()) and record["pooled"] is True
+    assert record["model_fingerprint"].startswith("tiny:") and record["input_root"] == str(src.resolve())
+
+    assert main([*base, str(tiny_model_dir), "--unpooled"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds embeddings of model {tiny_model_dir.resolve()} (pooled)" in err
+    assert "use a new folder or --overwrite" in err
+    other = _save_tiny(tmp_path / "other", tiny_tokenizer, seed=1)
+    assert main([*base, str(other)]) == 2
+    assert "holds embeddings of model" in capsys.readouterr().err
+    # The same weights at another path are the same model: the rerun skips everything.
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    assert main([*base, str(tmp_path / "copy")]) == 0
+    assert "embedded 0, skipped 4" in capsys.readouterr().err
+    # --overwrite replaces every output and record.
+    assert main([*base, str(other), "--unpooled", "--overwrite"]) == 0
+    records = read_jsonl(out / "manifest.jsonl")
+    assert len(records) == 4 and all(r["model"] == str(other.resolve()) and not r["pooled"] for r in records)
+    assert all(np.load(out / r["npy"]).ndim == 3 for r in records)
+
+
+def test_output_and_earlier_outputs_inside_the_input_are_not_embedded(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in"
+    _text_tree(src, 5)
+    base = ["--model", str(tiny_model_dir), "--no-progress"]
+    assert main(["embed", str(src), str(src / "old_emb"), *base]) == 0
+    assert main(["embed", str(src), str(src / "emb"), *base]) == 0
+    assert "embedded 5, skipped 0 already done, failed 0 (of 5)" in capsys.readouterr().err
+    assert main(["embed", str(src), str(src / "emb"), *base]) == 0
+    assert "embedded 0, skipped 5 already done, failed 0 (of 5)" in capsys.readouterr().err
+    assert sorted(r["path"] for r in read_jsonl(src / "emb" / "manifest.jsonl"))[0].startswith("group0/")
+
+
+def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    import clamp3.embed_folder as embed_module
+    from clamp3 import Clamp3Model
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a_empty.txt").write_text("\n", encoding="utf-8")
+    (src / "b_good.txt").write_text("a calm chorale\n", encoding="utf-8")
+    (src / "c_empty.txt").write_text("", encoding="utf-8")
+    model = Clamp3Model.from_pretrained(tiny_model_dir)
+    seen_while_running = []
+    real_embed = embed_module.embed_prepared
+
+    def watching(*args, **kwargs):  # runs while b_good.txt is embedded, before the run ends
+        seen_while_running.append(
+            ([r["path"] for r in read_jsonl(out / "errors.jsonl")], capsys.readouterr().err)
+        )
+        return real_embed(*args, **kwargs)
+
+    monkeypatch.setattr(embed_module, "embed_prepared", watching)
+    report = embed_module.embed_folder(model, src, out, chunk_size=1, show_progress=False)
+    assert report.failed == 2 and report.embedded == 1
+    logged, printed = next(entry for entry in seen_while_running if entry[0])
+    assert logged == ["a_empty.txt"] and "error: a_empty.txt: the text file is empty" in printed
+
+    (src / "a_empty.txt").write_text("fixed now\n", encoding="utf-8")
+    report = embed_module.embed_folder(model, src, out, chunk_size=1, show_progress=False)
+    assert (report.embedded, report.skipped, report.failed) == (1, 1, 1)
+    assert [r["path"] for r in read_jsonl(out / "errors.jsonl")] == ["c_empty.txt"]
+
+
+def test_embed_one_file_and_an_empty_folder(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    query = tmp_path / "in" / "query.txt"
+    query.write_text("a calm chorale\n", encoding="utf-8")
+    base = ["--model", str(tiny_model_dir), "--no-progress"]
+    assert main(["embed", str(query), str(tmp_path / "one"), *base]) == 0
+    assert np.load(tmp_path / "one" / "query.npy").shape == (1, 32)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.docx").write_bytes(b"PK")
+    capsys.readouterr()
+    assert main(["embed", str(tmp_path / "empty"), str(tmp_path / "out"), *base]) == 1
+    err = capsys.readouterr().err
+    assert "warning:" in err and "no supported files to embed" in err
+    assert main(["embed", str(tmp_path / "missing"), str(tmp_path / "out"), *base]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_model_without_the_tower_fails_per_file(tiny_tokenizer, parity_dir, tmp_path):
+    from clamp3 import Clamp3Model
+    from clamp3.embed_folder import embed_folder
+
+    no_audio = _save_tiny(tmp_path / "no_audio", tiny_tokenizer, without=("audio",))
+    src = tmp_path / "in"
+    src.mkdir()
+    np.save(src / "features.npy", np.ones((1, 4, 32), np.float32))
+    (src / "query.txt").write_text("a calm chorale\n", encoding="utf-8")
+    shutil.copy(parity_dir / "inputs/midi/m21_test12.mid", src / "perf.mid")
+    report = embed_folder(Clamp3Model.from_pretrained(no_audio), src, tmp_path / "out", show_progress=False)
+    assert report.embedded == 2
+    [(path, reason)] = report.failures
+    assert path == "features.npy" and "model 'tiny-no-audio' has no audio tower" in reason
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch-size", "0", "must be at least 1"),
+        ("--chunk-size", "-3", "must be at least 1"),
+        ("--workers", "-1", "0 or more"),
+    ],
+)
+def test_embed_rejects_bad_counts(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as info:
+        main(["embed", str(tmp_path), str(tmp_path / "out"), option, value])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_unavailable_device_is_a_one_line_error(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _text_tree(tmp_path / "in", 1)
+    args = ["embed", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert main([*args, "--device", "cuda"]) == 2
+    assert "error: --device cuda: CUDA is not available" in capsys.readouterr().err
+    assert main([*args, "--device", "gpu"]) == 2
+    assert "error: --device gpu: not a device name" in capsys.readouterr().err

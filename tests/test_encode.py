@@ -100,3 +100,63 @@ def test_bad_inputs_name_the_file(model, tmp_path):
     (tmp_path / "x.docx").write_bytes(b"PK")
     with pytest.raises(InputError, match="x.docx: unsupported file type"):
         model.encode([tmp_path / "x.docx"])
+
+
+def _as_text(model, text: str) -> np.ndarray:
+    (vector,) = model.embed_text_ids([model.tokenizer.encode(text)])
+    return vector / np.linalg.norm(vector)
+
+
+def test_forced_text_embeds_the_string_unless_it_is_a_path_object_or_an_existing_txt(
+    model, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ballade.mid").write_bytes(b"MThd\xff\xfe binary")
+    (tmp_path / "notes.txt").write_text("a calm chorale\n", encoding="utf-8")
+    got = model.encode(["ballade.mid", "missing.txt", "notes.txt", tmp_path / "notes.txt"], modality="text")
+    np.testing.assert_allclose(got[0], _as_text(model, "ballade.mid"), atol=1e-5)
+    np.testing.assert_allclose(got[1], _as_text(model, "missing.txt"), atol=1e-5)
+    np.testing.assert_allclose(got[2], _as_text(model, "a calm chorale"), atol=1e-5)
+    np.testing.assert_allclose(got[3], got[2], atol=1e-6)
+    with pytest.raises(InputError, match="not UTF-8"):  # a path object is read, even forced to text
+        model.encode([tmp_path / "ballade.mid"], modality="text")
+
+
+def test_an_extensionless_file_does_not_shadow_a_text_query(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "waltz").write_bytes(b"\x00\x01 binary")
+    assert detect_modality("waltz") == "text"
+    np.testing.assert_allclose(model.encode("waltz")[0], _as_text(model, "waltz"), atol=1e-5)
+
+
+def test_any_iterable_of_inputs(model, files):
+    inputs = ["a melancholy waltz", files / "chorale.abc", files / "desc.txt"]
+    np.testing.assert_allclose(model.encode(x for x in inputs), model.encode(inputs), atol=1e-6)
+    np.testing.assert_allclose(model.encode(tuple(inputs)), model.encode(inputs), atol=1e-6)
+
+
+def test_mert_feature_shapes(model, tmp_path):
+    rows = np.random.default_rng(2).standard_normal((6, 32)).astype(np.float32)
+    np.save(tmp_path / "official.npy", rows[None])  # (1, n, 768) as the official extractor writes
+    np.save(tmp_path / "plain.npy", rows)  # (n, 768)
+    np.save(tmp_path / "layers.npy", np.stack([rows] * 13))  # (13, n, 768): one array per layer
+    official, plain = model.encode([tmp_path / "official.npy", tmp_path / "plain.npy"])
+    np.testing.assert_allclose(official, plain, atol=1e-6)
+    with pytest.raises(InputError, match=r"layers.npy: expected audio features .* got \(13, 6, 32\)"):
+        model.encode([tmp_path / "layers.npy"])
+
+
+def test_a_missing_tower_is_an_input_error_naming_model_and_tower(tmp_path):
+    import torch
+
+    from clamp3.config import load_preset
+
+    config = load_preset("tiny")
+    config.name, config.audio, config.text = "tiny-symbolic-only", None, None
+    torch.manual_seed(0)
+    symbolic_only = Clamp3Model(config)
+    np.save(tmp_path / "feat.npy", np.ones((1, 3, 32), np.float32))
+    with pytest.raises(InputError, match="feat.npy: model 'tiny-symbolic-only' has no audio tower"):
+        symbolic_only.encode([tmp_path / "feat.npy"])
+    with pytest.raises(InputError, match="'a waltz': model 'tiny-symbolic-only' has no text tower"):
+        symbolic_only.encode(["a waltz"])

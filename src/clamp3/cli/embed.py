@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from clamp3.cli.args import non_negative_int, positive_int
+from clamp3.utils.errors import InputError
+
 DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -20,15 +23,38 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
 
 
+def resolve_device(name: str | None) -> str:
+    """``--device`` -> a torch device string; one that this machine lacks is an ``InputError``
+    (a one-line error) instead of torch's assertion deep inside the first forward pass."""
+    import torch
+
+    if name is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        try:
+            kind = torch.device(name).type
+        except RuntimeError as exc:
+            raise InputError(f"--device {name}", f"not a device name ({exc})") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                f"--device {name}",
+                "CUDA is not available here (no GPU, or a CPU-only torch); use --device cpu",
+            )
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise InputError(f"--device {name}", "Apple MPS is not available here; use --device cpu")
+        device = name
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
 def load_model(args: argparse.Namespace):
     """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use)."""
     import torch
 
     from clamp3.model import Clamp3Model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun process
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    device = resolve_device(args.device)
     dtype_name = args.dtype or ("fp32" if device == "cpu" else "fp16")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
     return Clamp3Model.from_pretrained(args.model, device=device, dtype=dtype)
@@ -39,10 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed",
         help="embed a folder (scores, MIDI, audio, MERT .npy, .txt) into OUT/<name>.npy as the official extractor",
         description="Writes OUT/<relative path without extension>.npy (float32 (1, D), not normalised), "
-        "OUT/manifest.jsonl and OUT/errors.jsonl. A rerun skips finished files. Under torchrun each rank "
-        "embeds its share of the files. Exit status 1 if any file failed.",
+        "OUT/manifest.jsonl (with the model's absolute path or tag and its fingerprint) and "
+        "OUT/errors.jsonl (each failure as it happens). A rerun skips finished files; OUT holding another "
+        "model's or the other pooling's embeddings is refused unless --overwrite. OUT and earlier outputs "
+        "inside IN are not embedded. Under torchrun each rank embeds its share of the files. Exit status: "
+        "0 all embedded, 1 some files failed or IN holds no supported file, 2 bad usage or input.",
     )
-    p.add_argument("input", help="input folder (searched recursively)")
+    p.add_argument("input", help="input folder (searched recursively) or one file")
     p.add_argument("output", help="output folder")
     add_model_arguments(p)
     p.add_argument(
@@ -51,11 +80,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--modality", choices=("text", "symbolic", "audio"), default=None, help="only files of this modality"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
     p.add_argument(
-        "--workers", type=int, default=0, help="processes converting MusicXML/MIDI (0: in-process)"
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="processes converting MusicXML/MIDI (0: in-process)",
     )
-    p.add_argument("--chunk-size", type=int, default=64, help="files prepared and embedded per round")
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=64, help="files prepared and embedded per round"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="re-embed every file, replacing what OUT holds (any model)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_embed)
 
@@ -75,10 +112,20 @@ def _embed(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         shard=shard_from_env(),
         model_id=str(args.model),
+        overwrite=args.overwrite,
         show_progress=not args.no_progress,
     )
-    for rel, reason in report.failures:
-        print(f"error: {rel}: {reason}", file=sys.stderr)
+    if report.found == 0:
+        from clamp3.encode import FILE_EXTENSIONS
+
+        kind = f"{args.modality} " if args.modality else ""
+        print(
+            f"warning: {args.input}: no supported {kind}files to embed "
+            f"(looked for {' '.join(sorted(FILE_EXTENSIONS))}); nothing embedded",
+            file=sys.stderr,
+        )
+        return 1
+    # Each failure was printed when it happened and is in errors.jsonl; this is the summary.
     print(
         f"embedded {report.embedded}, skipped {report.skipped} already done, failed {report.failed} "
         f"(of {report.total}) -> {args.output}",

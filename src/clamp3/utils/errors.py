@@ -1,4 +1,10 @@
-"""The error raised for bad user input: it always names the file (or item) and the reason."""
+"""The errors raised for bad user input and unloadable checkpoints.
+
+Both cross process boundaries: worker processes (``embed --workers``, ``convert``) raise them
+and the parent re-raises or logs them, so they must survive a pickle round trip. An exception
+is pickled as ``(class, self.args)``; ``InputError`` builds its message from two arguments, so it
+says how to rebuild itself (``__reduce__``) instead of relying on ``args``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,16 @@ class InputError(ValueError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str]]:
+        return type(self), (self.path, self.reason)
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: the message names the file and the reason."""
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[CheckpointError], tuple[str]]:
+        return type(self), (self.message,)
