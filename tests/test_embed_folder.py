@@ -144,6 +144,19 @@ def test_shards_together_equal_one_process(tiny_model_dir, tmp_path):
         np.testing.assert_allclose(
             np.load(tmp_path / "one" / rel), np.load(tmp_path / "sharded" / rel), atol=1e-6
         )
+    # Indexed, the shards give the same rows and metadata as one process (rank 1 and 2's
+    # manifests included: paths and modalities of every file).
+    pytest.importorskip("faiss")
+    from clamp3.index import build_index
+
+    for name in ("one", "sharded"):
+        build_index(tmp_path / name, tmp_path / f"{name}_idx", progress=False)
+    ids = {name: read_jsonl(tmp_path / f"{name}_idx" / "ids.jsonl") for name in ("one", "sharded")}
+    assert ids["sharded"] == ids["one"] and {r["modality"] for r in ids["one"]} == {"text"}
+    assert all(r["path"].endswith(".txt") for r in ids["one"])
+    metas = [json.loads((tmp_path / f"{n}_idx" / "meta.json").read_text()) for n in ("one", "sharded")]
+    for field in ("model", "model_fingerprint", "input_root"):
+        assert metas[0][field] == metas[1][field] and metas[0][field]
 
 
 @pytest.mark.parity

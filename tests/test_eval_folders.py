@@ -45,20 +45,26 @@ def folders(tmp_path, rng):
 
 
 def naive_eval(q_vectors, ref_vectors, ties):
+    """Ranks and metrics in plain Python. Expected mode averages over every position the correct
+    reference can take when its ties are shuffled (each equally likely)."""
     ref_keys = sorted(ref_vectors)
-    ranks = []
+    ranks, positions = [], []
     for qk in sorted(q_vectors):
         scores = [_cos(q_vectors[qk], ref_vectors[rk]) for rk in ref_keys]
         c = ref_keys.index(match_key(qk))
         if ties == "optimistic":
             order = sorted(range(len(scores)), key=lambda j: (scores[j], j == c), reverse=True)
             ranks.append(order.index(c) + 1.0)
+            positions.append([order.index(c) + 1])
         else:
             greater = sum(s > scores[c] for s in scores)
             tied = sum(s == scores[c] for s in scores) - 1
             ranks.append(1.0 + greater + tied / 2)
-    metrics = {"mrr": sum(1 / r for r in ranks) / len(ranks)}
-    metrics.update({f"hit@{k}": sum(r <= k for r in ranks) / len(ranks) for k in (1, 10, 100)})
+            positions.append(list(range(greater + 1, greater + tied + 2)))
+    n = len(positions)
+    metrics = {"mrr": sum(sum(1 / p for p in ps) / len(ps) for ps in positions) / n}
+    for k in (1, 10, 100):
+        metrics[f"hit@{k}"] = sum(sum(p <= k for p in ps) / len(ps) for ps in positions) / n
     return ranks, metrics
 
 

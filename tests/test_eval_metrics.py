@@ -72,3 +72,50 @@ def test_hit_curve_and_bad_input():
         metrics.ranks(np.zeros((1, 2)), [0], ties="pessimistic")
     with pytest.raises(ValueError, match=r"\[0, R\)"):
         metrics.ranks(np.zeros((1, 2)), [2])
+
+
+def naive_expected(scores: list[float], correct: int, ks=(1, 10, 100)) -> dict[str, float]:
+    """E[1/rank] and P(rank <= k) by listing every position the correct item takes when its
+    ties are shuffled (all equally likely)."""
+    greater = sum(1 for s in scores if s > scores[correct])
+    tied = sum(1 for j, s in enumerate(scores) if s == scores[correct] and j != correct)
+    positions = range(greater + 1, greater + tied + 2)
+    out = {"mrr": sum(1 / p for p in positions) / len(positions)}
+    out.update({f"hit@{k}": sum(p <= k for p in positions) / len(positions) for k in ks})
+    return out
+
+
+def test_expected_metrics_of_a_hand_made_tie():
+    # Query 0: the correct reference ties with one other at the top (positions 1 or 2).
+    # Query 1: one reference above, then a three-way tie (positions 2, 3 or 4).
+    sim = np.array([[0.9, 0.9, 0.1, 0.0], [0.5, 0.8, 0.5, 0.5]])
+    greater, tied = metrics.rank_counts(sim, [0, 2])
+    assert greater.tolist() == [0, 1] and tied.tolist() == [1, 2]
+    got = metrics.metrics_from_counts(greater, tied, "expected", ks=(1, 2, 3))
+    assert got["hit@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert got["hit@2"] == pytest.approx((1.0 + 1 / 3) / 2)
+    assert got["hit@3"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert got["mrr"] == pytest.approx(((1 + 1 / 2) / 2 + (1 / 2 + 1 / 3 + 1 / 4) / 3) / 2)
+    optimistic = metrics.metrics_from_counts(greater, tied, "optimistic", ks=(1, 2, 3))
+    assert optimistic == pytest.approx({"mrr": (1 + 1 / 2) / 2, "hit@1": 0.5, "hit@2": 1.0, "hit@3": 1.0})
+    # Breaking query 0's tie at random puts the correct reference first half of the time.
+    rng = np.random.default_rng(0)
+    hits = [np.argsort(-sim[0] - 1e-9 * rng.random(4))[0] == 0 for _ in range(4000)]
+    first = metrics.metrics_from_counts(greater[:1], tied[:1], "expected", ks=(1,))
+    assert np.mean(hits) == pytest.approx(first["hit@1"], abs=0.03) and first["hit@1"] == 0.5
+
+
+def test_expected_metrics_equal_naive_reference_with_many_ties(rng):
+    sim = rng.integers(0, 6, size=(80, 150)).astype(np.float64)
+    correct = rng.integers(0, 150, size=80)
+    greater, tied = metrics.rank_counts(sim, correct)
+    got = metrics.metrics_from_counts(greater, tied, "expected")
+    per_query = [naive_expected(sim[q].tolist(), int(correct[q])) for q in range(80)]
+    want = {name: sum(m[name] for m in per_query) / 80 for name in per_query[0]}
+    assert got == pytest.approx(want, abs=1e-12)
+    curve = metrics.hit_curve_from_counts(greater, tied, 150)
+    for k in (1, 10, 100):
+        assert curve[k - 1] == pytest.approx(want[f"hit@{k}"], abs=1e-12)
+    assert (np.diff(curve) >= -1e-12).all() and curve[-1] == pytest.approx(1.0)
+    optimistic = metrics.hit_curve_from_counts(greater, tied, 150, "optimistic")
+    np.testing.assert_allclose(optimistic, metrics.hit_curve(1.0 + greater, 150))

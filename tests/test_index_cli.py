@@ -131,3 +131,77 @@ def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, cap
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["path"] == "audio/track.npy" and hits[0]["modality"] == "audio"
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_from_another_directory_uses_the_recorded_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """The manifest records the model's absolute path: typed as a relative `tiny`, it still
+    loads when `search` runs elsewhere."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, text in {"waltz": "a melancholy waltz for solo piano", "fugue": "une fugue pour orgue"}.items():
+        (src / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["embed", "in", "emb", "--model", "tiny", "--no-progress"]) == 0
+    assert main(["index", "emb", "idx", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["model"] == str(tmp_path / "tiny") and meta["model_fingerprint"].startswith("tiny:")
+    assert meta["input_root"] == str(src)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["search", "une fugue pour orgue", str(tmp_path / "idx"), "--json", "--top-k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["path"] == "fugue.txt"
+
+
+def test_search_with_a_model_lacking_the_text_tower_is_one_line(tiny_tokenizer, tmp_path, capsys):
+    import torch
+
+    from clamp3 import Clamp3Model
+    from clamp3.config import load_preset
+
+    config = load_preset("tiny")
+    config.name, config.text = "tiny-no-text", None
+    torch.manual_seed(0)
+    Clamp3Model(config).save_pretrained(tmp_path / "m3like")
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    np.save(emb / "x.npy", np.ones((1, 32), np.float32))
+    assert main(["index", str(emb), str(tmp_path / "idx"), "--quiet"]) == 0
+    capsys.readouterr()
+    args = ["search", "a calm piano piece", str(tmp_path / "idx"), "--model", str(tmp_path / "m3like")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model 'tiny-no-text' has no text tower" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--top-k", "0"], "must be at least 1"), (["--modality", "sheet"], "invalid choice: 'sheet'")],
+)
+def test_search_rejects_bad_options(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as info:
+        main(["search", "a waltz", str(tmp_path), *extra])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_logs_no_library_info_lines_but_keeps_its_own(tmp_path, rng):
+    """FAISS's loader logs INFO lines on import; `clamp3 index` shows only clamp3's own INFO."""
+    import os
+    import subprocess
+    import sys
+
+    _folder(tmp_path / "emb", rng, n=40)
+    cmd = [sys.executable, "-m", "clamp3.cli.main", "index", str(tmp_path / "emb"), str(tmp_path / "idx")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([*cmd, "--quiet", "--approximate", "hnsw"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    info = [line for line in run.stderr.splitlines() if " INFO " in line]
+    assert info and all(" INFO clamp3." in line for line in info)
+    verbose = subprocess.run(
+        [*cmd[:3], "-v", *cmd[3:-1], str(tmp_path / "idx2")], env=env, capture_output=True, text=True
+    )
+    assert verbose.returncode == 0 and " DEBUG faiss.loader" in verbose.stderr

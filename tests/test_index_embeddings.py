@@ -84,3 +84,31 @@ def test_several_models_in_one_folder_is_an_error(tmp_path, rng):
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     with pytest.raises(InputError, match="several models"):
         load_embeddings(tmp_path)
+
+
+def test_every_rank_manifest_is_read_and_models_compare_by_fingerprint(tmp_path, rng):
+    for name in ("a", "b", "c"):
+        _save(tmp_path / f"{name}.npy", rng.standard_normal((1, 4)))
+    # One model that moved between runs: two paths, one fingerprint.
+    rank0 = [
+        {
+            "path": "a.mid",
+            "npy": "a.npy",
+            "modality": "symbolic",
+            "model": "/old/m",
+            "model_fingerprint": "m:1",
+        }
+    ]
+    rank1 = [
+        {"path": "b.txt", "npy": "b.npy", "modality": "text", "model": "/new/m", "model_fingerprint": "m:1"},
+        {"path": "c.wav", "npy": "c.npy", "modality": "audio", "model": "/new/m", "model_fingerprint": "m:1"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank0))
+    (tmp_path / "manifest.rank-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank1))
+    emb = load_embeddings(tmp_path)
+    assert emb.paths == ["a.mid", "b.txt", "c.wav"] and emb.modalities == ["symbolic", "text", "audio"]
+    assert (emb.model, emb.fingerprint) == ("/new/m", "m:1")
+    rank1[1]["model_fingerprint"] = "m:2"
+    (tmp_path / "manifest.rank-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank1))
+    with pytest.raises(InputError, match="several models in one folder: m:1, m:2"):
+        load_embeddings(tmp_path)

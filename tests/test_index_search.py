@@ -190,3 +190,19 @@ def test_stored_vectors_survive_save_and_load(rng, tmp_path, kind):
     np.testing.assert_allclose(loaded.vector(row), normalize(db[77])[0], atol=1e-6)
     with pytest.raises(IndexError):
         loaded.vector(120)
+
+
+@pytest.mark.parametrize("k", [1, 3, 12, 29])
+def test_tied_hits_come_back_in_key_order(rng, k):
+    """30 identical vectors (duplicate files), added with keys in reverse order: whatever order
+    FAISS's heap keeps, the top k are the k smallest keys, even past the extra rows fetched."""
+    db = rng.standard_normal((100, 16)).astype(np.float32)
+    twin = rng.standard_normal(16).astype(np.float32)
+    index = SearchIndex.create(16)
+    index.add(db, _records(100))
+    index.add(np.tile(twin, (30, 1)), [{"key": f"dup{i:02d}", "modality": "text"} for i in reversed(range(30))])
+    hits = index.search(twin, k=k)[0]
+    assert [h.key for h in hits] == [f"dup{i:02d}" for i in range(k)]
+    assert len({h.score for h in hits}) == 1
+    filtered = index.search(twin, k=k, modality="text")[0]
+    assert [h.key for h in filtered] == [f"dup{i:02d}" for i in range(k)]

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from clamp3.cli.args import positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.utils.errors import InputError
 
@@ -52,14 +53,20 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         help="search an index with text, a music file or a .npy embedding",
         description=(
             "QUERY is text in any language, a music file (.abc .xml .mxl .mid .mtf .wav ...), MERT features "
-            "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores. "
-            "--model defaults to the model id recorded in the index (from the embedding manifest)."
+            "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores "
+            "(equal scores ordered by key). --model defaults to the model recorded in the index (its absolute "
+            "path or tag, from the embedding manifest)."
         ),
     )
     p.add_argument("query", metavar="QUERY")
     p.add_argument("index_dir", metavar="INDEX_DIR")
-    p.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
-    p.add_argument("--modality", default=None, help="only results of this modality (text, symbolic, audio)")
+    p.add_argument("--top-k", type=positive_int, default=10, help="results to show (default 10)")
+    p.add_argument(
+        "--modality",
+        choices=("text", "symbolic", "audio"),
+        default=None,
+        help="only results of this modality",
+    )
     add_model_arguments(p)
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
@@ -91,8 +98,9 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
         description=(
             "For every query embedding, rank all references by cosine and find the one with the same "
             "match key (relative folder + file-name prefix before the first dot). Every query key must "
-            "have a reference and vice versa. Ties count as the expected rank (1 + greater + tied/2) by "
-            "default; --ties optimistic reproduces the official script."
+            "have a reference and vice versa. Ties are broken at random in expectation by default (MRR = "
+            "E[1/rank], Hit@k = P(rank <= k); the per-query rank is the expected rank 1 + greater + tied/2); "
+            "--ties optimistic reproduces the official script (the correct reference wins every tie)."
         ),
     )
     p.add_argument("query_dir", metavar="Q_DIR")
@@ -191,9 +199,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.plot:
         from clamp3.evaluate.plots import plot_retrieval
 
-        plot_retrieval(
-            result.ranks, result.n_references, args.plot, title=f"{args.query_dir} -> {args.reference_dir}"
-        )
+        plot_retrieval(result, args.plot, title=f"{args.query_dir} -> {args.reference_dir}")
     print(f"{result.n_queries} queries, {result.n_references} references, ties: {result.ties}")
     print(f"{'metric':<8} {'value':>7}")
     for name, value in result.metrics.items():

@@ -9,15 +9,24 @@ For a query with similarities ``s`` (one per reference) and correct reference ``
 * ``greater`` = number of references with ``s[j] > s[c]`` (strictly),
 * ``tied``    = number of *other* references with ``s[j] == s[c]`` (exact float64 equality).
 
-``ties="expected"`` (default): ``rank = 1 + greater + tied / 2``, the mean position of the
-correct reference when ties are ordered at random (it lies anywhere in positions
-``greater + 1 .. greater + tied + 1`` with equal chance). It can be fractional (e.g. 1.5).
+``ties="expected"`` (default): ties are ordered uniformly at random, so the correct reference
+lies at each position ``greater + 1 .. greater + tied + 1`` with probability ``1 / (tied + 1)``.
+The metrics are expectations over that order (:func:`metrics_from_counts`):
+
+* ``Hit@k = P(rank <= k) = clip((k - greater) / (tied + 1), 0, 1)``;
+* ``MRR = E[1 / rank] = (H(greater + tied + 1) - H(greater)) / (tied + 1)``, ``H`` the harmonic
+  numbers.
+
+So a two-way tie at the top gives Hit@1 = 0.5 and a reciprocal rank of 0.75, what random
+tie-breaking averages to. The per-query rank reported is the expected rank
+``1 + greater + tied / 2`` (fractional, e.g. 1.5); thresholding it (``rank <= k``) would not give
+the expected Hit@k, which is why the metrics are computed from the counts.
 
 ``ties="optimistic"``: ``rank = 1 + greater``, the official ``clamp3_eval.py`` behaviour (it sorts
-by ``(similarity, is_correct)``, so the correct item wins every tie).
+by ``(similarity, is_correct)``, so the correct item wins every tie); ``MRR = mean(1 / rank)``,
+``Hit@k = mean(rank <= k)``.
 
-Then ``MRR = mean(1 / rank)`` (the reciprocal of the expected rank, not the expected reciprocal
-rank) and ``Hit@k = mean(rank <= k)``, averaged over queries. Without ties both modes agree.
+All metrics are averaged over queries. Without ties both modes agree.
 """
 
 from __future__ import annotations
@@ -80,7 +89,9 @@ def ranks(similarity: np.ndarray, correct: Sequence[int] | np.ndarray, ties: str
 
 
 def retrieval_metrics(rank_values: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """``{"mrr": ..., "hit@1": ..., "hit@10": ..., ...}`` from ranks (Q,), each in [0, 1]."""
+    """``{"mrr": ..., "hit@1": ..., "hit@10": ..., ...}`` from whole-number ranks (Q,), each in
+    [0, 1]: ranks without ties, or optimistic ones. For the expected metrics under ties use
+    :func:`metrics_from_counts` (a fractional expected rank does not determine them)."""
     r = np.asarray(rank_values, dtype=np.float64)
     if r.size == 0:
         raise ValueError("no ranks to summarise")
@@ -89,7 +100,57 @@ def retrieval_metrics(rank_values: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -
     return out
 
 
+def expected_reciprocal_ranks(greater: np.ndarray, tied: np.ndarray) -> np.ndarray:
+    """E[1 / rank] per query, float64 (Q,), under uniform tie-breaking (module docstring)."""
+    g = np.asarray(greater, np.int64)
+    t = np.asarray(tied, np.int64)
+    if g.size == 0:
+        return np.zeros(0)
+    top = int((g + t).max()) + 1
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1))])
+    spread = (harmonic[g + t + 1] - harmonic[g]) / (t + 1)
+    return np.where(t == 0, 1.0 / (g + 1), spread)  # exact when there is no tie
+
+
+def expected_hits(greater: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
+    """P(rank <= k) per query, float64 (Q,), under uniform tie-breaking."""
+    g = np.asarray(greater, np.float64)
+    return np.clip((k - g) / (np.asarray(tied, np.float64) + 1.0), 0.0, 1.0)
+
+
+def metrics_from_counts(
+    greater: np.ndarray, tied: np.ndarray, ties: str = "expected", ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """``{"mrr", "hit@k" ...}`` in [0, 1] from :func:`rank_counts` under the tie mode ``ties``."""
+    g = np.asarray(greater, np.int64)
+    if g.size == 0:
+        raise ValueError("no ranks to summarise")
+    if ties == "optimistic":
+        return retrieval_metrics(1.0 + g, ks)
+    if ties != "expected":
+        raise ValueError(f"unknown tie mode {ties!r}; choose from {', '.join(TIE_MODES)}")
+    out = {"mrr": float(np.mean(expected_reciprocal_ranks(g, tied)))}
+    out.update({f"hit@{k}": float(np.mean(expected_hits(g, tied, k))) for k in ks})
+    return out
+
+
 def hit_curve(rank_values: np.ndarray, max_k: int) -> np.ndarray:
-    """Hit@k for k = 1 .. max_k, float64 (max_k,), non-decreasing."""
+    """Hit@k for k = 1 .. max_k from whole-number ranks, float64 (max_k,), non-decreasing."""
     r = np.sort(np.asarray(rank_values, dtype=np.float64))
     return np.searchsorted(r, np.arange(1, max_k + 1), side="right") / max(len(r), 1)
+
+
+def hit_curve_from_counts(
+    greater: np.ndarray, tied: np.ndarray, max_k: int, ties: str = "expected"
+) -> np.ndarray:
+    """Hit@k for k = 1 .. max_k, float64 (max_k,), under the tie mode ``ties``.
+
+    Each query's expected hit rises by ``1 / (tied + 1)`` at every k from ``greater + 1`` to
+    ``greater + tied + 1``; those steps are accumulated with a difference array, O(Q + max_k).
+    """
+    g = np.asarray(greater, np.int64)
+    t = np.zeros_like(g) if ties == "optimistic" else np.asarray(tied, np.int64)
+    steps = np.zeros(max_k + 2)
+    np.add.at(steps, np.minimum(g + 1, max_k + 1), 1.0 / (t + 1))
+    np.add.at(steps, np.minimum(g + t + 2, max_k + 1), -1.0 / (t + 1))
+    return np.cumsum(np.cumsum(steps))[1 : max_k + 1] / max(len(g), 1)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.evaluate.metrics import hit_curve
 from clamp3.utils.io import atomic_path
 
+if TYPE_CHECKING:
+    from clamp3.evaluate.score import RetrievalEvaluation
 
-def plot_retrieval(
-    rank_values: np.ndarray, n_references: int, path: str | os.PathLike, title: str = "retrieval"
-) -> Path:
-    """Save a two-panel figure: Hit@k for k = 1..n_references (log k) and a histogram of ranks.
 
-    ``rank_values`` are the 1-based ranks (Q,); the format follows ``path``'s suffix (png, pdf,
-    svg). Raises ``ImportError`` with an install hint when matplotlib is missing.
+def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: str = "retrieval") -> Path:
+    """Save a two-panel figure: Hit@k for k = 1..n_references (log k) under the evaluation's
+    tie mode, and a histogram of the reported ranks; the title gives its MRR.
+
+    The format follows ``path``'s suffix (png, pdf, svg). Raises ``ImportError`` with an install
+    hint when matplotlib is missing.
     """
     try:
         import matplotlib
@@ -26,10 +28,11 @@ def plot_retrieval(
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install matplotlib") from exc
-    ranks = np.asarray(rank_values, dtype=np.float64)
+    ranks = np.asarray(result.ranks, dtype=np.float64)
+    n_references = result.n_references
     ks = np.arange(1, max(n_references, 1) + 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(ks, hit_curve(ranks, len(ks)), color="tab:blue")
+    left.plot(ks, result.hit_curve(len(ks)), color="tab:blue")
     left.set_xscale("log")
     left.set_xlabel("k")
     left.set_ylabel("Hit@k")
@@ -41,7 +44,7 @@ def plot_retrieval(
     right.set_xscale("log")
     right.set_xlabel("rank of the correct reference")
     right.set_ylabel("queries")
-    right.set_title(f"MRR {np.mean(1.0 / ranks):.4f}")
+    right.set_title(f"MRR {result.metrics['mrr']:.4f}")
     fig.tight_layout()
     target = Path(path)
     with atomic_path(target) as tmp:

@@ -123,7 +123,11 @@ def score_groups(query_dir: str | os.PathLike, reference_dir: str | os.PathLike)
 
 @dataclass
 class RetrievalEvaluation:
-    """``metrics`` (mrr, hit@k), per-query ``records`` and the settings that produced them."""
+    """``metrics`` (mrr, hit@k), per-query ``records`` and the settings that produced them.
+
+    ``ranks`` (Q,) are the reported ranks (expected or optimistic); ``greater`` / ``tied`` (Q,)
+    the counts they and the metrics come from (:mod:`clamp3.evaluate.metrics`).
+    """
 
     metrics: dict[str, float]
     records: list[dict[str, Any]]
@@ -131,6 +135,12 @@ class RetrievalEvaluation:
     ties: str
     n_queries: int
     n_references: int
+    greater: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tied: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def hit_curve(self, max_k: int) -> np.ndarray:
+        """Hit@k for k = 1 .. max_k (float64, non-decreasing) under this evaluation's tie mode."""
+        return metrics.hit_curve_from_counts(self.greater, self.tied, max_k, self.ties)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -153,7 +163,8 @@ def evaluate_retrieval(
 
     As the official evaluation: one reference per match key, and every query key must have a
     reference and every reference a query, otherwise ``InputError`` lists the unmatched files.
-    Ranks follow :mod:`clamp3.evaluate.metrics` (``ties``: ``expected`` or ``optimistic``).
+    Ranks and metrics follow :mod:`clamp3.evaluate.metrics` (``ties``: ``expected``, the
+    expectation under random tie-breaking, or ``optimistic``).
     Each record: ``query``, ``reference``, ``key``, ``rank``, ``score`` (cosine with the correct
     reference), ``n_greater``, ``n_tied`` (other references with exactly that score).
     """
@@ -194,6 +205,7 @@ def evaluate_retrieval(
         }
         for i, (qi, ri) in enumerate(zip(m.query_rows, m.reference_rows))
     ]
+    summary = metrics.metrics_from_counts(n_greater, n_tied, ties, ks)
     return RetrievalEvaluation(
-        metrics.retrieval_metrics(rank_values, ks), records, rank_values, ties, len(queries), len(references)
+        summary, records, rank_values, ties, len(queries), len(references), n_greater, n_tied
     )

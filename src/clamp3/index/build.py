@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clamp3.index.embeddings import load_embeddings
+from clamp3.index.embeddings import EmbeddingSet, load_embeddings
 from clamp3.index.search_index import META_FILE, SearchIndex
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl
@@ -28,10 +28,16 @@ class BuildReport:
     errors: list[InputError] = field(default_factory=list)
 
 
-def _check_model(index: SearchIndex, model: str | None, emb_dir: Path) -> None:
-    if index.model and model and index.model != model:
+def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path) -> None:
+    """Refuse to add another model's vectors: fingerprints decide when both sides have one (a
+    model that moved keeps its fingerprint), the recorded ids otherwise."""
+    if index.model_fingerprint and embeddings.fingerprint:
+        same = index.model_fingerprint == embeddings.fingerprint
+    else:
+        same = not (index.model and embeddings.model) or index.model == embeddings.model
+    if not same:
         raise InputError(
-            emb_dir, f"embedded with model {model!r} but the index holds {index.model!r} vectors"
+            emb_dir, f"embedded with model {embeddings.model!r} but the index holds {index.model!r} vectors"
         )
 
 
@@ -74,10 +80,12 @@ def build_index(
             embeddings.dim,
             approximate or "flat",
             model=embeddings.model,
+            model_fingerprint=embeddings.fingerprint,
+            input_root=embeddings.input_root,
             train_vectors=embeddings.vectors if approximate == "ivf" else None,
             target_recall=target_recall,
         )
-    _check_model(index, embeddings.model, emb_root)
+    _check_model(index, embeddings, emb_root)
     added = index.add(embeddings.vectors, embeddings.records(), progress=progress)
     index.save(out)
     for err in embeddings.errors:

@@ -4,12 +4,15 @@ Layout read (see ``docs/index.md``)::
 
     EMB_DIR/<relative path without extension>.npy   float32 (1, D) or (D,), one vector per file
     EMB_DIR/manifest.jsonl                          optional; one object per embedded file:
-                                                    path, npy, modality, n_items, sha256, model
+                                                    path, npy, modality, n_items, sha256, model,
+                                                    model_fingerprint, pooled, input_root
+    EMB_DIR/manifest.rank-K.jsonl                   the same, from rank K of a distributed run
 
 Every ``.npy`` below ``EMB_DIR`` is read (recursively, hidden files and folders skipped). Its
 **key** is its path relative to ``EMB_DIR`` without the ``.npy`` suffix, with ``/`` separators.
-When the manifest has a record for the file, the original input path and the modality come from
-it; otherwise the path is the ``.npy`` path and the modality is unknown (``None``).
+When a manifest (of any rank) has a record for the file, the original input path and the
+modality come from it; otherwise the path is the ``.npy`` path and the modality is unknown
+(``None``).
 
 This loader is shared by ``clamp3 index``, ``score`` and ``eval``.
 """
@@ -22,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp3.embed_folder import manifest_files
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import read_jsonl
-
-MANIFEST = "manifest.jsonl"
 
 
 @dataclass
@@ -34,7 +36,9 @@ class EmbeddingSet:
 
     ``vectors`` is float32 (N, D), exactly as stored (not normalised); row ``i`` belongs to
     ``keys[i]`` / ``paths[i]`` / ``npys[i]`` / ``modalities[i]``. ``errors`` lists the files that
-    were skipped (only when loaded with ``skip_errors=True``).
+    were skipped (only when loaded with ``skip_errors=True``). ``models`` are the model ids the
+    manifests name (sorted); ``model``, ``fingerprint`` and ``input_root`` come from the most
+    recently written record (``None`` without a manifest).
     """
 
     root: Path
@@ -45,6 +49,9 @@ class EmbeddingSet:
     vectors: np.ndarray
     models: list[str] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
+    model: str | None = None
+    fingerprint: str | None = None
+    input_root: str | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -52,11 +59,6 @@ class EmbeddingSet:
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
-
-    @property
-    def model(self) -> str | None:
-        """The model id shared by every manifest record, or ``None`` when there is no manifest."""
-        return self.models[0] if self.models else None
 
     def records(self) -> list[dict[str, str | None]]:
         """One ``{key, path, modality, npy}`` dict per row (the index's ``ids.jsonl`` fields)."""
@@ -101,8 +103,30 @@ def read_vector(path: Path, dim: int | None = None) -> np.ndarray:
 
 
 def _manifest_by_npy(root: Path) -> dict[str, dict]:
-    # Reruns of ``embed`` may append a file twice; the last record describes the file on disk.
-    return {str(r["npy"]): r for r in read_jsonl(root / MANIFEST) if "npy" in r}
+    # Every rank writes its own manifest. Reruns of ``embed`` may append a file twice; the last
+    # record describes the file on disk.
+    records: dict[str, dict] = {}
+    for path in manifest_files(root):
+        for record in read_jsonl(path):
+            if "npy" in record:
+                records.pop(str(record["npy"]), None)  # re-inserted last: dict order = write order
+                records[str(record["npy"])] = record
+    return records
+
+
+def _model_of(records: list[dict], root: Path) -> tuple[list[str], str | None, str | None, str | None]:
+    """(sorted model ids, latest id, fingerprint, input root) of the records of the loaded files.
+
+    Several fingerprints, or several ids without fingerprints, mean the folder mixes models:
+    ``InputError``. One fingerprint under several ids is one model that moved; the latest id
+    (the last record of the last manifest) is where it was found most recently.
+    """
+    ids = sorted({str(r["model"]) for r in records if r.get("model")})
+    prints = sorted({str(r["model_fingerprint"]) for r in records if r.get("model_fingerprint")})
+    if len(prints) > 1 or (not prints and len(ids) > 1):
+        raise InputError(root, f"embeddings from several models in one folder: {', '.join(prints or ids)}")
+    latest = next((r for r in reversed(records) if r.get("model")), {})
+    return ids, latest.get("model"), (prints or [None])[0], latest.get("input_root")
 
 
 def load_embeddings(
@@ -147,7 +171,9 @@ def load_embeddings(
         rows.append(vector)
     if not rows:
         raise InputError(root, f"no readable embeddings ({len(errors)} bad files, first: {errors[0]})")
-    models = sorted({str(manifest[n]["model"]) for n in npys if manifest.get(n, {}).get("model")})
-    if len(models) > 1:
-        raise InputError(root, f"embeddings from several models in one folder: {', '.join(models)}")
-    return EmbeddingSet(root, keys, paths, npys, modalities, np.stack(rows), models, errors)
+    loaded = set(npys)
+    records = [r for n, r in manifest.items() if n in loaded]
+    models, model, fingerprint, input_root = _model_of(records, root)
+    return EmbeddingSet(
+        root, keys, paths, npys, modalities, np.stack(rows), models, errors, model, fingerprint, input_root
+    )

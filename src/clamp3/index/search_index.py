@@ -4,13 +4,17 @@ On-disk layout (``INDEX_DIR``)::
 
     index.faiss   the FAISS index (kind in meta.json), vectors L2-normalised, inner product
     ids.jsonl     one object per row, in row order: row, key, path, modality, npy
-    meta.json     format, model, dimension, metric ("cosine"), kind, params (efSearch/nprobe),
-                  calibration, count, created, updated
+    meta.json     format, model (absolute path or tag), model_fingerprint, input_root,
+                  dimension, metric ("cosine"), kind, params (efSearch/nprobe), calibration,
+                  count, created, updated
 
 Each file is replaced atomically. ``save`` writes ``ids.jsonl`` first, then ``index.faiss``,
 then ``meta.json``; rows are only ever appended, so if a save is interrupted ``ids.jsonl`` can
 only be *longer* than the index, and ``load`` drops the rows the index does not hold (a rerun
 of the append adds them again). The index is the truth for the row count.
+
+Result order: best score first, and hits with equal scores by key, so duplicate files come
+back in the same order on every run and index kind (FAISS's own order of ties follows its heap).
 
 Thread safety: ``search`` calls may run concurrently (FAISS CPU searches are read-only and
 every call passes its own search parameters); ``add`` and ``reload`` take an exclusive lock.
@@ -42,6 +46,7 @@ META_FILE = "meta.json"
 FORMAT_VERSION = 1
 ADD_CHUNK = 8192  # rows per FAISS add call: keeps the progress bar moving on HNSW builds
 RECALIBRATE_GROWTH = 0.1  # recalibrate an approximate index once it grew 10% since the last time
+TIE_MARGIN = 8  # extra rows fetched so hits tied with the k-th can be ordered by key before the cut
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,15 @@ class SearchIndex:
         kind: str = "flat",
         *,
         model: str | None = None,
+        model_fingerprint: str | None = None,
+        input_root: str | None = None,
         train_vectors: np.ndarray | None = None,
         target_recall: float = 0.95,
     ) -> SearchIndex:
         """An empty index of ``kind`` (``flat``, ``hnsw``, ``ivf``) for ``dim``-d vectors.
+
+        ``model`` / ``model_fingerprint`` / ``input_root`` record where the vectors came from
+        (the embedding manifest's fields; see :mod:`clamp3.model_identity`).
 
         ``ivf`` learns its lists from ``train_vectors`` (N, dim) (normalised here); pass the
         vectors you are about to add. ``target_recall`` is the recall@10 the approximate kinds
@@ -105,6 +115,8 @@ class SearchIndex:
         meta = {
             "format": FORMAT_VERSION,
             "model": model,
+            "model_fingerprint": model_fingerprint,
+            "input_root": input_root,
             "dimension": int(dim),
             "metric": "cosine",
             "kind": kind,
@@ -189,7 +201,12 @@ class SearchIndex:
 
     @property
     def model(self) -> str | None:
+        """The embedding model's absolute path or tag (loadable from any folder), if recorded."""
         return self._meta.get("model")
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        return self._meta.get("model_fingerprint")
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -331,7 +348,8 @@ class SearchIndex:
         """The ``k`` most cosine-similar rows for each query of ``vectors`` (Q, D) (or (D,)).
 
         Queries are normalised here. ``modality`` keeps only rows of that modality. Returns one
-        list per query, best first, shorter than ``k`` when fewer rows qualify.
+        list per query, best first, hits with equal scores ordered by key; shorter than ``k``
+        when fewer rows qualify.
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:
@@ -342,15 +360,33 @@ class SearchIndex:
             selector, fraction = (None, 1.0) if modality is None else self._selector(modality)
             if (modality is not None and selector is None) or not self._entries:
                 return [[] for _ in range(len(queries))]
-            knob = next(iter(self._meta["params"].values()), None)
-            params = kinds.search_parameters(self.kind, knob, selector, fraction, k)
-            scores, rows = self._index.search(queries, min(k, len(self._entries)), params=params)
-            entries = self._entries
-            return [
-                [
-                    Hit(entries[r]["path"], entries[r].get("modality"), float(s), int(r), entries[r]["key"])
-                    for s, r in zip(score_row, row_row)
-                    if r >= 0
-                ]
-                for score_row, row_row in zip(scores, rows)
-            ]
+            scores, rows = self._search_past_ties(queries, k, selector, fraction)
+            return [self._ranked(score_row, row_row, k) for score_row, row_row in zip(scores, rows)]
+
+    def _search_past_ties(
+        self, queries: np.ndarray, k: int, selector: Any, fraction: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS results deep enough that every row tied with a query's k-th score is among them:
+        ``k + TIE_MARGIN`` rows, doubled while the last fetched score still equals the k-th."""
+        knob = next(iter(self._meta["params"].values()), None)
+        total = len(self._entries)
+        fetch = min(k + TIE_MARGIN, total)
+        while True:
+            params = kinds.search_parameters(self.kind, knob, selector, fraction, fetch)
+            scores, rows = self._index.search(queries, fetch, params=params)
+            if fetch >= total:
+                return scores, rows
+            full = rows[:, -1] >= 0  # a filtered search may run out of rows before ``fetch``
+            if not (full & (scores[:, -1] == scores[:, k - 1])).any():
+                return scores, rows
+            fetch = min(fetch * 2, total)
+
+    def _ranked(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
+        entries = self._entries
+        hits = [
+            Hit(entries[r]["path"], entries[r].get("modality"), float(s), int(r), entries[r]["key"])
+            for s, r in zip(scores, rows)
+            if r >= 0
+        ]
+        hits.sort(key=lambda hit: (-hit.score, hit.key))
+        return hits[:k]
