@@ -200,7 +200,9 @@ def test_tied_hits_come_back_in_key_order(rng, k):
     twin = rng.standard_normal(16).astype(np.float32)
     index = SearchIndex.create(16)
     index.add(db, _records(100))
-    index.add(np.tile(twin, (30, 1)), [{"key": f"dup{i:02d}", "modality": "text"} for i in reversed(range(30))])
+    index.add(
+        np.tile(twin, (30, 1)), [{"key": f"dup{i:02d}", "modality": "text"} for i in reversed(range(30))]
+    )
     hits = index.search(twin, k=k)[0]
     assert [h.key for h in hits] == [f"dup{i:02d}" for i in range(k)]
     assert len({h.score for h in hits}) == 1

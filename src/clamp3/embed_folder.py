@@ -196,12 +196,16 @@ def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
             append_jsonl(tmp, record)
 
 
-def _discard_outputs(out: Path, manifest: Path) -> None:
-    """--overwrite: delete a manifest and the .npy files it lists (they may come from another model)."""
-    for record in read_jsonl(manifest):
-        if "npy" in record:
-            (out / record["npy"]).unlink(missing_ok=True)
-    manifest.unlink(missing_ok=True)
+def _discard_outputs(out: Path, rank: int, world: int) -> None:
+    """--overwrite: delete this rank's manifest and the .npy files it lists (they may come from
+    another model); rank 0 also clears the ranks an earlier, wider launch left."""
+    own = out / _log_names(rank)[0]
+    stale = [p for p in manifest_files(out) if rank == 0 and (_rank_of(p) or 0) >= world]
+    for manifest in [own, *stale]:
+        for record in read_jsonl(manifest):
+            if "npy" in record:
+                (out / record["npy"]).unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
 
 
 def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[Path]]:
@@ -220,7 +224,9 @@ def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[P
 class _Run:
     """One ``embed_folder`` call: writes outputs, manifest lines and error lines as it goes."""
 
-    def __init__(self, model, out: Path, rank: int, pooled: bool, identity: ModelIdentity, root: Path):
+    def __init__(
+        self, model: Clamp3Model, out: Path, rank: int, pooled: bool, identity: ModelIdentity, root: Path
+    ):
         self.model, self.out, self.pooled, self.identity = model, out, pooled, identity
         self.root = str(root.resolve())
         self.manifest, self.errors = (out / name for name in _log_names(rank))
@@ -260,7 +266,10 @@ class _Run:
             "input_root": self.root,
         }
 
-    def embed_chunk(self, preparer: Preparer, chunk: list, modality: str | None, batch_size: int) -> None:
+    def embed_chunk(
+        self, preparer: Preparer, chunk: list[tuple[Path, str, str]], modality: str | None, batch_size: int
+    ) -> None:
+        """Prepare, embed and write one chunk of (file, relative path, relative .npy) jobs."""
         good: list[tuple[Path, str, str, Prepared]] = []
         for (path, rel, npy), item in zip(chunk, preparer.prepare_many([c[0] for c in chunk], modality)):
             if isinstance(item, InputError):
@@ -317,16 +326,13 @@ def embed_folder(
 
     source, out = Path(in_dir), Path(out_dir)
     rank, world = shard or (0, 1)
-    out.mkdir(parents=True, exist_ok=True)
     root, files = _inputs(source, out, modality)
+    out.mkdir(parents=True, exist_ok=True)
     run = _Run(model, out, rank, pooled, identify(model, model_id or None), root)
     # .npy temporaries of a killed run; other ranks' files being written now are newer.
     remove_stale_temporaries(out, (".npy", ".jsonl"), older_than=_PROCESS_START)
     if overwrite:
-        # Rank 0 also clears the ranks an earlier, wider launch left; other ranks only their own.
-        stale = [p for p in manifest_files(out) if rank == 0 and (_rank_of(p) or 0) >= world]
-        for manifest in [run.manifest, *stale]:
-            _discard_outputs(out, manifest)
+        _discard_outputs(out, rank, world)
     jobs, collisions = plan(files, root, out)
     run.report.found = len(files)
     jobs, collisions = jobs[rank::world], collisions[rank::world]

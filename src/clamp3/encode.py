@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.config import SymbolicTowerConfig
+from clamp3.config import AudioTowerConfig, SymbolicTowerConfig, TextTowerConfig
 from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Preparer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _tower(self, x: Input, modality: str):
+    def _tower(self, x: Input, modality: str) -> TextTowerConfig | SymbolicTowerConfig | AudioTowerConfig:
         if modality not in self.model.config.modalities:
             cfg = self.model.config
             raise InputError(
