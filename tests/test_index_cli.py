@@ -133,7 +133,9 @@ def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, cap
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_search_from_another_directory_uses_the_recorded_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+def test_search_from_another_directory_uses_the_recorded_model(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, caplog
+):
     """The manifest records the model's absolute path: typed as a relative `tiny`, it still
     loads when `search` runs elsewhere."""
     import shutil
@@ -155,6 +157,16 @@ def test_search_from_another_directory_uses_the_recorded_model(tiny_model_dir, t
     capsys.readouterr()
     assert main(["search", "une fugue pour orgue", str(tmp_path / "idx"), "--json", "--top-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["path"] == "fugue.txt"
+    # Another model's weights (same architecture) for the query: answered, with a warning.
+    from clamp3 import Clamp3Model
+
+    other = Clamp3Model.from_preset("tiny", seed=5)
+    other.save_pretrained(tmp_path / "other")
+    shutil.copy(tmp_path / "tiny" / "tokenizer.json", tmp_path / "other" / "tokenizer.json")
+    args = ["search", "une fugue", str(tmp_path / "idx"), "--model", str(tmp_path / "other"), "--json"]
+    with caplog.at_level("WARNING", logger="clamp3"):
+        assert main(args) == 0
+    assert "is not the model that embedded the index" in caplog.text
 
 
 def test_search_with_a_model_lacking_the_text_tower_is_one_line(tiny_tokenizer, tmp_path, capsys):
