@@ -280,7 +280,10 @@ class Preparer:
         self, inputs: Sequence[Input], modality: str | None = None
     ) -> Iterator[Prepared | InputError]:
         """Prepared items (or the ``InputError`` of a bad input) in input order; never raises
-        for a bad input, whatever the parser or the worker did with it."""
+        for a bad input, whatever the parser or the worker did with it (an unknown ``modality``
+        is the caller's mistake: ``ValueError``)."""
+        if modality not in (None, "text", "symbolic", "audio"):
+            raise ValueError(f"unknown modality {modality!r}; choose text, symbolic or audio")
         futures = self._submit(inputs, modality)
         for i, x in enumerate(inputs):
             yield self._collect(x, *futures[i]) if i in futures else self._prepare_here(x, modality)
