@@ -50,7 +50,7 @@ def mixed_tree(parity_dir, tmp_path) -> Path:
 
 
 EXPECTED_ERRORS = {
-    "perf/corrupt.mid": "corrupt MIDI file",
+    "perf/corrupt.mid": "corrupt MIDI file (EOFError: the file ends early)",
     "scores/drawing.xml": "XML but not MusicXML (root element <{http://www.w3.org/2000/svg}svg>)",
     "scores/silent.musicxml": "conversion produced no ABC",
     "scores/zero.mxl": "empty file (0 bytes)",
@@ -200,3 +200,33 @@ def _jsonl(path: Path) -> list[dict]:
 def test_missing_input_directory_is_a_usage_error(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "out"), "--quiet"]) == 2
     assert "input directory not found" in capsys.readouterr().err
+
+
+def test_unusable_directory_arguments_are_named_with_the_reason(parity_dir, tmp_path, capsys):
+    score = tmp_path / "bach.mxl"
+    shutil.copy(parity_dir / "inputs" / "musicxml" / "bach_bwv66_6.mxl", score)
+    assert main(["convert", str(score), str(tmp_path / "out"), "--quiet"]) == 2
+    assert f"{score}: is a file, not a directory" in capsys.readouterr().err
+    src = tmp_path / "in"
+    src.mkdir()
+    assert main(["convert", str(src), str(score), "--quiet"]) == 2
+    assert f"{score}: cannot write outputs there: it is a file" in capsys.readouterr().err
+    assert main(["convert", str(src), str(score / "sub"), "--quiet"]) == 2
+    assert f"{score / 'sub'}: cannot create the output directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--workers", "-3", "must be 0 or more"),
+        ("--timeout", "-1", "must be a finite number, 0 or more"),
+        ("--timeout", "nan", "must be a finite number, 0 or more"),
+    ],
+)
+def test_bad_numbers_are_refused_when_parsing(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(tmp_path), str(tmp_path / "out"), option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -81,3 +81,31 @@ def test_sigkill_then_rerun(parity_dir, tmp_path):
     for path, content in expected.items():
         assert path.read_bytes() == content, path
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_stops_the_batch_at_once_and_says_what_was_done(parity_dir, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(40):  # a few seconds in all: most are still to do when Ctrl-C lands
+        shutil.copy(parity_dir / "inputs" / "musicxml" / "joplin_maple_leaf_rag.mxl", src / f"rag{i}.mxl")
+    proc = subprocess.Popen(
+        _cli(src, out),
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As at a terminal: a background pytest may have inherited SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while len(_outputs(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10  # the files in progress are abandoned, not waited for
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.rstrip().endswith("interrupted")
+    assert "40 files: " in stderr and "not reached (rerun to finish them)" in stderr
+    expected = (parity_dir / "prep" / "abc_interleaved" / "joplin_maple_leaf_rag.abc").read_bytes()
+    assert all(path.read_bytes() == expected for path in _outputs(out))

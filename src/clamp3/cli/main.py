@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from clamp3.utils.reasons import printable
+
 # One module per stage of the data flow; each defines ``register(subparsers)``.
 COMMAND_MODULES = [
     "clamp3.cli.model",  # convert-checkpoint, presets
@@ -48,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the sub-command ``argv`` names; returns the exit status (0 done, 1 some inputs
+    failed, 2 usage or input error, 130 interrupted)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C is a request, not a crash: one line instead of a traceback. 130 = 128 + SIGINT,
+        # what shells report for a command stopped by Ctrl-C. Sub-commands that can say what they
+        # finished (convert) print it before re-raising.
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Third-party loggers (FAISS's loader prints 8 INFO lines on import) stay at WARNING;
@@ -65,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if args.verbose:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return 2
 
 

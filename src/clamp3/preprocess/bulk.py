@@ -4,16 +4,19 @@ Layout: ``OUT_DIR`` mirrors ``IN_DIR``; each input gets one output with the same
 and a new extension (MusicXML -> ``.abc`` interleaved, MIDI -> ``.mtf``; reverse:
 ``.mtf`` -> ``.mid``, ``.abc`` -> ``.xml``). Optionally the standard (non-interleaved) ABC goes
 to a second mirrored tree. ``OUT_DIR/errors.jsonl`` lists every input that failed in the latest
-run (``{"path", "reason"}``), ``OUT_DIR/warnings.jsonl`` inputs converted with a warning
+run, and every subdirectory that could not be listed (``{"path", "reason"}``);
+``OUT_DIR/warnings.jsonl`` the inputs whose current outputs were converted with a warning
 (voices whose bar durations differ, which the official pipeline keeps too).
 
 Guarantees: outputs are written atomically (a file exists only when complete); a rerun skips
-inputs whose outputs all exist, retries the failed ones and deletes temporary files left by a
-killed run; a bad input never stops the batch.
+inputs whose outputs all exist and are at least as new as the input (an edited input is
+converted again), retries the failed ones and deletes temporary files left by a killed run;
+a bad input never stops the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,14 +28,17 @@ from pathlib import Path
 
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
-from clamp3.utils.io import append_jsonl, remove_stale_temporaries, write_text_atomic
-from clamp3.utils.workers import fork_pool, time_limit
+from clamp3.utils.io import append_jsonl, json_text, read_jsonl, remove_stale_temporaries, write_text_atomic
+from clamp3.utils.reasons import describe_exception
+from clamp3.utils.workers import fork_pool, stop_workers, time_limit
 
 logger = logging.getLogger(__name__)
 
 TARGETS = ("symbolic", "midi", "musicxml")
 # atomic_path() temporaries: ".<name>.<random>.tmp" next to the target
 _OUTPUT_SUFFIXES = (".abc", ".mtf", ".mid", ".xml")
+ERRORS_NAME = "errors.jsonl"
+WARNINGS_NAME = "warnings.jsonl"
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class Job:
 
 @dataclass
 class ConvertSummary:
-    """What a :func:`convert_tree` run did. ``failed`` lists (input path, reason)."""
+    """What a :func:`convert_tree` run did. ``failed`` lists (input path, reason); an unlistable
+    subdirectory counts as one failed input (its files could not even be seen)."""
 
     total: int = 0
     converted: int = 0
@@ -59,14 +66,34 @@ class ConvertSummary:
         return not self.failed
 
 
+class ConvertInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`convert_tree`. ``summary`` counts what the run finished before it;
+    those outputs are complete and a rerun skips them."""
+
+    def __init__(self, summary: ConvertSummary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
 def plan_jobs(
     in_dir: Path, out_dir: Path, to: str = "symbolic", standard_abc_dir: Path | None = None
 ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """All inputs under ``in_dir`` (sorted) with their outputs, and the inputs rejected up front
-    because another input already maps to the same output (``a.xml`` and ``a.mxl``)."""
-    jobs, clashes, claimed = [], [], {}
+    """All inputs under ``in_dir`` (sorted) with their outputs, and what is rejected up front as
+    (path, reason): an input whose output another input already produces (``a.xml`` and
+    ``a.mxl``), and a subdirectory that cannot be listed (its files would otherwise be missed
+    without a word)."""
+    jobs: list[Job] = []
+    rejected: list[tuple[str, str]] = []
+    claimed: dict[Path, Path] = {}
     skip_dirs = {d.resolve() for d in (out_dir, standard_abc_dir) if d is not None}
-    for root, dirs, files in os.walk(in_dir):
+
+    def unlistable(exc: OSError) -> None:
+        where = os.fspath(exc.filename) if exc.filename is not None else str(in_dir)
+        rejected.append(
+            (where, f"cannot list directory, its files were not converted: {exc.strerror or exc}")
+        )
+
+    for root, dirs, files in os.walk(in_dir, onerror=unlistable):
         dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip_dirs)
         for name in sorted(files):
             source = Path(root) / name
@@ -75,11 +102,21 @@ def plan_jobs(
                 continue
             first = outputs[0][1]
             if first in claimed:
-                clashes.append((str(source), f"output {first} is already produced from {claimed[first]}"))
+                rejected.append((str(source), f"output {first} is already produced from {claimed[first]}"))
                 continue
             claimed[first] = source
             jobs.append(Job(source, outputs))
-    return jobs, clashes
+    return jobs, rejected
+
+
+def is_current(job: Job) -> bool:
+    """Whether a rerun may skip ``job``: every output exists and is at least as new as the
+    input (make's rule), so an input edited after its conversion is converted again."""
+    try:
+        source_time = job.source.stat().st_mtime_ns
+        return all(path.stat().st_mtime_ns >= source_time for _, path in job.outputs)
+    except OSError:  # a missing output, or an input that vanished (its failure is reported)
+        return False
 
 
 def _outputs_for(rel: Path, out_dir: Path, to: str, standard_abc_dir: Path | None) -> tuple:
@@ -101,35 +138,56 @@ def _outputs_for(rel: Path, out_dir: Path, to: str, standard_abc_dir: Path | Non
 def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | None, list[str]]:
     """Convert one input and write its outputs atomically -> (input, error or None, warnings).
 
-    Never raises for a bad input: the reason is returned. Runs in worker processes.
+    Never raises for a bad input: the reason is returned, and outputs older than the input
+    (left from a version of it that did convert) are deleted, so that ``OUT_DIR`` never holds
+    an output that does not match its input. Runs in worker processes.
     """
-    from clamp3.preprocess.abc import abc_to_musicxml, interleave_abc_checked, musicxml_to_abc
-    from clamp3.preprocess.mtf import midi_to_mtf, mtf_to_midi
     from clamp3.utils.errors import InputError
 
-    kinds = dict(job.outputs)
-    warnings: list[str] = []
     try:
         with time_limit(timeout, ConversionTimeout):
-            if "abc" in kinds:
-                standard = musicxml_to_abc(job.source)
-                interleaved, warnings = interleave_abc_checked(standard, name=str(job.source))
-                if "standard_abc" in kinds:
-                    write_text_atomic(kinds["standard_abc"], standard)
-                write_text_atomic(kinds["abc"], interleaved)
-            elif "mtf" in kinds:
-                write_text_atomic(kinds["mtf"], midi_to_mtf(job.source))
-            elif "midi" in kinds:
-                mtf_to_midi(_read(job.source), kinds["midi"])
-            else:
-                write_text_atomic(kinds["musicxml"], abc_to_musicxml(_read(job.source)) + "\n")
+            return str(job.source), None, _convert(job)
     except InputError as exc:
-        return str(job.source), exc.reason, warnings
+        error = exc.reason
     except ConversionTimeout:
-        return str(job.source), f"conversion took longer than {timeout:g} s (timeout)", warnings
+        error = f"conversion took longer than {timeout:g} s (timeout)"
     except Exception as exc:  # a converter bug on one file must not stop the batch
-        return str(job.source), f"{type(exc).__name__}: {exc}", warnings
-    return str(job.source), None, warnings
+        error = describe_exception(exc)
+    _remove_stale_outputs(job)
+    return str(job.source), error, []
+
+
+def _convert(job: Job) -> list[str]:
+    """Write ``job``'s outputs; returns the interleaving warnings (MusicXML only)."""
+    from clamp3.preprocess.abc import abc_to_musicxml, interleave_abc_checked, musicxml_to_abc
+    from clamp3.preprocess.mtf import midi_to_mtf, mtf_to_midi
+
+    kinds = dict(job.outputs)
+    if "abc" in kinds:
+        standard = musicxml_to_abc(job.source)
+        interleaved, warnings = interleave_abc_checked(standard, name=str(job.source))
+        if "standard_abc" in kinds:
+            write_text_atomic(kinds["standard_abc"], standard)
+        write_text_atomic(kinds["abc"], interleaved)
+        return warnings
+    if "mtf" in kinds:
+        write_text_atomic(kinds["mtf"], midi_to_mtf(job.source))
+    elif "midi" in kinds:
+        mtf_to_midi(_read(job.source), kinds["midi"])
+    else:
+        write_text_atomic(kinds["musicxml"], abc_to_musicxml(_read(job.source)) + "\n")
+    return []
+
+
+def _remove_stale_outputs(job: Job) -> None:
+    try:
+        source_time = job.source.stat().st_mtime_ns
+    except OSError:
+        return  # the input is gone or unreadable: nothing says its outputs are stale
+    for _, path in job.outputs:
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime_ns < source_time:
+                path.unlink()
 
 
 def _read(path: Path) -> str:
@@ -163,52 +221,89 @@ def convert_tree(
 
     ``to``: ``"symbolic"`` (MusicXML -> interleaved ``.abc``, MIDI -> ``.mtf``), ``"midi"``
     (``.mtf`` -> ``.mid``) or ``"musicxml"`` (``.abc`` -> ``.xml``). ``workers`` processes
-    (default: CPU count; 0 or 1 converts in this process). Inputs whose outputs exist are
-    skipped unless ``overwrite``; ``timeout`` seconds per file. Failures go to
-    ``out_dir/errors.jsonl`` and the returned summary; they never stop the batch.
+    (default: CPU count; 0 or 1 converts in this process). Inputs whose outputs exist and are
+    not older than the input are skipped unless ``overwrite``; ``timeout`` seconds per file.
+    Failures go to ``out_dir/errors.jsonl`` and the returned summary; they never stop the batch.
+    Raises ``NotADirectoryError`` (naming the path) when ``in_dir`` is missing or a file, or an
+    output directory cannot be created; ``ConvertInterrupted`` (a ``KeyboardInterrupt``) on Ctrl-C.
     """
     if to not in TARGETS:
         raise ValueError(f"to must be one of {TARGETS}, got {to!r}")
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise NotADirectoryError(f"{in_dir}: input directory not found")
     std_dir = Path(standard_abc_dir) if standard_abc_dir is not None else None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_directories(in_dir, out_dir, std_dir)
     started = time.time()
     removed = sum(remove_stale_temporaries(d, _OUTPUT_SUFFIXES, started) for d in (out_dir, std_dir) if d)
     if removed > 0:
         logger.info("removed %d temporary files left by an interrupted run", removed)
 
-    jobs, clashes = plan_jobs(in_dir, out_dir, to, std_dir)
-    summary = ConvertSummary(total=len(jobs) + len(clashes), errors_path=out_dir / "errors.jsonl")
-    todo = [j for j in jobs if overwrite or not all(p.exists() for _, p in j.outputs)]
+    jobs, rejected = plan_jobs(in_dir, out_dir, to, std_dir)
+    todo = [j for j in jobs if overwrite or not is_current(j)]
+    summary = ConvertSummary(total=len(jobs) + len(rejected), errors_path=out_dir / ERRORS_NAME)
     summary.skipped = len(jobs) - len(todo)
-    # Both logs describe the latest run; every input that failed before is retried in it.
-    write_text_atomic(summary.errors_path, "")
-    write_text_atomic(out_dir / "warnings.jsonl", "")
-    for source, reason in clashes:
+    _start_logs(out_dir, set(jobs) - set(todo))
+    for source, reason in rejected:
         _record(summary, out_dir, source, reason, [])
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(todo), desc="convert", unit="file", disable=not show_progress) as bar:
-        for source, error, warnings in _run(todo, workers, timeout):
-            _record(summary, out_dir, source, error, warnings)
-            bar.update(1)
-            if summary.failed:
-                bar.set_postfix(failed=len(summary.failed), refresh=False)
+    try:
+        with tqdm(total=len(todo), desc="convert", unit="file", disable=not show_progress) as bar:
+            for source, error, warnings in _run(todo, workers, timeout):
+                _record(summary, out_dir, source, error, warnings)
+                bar.update(1)
+                if summary.failed:
+                    bar.set_postfix(failed=len(summary.failed), refresh=False)
+    except KeyboardInterrupt:
+        raise ConvertInterrupted(summary) from None
     return summary
+
+
+def _check_directories(in_dir: Path, out_dir: Path, std_dir: Path | None) -> None:
+    """Refuse unusable directory arguments up front, naming the path and what is wrong."""
+    if not in_dir.is_dir():
+        what = "is a file, not a directory" if in_dir.exists() else "input directory not found"
+        raise NotADirectoryError(
+            f"{in_dir}: {what} (convert takes a directory and converts the files under it)"
+        )
+    for directory in (out_dir, std_dir):
+        if directory is None:
+            continue
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise NotADirectoryError(f"{directory}: cannot write outputs there: it is a file") from None
+        except OSError as exc:
+            raise NotADirectoryError(
+                f"{directory}: cannot create the output directory: {exc.strerror or exc}"
+            ) from exc
+
+
+def _start_logs(out_dir: Path, skipped: set[Job]) -> None:
+    """Begin this run's logs. ``errors.jsonl`` starts empty: every earlier failure is retried.
+    ``warnings.jsonl`` keeps one record per skipped input that had one, since those inputs are
+    not converted again and would otherwise lose their warnings; the others are re-recorded as
+    they convert."""
+    # Absolute paths, so that records still match when IN_DIR is spelled differently (./in, in).
+    skipped_paths = {os.path.abspath(job.source) for job in skipped}
+    kept: dict[str, dict] = {}
+    for record in read_jsonl(out_dir / WARNINGS_NAME):
+        path = record.get("path")
+        if isinstance(path, str) and os.path.abspath(path) in skipped_paths:
+            kept[os.path.abspath(path)] = record
+    write_text_atomic(out_dir / ERRORS_NAME, "")
+    write_text_atomic(out_dir / WARNINGS_NAME, "".join(json_text(r) + "\n" for r in kept.values()))
 
 
 def _record(summary: ConvertSummary, out_dir: Path, source: str, error: str | None, warnings: list) -> None:
     if error is not None:
         summary.failed.append((source, error))
-        append_jsonl(out_dir / "errors.jsonl", {"path": source, "reason": error})
+        append_jsonl(out_dir / ERRORS_NAME, {"path": source, "reason": error})
         return
     summary.converted += 1
     if warnings:
         summary.warned += 1
-        append_jsonl(out_dir / "warnings.jsonl", {"path": source, "warnings": warnings})
+        append_jsonl(out_dir / WARNINGS_NAME, {"path": source, "warnings": warnings})
 
 
 def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterator[tuple]:
@@ -229,7 +324,7 @@ def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterato
                 except BrokenProcessPool:
                     yield str(job.source), _DIED, []
                 except Exception as exc:  # e.g. a result that cannot be sent back
-                    yield str(job.source), f"{type(exc).__name__}: {exc}", []
+                    yield str(job.source), describe_exception(exc), []
 
 
 _DIED = "worker process died during conversion (crash, out of memory or killed)"
@@ -259,7 +354,7 @@ def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Genera
                         yield future.result()
                 if any(future.exception() is not None for future in done):
                     return list(in_flight.values())
-        except BaseException:  # interrupted: do not wait for the queued files
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # interrupted: wait neither for the queued files nor the running ones
+            stop_workers(pool)
             raise
     return []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.reasons import describe_exception
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 
@@ -55,7 +56,7 @@ def midi_to_mtf(path: str | os.PathLike, drop_sysex: bool = False) -> str:
             raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
         raise InputError(path, f"corrupt MIDI file ({exc})") from exc
     except Exception as exc:  # mido raises EOFError, ValueError, KeyError, ... on bad data
-        raise InputError(path, f"corrupt MIDI file ({type(exc).__name__}: {exc})") from exc
+        raise InputError(path, f"corrupt MIDI file ({describe_exception(exc)})") from exc
 
     lines = [f"ticks_per_beat {midi.ticks_per_beat}"]
     for msg in merged:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Lone surrogates: what ``os.fsdecode`` (and so ``os.walk``, ``Path``) makes of file-name bytes that
+# are not valid UTF-8 (``b"caf\xe9.mid"`` -> ``"caf\udce9.mid"``).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # mkstemp creates files readable by the owner only; outputs should get the usual permissions.
 _UMASK = os.umask(0)
@@ -65,8 +70,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``json.dumps`` that can always be written as UTF-8, whatever file names ``data`` holds.
+
+    Non-ASCII text stays readable (``ensure_ascii=False``), but lone surrogates, which UTF-8
+    cannot encode, are written as ``\\udcXX`` escapes: ``json.loads`` turns them back into the
+    same string, so a path read back from a log equals the ``str`` path it was written from
+    (and ``os.fsencode`` gives the original bytes).
+    """
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    # Surrogates only occur inside JSON strings, where a \uXXXX escape means the same character.
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json_text(data, indent=2) + "\n")
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -79,9 +97,10 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk (logs and manifests that survive a kill).
 
     A line is written with a single ``write`` call in append mode, so concurrent writers and
-    a kill can at worst leave a final line without its newline, which readers skip.
+    a kill can at worst leave a final line without its newline, which readers skip. Any path
+    can be recorded, including file names that are not valid UTF-8 (see :func:`json_text`).
     """
-    line = json.dumps(record, ensure_ascii=False) + "\n"
+    line = json_text(record) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()

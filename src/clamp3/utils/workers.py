@@ -4,7 +4,9 @@ Workers are forked: they start at once and inherit the imported modules (music21
 instead of importing them again. Forking a process whose OpenMP thread pool already ran
 (any torch op with more than one thread) leaves the child's pool unusable: its first parallel
 torch op hangs forever. :func:`init_worker` therefore pins torch to one thread in every worker
-(each worker is one of several processes anyway), and ignores Ctrl-C, which the parent handles.
+(each worker is one of several processes anyway), and ignores Ctrl-C, which the parent handles
+(a converter's bare ``except:`` could otherwise swallow it mid-file and write a wrong output);
+an interrupted parent ends its workers with :func:`stop_workers`.
 """
 
 from __future__ import annotations
@@ -57,3 +59,22 @@ def time_limit(seconds: float | None, make_error: Callable[[], BaseException]) -
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued calls of ``pool`` and end its workers at once.
+
+    For an interrupted parent: a plain ``shutdown`` lets every call already handed to a worker
+    run to the end (minutes for slow files, since workers ignore Ctrl-C), and the interpreter
+    waits for them on exit. A call cut off this way loses its work; outputs written through
+    :func:`clamp3.utils.io.atomic_path` are then absent, never partial (the temporary file stays
+    until the next run's clean-up). SIGKILL rather than SIGTERM: a forked worker inherits any
+    SIGTERM handler of its parent (a test runner, a server), which would let it sleep on.
+    """
+    # The executor offers no public way to end busy workers before Python 3.14; its process
+    # table is read before shutdown(), which clears it.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):  # already exited or closed
+            process.kill()
