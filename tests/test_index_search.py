@@ -97,6 +97,15 @@ def test_save_load_round_trip_and_meta(rng, tmp_path):
     assert hit.score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_paths_that_are_not_utf8_survive_save_and_load(rng, tmp_path):
+    # os.fsdecode(b"caf\xe9.mid") on a UTF-8 system: a lone surrogate, which UTF-8 cannot encode.
+    name = "caf\udce9.mid"
+    index = SearchIndex.create(8)
+    index.add(rng.standard_normal((2, 8)).astype(np.float32), [{"key": name, "path": name}, {"key": "b"}])
+    index.save(tmp_path / "idx")
+    assert SearchIndex.load(tmp_path / "idx").entry(0)["path"] == name
+
+
 def test_interrupted_append_is_repaired_on_load(rng, tmp_path):
     """ids.jsonl is written before index.faiss: extra id rows of a killed save are dropped."""
     db = rng.standard_normal((30, 8)).astype(np.float32)

@@ -36,7 +36,7 @@ import numpy as np
 from clamp3.index import kinds
 from clamp3.index.locking import ReadWriteLock
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import atomic_path, read_jsonl, write_json_atomic
+from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class SearchIndex:
             raise ValueError("save() needs a directory for an index that was never saved")
         target.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
-            lines = [json.dumps({"row": i, **e}, ensure_ascii=False) for i, e in enumerate(self._entries)]
+            lines = [json_text({"row": i, **e}) for i, e in enumerate(self._entries)]
             with atomic_path(target / IDS_FILE) as tmp:
                 tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             with atomic_path(target / INDEX_FILE) as tmp:
