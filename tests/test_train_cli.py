@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 
 import pytest
 import torch
@@ -45,9 +47,9 @@ def test_train_stop_and_resume_from_the_command_line(config_file, capsys):
     assert (run / "best/config.json").is_file() and (run / "best/tokenizer.json").is_file()
 
 
-def test_the_wrong_command_for_the_task_says_which_to_use(config_file):
-    with pytest.raises(SystemExit, match="clamp3 train"):
-        main(["pretrain-m3", str(config_file)])
+def test_the_wrong_command_for_the_task_says_which_to_use(config_file, capsys):
+    assert main(["pretrain-m3", str(config_file)]) == 2
+    assert "use `clamp3 train`" in capsys.readouterr().err
 
 
 def test_presets_are_listed(capsys):
@@ -57,10 +59,77 @@ def test_presets_are_listed(capsys):
     assert "m3" in out and "lr=5e-05 batch=1024" in out
 
 
-def test_bad_data_is_reported_without_a_traceback(config_file):
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_data_is_reported_without_a_traceback_and_status_2(config_file, capsys):
     jsonl = config_file.parent / "data/pairs.jsonl"
     lines = jsonl.read_text().splitlines()
     lines[3] = lines[3].replace('"filepaths"', '"files"')
     jsonl.write_text("\n".join(lines) + "\n")
-    with pytest.raises(SystemExit, match=r"pairs.jsonl:4: record 'toy-0003': 'filepaths' must be"):
-        main(["train", str(config_file)])
+    assert main(["train", str(config_file)]) == 2
+    assert "pairs.jsonl:4: record 'toy-0003': 'filepaths' must be" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stages": [{"preset": "audio", "optim": {"lr": -1}}]}, "lr must be positive"),
+        ({"seed": 1, "bogus": 2}, "unknown fields ['bogus']"),
+        ({"bad_items": "ignore"}, "bad_items must be one of"),
+    ],
+)
+def test_a_bad_config_exits_with_status_2(config_file, capsys, change, message):
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **change}))
+    assert main(["train", str(config_file)]) == 2
+    assert message in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "setting, module, package",
+    [
+        ({"tensorboard": True}, "torch.utils.tensorboard", "tensorboard"),
+        ({"wandb_project": "p"}, "wandb", "wandb"),
+    ],
+)
+def test_a_missing_optional_logger_is_one_line_before_anything_is_written(
+    config_file, capsys, monkeypatch, setting, module, package
+):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **setting}))
+    assert main(["train", str(config_file)]) == 2
+    assert f"pip install {package}" in _one_error_line(capsys)
+    assert not (config_file.parent / "run").exists()
+
+
+def test_stop_after_at_a_stage_boundary_stops_there(config_file, capsys):
+    # Stage one: 8 items, batch 4, 3 epochs = 6 steps; --stop-after 6 must not take a step of
+    # stage two (it ran 7 and said 6).
+    data = json.loads(config_file.read_text())
+    second = {**data["stages"][0], "name": "again"}
+    config_file.write_text(json.dumps({**data, "stages": [data["stages"][0], second]}))
+    assert main(["train", str(config_file), "--stop-after", "6"]) == 0
+    assert "stopped after 6 steps" in capsys.readouterr().out
+    run = config_file.parent / "run"
+    assert [(r["stage"], r["step"]) for r in read_log(run / "log.jsonl", "train")] == [
+        ("audio", s) for s in range(1, 7)
+    ]
+    assert (run / "stages/01-audio/done.json").is_file() and not (run / "stages/02-again").exists()
+    assert main(["train", str(config_file), "--resume", "--stop-after", "6"]) == 0
+    assert "best model:" in capsys.readouterr().out  # the second stage's 6 steps end the run
+    assert len(read_log(run / "log.jsonl", "train")) == 12
+
+
+def test_eval_results_and_best_models_reach_the_terminal(config_file, caplog):
+    data = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**data, "eval_fraction": 0.25, "eval_every": 2}))
+    with caplog.at_level(logging.INFO, logger="clamp3.train"):
+        assert main(["train", str(config_file)]) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    evals = [m for m in messages if ": validation accuracy" in m]
+    assert len(evals) == 2 and all("loss" in m for m in evals)  # step 2 and the last, 3
+    assert "best so far, saved to" in evals[0] and "stages/01-audio/best" in evals[0]
+    assert any("audio step 1 (epoch" in m for m in messages)  # no progress bar: train lines

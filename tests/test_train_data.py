@@ -11,7 +11,7 @@ import torch
 
 from clamp3.tokenizer import SEPARATOR
 from clamp3.train.augment import crop_start, eval_text, remove_instrument_info, text_dropout
-from clamp3.train.data import BatchPlan, pad_stack
+from clamp3.train.data import BatchPlan, EvalBatches, pad_stack
 from clamp3.train.records import load_records, split_indices
 from clamp3.utils.errors import InputError
 
@@ -126,3 +126,53 @@ def test_sharded_plan_covers_the_same_global_batches():
     epoch0 = [i for k in range(6) for i, _ in single.local_items(k)]
     assert len(set(epoch0)) == 48  # no repeats within an epoch; 2 dropped
     assert [i for i, _ in single.local_items(6)] != [i for i, _ in single.local_items(0)]
+
+
+class _Positions:
+    """A stand-in item source: item p is p, a batch is the list of its items."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def item(self, position: int, rng: np.random.Generator) -> int:
+        return position
+
+    def collate(self, items: list[int]) -> list[int]:
+        return items
+
+
+@pytest.mark.parametrize(
+    "n, shares",
+    [
+        # 3 items in batches of 2 over 2 ranks: the last batch has 1 item (rank 1's), rank 0
+        # gets it as a placeholder with 0 real rows.
+        (3, [[([0], 1), ([1], 1)], [([2], 0), ([2], 1)]]),
+        # Fewer items than ranks.
+        (1, [[([0], 0), ([0], 1)]]),
+    ],
+)
+def test_evaluation_keeps_every_item_and_pads_empty_shares(n, shares):
+    ranks = [EvalBatches(_Positions(n), batch_size=2, seed=0, rank=r, world_size=2) for r in range(2)]
+    assert [len(b) for b in ranks] == [len(shares)] * 2
+    assert [[ranks[r][i] for r in range(2)] for i in range(len(shares))] == shares
+    assert sum(ranks[0].global_size(i) for i in range(len(shares))) == n
+
+
+def test_an_item_draws_its_text_before_its_music(tmp_path, tiny_tokenizer):
+    # The official __getitem__ order: text dropout and its crop first, then the file.
+    from clamp3.config import load_preset
+    from clamp3.train.config import ContrastiveConfig
+    from clamp3.train.data import PairSource
+    from clamp3.train.toy import write_toy_pairs
+
+    jsonl = write_toy_pairs(tmp_path, n=2, feature_dim=32)
+    config = load_preset("tiny")
+    source = PairSource(
+        load_records(jsonl), tmp_path, "symbolic", tiny_tokenizer, config, ContrastiveConfig(), True
+    )
+    for seed in range(20):
+        text, _ = source.item(0, np.random.default_rng(seed))
+        assert torch.equal(text, source._text_ids(source.records[0], np.random.default_rng(seed)))

@@ -43,7 +43,11 @@ def run_config(tmp_path, tiny_tokenizer):
         "log_every": 1,
         "show_progress": False,
         "stages": [
-            {"preset": "audio", "optim": {"lr": 1e-3, "batch_size": 4, "epochs": 2, "warmup_steps": 2}}
+            # 4 validation items in batches of 3: the last holds 1 item for 2 processes.
+            {
+                "preset": "audio",
+                "optim": {"lr": 1e-3, "batch_size": 4, "epochs": 2, "warmup_steps": 2, "eval_batch_size": 3},
+            }
         ],
     }
     return tmp_path, data
@@ -55,6 +59,15 @@ def _write(tmp_path, data, out):
     return path
 
 
+def _torchrun(tmp_path, config_path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "clamp3.cli.main", "train", str(config_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(run_config):
     tmp_path, data = run_config
@@ -64,11 +77,10 @@ def test_two_gloo_processes_match_one(run_config):
         train(config_from_dict({**data, "output_dir": "one"}, tmp_path))
     finally:
         torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "clamp3.cli.main", "train", str(_write(tmp_path, data, "two"))]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _torchrun(tmp_path, _write(tmp_path, data, "two"))
+    # Rank 0 alone talks: one final line, one terminal line per evaluation.
+    assert done.stdout.count("best model:") == 1
+    assert done.stderr.count(": validation accuracy") == len(read_log(tmp_path / "two/log.jsonl", "eval"))
 
     for kind in ("train", "eval"):
         one = read_log(tmp_path / "one/log.jsonl", kind)
@@ -88,3 +100,18 @@ def test_two_gloo_processes_match_one(run_config):
         if not key.endswith("attention.self.key.bias"):
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-4)
     assert (tmp_path / "two/stages/01-audio/checkpoints/step_00000006/rng_rank1.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_validation_set_smaller_than_the_number_of_processes(run_config):
+    # One validation item for two processes: rank 1 holds none, so it runs a placeholder item
+    # that must count for nothing (the batch dropped it, and the run died with KeyError 'loss').
+    tmp_path, data = run_config
+    lines = (tmp_path / "data/pairs.jsonl").read_text().splitlines()
+    (tmp_path / "data/one.jsonl").write_text(lines[0] + "\n")
+    stage = {"preset": "audio", "optim": {"lr": 1e-3, "batch_size": 4, "max_steps": 2, "warmup_steps": 0}}
+    data = {**data, "eval_data": "data/one.jsonl", "eval_every": 1, "stages": [stage]}
+    _torchrun(tmp_path, _write(tmp_path, data, "small"))
+    evals = read_log(tmp_path / "small/log.jsonl", "eval")
+    # A one-pair batch: loss 0 and accuracy 1; a counted placeholder would give log 2 and 1/2.
+    assert [(r["step"], r["loss"], r["accuracy"]) for r in evals] == [(1, 0.0, 1.0), (2, 0.0, 1.0)]

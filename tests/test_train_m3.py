@@ -136,3 +136,36 @@ def test_tiny_m3_run_learns_loads_and_seeds_a_clamp3_stage(tmp_path, tiny_tokeni
     train(again)
     first = read_log(tmp_path / "m3b/log.jsonl", "train")[0]["loss"]
     assert first < np.mean(losses[:5]) - 0.5
+
+
+def test_placeholder_rows_count_for_nothing_in_the_loss():
+    # Evaluation pads a rank's empty share with a placeholder item and rows=0.
+    from clamp3.config import load_preset
+    from clamp3.train.m3 import PatchBatch
+
+    config = m3_model_config(load_preset("tiny"))
+    torch.manual_seed(0)
+    task = M3Task(Clamp3Model(config), build_decoder(config.tower("symbolic"))).eval()
+    rng = np.random.default_rng(2)
+    items = [_patches(n, rng) for n in (7, 11)]
+    selected = [
+        mask_patches(p, np.random.default_rng(i), M3Config(), train=False)[1] for i, p in enumerate(items)
+    ]
+
+    def batch(k: int) -> PatchBatch:
+        length = max(len(p) for p in items[:k])
+        patches = torch.zeros(k, length, 64, dtype=torch.long)
+        mask = torch.zeros(k, length, dtype=torch.long)
+        chosen = torch.zeros(k, length, dtype=torch.bool)
+        for i in range(k):
+            patches[i, : len(items[i])] = torch.from_numpy(items[i])
+            mask[i, : len(items[i])] = 1
+            chosen[i, : len(items[i])] = torch.from_numpy(selected[i])
+        return PatchBatch(patches, mask, chosen, patches)
+
+    with torch.no_grad():
+        alone = task(batch(1))
+        padded = task(batch(2), rows=1)
+        assert task(batch(2))["loss"] != pytest.approx(alone["loss"].item())
+    for key in ("loss", "accuracy"):
+        torch.testing.assert_close(padded[key], alone[key])

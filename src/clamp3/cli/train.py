@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("config", help="run config JSON (output_dir, stages or recipe, data, init_from...)")
         p.add_argument("--resume", action="store_true", help="continue the run in output_dir")
         p.add_argument(
+            "--allow-config-change",
+            action="store_true",
+            help="with --resume: accept a config that differs from the run's (logged; the old one is kept)",
+        )
+        p.add_argument(
             "--stop-after",
             type=int,
             default=None,
@@ -32,28 +39,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Exit status: 0 done or stopped by --stop-after; 2 bad config, data or setup (one line on
+    stderr, the traceback with -v); 128 + the signal after SIGTERM / SIGINT (143 / 130), once
+    the checkpoint is written. Only rank 0 prints under torchrun."""
     from clamp3.train.config import load_train_config
     from clamp3.train.distributed import shutdown
+    from clamp3.train.interrupt import TrainingInterrupted
     from clamp3.train.runner import train
-    from clamp3.utils.errors import InputError
 
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
         config = load_train_config(args.config)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    tasks = {stage.task for stage in config.stages}
-    if tasks != {args.task}:
-        other = "pretrain-m3" if args.task == "contrastive" else "train"
-        raise SystemExit(f"{args.config}: its stages are {sorted(tasks)} tasks; use `clamp3 {other}`")
-    try:
-        best = train(config, resume=args.resume, stop_after=args.stop_after)
-    except (InputError, FileExistsError) as exc:  # bad data or an existing run: no traceback
-        raise SystemExit(f"error: {exc}") from None
+        tasks = {stage.task for stage in config.stages}
+        if tasks != {args.task}:
+            other = "pretrain-m3" if args.task == "contrastive" else "train"
+            raise ValueError(f"{args.config}: its stages are {sorted(tasks)} tasks; use `clamp3 {other}`")
+        best = train(config, args.resume, args.stop_after, args.allow_config_change)
+    except TrainingInterrupted as exc:
+        if main_rank:
+            print(f"{exc} ({config.output_dir})", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, FileExistsError, ImportError) as exc:  # bad config, data or setup
+        if args.verbose:
+            raise
+        if main_rank:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutdown()  # leave the torchrun process group cleanly
-    if best is None:
+    if main_rank and best is None:
         print(f"stopped after {args.stop_after} steps; continue with --resume ({config.output_dir})")
-    else:
+    elif main_rank:
         print(f"best model: {best}")
     return 0
 

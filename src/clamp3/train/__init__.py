@@ -6,9 +6,11 @@ An application on top of the library (``pip install clamp3[train]``)::
     best_dir = train(load_train_config("run.json"))          # or: clamp3 train run.json
 
 Modules: ``config`` (run and stage settings, presets in ``stages/`` and ``recipes/``),
-``records`` / ``data`` (M4-RAG JSONL, items, batches), ``augment`` (text dropout, instrument
-removal, crops), ``loss`` (global InfoNCE), ``m3`` (masked patch reconstruction),
-``schedule`` (lr as a function of the step), ``loop`` (one stage), ``runner`` (a run),
+``records`` / ``data`` (M4-RAG JSONL, items, batches), ``screening`` (every file checked
+before training), ``augment`` (text dropout, instrument removal, crops), ``loss`` (global
+InfoNCE), ``m3`` (masked patch reconstruction), ``schedule`` (lr as a function of the step),
+``initialization`` (a stage's starting weights), ``loop`` (one stage), ``runner`` (a run),
+``rundir`` (its config, compared on resume), ``interrupt`` (SIGTERM / SIGINT),
 ``checkpoint``, ``logger``, ``distributed``, ``toy`` (a synthetic aligned set).
 """
 
@@ -19,9 +21,17 @@ from typing import TYPE_CHECKING
 from clamp3.train.config import StageConfig, TrainConfig, config_from_dict, load_train_config
 
 if TYPE_CHECKING:
+    from clamp3.train.interrupt import TrainingInterrupted
     from clamp3.train.runner import train
 
-__all__ = ["StageConfig", "TrainConfig", "config_from_dict", "load_train_config", "train"]
+__all__ = [
+    "StageConfig",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "config_from_dict",
+    "load_train_config",
+    "train",
+]
 
 
 def __getattr__(name: str):
@@ -29,4 +39,8 @@ def __getattr__(name: str):
         from clamp3.train.runner import train
 
         return train
+    if name == "TrainingInterrupted":
+        from clamp3.train.interrupt import TrainingInterrupted
+
+        return TrainingInterrupted
     raise AttributeError(f"module 'clamp3.train' has no attribute {name!r}")

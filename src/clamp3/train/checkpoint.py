@@ -66,7 +66,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _step_of(path: Path) -> int:
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a ``step_*`` checkpoint directory was written after."""
     return int(path.name.split("_", 1)[1])
 
 
@@ -76,7 +77,7 @@ def list_checkpoints(stage_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=_step_of)
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(stage_dir: Path) -> Path | None:

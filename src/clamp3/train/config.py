@@ -26,6 +26,7 @@ from typing import Any
 TASKS = ("contrastive", "m3")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BAD_ITEMS = ("skip", "fail")
 
 
 @dataclass
@@ -135,6 +136,9 @@ class TrainConfig:
     ``.txt`` list of them or a JSONL. Without eval data, ``eval_fraction`` of the training items
     (a seeded, fixed choice) is held out. ``eval_every`` / ``save_every`` count optimizer steps;
     ``None`` means at the end of every epoch (and always at the end of a stage).
+
+    Every data file is checked before training (:mod:`clamp3.train.screening`); ``bad_items``
+    ``"skip"`` leaves bad ones out (listed in ``RUN/bad_items.jsonl``), ``"fail"`` stops.
     """
 
     output_dir: str
@@ -158,6 +162,7 @@ class TrainConfig:
     tensorboard: bool = False
     wandb_project: str | None = None
     show_progress: bool = True
+    bad_items: str = "skip"
 
     def validate(self) -> None:
         if not self.stages:
@@ -179,6 +184,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError("eval_fraction must lie in [0, 1)")
+        if self.bad_items not in BAD_ITEMS:
+            raise ValueError(f"bad_items must be one of {BAD_ITEMS}, got {self.bad_items!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

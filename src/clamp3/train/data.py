@@ -9,8 +9,9 @@ needs no loader state, and N processes see exactly the global batches one proces
 
 from __future__ import annotations
 
+import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -171,10 +172,12 @@ class PairSource:
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(text ids (lt,), music (lm, 64) int64 or (lm, F) float32) of record ``index``."""
         record = self.records[index]
-        # Music first: the official draws the file before the text, and the order fixes
-        # which random numbers each part gets.
-        music = self._music(record, rng)
-        return self._text_ids(record, rng), music
+        # Text first, in the official __getitem__'s order (text dropout and its crop, then the
+        # file, instrument removal, the patch crop). The draws come from a per-item numpy
+        # generator, not Python's `random`, so they are not the official numbers either way;
+        # the order only decides which draws each part gets.
+        text = self._text_ids(record, rng)
+        return text, self._music(record, rng)
 
     def collate(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> PairBatch:
         text, text_mask = pad_stack([t for t, _ in items], self.text_cfg.pad_token_id)
@@ -238,36 +241,54 @@ class MicroBatches(torch.utils.data.Dataset):
 
 class EvalBatches(torch.utils.data.Dataset):
     """The evaluation set in file order, in global batches of ``batch_size`` (the last may be
-    smaller), this rank's share of each; item ``i`` always gets the same generator (M3 uses it
-    to choose the patches it reconstructs)."""
+    smaller; no item is dropped), this rank's share of each; item ``i`` always gets the same
+    generator (M3 uses it to choose the patches it reconstructs)."""
 
     def __init__(self, source, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.source, self.batch_size, self.seed = source, batch_size, seed
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        # A last batch smaller than the number of ranks is dropped: every rank must hold at
-        # least one item, because the features are gathered across ranks.
-        full, rest = divmod(len(self.source), self.batch_size)
-        return full + (1 if rest >= self.world_size else 0)
+        return -(-len(self.source) // self.batch_size)
 
     def global_size(self, i: int) -> int:
         return min(self.batch_size, len(self.source) - i * self.batch_size)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        """(this rank's share of global batch ``i``, how many of its rows are real items).
+
+        A share can be empty (a last batch, or a whole set, smaller than the number of
+        ranks). Such a rank still runs the forward, because features are gathered across
+        ranks, on the batch's first item as a placeholder with 0 real rows, which the task
+        leaves out of every metric.
+        """
         positions = list(range(i * self.batch_size, i * self.batch_size + self.global_size(i)))
         mine = shard(positions, self.rank, self.world_size)
-        items = [self.source.item(p, np.random.default_rng([self.seed, p, 2])) for p in mine]
-        return self.source.collate(items)
+        rows = len(mine)
+        items = [self.source.item(p, np.random.default_rng([self.seed, p, 2])) for p in mine or positions[:1]]
+        return self.source.collate(items), rows
+
+
+def without_bad_files(records: list[dict[str, Any]], base_dir: Path, bad: Mapping[str, str]) -> list[dict]:
+    """Records with the files in ``bad`` (absolute paths, :mod:`clamp3.train.screening`) taken
+    out of ``filepaths``; a record left with no file is dropped."""
+    out = []
+    for record in records:
+        paths = [p for p in record["filepaths"] if os.path.abspath(resolve_file(base_dir, p)) not in bad]
+        if paths:
+            out.append({**record, "filepaths": paths})
+    return out
 
 
 def load_pair_split(
     train_path: str, eval_path: str | None, fraction: float, seed: int
 ) -> tuple[list[dict], list[dict], Path, Path]:
-    """(train records, eval records, train base dir, eval base dir) for a contrastive stage."""
-    records = load_records(train_path)
+    """(train records, eval records, train base dir, eval base dir) for a contrastive stage.
+    Files are not checked here: :mod:`clamp3.train.screening` has done it, and the held-out
+    split is drawn over all records, so it does not move when a file turns out bad."""
+    records = load_records(train_path, check_files=False)
     base = Path(train_path).parent
     if eval_path:
-        return records, load_records(eval_path), base, Path(eval_path).parent
+        return records, load_records(eval_path, check_files=False), base, Path(eval_path).parent
     train_idx, eval_idx = split_indices(len(records), fraction, seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx], base, base

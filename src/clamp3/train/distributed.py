@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,26 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def shard(global_indices: list[int], rank: int, world_size: int) -> list[int]:
-    """This rank's contiguous slice of a global batch (sizes differ by at most one)."""
+def all_gather_objects(value: object) -> list[object]:
+    """Every rank's ``value`` (picklable), in rank order; ``[value]`` when not distributed."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [value]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_object(value: object) -> object:
+    """Rank 0's ``value`` on every rank (the others pass anything, e.g. None)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(global_indices: list[T], rank: int, world_size: int) -> list[T]:
+    """This rank's contiguous slice of a global batch or any list (sizes differ by at most one)."""
     n = len(global_indices)
     start = rank * n // world_size
     stop = (rank + 1) * n // world_size

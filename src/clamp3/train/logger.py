@@ -20,6 +20,23 @@ from typing import Any
 from clamp3.utils.io import append_jsonl, read_jsonl
 
 
+def check_backends(tensorboard: bool, wandb_project: str | None) -> None:
+    """Raise ``ImportError`` saying what to install when a requested optional logger is
+    missing; :func:`clamp3.train.train` calls it before writing anything."""
+    if tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                '"tensorboard": true needs the tensorboard package: pip install tensorboard'
+            ) from exc
+    if wandb_project is not None:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as exc:
+            raise ImportError('"wandb_project" needs the wandb package: pip install wandb') from exc
+
+
 class RunLog:
     """Writes events on the main process only; the other ranks hold a silent instance."""
 
@@ -37,17 +54,14 @@ class RunLog:
         self._wandb = None
         if not enabled:
             return
+        check_backends(tensorboard_dir is not None, wandb_project)
         if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise RuntimeError("tensorboard logging needs `pip install tensorboard`") from exc
+            from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(str(tensorboard_dir))
         if wandb_project is not None:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise RuntimeError("W&B logging needs `pip install wandb`") from exc
+            import wandb
+
             self._wandb = wandb.init(
                 project=wandb_project, config=run_config, dir=str(path.parent), resume="allow"
             )

@@ -14,6 +14,7 @@ therefore repeats an uninterrupted run bit for bit on the same hardware and soft
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from clamp3.train.checkpoint import (
     BEST_DIR,
@@ -34,10 +36,13 @@ from clamp3.train.checkpoint import (
 from clamp3.train.config import StageConfig, TrainConfig
 from clamp3.train.data import BatchPlan, EvalBatches, MicroBatches, stage_salt
 from clamp3.train.distributed import DistEnv, all_reduce_sum
+from clamp3.train.interrupt import StopRequests, TrainingInterrupted, ignore_stop_signals
 from clamp3.train.logger import RunLog
 from clamp3.train.schedule import lr_at
 from clamp3.train.task import set_train_mode
 from clamp3.utils.io import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,10 +67,17 @@ class StageJob:
 
 
 class StepBudget:
-    """How many optimizer steps this process may still take (None: unlimited)."""
+    """How many optimizer steps this invocation may still take (None: unlimited), over all
+    stages: ``--stop-after``."""
 
     def __init__(self, steps: int | None):
+        if steps is not None and steps < 1:
+            raise ValueError(f"stop after at least one step, got {steps}")
         self.left = steps
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
 
     def spend(self) -> bool:
         """Count one step; True when the budget is now used up."""
@@ -129,7 +141,7 @@ def _mean_over_ranks(values: dict[str, torch.Tensor], world_size: int) -> dict[s
 
 @torch.no_grad()
 def evaluate(job: StageJob, autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
-    """Mean validation metrics over the evaluation set (batches weighted by their size)."""
+    """Mean validation metrics over every evaluation item (batches weighted by their size)."""
     task, env = job.task, job.env
     batch_size = job.stage.optim.eval_batch_size or job.stage.optim.batch_size
     batches = EvalBatches(job.eval_source, batch_size, job.run.seed, env.rank, env.world_size)
@@ -137,8 +149,9 @@ def evaluate(job: StageJob, autocast: Callable[[], contextlib.AbstractContextMan
     sums: dict[str, float] = {}
     count = 0
     for i in range(len(batches)):
+        batch, rows = batches[i]
         with autocast():
-            metrics = task(batches[i].to(env.device))
+            metrics = task(batch.to(env.device), rows=rows)
         size = batches.global_size(i)
         for key, value in _mean_over_ranks(metrics, env.world_size).items():
             sums[key] = sums.get(key, 0.0) + value * size
@@ -156,12 +169,14 @@ def _make_loader(job: StageJob, plan: BatchPlan, start: int, stop: int) -> torch
         # Its own generator: a DataLoader iterator otherwise draws its worker seed from the
         # global torch RNG, shifting the dropout masks of a resumed run by one draw.
         generator=torch.Generator().manual_seed(job.run.seed),
+        worker_init_fn=ignore_stop_signals,
     )
 
 
-def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget) -> bool:
+def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopRequests) -> bool:
     """Train one stage from scratch or from ``checkpoint``; True when the stage finished,
-    False when the step budget ran out first (a checkpoint was written)."""
+    False when the step budget ran out first (a checkpoint was written). Raises
+    :class:`TrainingInterrupted` after a stop signal, once the step's checkpoint is written."""
     run, stage, env, opt = job.run, job.stage, job.env, job.stage.optim
     autocast, scaler = _precision(run.precision, env.device)
     optimizer = _optimizer(job.task, stage)
@@ -169,45 +184,88 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget) -> bool:
     n_items = len(job.train_source)
     steps = total_steps(stage, n_items, env.world_size)
     plan = BatchPlan(n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size)
-    wrapped = job.task
-    if env.distributed:
-        ids = [env.device.index] if env.device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(job.task, device_ids=ids, broadcast_buffers=False)
+    wrapped = _wrap(job.task, env)
     loader = iter(_make_loader(job, plan, state.step * opt.grad_accum, steps * opt.grad_accum))
     show = env.is_main and run.show_progress
     bar = tqdm(total=steps, initial=state.step, desc=stage.name, disable=not show, dynamic_ncols=True)
     set_train_mode(job.task, job.trainable)
     started = time.perf_counter()
-    while state.step < steps:
-        lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
-        _update(optimizer, scaler, opt.max_grad_norm)
-        state.step += 1
-        bar.update(1)
-        micro = state.step * opt.grad_accum
-        epoch_end = micro // plan.batches_per_epoch > (micro - opt.grad_accum) // plan.batches_per_epoch
-        last = state.step == steps
-        if state.step % max(1, run.log_every) == 0 or last:
-            values = _mean_over_ranks(metrics, env.world_size)
-            record = {"kind": "train", "stage": stage.name, "step": state.step}
-            record.update(epoch=micro / plan.batches_per_epoch, lr=lr, **values)
-            job.log.write({**record, "seconds": round(time.perf_counter() - started, 3)})
-            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
-        if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
-            _evaluate_and_keep_best(job, state, autocast)
-            set_train_mode(job.task, job.trainable)
-        out_of_budget = budget.spend()
-        if _due(run.save_every, state.step, epoch_end) or last or out_of_budget:
-            keep = run.keep_checkpoints
-            save_checkpoint(job.directory, state, job.save_model, optimizer, scaler, env, keep)
-        if out_of_budget and not last:
-            bar.close()
-            return False
-    bar.close()
+    with logging_redirect_tqdm(), contextlib.closing(bar):
+        while state.step < steps:
+            lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
+            _update(optimizer, scaler, opt.max_grad_norm)
+            state.step += 1
+            bar.update(1)
+            micro = state.step * opt.grad_accum
+            epoch_end = micro // plan.batches_per_epoch > (micro - opt.grad_accum) // plan.batches_per_epoch
+            last = state.step == steps
+            if state.step % max(1, run.log_every) == 0 or last:
+                epoch = micro / plan.batches_per_epoch
+                _log_train(job, state.step, epoch, lr, metrics, time.perf_counter() - started, bar)
+            if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
+                _evaluate_and_keep_best(job, state, autocast)
+                set_train_mode(job.task, job.trainable)
+            if _checkpoint_or_stop(job, state, optimizer, scaler, budget, stops, epoch_end, last):
+                return False
     _finish(job, state)
     return True
+
+
+def _wrap(task: nn.Module, env: DistEnv) -> nn.Module:
+    """The task under DDP when there are several processes, else itself."""
+    if not env.distributed:
+        return task
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(task, device_ids=ids, broadcast_buffers=False)
+
+
+def _checkpoint_or_stop(
+    job: StageJob,
+    state: TrainerState,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    budget: StepBudget,
+    stops: StopRequests,
+    epoch_end: bool,
+    last: bool,
+) -> bool:
+    """After a step: checkpoint when due, at the stage's end, when the step budget is spent
+    or a stop signal came. True when the budget ends the stage early; raises
+    :class:`TrainingInterrupted` after a signal (the stage's last step just finishes it)."""
+    run, env = job.run, job.env
+    out_of_budget = budget.spend()
+    signum = None if last else stops.agreed(env)
+    if _due(run.save_every, state.step, epoch_end) or last or out_of_budget or signum:
+        saved = save_checkpoint(
+            job.directory, state, job.save_model, optimizer, scaler, env, run.keep_checkpoints
+        )
+    if signum:
+        job.log.write({"kind": "event", "stage": job.stage.name, "step": state.step, "event": "interrupted"})
+        raise TrainingInterrupted(signum, f"after step {state.step} of stage {job.stage.name!r} ({saved})")
+    return out_of_budget and not last
+
+
+def _log_train(
+    job: StageJob,
+    step: int,
+    epoch: float,
+    lr: float,
+    metrics: dict[str, torch.Tensor],
+    seconds: float,
+    bar: tqdm,
+) -> None:
+    """A train record in the run log (means over ranks); on the terminal the progress bar's
+    figures, or a line when there is no bar."""
+    values = _mean_over_ranks(metrics, job.env.world_size)
+    record = {"kind": "train", "stage": job.stage.name, "step": step, "epoch": epoch, "lr": lr}
+    job.log.write({**record, **values, "seconds": round(seconds, 3)})
+    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}")
+    if job.env.is_main and bar.disable:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+        log.info("%s step %d (epoch %.2f): %s, lr %.2e", job.stage.name, step, epoch, shown, lr)
 
 
 def _start(job: StageJob, checkpoint: Path | None, optimizer, scaler) -> TrainerState:
@@ -266,6 +324,10 @@ def _evaluate_and_keep_best(job: StageJob, state: TrainerState, autocast) -> Non
         if job.env.is_main:
             replace_dir(lambda d: _save_best(job, d, state), job.directory / BEST_DIR)
     job.log.write({"kind": "eval", "stage": job.stage.name, "step": state.step, **values, "best": best})
+    if job.env.is_main:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
+        news = f"; best so far, saved to {job.directory / BEST_DIR}" if best else ""
+        log.info("%s step %d: validation %s%s", job.stage.name, state.step, shown, news)
 
 
 def _save_best(job: StageJob, directory: Path, state: TrainerState) -> None:
@@ -284,4 +346,7 @@ def _finish(job: StageJob, state: TrainerState) -> None:
         info = {"stage": job.stage.name, "steps": state.step, "best_step": state.best_step}
         info["best_eval_loss"] = state.best_loss if math.isfinite(state.best_loss) else None
         write_json_atomic(job.directory / "done.json", info)
+        log.info(
+            "%s: done after %d steps; best model from step %d", job.stage.name, state.step, state.best_step
+        )
     job.log.write({"kind": "event", "stage": job.stage.name, "step": state.step, "event": "done"})

@@ -175,7 +175,9 @@ class M3Task(nn.Module):
         self.model = model
         self.decoder = decoder
 
-    def forward(self, batch: PatchBatch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: PatchBatch, rows: int | None = None) -> dict[str, torch.Tensor]:
+        """The loss and accuracy; with ``rows`` only the first ``rows`` items count (the
+        others are evaluation placeholders, see :class:`~clamp3.train.data.EvalBatches`)."""
         hidden = self.model.symbolic_hidden_states(batch.patches, batch.mask)
         targets = batch.targets[batch.selected]
         logits = self.decoder(hidden[batch.selected], targets)
@@ -183,7 +185,12 @@ class M3Task(nn.Module):
         losses = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
         )
-        valid = (labels != PAD_ID).reshape(-1)
+        valid = labels != PAD_ID
+        if rows is not None:
+            # Zero weights rather than fewer rows: the encoders cannot run on an empty batch.
+            item_of = torch.nonzero(batch.selected)[:, 0]
+            valid = valid & (item_of < rows).unsqueeze(1)
+        valid = valid.reshape(-1)
         total = all_reduce_sum(valid.sum().float()).clamp_min(1.0)
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         loss = (losses * valid).sum() * world / total

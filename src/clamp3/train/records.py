@@ -125,21 +125,22 @@ def records_for(records: list[dict[str, Any]], modality: str) -> list[dict[str, 
     return out
 
 
-def list_symbolic_files(path: str | os.PathLike) -> list[Path]:
+def list_symbolic_files(path: str | os.PathLike, check_files: bool = True) -> list[Path]:
     """M3 training files: a folder (searched recursively for ``.abc``/``.mtf``), a ``.txt`` list
     (one path per line, relative to the list's folder) or an M4-RAG ``.jsonl`` (its symbolic
-    files). Sorted for folders, file order otherwise."""
+    files). Sorted for folders, file order otherwise. ``check_files=False`` leaves listed files
+    that do not exist to the caller (training screens them: :mod:`clamp3.train.screening`)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SYMBOLIC_EXTENSIONS)
     elif path.suffix.lower() == ".jsonl":
-        records = records_for(load_records(path), "symbolic")
+        records = records_for(load_records(path, check_files), "symbolic")
         files = [resolve_file(path.parent, p) for r in records for p in r["filepaths"]]
     elif path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         files = [resolve_file(path.parent, line) for line in lines if line]
         for number, f in enumerate(files, start=1):
-            if not f.is_file():
+            if check_files and not f.is_file():
                 raise InputError(f"{path}:{number}", f"file {f} does not exist")
     else:
         raise InputError(path, "no such folder or file list")

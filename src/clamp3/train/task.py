@@ -18,7 +18,9 @@ NEVER_USED = ("symbolic_model.base.embeddings.word_embeddings.", "audio_model.em
 class ContrastiveTask(nn.Module):
     """Text–``modality`` alignment: the model's two features -> global InfoNCE.
 
-    ``forward`` returns ``loss`` (scalar, identical on every rank) and ``accuracy``.
+    ``forward`` returns ``loss`` (scalar, identical on every rank) and ``accuracy``; with
+    ``rows`` only the batch's first ``rows`` items take part (evaluation gives a rank with no
+    item of a short batch a placeholder item and ``rows=0``).
     """
 
     def __init__(self, model: nn.Module, modality: str, loss: InfoNCELoss):
@@ -27,9 +29,9 @@ class ContrastiveTask(nn.Module):
         self.modality = modality
         self.loss = loss
 
-    def forward(self, batch: PairBatch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: PairBatch, rows: int | None = None) -> dict[str, torch.Tensor]:
         out = self.model(batch.text_ids, batch.text_mask, batch.music, batch.music_mask, self.modality)
-        return self.loss(out.text_features, out.music_features)
+        return self.loss(out.text_features[:rows], out.music_features[:rows])
 
 
 def freeze(model: nn.Module, trainable: list[str]) -> list[str]:
