@@ -48,12 +48,12 @@ def _save_tiny(directory: Path, tokenizer, seed: int = 0, without: tuple[str, ..
     return directory
 
 
-def _crash_on_marker(path, config):
+def _crash_on_marker(path, config, timeout=None):
     """Stands in for the symbolic preparation in workers: a file named *crash* kills its worker
     as a segfaulting converter or the OOM killer would."""
     if "crash" in Path(path).name:
         os._exit(1)
-    return _PREPARE_SYMBOLIC(path, config)
+    return _PREPARE_SYMBOLIC(path, config, timeout)
 
 
 def test_folder_layout_manifest_and_bad_files(tiny_model_dir, parity_dir, tmp_path, capsys):
@@ -215,6 +215,37 @@ def test_workers_turn_bad_and_crashing_files_into_per_file_errors(
     for name in ("a_good.npy", "c_good.npy", "e_good.npy"):
         np.testing.assert_allclose(np.load(out / name), np.load(reference / name), atol=1e-6)
     assert "embedded 3, skipped 0 already done, failed 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_conversion_that_hangs_fails_that_file_after_the_timeout(
+    tiny_model_dir, parity_dir, tmp_path, capsys, monkeypatch, workers
+):
+    import clamp3.preprocess
+
+    real = clamp3.preprocess.load_symbolic
+
+    def stuck_on_marker(path, config):
+        if "stuck" in Path(path).name:
+            while True:  # a converter that never returns and swallows what it can
+                try:
+                    time.sleep(60)
+                except Exception:
+                    pass
+        return real(path, config)
+
+    monkeypatch.setattr(clamp3.preprocess, "load_symbolic", stuck_on_marker)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.mid", "b_stuck.mid", "c.mid"):
+        shutil.copy(parity_dir / "inputs/midi/m21_test12.mid", src / name)
+    args = ["embed", str(src), str(out), "--model", str(tiny_model_dir), "--no-progress"]
+    start = time.monotonic()
+    assert main([*args, "--workers", workers, "--timeout", "1"]) == 1
+    assert time.monotonic() - start < 30
+    errors = {r["path"]: r["reason"] for r in read_jsonl(out / "errors.jsonl")}
+    assert errors == {"b_stuck.mid": "conversion took longer than 1 s (timeout)"}
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a.npy", "c.npy"]
 
 
 def test_resume_refuses_another_model_or_pooling(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):

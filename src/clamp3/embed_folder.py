@@ -305,6 +305,7 @@ def embed_folder(
     modality: str | None = None,
     batch_size: int = 32,
     workers: int = 0,
+    timeout: float | None = 300.0,
     chunk_size: int = 64,
     shard: tuple[int, int] | None = None,
     model_id: str = "",
@@ -318,7 +319,8 @@ def embed_folder(
     default: the model's own weights location). ``shard = (rank, world)`` embeds only files
     ``rank::world`` of the sorted list, so each process of a torchrun/accelerate launch takes
     its share; the union equals one process. ``workers`` > 0 converts MusicXML/MIDI in that
-    many worker processes. ``overwrite`` re-embeds everything, discarding this rank's earlier
+    many worker processes; a conversion longer than ``timeout`` seconds fails that file
+    (``None``: no limit). ``overwrite`` re-embeds everything, discarding this rank's earlier
     outputs. Raises ``InputError`` for a missing input, or an output folder holding another
     model's (or the other pooling's) embeddings without ``overwrite``.
     """
@@ -345,7 +347,7 @@ def embed_folder(
     for rel, reason in collisions:
         run.fail(rel, reason)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
-    with Preparer(model, workers) as preparer:
+    with Preparer(model, workers, timeout) as preparer:
         try:
             for lo in range(0, len(pending), chunk_size):
                 chunk = pending[lo : lo + chunk_size]

@@ -130,11 +130,19 @@ def read_feature_file(path: Input, feature_dim: int) -> np.ndarray:
     return array
 
 
-def prepare_symbolic_file(path: Input, config: SymbolicTowerConfig) -> Prepared:
-    """Top-level (picklable) so worker processes can run it."""
+def prepare_symbolic_file(path: Input, config: SymbolicTowerConfig, timeout: float | None = None) -> Prepared:
+    """Top-level (picklable) so worker processes can run it. A conversion running longer than
+    ``timeout`` seconds (a converter stuck on a pathological file) is an ``InputError``; the
+    limit needs the process's main thread (a worker, or the CLI), elsewhere it is not applied."""
     from clamp3.preprocess import load_symbolic
+    from clamp3.preprocess.bulk import ConversionTimeout
+    from clamp3.utils.workers import time_limit
 
-    return Prepared("symbolic", load_symbolic(path, config))
+    try:  # ConversionTimeout is a BaseException: converters' ``except Exception`` let it pass
+        with time_limit(timeout, ConversionTimeout):
+            return Prepared("symbolic", load_symbolic(path, config))
+    except ConversionTimeout:
+        raise InputError(str(path), f"conversion took longer than {timeout:g} s (timeout)") from None
 
 
 def _label(x: Input) -> str:
@@ -162,22 +170,30 @@ class Preparer:
     worker fails and the run goes on.
     """
 
-    def __init__(self, model: Clamp3Model, workers: int = 0):
+    def __init__(self, model: Clamp3Model, workers: int = 0, timeout: float | None = None):
         self.model = model
         self.workers = workers
+        self.timeout = timeout or None  # seconds per symbolic conversion; 0/None: no limit
         self._pool: Executor | None = None
         self._generation = 0  # bumped on each restart: tells a broken old future from a new one
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the workers: after their current files, or ``now`` (their work is lost)."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            if now:
+                from clamp3.utils.workers import stop_workers
+
+                stop_workers(self._pool)
+            else:
+                self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> Preparer:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # Interrupted (Ctrl-C, SystemExit): do not wait minutes for the files in the workers.
+        self.close(now=exc_type is not None and not issubclass(exc_type, Exception))
 
     def _tower(self, x: Input, modality: str) -> TextTowerConfig | SymbolicTowerConfig | AudioTowerConfig:
         if modality not in self.model.config.modalities:
@@ -214,7 +230,7 @@ class Preparer:
         if not os.path.isfile(x):
             raise InputError(x, "no such file")
         if modality == "symbolic":
-            return prepare_symbolic_file(x, config)
+            return prepare_symbolic_file(x, config, self.timeout)
         if Path(x).suffix.lower() == ".npy":
             return Prepared("audio", read_feature_file(x, config.feature_dim))
         return Prepared("audio", np.asarray(self.model.audio_frontend.features_from_file(x), np.float32))
@@ -243,7 +259,8 @@ class Preparer:
                     from clamp3.utils.workers import fork_pool
 
                     self._pool = fork_pool(self.workers)
-                futures[i] = (self._generation, self._pool.submit(prepare_symbolic_file, x, config))
+                job = self._pool.submit(prepare_symbolic_file, x, config, self.timeout)
+                futures[i] = (self._generation, job)
         return futures
 
     def _restart(self) -> None:
@@ -265,7 +282,7 @@ class Preparer:
         if generation == self._generation:  # the current pool broke: start a fresh one
             self._restart()
         # Retry alone: the file that killed the pool is then named, the ones queued beside it pass.
-        alone = self._pool.submit(prepare_symbolic_file, x, self.model.config.symbolic)
+        alone = self._pool.submit(prepare_symbolic_file, x, self.model.config.symbolic, self.timeout)
         try:
             return alone.result()
         except InputError as exc:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from clamp3.cli.args import non_negative_int, positive_int
+from clamp3.cli.args import non_negative_float, non_negative_int, positive_int
 from clamp3.utils.errors import InputError
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="processes converting MusicXML/MIDI (0: in-process)",
     )
     p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=300.0,
+        help="seconds allowed per MusicXML/MIDI conversion before the file fails (0: no limit)",
+    )
+    p.add_argument(
         "--chunk-size", type=positive_int, default=64, help="files prepared and embedded per round"
     )
     p.add_argument(
@@ -109,6 +115,7 @@ def _embed(args: argparse.Namespace) -> int:
         modality=args.modality,
         batch_size=args.batch_size,
         workers=args.workers,
+        timeout=args.timeout or None,
         chunk_size=args.chunk_size,
         shard=shard_from_env(),
         model_id=str(args.model),
