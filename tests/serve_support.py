@@ -97,6 +97,24 @@ def make_app(lib: Library, model, **settings):
     return build_app(lib.idx, lib.media, model, Settings(**settings))
 
 
+def shut_down(app) -> None:
+    """What the app's shutdown does (the text worker stops, the upload folder goes), for apps
+    whose lifespan never ran (in-process calls, ``live_server``). Safe to repeat."""
+    if app.state.catalog.encoder is not None:
+        app.state.catalog.encoder.close()
+    app.state.uploads.close()
+
+
+@contextlib.contextmanager
+def app_for(lib: Library, model, **settings) -> Iterator:
+    """``make_app`` that is shut down when the block exits: tests leave no upload folder behind."""
+    app = make_app(lib, model, **settings)
+    try:
+        yield app
+    finally:
+        shut_down(app)
+
+
 def client_for(app):
     from fastapi.testclient import TestClient
 

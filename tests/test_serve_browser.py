@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serve_support import QUERY_TEXT, library, live_server, make_app, tiny_model  # noqa: F401
+from serve_support import QUERY_TEXT, app_for, library, live_server, tiny_model  # noqa: F401
 
 pytest.importorskip("fastapi")
 
@@ -35,7 +35,7 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
 
 @pytest.fixture(scope="module")
 def page_url(library, tiny_model):  # noqa: F811
-    with live_server(make_app(library, tiny_model)) as base:
+    with app_for(library, tiny_model) as app, live_server(app) as base:
         yield base
 
 
@@ -66,14 +66,14 @@ def _results(page) -> list[dict]:
 
 def test_search_listen_read_and_explore(page, library):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
-    page.wait_for_function("() => document.getElementById('library').textContent.includes('11 items')")
+    page.wait_for_function("() => document.getElementById('library').textContent.includes('10 items')")
 
     # Type a query: results with path, kind and score appear, best first.
     page.fill("#q", QUERY_TEXT)
     page.press("#q", "Enter")
     page.wait_for_selector(".result")
     assert _results(page)[0]["path"] == "texts/waltz.txt"
-    assert "Showing 1–11 of 11" in page.inner_text("#status")
+    assert "Showing 1–10 of 10" in page.inner_text("#status")
     assert page.locator(".result .score-value").first.inner_text().startswith("score ")
 
     # Filter to recordings, then play one.

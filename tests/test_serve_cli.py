@@ -29,6 +29,24 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, library):  # noqa
     assert "media root is not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option, value, problem",
+    [("--port", "99999", "1-65535"), ("--port", "0", "at least 1"), ("--port", "http", "expected an integer"),
+     ("--max-upload-mb", "-1", "0 or more"), ("--max-upload-mb", "0", "more than 0"), ("--max-upload-mb", "nan", "finite"),
+     ("--max-audio-seconds", "0", "more than 0"), ("--max-audio-seconds", "inf", "finite"), ("--threads", "0", "at least 1")],
+)  # fmt: skip
+def test_bad_options_are_refused_when_parsed(tmp_path, capsys, option, value, problem):
+    """Refused by argparse (usage + exit 2) before any model or index is read, not by uvicorn
+    with a traceback (``--port 99999`` raised OverflowError) or silently accepted."""
+    from clamp3.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", str(tmp_path), "--media-root", str(tmp_path), "--no-model", option, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and problem in err and "Traceback" not in err
+
+
 def test_allowed_hosts():
     from clamp3.cli.serve import _allowed_hosts
 
@@ -53,6 +71,7 @@ def test_serve_starts_answers_logs_and_stops(library, tmp_path):  # noqa: F811
         str(library.media),
     ]
     command += ["--model", str(library.model_dir), "--port", str(port), "--max-upload-mb", "1"]
+    command += ["--max-audio-seconds", "30"]
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
@@ -68,7 +87,8 @@ def test_serve_starts_answers_logs_and_stops(library, tmp_path):  # noqa: F811
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.3)
-        assert health.json()["items"] == 11 and health.json()["max_upload_bytes"] == 2**20
+        assert health.json()["items"] == 10 and health.json()["max_upload_bytes"] == 2**20
+        assert health.json()["max_audio_seconds"] == 30 and health.json()["model"] == "tiny"
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/").status_code == 200
         assert (

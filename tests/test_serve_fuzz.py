@@ -18,7 +18,7 @@ from schemathesis.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-from serve_support import library, make_app, tiny_model  # noqa: E402, F401
+from serve_support import library, make_app, shut_down, tiny_model  # noqa: E402, F401
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 40  # per operation and mode: ~700 requests in all, a few seconds on the tiny model
@@ -29,7 +29,8 @@ def api_schema(library, tiny_model):  # noqa: F811
     # The admin token is not given to the fuzzer: /api/admin/extend with a random server path
     # could walk any folder. Admin routes are fuzzed up to their 401.
     app = make_app(library, tiny_model, max_upload_bytes=256 * 1024, admin_token="not-for-the-fuzzer")
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    shut_down(app)
 
 
 # schemathesis.pytest.from_fixture does not run under pytest 9 (it sets a private node

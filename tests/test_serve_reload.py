@@ -8,7 +8,7 @@ import threading
 
 import httpx
 import pytest
-from serve_support import client_for, library, live_server, make_app, tiny_model  # noqa: F401
+from serve_support import app_for, client_for, library, live_server, make_app, tiny_model  # noqa: F401
 
 pytest.importorskip("fastapi")
 
@@ -45,10 +45,9 @@ def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
     from clamp3.index import build_index
 
     lib = library.copy(tmp_path / "lib")
-    app = make_app(lib, tiny_model, admin_token="tok")
     outcomes: list = []
     stop = threading.Event()
-    with live_server(app) as base:
+    with app_for(lib, tiny_model, admin_token="tok") as app, live_server(app) as base:
         workers = [threading.Thread(target=_hammer, args=(base, stop, outcomes, i)) for i in range(4)]
         for w in workers:
             w.start()
@@ -65,16 +64,16 @@ def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
             )
             body = {"embeddings": str(tmp_path / "emb_new"), "media_prefix": "new"}
             extended = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
-            assert extended == {"items_before": 11, "items": 14, "added": 3, "errors": []}
+            assert extended == {"items_before": 10, "items": 13, "added": 3, "errors": []}
             again = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
-            assert again["added"] == 0 and again["items"] == 14
+            assert again["added"] == 0 and again["items"] == 13
             # 2. reload: the usual pipeline (embed the media root again, index --append), then reload
             _add_media(lib.media / "more", library, ["scores/bach_bwv66_6.mxl", "midi/m21_test08.mtf"])
             embed_folder(tiny_model, lib.media, lib.emb, show_progress=False, model_id=str(lib.model_dir))
             report = build_index(lib.emb, lib.idx, append=True, progress=False)
             assert report.added == 2  # new/ was already added under the same keys by extend
             reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
-            assert reloaded["items_before"] == 14 and reloaded["items"] == 16
+            assert reloaded["items_before"] == 13 and reloaded["items"] == 15
             for _ in range(3):  # repeated swaps under load
                 assert httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).status_code == 200
         finally:
@@ -90,16 +89,13 @@ def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
         served = httpx.get(f"{base}{hits['results'][0]['file_url']}")
         assert served.text == "a brand new tango for bandoneon"
         health = httpx.get(f"{base}/api/health").json()
-        assert health["items"] == 16 and health["modalities"]["symbolic"] == 9
+        assert health["items"] == 15 and health["modalities"]["symbolic"] == 9
 
 
 def test_in_flight_snapshot_survives_a_swap(library, tiny_model, tmp_path):  # noqa: F811
     from clamp3.embed_folder import embed_folder
 
     lib = library.copy(tmp_path / "lib")
-    app = make_app(lib, tiny_model)
-    catalog = app.state.catalog
-    held = catalog.snapshot  # what a request in flight holds
     _add_media(tmp_path / "extra", library, ["midi/m21_k525short.mid"])
     embed_folder(
         tiny_model,
@@ -108,13 +104,16 @@ def test_in_flight_snapshot_survives_a_swap(library, tiny_model, tmp_path):  # n
         show_progress=False,
         model_id=str(lib.model_dir),
     )
-    assert catalog.extend(tmp_path / "emb_extra", "extra")["added"] == 1
-    assert catalog.snapshot is not held and len(catalog.snapshot.ids) == 12
-    assert len(held.ids) == 11 and len(held.index) == 11  # the old snapshot was never mutated
-    vector = catalog.encoder.text("waltz")
-    old = catalog._rank(held, vector, 20, 0, None)
-    assert old.total == 11 and {r.id for r in old.results} <= set(held.ids)
-    assert catalog.search_vector(vector, 20, 0, None).total == 12
+    with app_for(lib, tiny_model) as app:
+        catalog = app.state.catalog
+        held = catalog.snapshot  # what a request in flight holds
+        assert catalog.extend(tmp_path / "emb_extra", "extra")["added"] == 1
+        assert catalog.snapshot is not held and catalog.snapshot.size == 11
+        assert held.size == 10 and len(held.index) == 11  # the old snapshot was never mutated
+        vector = catalog.encoder.text("waltz")
+        old = catalog._rank(held, vector, 20, 0, None)
+        assert old.total == 10 and {r.id for r in old.results} <= set(held.rows)
+        assert catalog.search_vector(vector, 20, 0, None).total == 11
 
 
 def test_a_broken_index_on_disk_keeps_the_old_one_serving(library, tiny_model, tmp_path):  # noqa: F811
@@ -123,5 +122,5 @@ def test_a_broken_index_on_disk_keeps_the_old_one_serving(library, tiny_model, t
         (lib.idx / "index.faiss").write_bytes(b"not a faiss index")
         refused = client.post("/api/admin/reload", headers=AUTH)
         assert refused.status_code == 422 and "index.faiss" in refused.json()["message"]
-        assert client.get("/api/health").json()["items"] == 11
+        assert client.get("/api/health").json()["items"] == 10
         assert client.get("/api/search", params={"q": "waltz"}).status_code == 200

@@ -6,12 +6,14 @@ malformed JSON, foreign Host headers and the admin token."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 
 import numpy as np
 import pytest
 from serve_support import (  # noqa: F401
     SECRET,
+    app_for,
     client_for,
     library,
     live_server,
@@ -171,28 +173,64 @@ def _craft_index(lib, records: list[str]) -> None:
     index.save()
 
 
-def test_crafted_records_and_symlinks_are_never_served(library, tiny_model, tmp_path):  # noqa: F811
+ESCAPES = ["../outside/secret.txt", "/etc/passwd", "{outside}/secret.txt", "texts/../../outside/secret.txt",
+           "linked/secret.txt", "texts/escape.txt", "texts\\..\\..\\outside\\secret.txt", "a\x00b.txt"]  # fmt: skip
+
+
+def _hidden_ids() -> list[str]:
+    from clamp3.serve.catalog import item_id
+
+    return [item_id(f"crafted/{i}") for i in range(len(ESCAPES))] + [item_id("texts/escape")]
+
+
+def test_rows_leaving_the_media_root_are_never_ranked_or_served(library, tiny_model, tmp_path, caplog):  # noqa: F811
+    """Crafted records (absolute, ``..``, backslash, NUL, a symlinked folder, a symlinked file)
+    and the fixture's escaping symlink: left out at load with a warning, so their vectors (one is
+    the embedding of the secret) never answer a search, and their ids serve nothing."""
     lib = library.copy(tmp_path)
     (lib.media / "linked").symlink_to(lib.outside, target_is_directory=True)
-    escapes = ["../outside/secret.txt", "/etc/passwd", str(lib.outside / "secret.txt"), "texts/../../outside/secret.txt",
-               "linked/secret.txt", "texts/escape.txt", "texts\\..\\..\\outside\\secret.txt", "a\x00b.txt"]  # fmt: skip
-    _craft_index(lib, escapes)
-    with client_for(make_app(lib, tiny_model)) as c:
-        by_path = {
-            r["path"]: r["id"] for r in c.get("/api/search", params={"q": "x", "k": 100}).json()["results"]
-        }
-        for path in escapes:
-            item = by_path[path]
-            response = c.get(f"/api/items/{item}/file")
-            assert response.status_code in (403, 404), path
-            assert SECRET not in response.text and "root:" not in response.text
-            assert c.get(f"/api/items/{item}/render").status_code in (403, 404, 422)
-            meta = c.get(f"/api/items/{item}").json()
-            assert meta["available"] is False and meta["text"] is None and meta["problem"]
-        _is_json_error(c.get(f"/api/items/{by_path['texts/escape.txt']}/file"), 403, "forbidden")
-        # An in-root symlink stays fine: only escapes are refused.
-        (lib.media / "texts" / "alias.txt").symlink_to(lib.media / "texts" / "lied.txt")
-        assert c.get(f"/api/items/{by_path['texts/lied.txt']}/file").status_code == 200
+    (lib.media / "texts" / "alias.txt").symlink_to(lib.media / "texts" / "lied.txt")
+    escapes = [p.format(outside=lib.outside) for p in ESCAPES]
+    _craft_index(lib, [*escapes, "texts/alias.txt", "texts/missing.txt"])
+    with caplog.at_level(logging.WARNING, logger="clamp3.serve.catalog"), app_for(lib, tiny_model) as app:
+        warned = [r for r in caplog.records if "outside the media root" in r.getMessage()]
+        assert warned and warned[-1].fields["rows_left_out"] == len(escapes) + 1
+        with client_for(app) as c:
+            found = c.get("/api/search", params={"q": SECRET, "k": 100}).json()
+            paths = {r["path"] for r in found["results"]}
+            assert found["total"] == 12 and len(paths) == 12  # 10 items + alias + missing
+            assert not paths & set(escapes)
+            for identifier in _hidden_ids():
+                for suffix in ("", "/file", "/render", "/similar"):
+                    _is_json_error(c.get(f"/api/items/{identifier}{suffix}"), 404, "not_found")
+            for result in found["results"]:  # nor does any "more like this" list return them
+                similar = c.get(result["similar_url"], params={"k": 100}).json()
+                assert similar["total"] == 11 and not {r["path"] for r in similar["results"]} & set(escapes)
+            by_path = {r["path"]: r for r in found["results"]}
+            # An in-root symlink stays fine; a missing file stays listed, marked unavailable.
+            assert c.get(by_path["texts/alias.txt"]["file_url"]).text == "ein fröhliches Volkslied in G-Dur"
+            _is_json_error(c.get(by_path["texts/missing.txt"]["file_url"]), 404, "not_found")
+            assert c.get(f"/api/items/{by_path['texts/missing.txt']['id']}").json()["available"] is False
+
+
+def test_an_escape_planted_while_serving_is_refused_then_left_out(library, tiny_model, tmp_path):  # noqa: F811
+    lib = library.copy(tmp_path)
+    with app_for(lib, tiny_model) as app, client_for(app) as c:
+        lied = next(r for r in c.get("/api/search", params={"q": "x", "k": 100}).json()["results"]
+                    if r["path"] == "texts/lied.txt")  # fmt: skip
+        (lib.media / "texts" / "lied.txt").unlink()
+        (lib.media / "texts" / "lied.txt").symlink_to(lib.outside / "secret.txt")
+        # Before a reload the row is still listed, but its file is refused...
+        response = c.get(lied["file_url"])
+        _is_json_error(response, 403, "forbidden")
+        assert SECRET not in response.text
+        meta = c.get(f"/api/items/{lied['id']}").json()
+        assert meta["available"] is False and meta["text"] is None and meta["problem"]
+        # ...and the reload leaves it out of every search.
+        assert app.state.catalog.reload()["items"] == 9
+        _is_json_error(c.get(f"/api/items/{lied['id']}/similar"), 404, "not_found")
+        paths = {r["path"] for r in c.get("/api/search", params={"q": SECRET, "k": 100}).json()["results"]}
+        assert "texts/lied.txt" not in paths and len(paths) == 9
 
 
 # ----------------------------------------------------------------------------- bodies and headers
@@ -203,7 +241,11 @@ def test_crafted_records_and_symlinks_are_never_served(library, tiny_model, tmp_
      (b'{"q": "x", "k": 0}', "application/json", 422, "invalid_request"), (b'{"q": "x", "extra": 1}', "application/json", 422, "invalid_request"),
      (b'{"q": ""}', "application/json", 422, "invalid_request"), (b'{"q": "   "}', "application/json", 422, "unprocessable"),
      (b"", "application/json", 422, "invalid_request"), (b'{"q": "x"}', "text/plain", 422, "invalid_request"),
-     (b"\xff\xfe\x00", "application/json", 400, None)],
+     (b"\xff\xfe\x00", "application/json", 400, None),
+     (b'{"q": "x", "k": true}', "application/json", 422, "invalid_request"), (b'{"q": "x", "k": "5"}', "application/json", 422, "invalid_request"),
+     (b'{"q": "x", "k": 5.0}', "application/json", 422, "invalid_request"), (b'{"q": "x", "offset": false}', "application/json", 422, "invalid_request"),
+     (b'{"q": "x", "k": 1000}', "application/json", 422, "invalid_request"), (b'{"q": "\\u0000"}', "application/json", 422, "unprocessable"),
+     (b'{"q": " \\u200b\\t\\u0007 "}', "application/json", 422, "unprocessable")],
 )  # fmt: skip
 def test_malformed_json(client, body, content_type, status, code):
     response = client.post("/api/search", content=body, headers={"content-type": content_type})
@@ -220,6 +262,11 @@ def test_bad_query_parameters_are_422(client, params):
     assert body["details"]
 
 
+@pytest.mark.parametrize("q", ["\x00", " \t\n ", "\u200b\u200d", "\x1b\x07\x7f", "\u2028"])
+def test_queries_without_visible_characters_are_422(client, q):
+    _is_json_error(client.get("/api/search", params={"q": q}), 422, "unprocessable")
+
+
 def test_render_page_out_of_bounds(client):
     results = client.get("/api/search", params={"q": "x", "k": 100, "modality": "symbolic"}).json()["results"]
     item = next(r for r in results if r["kind"] == "score")
@@ -233,13 +280,21 @@ def test_unknown_route_and_method(client):
     _is_json_error(client.get("/static/secret.py"), 404, "not_found")
 
 
-def test_foreign_host_header_is_refused(client):
-    _is_json_error(client.get("/api/health", headers={"host": "evil.example"}), 400, "bad_host")
-    _is_json_error(
-        client.get("/api/health", headers={"host": "127.0.0.1.evil.example:8000"}), 400, "bad_host"
-    )
-    assert client.get("/api/health", headers={"host": "localhost:8000"}).status_code == 200
-    assert client.get("/api/health", headers={"host": "[::1]:8000"}).status_code == 200
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "127.0.0.1.evil.example:8000", "127.0.0.1:evil.com", "127.0.0.1:8000:evil.com",
+     "localhost:80a", "localhost:", "localhost:123456", "[::1]evil.com", "[::1]:8000:1", "::1", "127.0.0.1 evil.com",
+     "localhost@evil.com", ""],
+)  # fmt: skip
+def test_foreign_host_header_is_refused(client, host):
+    _is_json_error(client.get("/api/health", headers={"host": host}), 400, "bad_host")
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:8000", "LOCALHOST", "127.0.0.1", "[::1]:8000", "[::1]", "testserver"]
+)
+def test_local_host_headers_are_answered(client, host):
+    assert client.get("/api/health", headers={"host": host}).status_code == 200
 
 
 def test_security_headers(client):

@@ -7,9 +7,27 @@ import logging
 import os
 import sys
 
+from clamp3.cli.args import non_negative_float, positive_int
 from clamp3.cli.embed import add_model_arguments
+from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
 ADMIN_TOKEN_ENV = "CLAMP3_ADMIN_TOKEN"
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1-65535 (uvicorn would fail later with a traceback)."""
+    port = positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
+    return port
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (a size or a length: 0 would refuse everything)."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0, got 0")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,11 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest query upload (default 50)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
+    p.add_argument(
+        "--max-upload-mb", type=_positive_number, default=50.0, help="largest query upload (default 50)"
+    )
+    p.add_argument(
+        "--max-audio-seconds",
+        type=_positive_number,
+        default=MAX_AUDIO_SECONDS,
+        help=f"longest uploaded recording, read from its header before decoding (default "
+        f"{MAX_AUDIO_SECONDS:.0f}: 126 five-second windows, one segment of the audio tower)",
+    )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch threads for query encoding (default: torch's choice; 1 is best on a shared or busy machine)",
     )
@@ -87,7 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
     from clamp3.utils.errors import InputError
 
     settings = Settings(
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
+        max_audio_seconds=args.max_audio_seconds,
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
     )

@@ -18,6 +18,7 @@ the interleaving uses, which changes its output.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import optparse
@@ -55,12 +56,54 @@ def _xml2abc_options() -> optparse.Values:
     )  # fmt: skip
 
 
+# A compressed score is inflated in memory (and parsed into a tree several times its size), so a
+# few hundred KB of .mxl could otherwise claim gigabytes: one 306 KB file held 300 MB of XML. The
+# largest real scores measured unpack to about 1 MB (ratios up to ~36x), so 64 MB is generous.
+MAX_UNPACKED_BYTES = 64 * 2**20
+_unpack_cap: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "clamp3_mxl_unpack_cap", default=None
+)
+
+
+@contextlib.contextmanager
+def unpacked_size_limit(max_bytes: int) -> Iterator[None]:
+    """Inside the block (this thread or task only), a ``.mxl`` member read by
+    :func:`musicxml_to_abc` may unpack to at most ``max_bytes`` bytes instead of
+    :data:`MAX_UNPACKED_BYTES`; a service sets it from its upload limit."""
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    token = _unpack_cap.set(max_bytes)
+    try:
+        yield
+    finally:
+        _unpack_cap.reset(token)
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """The bytes of member ``name`` (``KeyError`` when absent), refused with ``InputError``
+    when its declared or its actually inflated size passes the unpack cap."""
+    cap = _unpack_cap.get()
+    limit = MAX_UNPACKED_BYTES if cap is None else cap
+    info = archive.getinfo(name)
+    too_big = f"compressed MusicXML unpacks to more than {limit / 2**20:g} MB"
+    if info.file_size > limit:
+        raise InputError(path, too_big)
+    with archive.open(info) as member:
+        # The declared size is the archive's claim; the stream is read with a limit as well.
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(path, too_big)
+    return data
+
+
 def _read_score(path: Path) -> bytes:
     """The MusicXML bytes ``xml2abc.py`` would parse.
 
     For ``.mxl`` the script takes the first member whose name does not start with ``META``
     and ends with ``.xml``. When there is none (e.g. the score is stored as ``.musicxml``)
     the script fails; here the root file named in ``META-INF/container.xml`` is used instead.
+    Members are read up to the unpack cap (:data:`MAX_UNPACKED_BYTES` or
+    :func:`unpacked_size_limit`); a larger one raises ``InputError``.
     """
     try:
         if path.suffix.lower() != ".mxl":
@@ -69,22 +112,22 @@ def _read_score(path: Path) -> bytes:
             names = archive.namelist()
             for name in names:
                 if name[:4] != "META" and name[-4:].lower() == ".xml":
-                    return archive.read(name)
-            rootfile = _container_rootfile(archive)
+                    return _read_member(archive, name, path)
+            rootfile = _container_rootfile(archive, path)
             if rootfile is None:
                 raise InputError(path, f"no MusicXML file inside the .mxl archive (members: {names[:5]})")
-            return archive.read(rootfile)
+            return _read_member(archive, rootfile, path)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise InputError(path, f"not a valid compressed MusicXML (.mxl) archive: {exc}") from exc
     except OSError as exc:
         raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
 
 
-def _container_rootfile(archive: zipfile.ZipFile) -> str | None:
+def _container_rootfile(archive: zipfile.ZipFile, path: Path) -> str | None:
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.fromstring(archive.read("META-INF/container.xml"))
+        root = ET.fromstring(_read_member(archive, "META-INF/container.xml", path))
     except (KeyError, ET.ParseError):
         return None
     for element in root.iter():
@@ -109,8 +152,9 @@ def musicxml_to_abc(path: str | os.PathLike) -> str:
 
     Byte-identical to the official ``xml2abc.py -d 8 -x <file>`` standard output decoded as
     UTF-8 (one voice per line, ``L:1/8``, ends with an empty line). Raises ``InputError``
-    naming the file when it cannot be read or the converter produces nothing (the official
-    batch script logs empty output as an error).
+    naming the file when it cannot be read, a ``.mxl`` member unpacks past the cap (see
+    :func:`unpacked_size_limit`), or the converter produces nothing (the official batch script
+    logs empty output as an error).
     """
     from abctoolkit import xml2abc
 

@@ -7,6 +7,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, verovio). The pie
 ``encoder.py``     query vectors: batched text encoding, uploaded files, one model lock
 ``media.py``       indexed files only: safe resolution under the media root, byte ranges
 ``uploads.py``     uploaded query files: type checks (extension + content) in a private temp dir
+``content.py``     what an upload holds: recording length from the header, notes after conversion
 ``render.py``      scores and MIDI -> SVG in a sandboxed subprocess (``render_job.py``, ``pianoroll.py``)
 ``errors.py``      domain errors (``app.py`` maps each class to an HTTP status)
 ``service.py``     assembly: model + index folder + media root + settings -> the ASGI app

@@ -9,6 +9,10 @@ with, and no request ever waits for a reload.
 
 Item ids are the first 16 hex digits of SHA-256 of the index key (the relative path without
 extension): opaque, free of path characters, and stable across rebuilds and appends.
+
+Rows whose path leaves the media root (a crafted record, or a symlink in the collection that
+points elsewhere) are hidden when a snapshot is built: their files are never served, and their
+vectors must not rank either, or similarity scores would describe files outside the root.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -67,20 +72,38 @@ class Page:
 
 @dataclass
 class Snapshot:
-    """A loaded index and the ids of its rows; never mutated once published."""
+    """A loaded index and the ids of its rows; never mutated once published.
+
+    ``hidden`` rows (paths leaving the media root) have no entry in ``rows`` and are not
+    counted in ``modalities``: they are never results, items or "more like this" sources.
+    """
 
     index: SearchIndex
     ids: list[str]
     rows: dict[str, int]
     modalities: dict[str, int]
+    hidden: frozenset[int] = frozenset()
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, index: SearchIndex) -> Snapshot:
+    def build(cls, index: SearchIndex, media: MediaRoot) -> Snapshot:
         entries = [index.entry(row) for row in range(len(index))]
+        folders: dict[str, bool] = {}
+        hidden = frozenset(row for row, e in enumerate(entries) if media.escapes(e["path"], folders))
+        if hidden:
+            log.warning(
+                "index rows whose files resolve outside the media root are left out of every search",
+                extra={"fields": {"rows_left_out": len(hidden), "media_root": str(media.root)}},
+            )
         ids = [item_id(e["key"]) for e in entries]
-        counts = Counter(e.get("modality") or "unknown" for e in entries)
-        return cls(index, ids, {i: row for row, i in enumerate(ids)}, dict(counts))
+        rows = {i: row for row, i in enumerate(ids) if row not in hidden}
+        counts = Counter(e.get("modality") or "unknown" for row, e in enumerate(entries) if row not in hidden)
+        return cls(index, ids, rows, dict(counts), hidden)
+
+    @property
+    def size(self) -> int:
+        """Items that can be found (hidden rows left out)."""
+        return len(self.rows)
 
     def row(self, identifier: str) -> int:
         row = self.rows.get(identifier)
@@ -89,7 +112,7 @@ class Snapshot:
         return row
 
     def available(self, modality: str | None) -> int:
-        return len(self.ids) if modality is None else self.modalities.get(modality, 0)
+        return self.size if modality is None else self.modalities.get(modality, 0)
 
 
 class Catalog:
@@ -117,14 +140,15 @@ class Catalog:
             raise InputError(
                 self.index_dir, f"holds {index.dim}-d vectors but the model gives {self.encoder.dim}-d"
             )
-        return Snapshot.build(index)
+        return Snapshot.build(index, self.media)
 
     def reload(self) -> dict[str, Any]:
-        """Re-read the index folder (e.g. after ``clamp3 index --append``) and swap it in."""
+        """Re-read the index folder (e.g. after ``clamp3 index --append``) and swap it in.
+        Counts are of findable items (rows leaving the media root are not counted)."""
         with self._writer:
-            before = len(self._snapshot.ids)
+            before = self._snapshot.size
             self._snapshot = self._load()
-            after = len(self._snapshot.ids)
+            after = self._snapshot.size
         log.info("index reloaded", extra={"fields": {"items_before": before, "items": after}})
         return {"items_before": before, "items": after, "added": after - before}
 
@@ -152,19 +176,28 @@ class Catalog:
                 )
             added = fresh.add(found.vectors, records)
             fresh.save(self.index_dir)
-            before = len(self._snapshot.ids)
-            self._snapshot = Snapshot.build(fresh)
-        log.info("index extended", extra={"fields": {"added": added, "items": len(fresh)}})
+            before = self._snapshot.size
+            self._snapshot = Snapshot.build(fresh, self.media)
+            after = self._snapshot.size
+        log.info("index extended", extra={"fields": {"added": added, "items": after}})
         errors = [str(e) for e in found.errors]
-        return {"items_before": before, "items": len(fresh), "added": added, "errors": errors}
+        return {"items_before": before, "items": after, "added": added, "errors": errors}
+
+    def model_label(self) -> str | None:
+        """The model's name for clients: the loaded model's config name, else the last part
+        of the model id stored in the index (a tag, or a folder whose full path stays private)."""
+        if self.encoder is not None:
+            return self.encoder.model.config.name
+        stored = (self._snapshot.index.model or "").rstrip("/\\")
+        return os.path.basename(stored) or None
 
     def health(self) -> dict[str, Any]:
         snap = self._snapshot
         return {
             "status": "ok",
-            "items": len(snap.ids),
+            "items": snap.size,
             "modalities": snap.modalities,
-            "model": snap.index.model,
+            "model": self.model_label(),
             "dimension": snap.index.dim,
             "index_kind": snap.index.kind,
             "loaded_at": snap.loaded_at,
@@ -179,12 +212,17 @@ class Catalog:
 
     def search_text(self, query: str, k: int, offset: int, modality: str | None) -> Page:
         text = query.strip()
-        if not text:
+        # Control, format and separator characters alone (a NUL, a zero-width space) are no query.
+        if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
             raise Unprocessable("the query is empty; type a few words")
         return self.search_vector(self._encoder().text(text), k, offset, modality)
 
-    def search_upload(self, path: Path, digest: str, k: int, offset: int, modality: str | None) -> Page:
-        return self.search_vector(self._encoder().file(path, digest), k, offset, modality)
+    def search_upload(
+        self, path: Path, digest: str, name: str, k: int, offset: int, modality: str | None
+    ) -> Page:
+        """Search with an uploaded file at ``path``; ``name`` (the client's) stands for it in
+        error messages."""
+        return self.search_vector(self._encoder().file(path, digest, name), k, offset, modality)
 
     def search_recent_upload(self, digest: str, k: int, offset: int, modality: str | None) -> Page:
         vector = self._encoder().upload(digest)
@@ -212,8 +250,10 @@ class Catalog:
         wanted = min(offset + k, total)
         if wanted <= offset:
             return Page([], max(total, 0), offset, k)
-        hits = snap.index.search(vector[None, :], wanted + excluded, modality=modality)[0]
-        hits = [h for h in hits if h.row != exclude][:wanted]
+        # Hidden rows may rank anywhere: fetch enough to fill the page without them.
+        fetch = wanted + excluded + len(snap.hidden)
+        hits = snap.index.search(vector[None, :], fetch, modality=modality)[0]
+        hits = [h for h in hits if h.row != exclude and h.row not in snap.hidden][:wanted]
         results = [
             Result(snap.ids[h.row], rank, h.score, h.modality, h.path, media_kind(h.path))
             for rank, h in enumerate(hits[offset:], start=offset + 1)

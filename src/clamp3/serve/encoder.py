@@ -8,21 +8,31 @@ a small cache, so turning pages of results does not re-run the model.
 
 Text is tokenised directly, never passed to ``encode`` as a string: ``encode`` reads a string
 that names an existing file as that file, and a query such as ``/etc/passwd`` must stay text.
+
+Uploaded files are bounded before the expensive steps (``content.py``): a recording's length is
+checked before decoding, a compressed score's unpacked size while unpacking, and a converted
+file without notes never reaches the model. Messages name the client's file, never the
+server-side path of the upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.serve.errors import Unavailable, Unprocessable
+from clamp3.preprocess.abc import MAX_UNPACKED_BYTES, unpacked_size_limit
+from clamp3.serve.content import MAX_AUDIO_SECONDS, check_audio_length, has_notes
+from clamp3.serve.errors import ServeError, Unavailable, Unprocessable
 from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
@@ -66,16 +76,26 @@ class _LRU:
 class QueryEncoder:
     """Turns queries into unit vectors (D,) float32 with one model; thread-safe.
 
-    ``timeout`` (seconds) bounds how long a request waits for its vector.
+    ``timeout`` (seconds) bounds how long a request waits for its vector, or for the audio
+    front-end while another upload holds it (then ``Unavailable``, HTTP 503). Uploads are capped
+    at ``max_audio_seconds`` of audio and ``max_unpacked_bytes`` of unpacked ``.mxl`` content.
     """
 
     def __init__(
-        self, model: Clamp3Model, max_batch: int = 32, cache_size: int = 4096, timeout: float = 60.0
+        self,
+        model: Clamp3Model,
+        max_batch: int = 32,
+        cache_size: int = 4096,
+        timeout: float = 60.0,
+        max_audio_seconds: float = MAX_AUDIO_SECONDS,
+        max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     ):
         self.model = model
         self.dim = int(model.config.projection_dim)
         self.max_batch = max_batch
         self.timeout = timeout
+        self.max_audio_seconds = max_audio_seconds
+        self.max_unpacked_bytes = max_unpacked_bytes
         self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
         self._frontend_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
@@ -138,10 +158,13 @@ class QueryEncoder:
             future.set_result(unit(vectors[query]))
 
     # ----------------------------------------------------------------------------- files
-    def file(self, path: Path, digest: str) -> np.ndarray:
+    def file(self, path: Path, digest: str, name: str = "the upload") -> np.ndarray:
         """An uploaded score, MIDI or audio file -> unit vector (D,); cached under ``digest``.
 
-        Raises ``Unprocessable`` with the reason when the file cannot be read or embedded.
+        ``name`` is the client's name for the file: messages use it in place of ``path``.
+        Raises ``Unprocessable`` with the reason when the file cannot be read or embedded or
+        holds no notes, ``TooLarge`` past the length caps, ``Unavailable`` when the audio
+        front-end or the model stays busy for ``timeout`` seconds.
         """
         cached = self._uploads.get(digest)
         if cached is not None:
@@ -157,17 +180,18 @@ class QueryEncoder:
                     f"this file is too long to search with ({item.n_items} {item.modality} elements; "
                     f"at most {MAX_QUERY_ITEMS}); upload an excerpt"
                 )
-            with self._model_lock:
+            with self._holding(self._model_lock, "the model is busy; try again in a moment"):
                 vector = unit(embed_prepared(self.model, [item])[0])
-        except Unprocessable:
+        except ServeError:
             raise
         except InputError as exc:
-            raise Unprocessable(f"cannot read this file: {exc.reason}") from exc
+            raise Unprocessable(f"cannot read this file: {_public(exc.reason, path, name)}") from exc
         except Exception as exc:
             # Parsers of uploaded bytes fail in many ways; the file is the likely culprit and
             # the client deserves the reason, not a 500. The traceback goes to the log.
             log.warning("embedding an upload failed", exc_info=True)
-            raise Unprocessable(f"cannot embed this file ({type(exc).__name__}: {exc})") from exc
+            detail = _public(f"{type(exc).__name__}: {exc}", path, name)
+            raise Unprocessable(f"cannot embed this file ({detail})") from exc
         self._uploads.put(digest, vector)
         return vector
 
@@ -175,9 +199,25 @@ class QueryEncoder:
         from clamp3.encode import Preparer, detect_modality
 
         if detect_modality(str(path)) == "audio":
-            with self._frontend_lock:  # the audio front-end (MERT) is one module, one call at a time
+            check_audio_length(path, self.max_audio_seconds)  # before any decoding work
+            busy = "the audio reader is busy with other uploads; try again in a moment"
+            with self._holding(self._frontend_lock, busy):  # MERT is one module, one call at a time
                 return Preparer(self.model).prepare(str(path))
-        return Preparer(self.model).prepare(str(path))
+        with unpacked_size_limit(self.max_unpacked_bytes):
+            item = Preparer(self.model).prepare(str(path))
+        if not has_notes(item.data):
+            raise Unprocessable("no music in the file: it holds no notes once converted")
+        return item
+
+    @contextlib.contextmanager
+    def _holding(self, lock: threading.Lock, busy: str) -> Iterator[None]:
+        """Hold ``lock``, waiting at most ``timeout`` seconds; ``Unavailable(busy)`` otherwise."""
+        if not lock.acquire(timeout=self.timeout):
+            raise Unavailable(busy)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def upload(self, digest: str) -> np.ndarray | None:
         """The vector of a recent upload, for its further result pages (``None`` once forgotten)."""
@@ -186,3 +226,16 @@ class QueryEncoder:
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=5)
+
+
+def _public(message: str, path: Path, name: str) -> str:
+    """``message`` with the server-side upload ``path`` replaced by the client's file ``name``
+    and any other mention of the upload folders removed: parsers quote the path they opened."""
+    folders = (path.parent, Path(os.path.realpath(path.parent)))
+    for form in (str(path), os.path.realpath(path)):
+        message = message.replace(form, name)
+    for folder in folders:  # names derived from the path (a converter's output file)
+        message = message.replace(f"{folder}{os.sep}", "")
+    for folder in (*folders, *(f.parent for f in folders)):
+        message = message.replace(str(folder), "the upload folder")
+    return message.replace(path.name, name)

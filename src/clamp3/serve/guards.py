@@ -15,6 +15,7 @@ Each refusal is a JSON body shaped like every other error (see ``app.py``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,8 @@ PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+# RFC 9110 Host: a reg-name or IPv4 address, or a bracketed IPv6 address, then an optional port.
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._~-]+))(?::[0-9]{1,5})?")
 
 
 async def send_error(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
@@ -40,8 +43,19 @@ async def send_error(scope: Scope, send: Send, status: int, code: str, message: 
     await send({"type": "http.response.body", "body": body})
 
 
+def host_name(header: str) -> str | None:
+    """The name in a ``Host`` header (``name``, ``name:port``, ``[v6]`` or ``[v6]:port``),
+    lower-cased, or ``None`` when the header is not exactly one of those forms with a port of
+    1-5 digits (so ``127.0.0.1:evil.example`` is no 127.0.0.1)."""
+    match = _HOST.fullmatch(header.strip().lower())
+    if match is None:
+        return None
+    return match.group("v6") or match.group("name")
+
+
 class HostGuard:
-    """Answers only requests whose ``Host`` (port ignored) is in ``allowed``; ``None`` allows all."""
+    """Answers only requests whose ``Host`` name (port ignored) is in ``allowed``; ``None``
+    allows all."""
 
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None):
         self.app = app
@@ -50,8 +64,7 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.allowed is not None:
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").strip().lower()
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.strip("[]") not in self.allowed:
+            if host_name(host) not in self.allowed:
                 await send_error(
                     scope, send, 400, "bad_host", f"this server does not answer for host {host!r}"
                 )

@@ -4,7 +4,8 @@ Only files named by the index are ever served, and only from below the media roo
 that was embedded: index paths are relative to it). :meth:`MediaRoot.resolve` refuses absolute
 paths, ``..`` segments, NUL bytes and anything whose real path (symlinks resolved) leaves the
 root, so neither a crafted index record nor a symlink planted in the collection can reach
-other files. Clients never send paths: they address items by id (see ``catalog.py``).
+other files. Clients never send paths: they address items by id (see ``catalog.py``, which
+also uses :meth:`MediaRoot.escapes` to leave such rows out of every search).
 """
 
 from __future__ import annotations
@@ -69,11 +70,7 @@ class MediaRoot:
         Raises ``Forbidden`` for paths that are absolute, contain ``..`` or NUL, or whose real
         path (symlinks followed) leaves the root; ``NotFound`` when the file is missing.
         """
-        if not relative or "\x00" in relative or "\\" in relative:
-            raise Forbidden("this item's file path is not a plain relative path; it is not served")
-        pure = PurePosixPath(relative)
-        if pure.is_absolute() or ".." in pure.parts:
-            raise Forbidden("this item's file path leaves the media root; it is not served")
+        pure = _plain_relative(relative)
         real = os.path.realpath(self.root / pure)
         if os.path.commonpath([real, str(self.root)]) != str(self.root):
             # A symlink inside the collection pointing elsewhere: serving it would expose
@@ -82,6 +79,36 @@ class MediaRoot:
         if not os.path.isfile(real):
             raise NotFound("this item's file is missing from the media root (moved or deleted?)")
         return Path(real)
+
+    def escapes(self, relative: str, folders: dict[str, bool]) -> bool:
+        """True when :meth:`resolve` refuses ``relative`` with ``Forbidden`` (a path that is not
+        plain and relative, or whose real path leaves the root); a missing file is no escape.
+
+        ``folders`` caches, across one pass over an index, whether each parent folder's real
+        path leaves the root: then only the file itself needs a look (is it a symlink?).
+        """
+        try:
+            pure = _plain_relative(relative)
+        except Forbidden:
+            return True
+        parent = str(pure.parent)
+        if parent not in folders:
+            folders[parent] = not self.contains(self.root / pure.parent)
+        if folders[parent]:
+            return True
+        candidate = self.root / pure
+        return os.path.islink(candidate) and not self.contains(candidate)
+
+
+def _plain_relative(relative: str) -> PurePosixPath:
+    """An index record's path as a relative POSIX path; ``Forbidden`` for NUL, backslashes,
+    absolute paths and ``..`` segments."""
+    if not relative or "\x00" in relative or "\\" in relative:
+        raise Forbidden("this item's file path is not a plain relative path; it is not served")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise Forbidden("this item's file path leaves the media root; it is not served")
+    return pure
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,12 @@ def _response(page: Page, query: dict[str, str | None], upload_id: str | None = 
 
 @router.get("/health", response_model=Health, summary="Service status and index size")
 def health(request: Request) -> Health:
-    return Health(**_catalog(request).health(), max_upload_bytes=request.app.state.settings.max_upload_bytes)
+    settings = request.app.state.settings
+    return Health(
+        **_catalog(request).health(),
+        max_upload_bytes=settings.max_upload_bytes,
+        max_audio_seconds=settings.max_audio_seconds,
+    )
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
@@ -107,10 +112,10 @@ def search_file(
 ) -> SearchResponse:
     suffix = upload_suffix(file.filename)
     limit = request.app.state.settings.max_upload_bytes
+    name = PurePosixPath((file.filename or "").replace("\\", "/")).name[:200]
     with request.app.state.uploads.store(file.file, suffix, limit) as (path, digest):
         upload_id = digest[:32]
-        page = _catalog(request).search_upload(path, upload_id, k, offset, modality)
-    name = PurePosixPath((file.filename or "").replace("\\", "/")).name[:200]
+        page = _catalog(request).search_upload(path, upload_id, name, k, offset, modality)
     return _response(page, {"type": "file", "name": name, "modality": modality}, upload_id)
 
 

@@ -17,9 +17,9 @@ Offset = Annotated[int, Field(ge=0, lt=MAX_RESULTS, description="results to skip
 
 
 class SearchRequest(BaseModel):
-    """A text query in any language."""
+    """A text query in any language. Strict: ``k: "5"`` or ``k: true`` is refused, not coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="the query text, any language")
     k: PageSize = 10
     offset: Offset = 0
@@ -29,7 +29,7 @@ class SearchRequest(BaseModel):
 class ExtendRequest(BaseModel):
     """An embedding folder written by ``clamp3 embed`` to add to the index."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     embeddings: str = Field(min_length=1, max_length=4096, description="folder path on the server")
     media_prefix: str = Field(
         default="",
@@ -85,6 +85,7 @@ class Health(BaseModel):
     loaded_at: float
     text_search: bool
     max_upload_bytes: int
+    max_audio_seconds: float = Field(description="longest recording accepted as a query")
 
 
 class AdminResult(BaseModel):

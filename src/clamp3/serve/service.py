@@ -33,8 +33,15 @@ def build_app(
     towers are built before the app is returned, so the first request is as fast as the rest.
     Raises ``InputError`` when the index cannot be read or its dimension differs from the model's.
     """
+    settings = settings or Settings()
     media = MediaRoot(media_root)
-    encoder = QueryEncoder(model) if model is not None else None
+    encoder = None
+    if model is not None:
+        encoder = QueryEncoder(
+            model,
+            max_audio_seconds=settings.max_audio_seconds,
+            max_unpacked_bytes=settings.max_unpacked_bytes,
+        )
     try:
         if encoder is not None:
             encoder.warm_up()
@@ -44,4 +51,4 @@ def build_app(
         if encoder is not None:
             encoder.close()
         raise
-    return create_app(catalog, renderer or Renderer(), uploads, settings or Settings())
+    return create_app(catalog, renderer or Renderer(), uploads, settings)

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clamp3.preprocess.abc import MAX_UNPACKED_BYTES
+from clamp3.serve.content import MAX_AUDIO_SECONDS
+
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Real compressed scores unpack to at most ~36x their size (measured on the parity set's .mxl
+# files); 64x leaves room while keeping a small upload from claiming much more memory.
+UNPACK_RATIO = 64
 
 
 @dataclass(frozen=True)
 class Settings:
-    """``max_upload_bytes`` caps query uploads; ``admin_token`` enables ``/api/admin/*`` (``None``:
-    disabled); ``allowed_hosts`` are the ``Host`` names answered (``None``: any)."""
+    """``max_upload_bytes`` caps query uploads; ``max_audio_seconds`` caps an uploaded
+    recording's length (read from its header before decoding); ``admin_token`` enables
+    ``/api/admin/*`` (``None``: disabled); ``allowed_hosts`` are the ``Host`` names answered
+    (``None``: any)."""
 
     max_upload_bytes: int = 50 * 2**20
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
     admin_token: str | None = None
     allowed_hosts: frozenset[str] | None = LOCAL_HOSTS
     json_body_bytes: int = 64 * 1024  # every non-upload request body (JSON) is small
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        """Cap on an uploaded ``.mxl`` score's unpacked MusicXML, bytes: ``UNPACK_RATIO`` times
+        the upload limit, never above the library default (``MAX_UNPACKED_BYTES``, 64 MB)."""
+        return min(MAX_UNPACKED_BYTES, UNPACK_RATIO * self.max_upload_bytes)

@@ -4,7 +4,9 @@ An upload is accepted only when its extension is a score, MIDI or audio type the
 *and* its first bytes look like that type (a renamed executable or HTML page is refused with
 415 before any parser sees it). The bytes go to a fresh ``0700`` folder below a private
 temporary directory that is checked, at start-up, to lie outside the media root, and the folder
-is deleted as soon as the query vector is computed. Nothing uploaded is ever served.
+is deleted as soon as the query vector is computed. Nothing uploaded is ever served. The private
+directory itself goes when the app shuts down, or at the latest when the area is garbage
+collected or the interpreter exits (an app that was never started or stopped leaves nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -96,6 +99,7 @@ class UploadArea:
                     f"the upload directory {self.base} would be inside the served folder {root}; "
                     "set TMPDIR to a folder outside the media root"
                 )
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self.base), ignore_errors=True)
 
     @contextlib.contextmanager
     def store(self, source: BinaryIO, suffix: str, limit: int) -> Iterator[tuple[Path, str]]:
@@ -129,4 +133,5 @@ class UploadArea:
             shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.base, ignore_errors=True)
+        """Delete the private directory (idempotent)."""
+        self._remove()
