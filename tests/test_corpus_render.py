@@ -10,6 +10,7 @@ mido = pytest.importorskip("mido")
 sf = pytest.importorskip("soundfile")
 
 from clamp3.corpus import render  # noqa: E402
+from clamp3.corpus.options import ConfigError  # noqa: E402
 from clamp3.corpus.synth import RELEASE_TAIL, Note, read_notes, synthesize  # noqa: E402
 from clamp3.utils.errors import InputError  # noqa: E402
 
@@ -79,8 +80,10 @@ def test_additive_render_writes_24k_mono_of_expected_duration(tmp_path, seconds_
 def test_auto_falls_back_when_fluidsynth_or_soundfont_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(render, "find_fluidsynth", lambda: None)
     assert render.choose_synth("auto") == "additive"
-    with pytest.raises(RuntimeError, match="fluid-soundfont-gm"):
+    with pytest.raises(ConfigError, match="fluid-soundfont-gm"):
         render.choose_synth("fluidsynth")
+    with pytest.raises(ConfigError, match="unknown synthesizer 'fluidsynt'"):
+        render.choose_synth("fluidsynt")
     midi = _midi(tmp_path / "a.mid", [(60, 2)])
     assert render.render_audio(midi, tmp_path / "a.wav", 5.0)["synth"] == "additive"
 

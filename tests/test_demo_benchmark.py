@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -21,9 +22,19 @@ from clamp3.demo.benchmark import (
     score_direction,
     slug,
 )
-from clamp3.demo.report import format_table, plot_benchmark
+from clamp3.demo.report import format_comparison, format_table, plot_benchmark
 
 LANGS = ("en", "de", "fr", "es", "zh")
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels():
+    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
+    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
@@ -105,6 +116,29 @@ def test_table_lists_every_row_and_plot_is_a_png(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_comparison_puts_every_model_of_the_corpus_side_by_side():
+    long_label = "runs/demo/train/align/best"
+    models = {"mini-demo": _entry("mini-demo", 0.5), long_label: _entry(long_label, 0.25)}
+    models[long_label]["rows"][0] = {**models[long_label]["rows"][0], "n_candidates": 9}  # one file failed
+    elsewhere = {**_entry("saas", 0.75), "split": "validation"}
+    assert format_comparison({"mini-demo": models["mini-demo"]}, "mini-demo") == ""  # one model: nothing
+    text = format_comparison({**models, "saas": elsewhere}, "mini-demo")
+    lines = text.splitlines()
+    assert "mini-demo" in lines[1] and ".../align/best" in lines[1] and "random" in lines[1]
+    assert lines[2].split() == ["direction", "N"] + ["MRR", "Hit@1"] * 3
+    chance = random_baseline(10)
+    rows = [line for line in lines[4:] if not line.startswith("emergent")]
+    assert len(rows) == len(directions(LANGS)) + 2  # then the two notes
+    for d, line in zip(directions(LANGS), rows):
+        assert line.startswith(d.label)
+        cells = line[len(d.label) :].split()
+        second = ["0.250*", "0.125*"] if d.label == "text (en) -> sheet" else ["0.250", "0.125"]
+        assert cells == ["10", "0.500", "0.250", *second, f"{chance['mrr']:.3f}", f"{chance['hit@1']:.3f}"]
+    assert f"models: {long_label}" in text  # the clipped header names it in full
+    assert "not compared (other corpus or split): saas (validation of c)" in text
+    assert "saas" not in lines[1]
+
+
 # ------------------------------------------------------------------ any model, through the CLI
 @pytest.fixture()
 def small_corpus(tmp_path, parity_dir) -> Path:
@@ -157,14 +191,25 @@ def test_benchmark_cli_with_another_model_joins_the_table(small_corpus, tiny_mod
     data = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
     assert set(data["models"]) == {str(tiny_model_dir), str(renamed)}
     assert data["models"][str(renamed)]["rows"] == entry["rows"]  # same weights, same numbers
+    # The text file and the printed report hold both models side by side, not only the latest.
+    printed = capsys.readouterr().out
+    text = (out / "benchmark.txt").read_text(encoding="utf-8")
+    for report in (printed, text):
+        assert "every model on corpus" in report
+        header = next(line for line in report.splitlines() if "random" in line and "direction" not in line)
+        assert "random" in header and str(renamed)[-10:] in header and str(tiny_model_dir)[-10:] in header
 
 
-def test_benchmark_cli_reports_a_missing_split_without_traceback(small_corpus, tiny_model_dir, tmp_path):
+def test_benchmark_cli_reports_a_missing_split_without_traceback(
+    small_corpus, tiny_model_dir, tmp_path, capsys
+):
     from clamp3.cli.main import main
 
     args = ["benchmark", str(small_corpus), "--model", str(tiny_model_dir), "--split", "validation"]
-    with pytest.raises(SystemExit, match="no evaluation folder for split 'validation'"):
-        main([*args, "--out", str(tmp_path / "b"), "--quiet"])
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no evaluation folder for split 'validation'" in err
+    assert "the corpus has no 'validation' piece" in err and err.count("\n") == 1
 
 
 def test_retrained_weights_under_the_same_label_are_embedded_again(small_corpus, tiny_model_dir, tmp_path):

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+
+from clamp3.cli.args import non_negative_float, positive_int
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``--seconds-max``): cli.args has no such type yet, and 0 seconds of
+    audio would fail every piece at its last step instead of once, here."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("output", metavar="OUT", help="corpus directory (created or resumed)")
-    p.add_argument("--pieces", type=int, default=None, help="number of pieces (default: every candidate)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
-    p.add_argument("--seconds-max", type=float, default=30.0, help="audio length cap in seconds (default 30)")
+    p.add_argument(
+        "--pieces", type=positive_int, default=None, help="number of pieces (default: every candidate)"
+    )
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--seconds-max", type=positive_float, default=30.0, help="audio length cap in seconds (default 30)"
+    )
     p.add_argument("--no-audio", action="store_true", help="skip audio rendering")
     p.add_argument(
         "--synth",
@@ -40,14 +56,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="try pieces that failed in an earlier run again"
     )
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds one piece may take (default 300)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=300.0,
+        help="seconds one piece may take (default 300; 0: no limit)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings and errors only")
     p.set_defaults(handler=_build_corpus)
+
+
+def quiet_logging(args: argparse.Namespace) -> None:
+    """With ``--quiet`` (and without ``-v``) only warnings and errors are logged: cli.main
+    keeps clamp3's own INFO lines (step notes), which a quiet run does not want either."""
+    if getattr(args, "quiet", False) and not getattr(args, "verbose", False):
+        for name in ("", "clamp3"):  # the root logger, and clamp3's, which cli.main sets apart
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _build_corpus(args: argparse.Namespace) -> int:
     from clamp3.corpus import BuildOptions, build_corpus
 
+    quiet_logging(args)
+    # A ConfigError (an InputError) from the options or the build ends in cli.main: one line, exit 2.
     options = BuildOptions(
         seconds_max=args.seconds_max, audio=not args.no_audio, synth=args.synth, features=args.features
     )

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from clamp3.cli.args import positive_int
+from clamp3.cli.corpus import positive_float, quiet_logging
 from clamp3.cli.embed import add_model_arguments, load_model
+
+# Bad settings and inputs end the command with one line and exit status 2 (docs/demo.md), not a
+# traceback: ValueError covers InputError, CheckpointError and the corpus's ConfigError; the
+# OSErrors are a --workdir or --out that is a file or cannot be written.
+SETTING_ERRORS = (ValueError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
-    p.add_argument("--pieces", type=int, default=400, help="corpus size (default 400; ~10%% are test pieces)")
-    p.add_argument("--seconds-max", type=float, default=20.0, help="audio seconds per piece (default 20)")
+    p.add_argument(
+        "--pieces", type=positive_int, default=400, help="corpus size (default 400; ~10%% are test pieces)"
+    )
+    p.add_argument(
+        "--seconds-max", type=positive_float, default=20.0, help="audio seconds per piece (default 20)"
+    )
     p.add_argument(
         "--steps",
         type=_steps,
@@ -32,9 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="M3,SYMBOLIC,AUDIO",
         help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,500,150)",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="contrastive batch (default 32)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: idle cores, >= 1)")
-    p.add_argument("--workers", type=int, default=None, help="corpus build processes (default: CPU count)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="contrastive batch (default 32)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: idle cores)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="corpus build processes (default: CPU count)"
+    )
     p.add_argument(
         "--model",
         "-m",
@@ -43,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser(
@@ -51,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="retrieval table of any model on a built corpus (text->sheet/MIDI/audio per language, emergent)",
         description=(
             "Embeds and indexes a split of a corpus made by `clamp3 build-corpus` with --model and adds its "
-            "rows to OUT/benchmark.json (rows keyed by model), benchmark.txt and benchmark.png. Audio uses the "
+            "rows to OUT/benchmark.json (rows keyed by model); benchmark.txt and the printed report put every "
+            "model of OUT side by side, benchmark.png plots them. Audio uses the "
             "corpus's stored features when they come from the model's front-end, else the WAV files through "
             "the model's own front-end (MERT for the official models)."
         ),
@@ -62,24 +76,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="output folder (default: 'benchmark' next to the corpus folder)"
     )
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--batch-size", type=int, default=32, help="segments per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.set_defaults(handler=_benchmark)
 
 
 def _steps(text: str) -> tuple[int, ...]:
+    """``50,500,150`` -> (50, 500, 150); how many the recipes need is checked by the demo."""
     try:
-        return tuple(int(part) for part in text.split(","))
+        steps = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}") from None
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step counts >= 1, got {text!r}")
+    return steps
 
 
 def _demo(args: argparse.Namespace) -> int:
     from clamp3.demo.pipeline import DemoOptions, run_demo
     from clamp3.demo.report import format_report
 
+    quiet_logging(args)
     options = DemoOptions(
         workdir=args.workdir,
         pieces=args.pieces,
@@ -93,43 +112,49 @@ def _demo(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         plot=not args.no_plot,
     )
-    result = _guarded(run_demo, options)
+    try:
+        result = run_demo(options)
+    except SETTING_ERRORS as exc:
+        return _fail(args, exc)
     print(format_report(result.benchmark))
-    timings = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
-    print(f"\n{timings}", file=sys.stderr)
+    if not args.quiet:
+        timings = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
+        print(f"\n{timings}", file=sys.stderr)
     return 0
 
 
 def _benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from clamp3.demo.benchmark import run_benchmark
+    from clamp3.demo.benchmark import run_benchmark, split_folder
     from clamp3.demo.report import format_report
 
+    quiet_logging(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or str(Path(args.corpus).resolve().parent / "benchmark")
-    model = _guarded(load_model, args)
-    result = _guarded(
-        run_benchmark,
-        model,
-        args.corpus,
-        out,
-        str(args.model),
-        split=args.split,
-        batch_size=args.batch_size,
-        show_progress=not args.quiet,
-        plot=not args.no_plot,
-    )
+    try:
+        split_folder(Path(args.corpus), args.split)  # before the model: loading it may take a while
+        model = load_model(args)
+        result = run_benchmark(
+            model,
+            args.corpus,
+            out,
+            str(args.model),
+            split=args.split,
+            batch_size=args.batch_size,
+            show_progress=not args.quiet,
+            plot=not args.no_plot,
+        )
+    except SETTING_ERRORS as exc:
+        return _fail(args, exc)
     print(format_report(result))
     return 0
 
 
-def _guarded(function, *args, **kwargs):
-    """Setup and input errors end the command with one line (exit 2), not a traceback."""
-    from clamp3.utils.errors import InputError
-
-    try:
-        return function(*args, **kwargs)
-    except (InputError, FileExistsError, ValueError) as exc:  # CheckpointError is a ValueError
-        raise SystemExit(f"error: {exc}") from None
+def _fail(args: argparse.Namespace, exc: BaseException) -> int:
+    """One ``error: ...`` line on stderr and exit status 2 (the traceback with ``-v``)."""
+    if getattr(args, "verbose", False):
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

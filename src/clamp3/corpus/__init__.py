@@ -6,7 +6,8 @@ Needs the ``corpus`` extra (music21, mido, soundfile). Audio uses FluidSynth wit
 General-MIDI soundfont when installed, else a built-in additive synthesizer.
 """
 
-from clamp3.corpus.build import BuildOptions, BuildSummary, build_corpus, build_piece
+from clamp3.corpus.build import BuildSummary, build_corpus, build_piece
+from clamp3.corpus.options import BuildOptions, ConfigError
 from clamp3.corpus.select import PieceRef, select_pieces
 from clamp3.corpus.texts import LANGUAGES, train_corpus_tokenizer, write_texts
 
@@ -14,6 +15,7 @@ __all__ = [
     "LANGUAGES",
     "BuildOptions",
     "BuildSummary",
+    "ConfigError",
     "PieceRef",
     "build_corpus",
     "build_piece",

@@ -28,6 +28,7 @@ from typing import Any
 
 from clamp3.corpus.select import stable_hash
 from clamp3.corpus.texts import LANGUAGES, all_texts
+from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic, write_text_atomic
 
 PIECES_DIR = "pieces"
@@ -116,8 +117,19 @@ def assemble(
 ) -> dict[str, int]:
     """Write JSONL, ``splits.json``, ``eval/`` and ``manifest.json`` for ``piece_ids``
     (already built); returns the number of pieces per split. Every file is replaced
-    atomically; ``eval/`` is rebuilt beside the old one and swapped in."""
+    atomically; ``eval/`` is rebuilt beside the old one and swapped in.
+
+    Raises :class:`InputError` for an empty ``piece_ids`` and leaves the folder's datasets as
+    they were: an empty corpus is never what was asked for, and replacing a good one with it
+    would lose the old evaluation folders.
+    """
     out = Path(out)
+    if not piece_ids:
+        raise InputError(
+            out,
+            f"no piece was built: every candidate failed, now or in an earlier run (see {out / ERRORS_FILE}; "
+            "--retry-failed tries logged pieces again)",
+        )
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for piece_id in piece_ids:
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
@@ -153,6 +165,7 @@ def _write_eval(out: Path, by_split: dict[str, list[dict[str, Any]]], languages:
     """Mirrored folders per split whose files share the piece id as name, so the evaluation
     pairs a query with its target by file name (the official eval keys on the name)."""
     staging = out / f".eval.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()  # exists even when every split is empty, so the swap below cannot fail
     for split, records in by_split.items():
         for record in records:
             for kind, folder in EVAL_FOLDERS.items():

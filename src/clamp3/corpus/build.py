@@ -5,11 +5,15 @@ Pieces are built in worker processes. Each output file is written atomically and
 finished when its ``facts.json`` (written last) exists, so an interrupted build resumes where
 it stopped. A piece that fails is logged to ``errors.jsonl`` with the stage and reason and the
 next candidate takes its place, so ``pieces=N`` gives N pieces whenever the corpus has them.
+Configuration errors (:class:`~clamp3.corpus.options.ConfigError`, missing modules) are not
+piece failures: they are checked before the workers start, and one met inside a worker stops
+the build without logging any piece.
 On-disk layout: see :mod:`clamp3.corpus.assemble` and ``docs/corpus.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -22,29 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from clamp3.corpus.assemble import ERRORS_FILE, FILES, PIECES_DIR, assemble
+from clamp3.corpus.options import BuildOptions, ConfigError, check_options
 from clamp3.corpus.pool import TimeLimitExceeded, cpu_seconds, run_tasks, time_limit
 from clamp3.corpus.select import PieceRef, select_pieces
 from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What to produce per piece. ``seconds_max``: audio length cap in seconds; ``synth``:
-    ``auto``, ``fluidsynth`` or ``additive``; ``features``: name of a model preset whose audio
-    front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features."""
-
-    seconds_max: float = 30.0
-    audio: bool = True
-    synth: str = "auto"
-    features: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.features and not self.audio:
-            raise ValueError("audio features need audio: drop --no-audio or --features")
-        if self.seconds_max <= 0:
-            raise ValueError(f"seconds_max must be positive, got {self.seconds_max}")
 
 
 @dataclass
@@ -122,7 +109,8 @@ def build_piece(ref: PieceRef, out: str, options: BuildOptions) -> dict[str, Any
 def _run_steps(
     ref: PieceRef, directory: Path, facts: dict[str, Any] | None, steps: list[str], options: BuildOptions
 ) -> dict[str, Any]:
-    """Run the missing ``steps``; a failure is re-raised as :class:`_StepFailed` naming the stage."""
+    """Run the missing ``steps``; a failure is re-raised as :class:`_StepFailed` naming the stage,
+    except configuration errors and missing modules, which are no fault of the piece."""
     stage = "parse"
     try:
         score = _parse(ref) if set(steps) & {"musicxml", "abc", "midi", "facts"} else None
@@ -135,6 +123,8 @@ def _run_steps(
         if "seconds" not in facts:  # facts lost (killed before they were written), MIDI kept
             stage = "midi"
             facts["seconds"] = _midi_seconds(directory / FILES["midi"])
+    except (ConfigError, ImportError):
+        raise
     except Exception as exc:
         raise _StepFailed(stage) from exc
     return facts
@@ -242,18 +232,25 @@ _FRONTENDS: dict[str, Any] = {}
 
 
 def _frontend(preset: str) -> Any:
-    """The audio front-end of a model preset, loaded once per worker process."""
+    """The audio front-end of a model preset, loaded once per worker process. Raises
+    :class:`ConfigError` when it cannot be loaded (e.g. MERT weights absent): that would fail
+    every piece alike."""
     if preset not in _FRONTENDS:
         from clamp3.audio import load_frontend
         from clamp3.config import load_preset
 
-        _FRONTENDS[preset] = load_frontend(load_preset(preset).tower("audio"))
+        try:
+            _FRONTENDS[preset] = load_frontend(load_preset(preset).tower("audio"))
+        except Exception as exc:
+            reason = f"cannot load the audio front-end of preset {preset!r}: {type(exc).__name__}: {exc}"
+            raise ConfigError("features", reason) from exc
     return _FRONTENDS[preset]
 
 
 def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | None = None) -> dict[str, Any]:
-    """Process-pool entry point: facts on success, an error record on failure (exceptions from
-    music21 do not always survive pickling, so the error travels as plain data)."""
+    """Process-pool entry point: facts on success, an error record on a piece failure, or
+    ``config`` = (option, reason) on a configuration error (exceptions from music21 do not
+    always survive pickling, so errors travel as plain data)."""
     try:
         with time_limit(timeout):
             return {"ok": True, "facts": build_piece(ref, out, options)}
@@ -261,6 +258,13 @@ def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | Non
         return {"ok": False, "error": _error_record(err)}
     except TimeLimitExceeded as exc:  # the alarm fired between two steps
         return {"ok": False, "error": _error_record(PieceError(ref, "timeout", str(exc)))}
+    except ConfigError as exc:
+        return {"ok": False, "config": (exc.path, exc.reason)}
+    except ImportError as exc:
+        return {
+            "ok": False,
+            "config": ("dependencies", f"{exc}; install the corpus extra: pip install 'clamp3[corpus]'"),
+        }
 
 
 def _worker_died(ref: PieceRef) -> dict[str, Any]:
@@ -295,14 +299,21 @@ def build_corpus(
 
     ``workers``: processes (default: CPU count). Pieces logged as failed by an earlier run are
     skipped unless ``retry_failed``. ``candidates`` replaces the music21 selection (tests).
-    ``timeout``: seconds one piece may take before it counts as failed.
+    ``timeout``: seconds one piece may take before it counts as failed (None: no limit).
     Ends by writing texts, splits, JSONL, evaluation folders and the manifest
     (:func:`clamp3.corpus.assemble.assemble`).
+
+    Raises :class:`ConfigError` before anything is written for a count or time below 1 /
+    not positive, an unusable synthesizer or feature preset, and during the build for a
+    configuration error met by a worker (no piece is logged for it); ``InputError`` when no
+    piece could be built.
     """
     from tqdm.auto import tqdm
 
     start, cpu_start = time.perf_counter(), cpu_seconds()
     options = options or BuildOptions()
+    check_arguments(pieces, workers, timeout)
+    check_options(options)
     out = str(out)
     Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
     order = candidates if candidates is not None else select_pieces(None)
@@ -313,30 +324,27 @@ def build_corpus(
     done: set[str] = set()
     position = 0
     bar = tqdm(total=target, desc="building corpus", unit="piece", disable=not show_progress)
-    while len(done) < target and position < len(order):
-        batch = order[position : position + target - len(done)]
-        position += len(batch)
-        todo = []
-        for ref in batch:
-            if ref.id in known_failed:
-                continue
-            if is_complete(piece_dir(out, ref.id), options):
-                done.add(ref.id)
-                summary.reused += 1
-                bar.update(1)
-            else:
-                todo.append(ref)
-        task = functools.partial(_worker, out=out, options=options, timeout=timeout)
-        for result in run_tasks(task, todo, workers, _worker_died):
-            if result["ok"]:
-                done.add(result["facts"]["id"])
-                bar.update(1)
-            else:
-                append_jsonl(Path(out) / ERRORS_FILE, result["error"])
-                summary.failed.append(result["error"])
-                logger.warning("skipped %s", result["error"]["message"])
-                bar.set_postfix(failed=len(summary.failed))
-    bar.close()
+    try:
+        while len(done) < target and position < len(order):
+            batch = order[position : position + target - len(done)]
+            position += len(batch)
+            todo = []
+            for ref in batch:
+                if ref.id in known_failed:
+                    continue
+                if is_complete(piece_dir(out, ref.id), options):
+                    done.add(ref.id)
+                    summary.reused += 1
+                    bar.update(1)
+                else:
+                    todo.append(ref)
+            task = functools.partial(_worker, out=out, options=options, timeout=timeout)
+            # closing(): a configuration error leaves the loop; the pool must stop at once
+            with contextlib.closing(run_tasks(task, todo, workers, _worker_died)) as results:
+                for result in results:
+                    _record(result, out, summary, done, bar)
+    finally:
+        bar.close()
     summary.built = [ref.id for ref in order[:position] if ref.id in done]
     summary.seconds = round(time.perf_counter() - start, 2)
     summary.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
@@ -344,6 +352,30 @@ def build_corpus(
     timing["pieces_built"] = len(summary.built) - summary.reused
     summary.splits = assemble(out, summary.built, options, timing=timing)
     return summary
+
+
+def check_arguments(pieces: int | None, workers: int | None, timeout: float | None) -> None:
+    """Refuse counts below 1 and a time limit that is not positive (None means default)."""
+    for name, value in (("pieces", pieces), ("workers", workers)):
+        if value is not None and value < 1:
+            raise ConfigError(name, f"must be at least 1, got {value}")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout}")
+
+
+def _record(result: dict[str, Any], out: str, summary: BuildSummary, done: set[str], bar: Any) -> None:
+    """Account for one worker result: a built piece, a logged piece failure, or a
+    configuration error, which is raised (never logged against the piece)."""
+    if result["ok"]:
+        done.add(result["facts"]["id"])
+        bar.update(1)
+    elif "config" in result:
+        raise ConfigError(*result["config"])
+    else:
+        append_jsonl(Path(out) / ERRORS_FILE, result["error"])
+        summary.failed.append(result["error"])
+        logger.warning("skipped %s", result["error"]["message"])
+        bar.set_postfix(failed=len(summary.failed))
 
 
 def summary_dict(summary: BuildSummary) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from clamp3.corpus.options import SYNTHS, ConfigError
 from clamp3.corpus.synth import RELEASE_TAIL, read_notes, synthesize
 from clamp3.utils.errors import InputError
 
@@ -154,17 +155,21 @@ def find_soundfont() -> Path | None:
 
 def choose_synth(requested: str = "auto") -> str:
     """``"fluidsynth"`` or ``"additive"``. ``"auto"`` picks FluidSynth when both the program
-    and a soundfont exist; asking for ``"fluidsynth"`` without them is an error."""
+    and a soundfont exist. Asking for ``"fluidsynth"`` without them, or for an unknown
+    synthesizer, raises :class:`~clamp3.corpus.options.ConfigError` (a machine setting, not
+    a fault of the piece being rendered)."""
+    if requested not in SYNTHS:
+        raise ConfigError("synth", f"unknown synthesizer {requested!r}; use {', '.join(SYNTHS)}")
     available = find_fluidsynth() is not None and find_soundfont() is not None
     if requested == "auto":
         return "fluidsynth" if available else "additive"
     if requested == "fluidsynth" and not available:
-        raise RuntimeError(
+        raise ConfigError(
+            "synth",
             "FluidSynth or its General-MIDI soundfont is missing: install the Debian packages "
-            "fluidsynth and fluid-soundfont-gm, or set CLAMP3_SOUNDFONT to an .sf2 file"
+            "fluidsynth and fluid-soundfont-gm, set CLAMP3_SOUNDFONT to an .sf2 file, or use "
+            "--synth auto (the built-in synthesizer when FluidSynth is absent)",
         )
-    if requested not in ("fluidsynth", "additive"):
-        raise ValueError(f"unknown synthesizer {requested!r}; use auto, fluidsynth or additive")
     return requested
 
 

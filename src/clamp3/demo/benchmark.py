@@ -11,7 +11,8 @@ Work folder (``OUT``, shared by every model; reruns reuse what exists)::
     OUT/embeddings/<model>/model.json        label and weight fingerprint (a new model drops the folder)
     OUT/index/<model>/<kind>/                clamp3 index of sheet, midi and audio (example queries)
     OUT/benchmark.json                       {"format", "models": {<label>: entry}}; rows keyed by model
-    OUT/benchmark.txt, OUT/benchmark.png     the latest table; MRR / Hit@10 of every model vs random
+    OUT/benchmark.txt                        the latest table, every model side by side, examples
+    OUT/benchmark.png                        MRR / Hit@10 of every model vs random
 
 Metrics follow :mod:`clamp3.evaluate.metrics` (expected rank under ties); the random baseline
 is the exact expectation for ``N`` candidates: MRR = H_N / N, Hit@k = min(k, N) / N.
@@ -145,13 +146,25 @@ def audio_input(corpus: Path, model: Clamp3Model) -> str:
     return "audio"
 
 
+def split_folder(corpus: Path, split: str) -> Path:
+    """``corpus/eval/<split>``; raises :class:`InputError` when ``corpus`` is not a built corpus
+    or has no piece in that split (cheap: the commands check it before loading a model)."""
+    if not (corpus / "manifest.json").is_file() and not (corpus / "eval").is_dir():
+        raise InputError(corpus, "not a corpus folder (make one with `clamp3 build-corpus OUT`)")
+    root = corpus / "eval" / split
+    if not root.is_dir():
+        why = "build the corpus first"
+        if (corpus / "manifest.json").is_file():  # built, but no piece fell into this split
+            why = f"the corpus has no {split!r} piece (see splits.json); build more pieces"
+        raise InputError(root, f"no evaluation folder for split {split!r}; {why}")
+    return root
+
+
 def input_folders(
     corpus: Path, split: str, languages: tuple[str, ...], model: Clamp3Model
 ) -> dict[str, Path]:
     """Kind -> the corpus evaluation folder it is embedded from."""
-    root = corpus / "eval" / split
-    if not root.is_dir():
-        raise InputError(root, f"no evaluation folder for split {split!r}; build the corpus first")
+    root = split_folder(corpus, split)
     folders = {f"text_{lang}": root / f"text_{lang}" for lang in languages}
     folders.update(sheet=root / "sheet", midi=root / "midi", audio=root / audio_input(corpus, model))
     missing = [str(p) for p in folders.values() if not p.is_dir()]
@@ -220,7 +233,8 @@ def score_direction(queries: dict[str, np.ndarray], targets: dict[str, np.ndarra
 
 @dataclass
 class BenchmarkResult:
-    """``entry`` is this model's JSON entry (rows, examples, settings); ``table`` its text."""
+    """``entry`` is this model's JSON entry (rows, examples, settings); ``table`` its text;
+    ``comparison`` every model of the output folder side by side ("" with only one)."""
 
     label: str
     entry: dict[str, Any]
@@ -228,6 +242,7 @@ class BenchmarkResult:
     json_path: Path
     plot_path: Path | None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    comparison: str = ""
 
 
 def run_benchmark(
@@ -244,7 +259,8 @@ def run_benchmark(
 ) -> BenchmarkResult:
     """Embed ``split`` of ``corpus`` with ``model``, index it, score every direction and write
     ``OUT/benchmark.json`` (this model's entry replaces an older one of the same ``label``,
-    other models' entries stay), ``benchmark.txt`` and, with ``plot`` and matplotlib,
+    other models' entries stay), ``benchmark.txt`` (with every model of ``out`` side by
+    side) and, with ``plot`` and matplotlib,
     ``benchmark.png``. Metrics are floats in [0, 1]. Raises ``InputError`` for a corpus
     without that split."""
     from clamp3.corpus.texts import LANGUAGES
@@ -284,8 +300,8 @@ def run_benchmark(
         "seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    json_path, plot_path, table = report.write_outputs(out, entry, plot=plot)
-    return BenchmarkResult(label, entry, table, json_path, plot_path, failures)
+    json_path, plot_path, table, comparison = report.write_outputs(out, entry, plot=plot)
+    return BenchmarkResult(label, entry, table, json_path, plot_path, failures, comparison)
 
 
 def build_indexes(emb_root: Path, index_root: Path, progress: bool) -> dict[str, Path]:

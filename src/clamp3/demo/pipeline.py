@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clamp3.utils.errors import InputError
 from clamp3.utils.io import read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ FEATURES = "mini"  # the corpus's audio features are the mini model's log-mel fr
 M3_RECIPE, ALIGN_RECIPE = "mini-m3", "mini"
 EVAL_EVERY = 50  # validation (and best-model choice) every N optimizer steps
 SAVE_EVERY = 100  # checkpoints: a killed demo resumes within 100 steps
+# A ranking of one candidate always scores 1.0; two is the least that measures anything.
+MIN_SPLIT_PIECES = 2
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,11 @@ def settings(options: DemoOptions) -> dict[str, Any]:
 
 
 def check_workdir(work: Path, options: DemoOptions) -> None:
-    """Refuse a folder made with other corpus or training settings (reusing it would report
-    a model that does not match the options); record the settings of a new folder."""
+    """Refuse a path that is not a folder, invalid ``steps`` and a folder made with other
+    corpus or training settings (reusing it would report a model that does not match the
+    options); record the settings of a new folder. Raises ``ValueError`` / ``InputError``."""
+    if work.exists() and not work.is_dir():
+        raise InputError(work, "not a folder; --workdir must be a folder (created when missing)")
     wanted = settings(options)
     path = work / "demo.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -156,9 +162,48 @@ def ensure_corpus(work: Path, options: DemoOptions) -> bool:
         options=build,
         show_progress=options.show_progress,
     )
-    if not summary.built:
-        raise RuntimeError(f"{corpus}: no piece could be built; see {corpus / 'errors.jsonl'}")
+    if not summary.built:  # build_corpus raises first; kept so an empty corpus never goes on
+        raise InputError(corpus, f"no piece could be built; see {corpus / 'errors.jsonl'}")
     return False
+
+
+def check_split(corpus: Path, split: str, needed: int = MIN_SPLIT_PIECES) -> None:
+    """Raise :class:`InputError` when ``split`` of the built corpus has fewer than ``needed``
+    pieces, saying how many pieces would give enough: checked right after the corpus step,
+    so a too small ``--pieces`` fails before any training, not at the benchmark."""
+    path = corpus / "splits.json"
+    if not path.is_file():
+        return  # not a finished corpus; the benchmark names what is missing
+    splits = json.loads(path.read_text(encoding="utf-8"))
+    have = len(splits.get(split, []))
+    if have >= needed:
+        return
+    counts = ", ".join(f"{len(splits.get(name, []))} {name}" for name in ("train", "validation", "test"))
+    advice = ""
+    enough = pieces_for_split(split, needed)
+    if enough is not None:
+        advice = (
+            f"; use --pieces {enough} or more (the first {enough} pieces of the selection hold "
+            f"{needed} {split} pieces; a piece that fails is replaced by a later one)"
+        )
+    raise InputError(
+        corpus,
+        f"the {split} split has {have} piece(s) ({counts}); the benchmark needs at least {needed}{advice}",
+    )
+
+
+def pieces_for_split(split: str, needed: int) -> int | None:
+    """The smallest ``--pieces`` whose selection prefix holds ``needed`` pieces of ``split``
+    (None when the whole selection has fewer). About 0.6 s: it lists music21's corpus."""
+    from clamp3.corpus.assemble import split_of
+    from clamp3.corpus.select import select_pieces
+
+    found = 0
+    for position, ref in enumerate(select_pieces(None), start=1):
+        found += split_of(ref.group) == split
+        if found >= needed:
+            return position
+    return None
 
 
 def ensure_tokenizer(work: Path) -> bool:
@@ -253,25 +298,35 @@ def _step(result: DemoResult, name: str, action) -> Any:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Every step of the demo (module docstring); returns the benchmark and step timings.
-    Sets torch's thread count for its duration (restored afterwards)."""
+    Sets torch's thread count for its duration (restored afterwards).
+
+    Fails early, with ``ValueError`` (``InputError``, ``CheckpointError``): before anything is
+    built for bad settings, a ``workdir`` that is a file or holds another demo, and a
+    ``model`` that cannot be resolved; right after the corpus step for a split with fewer
+    than :data:`MIN_SPLIT_PIECES` pieces, before any training.
+    """
     import torch
 
     from clamp3.demo.benchmark import run_benchmark
     from clamp3.model import Clamp3Model
 
     work = Path(options.workdir)
+    # A given model is resolved first: a wrong path or unreachable weights must fail in
+    # seconds, not after the corpus build (towers load lazily, so this reads no weights yet).
+    given = Clamp3Model.from_pretrained(options.model, device=options.device) if options.model else None
     check_workdir(work, options)
     threads = options.threads or choose_threads()  # measured before the build loads the cores
     result = DemoResult(work, options.model or "")
     start = time.perf_counter()
     _step(result, "corpus", lambda: ensure_corpus(work, options))
+    check_split(work / "corpus", options.split)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         model_dir = options.model or train_demo_model(work, options, result)
         result.model = str(model_dir)
         label = DEMO_LABEL if options.model is None else options.model
-        model = Clamp3Model.from_pretrained(model_dir, device=options.device)
+        model = given if given is not None else Clamp3Model.from_pretrained(model_dir, device=options.device)
 
         def benchmark() -> tuple[Any, bool]:
             out = run_benchmark(

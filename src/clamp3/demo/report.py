@@ -1,5 +1,6 @@
-"""The benchmark's outputs: the printed table and example queries, the JSON (rows keyed by model)
-and a plot of every model's MRR and Hit@10 next to the random baseline."""
+"""The benchmark's outputs: the printed table and example queries, a side-by-side table of every
+model benchmarked in the folder, the JSON (rows keyed by model) and a plot of every model's MRR
+and Hit@10 next to the random baseline."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ log = logging.getLogger(__name__)
 
 JSON_NAME, TABLE_NAME, PLOT_NAME = "benchmark.json", "benchmark.txt", "benchmark.png"
 METRIC_COLUMNS = (("mrr", "MRR"), ("hit@1", "Hit@1"), ("hit@10", "Hit@10"))
+COMPARED = (("mrr", "MRR"), ("hit@1", "Hit@1"))  # per model in the side-by-side table
+CELL = 7  # characters per metric cell of the side-by-side table: 6 for the value, 1 for a mark
 
 
 def format_table(entry: dict[str, Any]) -> str:
@@ -36,6 +39,62 @@ def format_table(entry: dict[str, Any]) -> str:
         values = ", ".join(f"{name} {reference[key]:.3f}" for key, name in METRIC_COLUMNS)
         lines.append(f"reference: knowing only each piece's collection (random within it): {values}")
     return "\n".join(lines)
+
+
+def format_comparison(models: dict[str, dict[str, Any]], latest: str) -> str:
+    """Every model measured on the same corpus and split as ``models[latest]``, side by side:
+    one row per direction (the latest entry's order), MRR and Hit@1 per model, then the random
+    baseline. Models measured elsewhere are named under the table, not mixed in. A cell marked
+    ``*`` had another number of candidates than the latest run (files that failed to embed);
+    ``-``: the model has no such row. Empty when fewer than two models can be compared."""
+    base = models[latest]
+    where = (base["corpus"], base["split"])
+    same = sorted(label for label, e in models.items() if (e.get("corpus"), e.get("split")) == where)
+    if len(same) < 2:
+        return ""
+    width = CELL * len(COMPARED)
+
+    def line(first: str, groups: list[str]) -> str:
+        return (first + "".join(f"  {group:>{width}}" for group in groups)).rstrip()
+
+    names = "".join(f"{name:>{CELL - 1}} " for _, name in COMPARED)
+    lines = [
+        f"every model on corpus {base['corpus']} | split {base['split']} ({base['n_pieces']} pieces) "
+        "| ties: expected rank",
+        line(" " * 29, [_clip_left(label, width) for label in same] + ["random"]),
+        line(f"{'direction':<24}{'N':>5}", [names] * (len(same) + 1)),
+    ]
+    lines.append("-" * len(lines[-1]))
+    by_model = {label: {row["direction"]: row for row in models[label]["rows"]} for label in same}
+    group = None
+    for row in base["rows"]:
+        if group is not None and row["group"] != group:
+            lines.append("emergent (no training pair joins these two kinds):")
+        group = row["group"]
+        groups = [_model_cells(by_model[label].get(row["direction"]), row) for label in same]
+        groups.append("".join(f"{row['random'][key]:>{CELL - 1}.3f} " for key, _ in COMPARED))
+        lines.append(line(f"{row['direction']:<24}{row['n_candidates']:>5}", groups))
+    clipped = [label for label in same if len(label) > width]
+    if clipped:
+        lines.append("models: " + ", ".join(clipped))
+    others = [f"{label} ({e.get('split')} of {e.get('corpus')})" for label, e in sorted(models.items())]
+    others = [text for text, label in zip(others, sorted(models)) if label not in same]
+    if others:
+        lines.append("not compared (other corpus or split): " + "; ".join(others))
+    return "\n".join(lines)
+
+
+def _model_cells(row: dict[str, Any] | None, base: dict[str, Any]) -> str:
+    """One model's MRR and Hit@1 cells in one direction (see :func:`format_comparison`)."""
+    if row is None:
+        return "".join(f"{'-':>{CELL - 1}} " for _ in COMPARED)
+    mark = "*" if row["n_candidates"] != base["n_candidates"] else " "
+    return "".join(f"{row[key]:>{CELL - 1}.3f}{mark}" for key, _ in COMPARED)
+
+
+def _clip_left(label: str, width: int) -> str:
+    """A model label cut to ``width`` characters from the left: a path's end names the run."""
+    return label if len(label) <= width else "..." + label[-(width - 3) :]
 
 
 def clip(text: str, width: int) -> str:
@@ -63,30 +122,35 @@ def format_report(result: Any) -> str:
     """What the commands print: the table, the example queries and where the files are
     (``result`` is a :class:`clamp3.demo.benchmark.BenchmarkResult`)."""
     files = [str(result.json_path)] + ([str(result.plot_path)] if result.plot_path else [])
-    parts = [result.table, "example queries (top results; cosine, id, title):", format_examples(result.entry)]
+    parts = [result.table] + ([result.comparison] if getattr(result, "comparison", "") else [])
+    parts += ["example queries (top results; cosine, id, title):", format_examples(result.entry)]
     if result.failures:
         parts.append(f"{len(result.failures)} files could not be embedded (left out): see {result.json_path}")
     parts.append("written: " + ", ".join(files))
     return "\n\n".join(parts)
 
 
-def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[Path, Path | None, str]:
-    """Merge ``entry`` into ``OUT/benchmark.json``, write ``benchmark.txt`` (table + examples)
-    and, with ``plot``, ``benchmark.png`` over every model in the JSON. Returns (JSON path,
-    PNG path or None when matplotlib is missing or ``plot`` is off, the table text)."""
+def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[Path, Path | None, str, str]:
+    """Merge ``entry`` into ``OUT/benchmark.json``, write ``benchmark.txt`` (this model's
+    table, every model of the folder side by side when there are several, the examples) and,
+    with ``plot``, ``benchmark.png`` over every model in the JSON. Returns (JSON path, PNG
+    path or None when matplotlib is missing or ``plot`` is off, the table text, the
+    side-by-side text or "")."""
     from clamp3.demo.benchmark import merge_entry
 
     out.mkdir(parents=True, exist_ok=True)
     data = merge_entry(out / JSON_NAME, entry)
     table = format_table(entry)
-    write_text_atomic(out / TABLE_NAME, table + "\n\n" + format_examples(entry) + "\n")
+    comparison = format_comparison(data["models"], entry["model"])
+    parts = [table] + ([comparison] if comparison else []) + [format_examples(entry)]
+    write_text_atomic(out / TABLE_NAME, "\n\n".join(parts) + "\n")
     plot_path = None
     if plot:
         try:
             plot_path = plot_benchmark(data["models"], out / PLOT_NAME)
         except ImportError as exc:  # the plot is optional; the table and JSON are the result
             log.warning("%s; no plot written", exc)
-    return out / JSON_NAME, plot_path, table
+    return out / JSON_NAME, plot_path, table, comparison
 
 
 def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:

@@ -1,0 +1,66 @@
+"""What a corpus build produces, and the checks made once before any piece is built.
+
+A wrong option (an unknown preset, FluidSynth asked for but not installed) would otherwise
+fail every piece at the end of its expensive steps, and each failure would be logged as if
+the piece were bad, which then skips it in every later run. So options are checked here,
+in the calling process, before a worker starts; anything that still turns out to be a
+configuration problem inside a worker raises :class:`ConfigError`, which stops the build
+instead of being recorded against a piece.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clamp3.utils.errors import InputError
+
+SYNTHS = ("auto", "fluidsynth", "additive")
+
+
+class ConfigError(InputError):
+    """A build setting that cannot work on this machine: ``str(err)`` is
+    ``"<option>: <reason>"``. Never a property of one piece, so never logged as a piece failure."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to produce per piece. ``seconds_max``: audio length cap in seconds (> 0);
+    ``synth``: ``auto``, ``fluidsynth`` or ``additive``; ``features``: name of a model preset
+    whose audio front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features.
+    Raises :class:`ConfigError` for a value no build could use."""
+
+    seconds_max: float = 30.0
+    audio: bool = True
+    synth: str = "auto"
+    features: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.features and not self.audio:
+            raise ConfigError("features", "audio features need audio: drop --no-audio or --features")
+        if not self.seconds_max > 0:  # also refuses NaN
+            raise ConfigError("seconds_max", f"must be a positive number of seconds, got {self.seconds_max}")
+        if self.synth not in SYNTHS:
+            raise ConfigError("synth", f"unknown synthesizer {self.synth!r}; use {', '.join(SYNTHS)}")
+
+
+def check_options(options: BuildOptions) -> None:
+    """Fail fast, before any worker starts: the synthesizer must be usable and the feature
+    preset must exist and have an audio tower with a known front-end. Raises
+    :class:`ConfigError`. Front-end weights (MERT) are not loaded here; a worker that cannot
+    load them raises :class:`ConfigError` too, which ends the build."""
+    if options.audio:
+        from clamp3.corpus.render import choose_synth
+
+        choose_synth(options.synth)
+    if options.features:
+        from clamp3.audio.frontends import FRONTENDS
+        from clamp3.config import load_preset
+
+        try:
+            audio = load_preset(options.features).tower("audio")
+        except ValueError as exc:  # unknown preset, or a preset without an audio tower
+            raise ConfigError("features", str(exc)) from None
+        if audio.frontend not in FRONTENDS:
+            raise ConfigError(
+                "features", f"preset {options.features!r} has an unknown front-end {audio.frontend!r}"
+            )

@@ -1,0 +1,238 @@
+"""``clamp3 demo`` / ``clamp3 benchmark`` settings through ``clamp3.cli.main.main``: bad settings
+end with one line and exit status 2 before anything is built, the model is resolved before the
+corpus, an unreachable hub fails at once, a too small test split stops the demo before training,
+and ``--quiet`` logs nothing below a warning."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clamp3.cli.main import main
+from clamp3.demo import pipeline
+from clamp3.utils.errors import InputError
+
+LANGS = ("en", "de", "fr", "es", "zh")
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels():
+    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
+    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
+
+
+@pytest.fixture()
+def no_build(monkeypatch):
+    """Any corpus build or training fails the test at once (the old code got that far)."""
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the demo went on to build or train")
+
+    monkeypatch.setattr(pipeline, "ensure_corpus", reached)
+    monkeypatch.setattr(pipeline, "train_demo_model", reached)
+
+
+def _one_line_error(capsys, start: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {start}") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["--steps", "1,2"], "steps: give 3 positive step counts"),
+        (["--model", "MISSING"], "MISSING: not a model directory"),
+        (["--workdir", "FILE"], "FILE: not a folder"),
+    ],
+)
+def test_demo_bad_settings_exit_2_before_anything_is_built(tmp_path, capsys, no_build, argv, start):
+    work = tmp_path / "work"
+    (tmp_path / "FILE").write_text("not a folder\n", encoding="utf-8")
+    argv = [str(tmp_path / a) if a in ("MISSING", "FILE") else a for a in argv]
+    assert main(["demo", "--workdir", str(work), *argv, "--quiet"]) == 2
+    _one_line_error(capsys, str(tmp_path / start) if start[0].isupper() else start)
+    assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--pieces", "0"], ["--pieces", "-1"], ["--steps", "0,5,5"], ["--threads", "0"]]
+)
+def test_demo_bad_numbers_are_usage_errors(tmp_path, capsys, no_build, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--workdir", str(tmp_path / "w"), *argv])
+    assert exit_info.value.code == 2 and f"argument {argv[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_benchmark_of_a_missing_corpus_exits_2_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the corpus was checked")
+
+    monkeypatch.setattr("clamp3.cli.demo.load_model", load)
+    assert main(["benchmark", str(tmp_path / "nonexist"), "--quiet"]) == 2
+    _one_line_error(capsys, f"{tmp_path / 'nonexist'}: not a corpus folder")
+
+
+# ------------------------------------------------------------------ official weights, no hub
+@pytest.fixture()
+def hub_down(monkeypatch):
+    """Nothing cached, HF_HUB_OFFLINE unset, the hub probe fails; a real download attempt
+    (the one that retries for ~40 s) fails the test."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def download(*, repo_id, filename, local_files_only=False, **kwargs):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        raise AssertionError("downloaded although the hub was known to be unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(
+        "clamp3.checkpoints.hub_unreachable", lambda endpoint: f"{endpoint} is unreachable: test"
+    )
+
+
+def test_demo_with_saas_and_no_hub_fails_at_once_before_the_corpus(tmp_path, capsys, no_build, hub_down):
+    work = tmp_path / "work"
+    assert main(["demo", "--workdir", str(work), "--model", "saas"]) == 2
+    _one_line_error(capsys, "the 'saas' weights are not in the Hugging Face cache")
+    assert not work.exists()
+
+
+def test_hf_hub_offline_skips_the_probe(monkeypatch, hub_down):
+    from huggingface_hub import constants
+
+    from clamp3.checkpoints import download_official
+    from clamp3.utils.errors import CheckpointError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("clamp3.checkpoints.hub_unreachable", lambda endpoint: pytest.fail("probed"))
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set"):
+        download_official("c2")
+
+
+def test_hub_probe_tells_a_closed_port_from_a_server(monkeypatch):
+    from clamp3.checkpoints import hub_unreachable
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert hub_unreachable(f"http://127.0.0.1:{server.server_address[1]}", timeout=5) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the same port, now closed: refused at once
+    reason = hub_unreachable(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
+    assert reason is not None and "unreachable" in reason
+
+
+# ------------------------------------------------------------------ demo on a ready-made corpus
+def _ready_corpus(work: Path, parity_dir: Path, n_test: int, pieces: int) -> None:
+    """``work/corpus`` as ``clamp3 demo --pieces PIECES --seconds-max 4`` would leave it (so the
+    demo reuses it), with ``n_test`` test pieces: parity ABC / MTF, sine WAVs, 5 languages."""
+    sf = pytest.importorskip("soundfile")
+    corpus = work / "corpus"
+    test = corpus / "eval" / "test"
+    abcs = sorted((parity_dir / "prep" / "abc_interleaved").glob("*.abc"))[:n_test]
+    mtfs = sorted((parity_dir / "prep" / "mtf").glob("*.mtf"))[:n_test]
+    records = []
+    for i, (abc, mtf) in enumerate(zip(abcs, mtfs)):
+        pid = f"piece{i}"
+        for folder, src in (("sheet", abc), ("midi", mtf)):
+            (test / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, test / folder / f"{pid}{src.suffix}")
+        (test / "audio").mkdir(parents=True, exist_ok=True)
+        t = np.arange(24000 * 2) / 24000
+        sf.write(test / "audio" / f"{pid}.wav", 0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t), 24000)
+        for lang in LANGS:
+            (test / f"text_{lang}").mkdir(parents=True, exist_ok=True)
+            (test / f"text_{lang}" / f"{pid}.txt").write_text(f"{lang} piece {i}\n", encoding="utf-8")
+        records.append({"id": pid, "title": f"Title {i}"})
+    corpus.mkdir(parents=True, exist_ok=True)
+    (corpus / "m4rag_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    train = [f"train{i}" for i in range(pieces - len(records))]
+    splits = {"train": train, "validation": [], "test": [r["id"] for r in records]}
+    (corpus / "splits.json").write_text(json.dumps(splits), encoding="utf-8")
+    options = {"seconds_max": 4.0, "audio": True, "synth": "auto", "features": "mini"}
+    manifest = {"pieces": pieces, "options": options}
+    (corpus / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_a_too_small_test_split_stops_the_demo_before_training(tmp_path, capsys, parity_dir, monkeypatch):
+    pytest.importorskip("music21")
+    monkeypatch.setattr(
+        pipeline, "train_demo_model", lambda *a: pytest.fail("trained on a corpus without a test split")
+    )
+    work = tmp_path / "work"
+    _ready_corpus(work, parity_dir, n_test=0, pieces=30)
+    assert main(["demo", "--workdir", str(work), "--pieces", "30", "--seconds-max", "4", "--quiet"]) == 2
+    needed = pipeline.pieces_for_split("test", pipeline.MIN_SPLIT_PIECES)
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {work / 'corpus'}: the test split has 0 piece(s) (30 train, 0 validation, 0 test)"
+    )
+    assert f"needs at least 2; use --pieces {needed} or more" in err and err.count("\n") == 1
+    # one test piece is not enough either: a ranking of one candidate always scores 1.0
+    _ready_corpus(work, parity_dir, n_test=1, pieces=30)
+    with pytest.raises(InputError, match="the test split has 1 piece"):
+        pipeline.check_split(work / "corpus", "test")
+
+
+def test_pieces_for_split_is_the_shortest_prefix_with_enough_pieces():
+    pytest.importorskip("music21")
+    from clamp3.corpus.assemble import split_of
+    from clamp3.corpus.select import select_pieces
+
+    needed = pipeline.pieces_for_split("test", 2)
+
+    def count(n: int) -> int:
+        return sum(split_of(ref.group) == "test" for ref in select_pieces(n))
+
+    assert count(needed) == 2 and count(needed - 1) == 1
+
+
+def test_quiet_demo_logs_no_info_lines(tmp_path, capsys, caplog, parity_dir, tiny_model_dir):
+    work = tmp_path / "work"
+    _ready_corpus(work, parity_dir, n_test=3, pieces=30)
+    argv = [
+        "demo",
+        "--workdir",
+        str(work),
+        "--pieces",
+        "30",
+        "--seconds-max",
+        "4",
+        "--model",
+        str(tiny_model_dir),
+    ]
+    caplog.set_level(logging.INFO)
+    assert main([*argv, "--no-plot"]) == 0
+    assert any(r.levelno == logging.INFO for r in caplog.records)  # loud without --quiet
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    capsys.readouterr()
+    assert main([*argv, "--no-plot", "--quiet"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == []
+    out, err = capsys.readouterr()
+    assert "text (en) -> sheet" in out and err == ""
