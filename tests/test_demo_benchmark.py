@@ -78,9 +78,13 @@ def test_score_direction_perfect_tied_and_partial():
     vecs = {f"p{i}": rng.normal(size=8) for i in range(6)}
     row, ranks = score_direction(vecs, vecs)
     assert row["mrr"] == row["hit@1"] == 1.0 and set(ranks.values()) == {1.0}
-    same = {k: np.ones(8) for k in vecs}  # every candidate ties: expected rank (N + 1) / 2
-    row, _ = score_direction(same, same)
-    assert row["mrr"] == pytest.approx(2 / 7) and row["hit@1"] == 0.0 and row["hit@10"] == 1.0
+    same = {k: np.ones(8) for k in vecs}  # every candidate ties: a uniformly random order
+    row, ranks = score_direction(same, same)
+    assert set(ranks.values()) == {3.5}  # expected rank (N + 1) / 2
+    # Metrics are expectations over tie-breaks (= the random baseline), not of the expected rank.
+    assert row["mrr"] == pytest.approx(sum(1 / r for r in range(1, 7)) / 6)
+    assert row["hit@1"] == pytest.approx(1 / 6) and row["hit@10"] == 1.0
+    assert row["mrr"] == pytest.approx(row["random"]["mrr"])
     # Only ids present on both sides count; extra queries without a target are left out.
     row, ranks = score_direction({**vecs, "extra": np.ones(8)}, {k: v for k, v in vecs.items() if k != "p5"})
     assert row["n_candidates"] == 5 and "extra" not in ranks and "p5" not in ranks

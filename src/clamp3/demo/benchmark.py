@@ -224,9 +224,11 @@ def score_direction(queries: dict[str, np.ndarray], targets: dict[str, np.ndarra
         raise InputError("benchmark", "a direction has no piece with both files")
     q = np.stack([queries[i] for i in ids])
     r = np.stack([targets[i] for i in ids])
-    rank_values = metrics.ranks(metrics.cosine_similarity(q, r), np.arange(len(ids)))
+    greater, tied = metrics.rank_counts(metrics.cosine_similarity(q, r), np.arange(len(ids)))
+    rank_values = metrics.ranks_from_counts(greater, tied)  # expected rank, for the examples
     row = {"n_queries": len(ids), "n_candidates": len(ids)}
-    row.update(metrics.retrieval_metrics(rank_values, KS))
+    # From the counts: under ties, Hit@k = P(rank <= k), not [expected rank <= k].
+    row.update(metrics.metrics_from_counts(greater, tied, ks=KS))
     row["random"] = random_baseline(len(ids))
     return row, dict(zip(ids, rank_values.tolist()))
 
