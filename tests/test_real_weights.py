@@ -48,5 +48,7 @@ def test_c2_loads_and_embeds_multilingual_text():
     from clamp3 import Clamp3Model
 
     model = Clamp3Model.from_pretrained("c2")
-    vectors = model.encode(["ein fröhliches Volkslied", "une chanson populaire joyeuse", "a sad funeral march"])
+    vectors = model.encode(
+        ["ein fröhliches Volkslied", "une chanson populaire joyeuse", "a sad funeral march"]
+    )
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
