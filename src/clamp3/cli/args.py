@@ -38,3 +38,12 @@ def non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (sizes and lengths: ``--max-upload-mb``, ``--seconds-max``, where 0
+    would refuse everything)."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value

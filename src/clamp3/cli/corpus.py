@@ -7,16 +7,7 @@ import json
 import logging
 import sys
 
-from clamp3.cli.args import non_negative_float, positive_int
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (``--seconds-max``): cli.args has no such type yet, and 0 seconds of
-    audio would fail every piece at its last step instead of once, here."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+from clamp3.cli.args import non_negative_float, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import positive_int
-from clamp3.cli.corpus import positive_float, quiet_logging
+from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.corpus import quiet_logging
 from clamp3.cli.embed import add_model_arguments, load_model
 
 # Bad settings and inputs end the command with one line and exit status 2 (docs/demo.md), not a

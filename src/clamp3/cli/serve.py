@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from clamp3.cli.args import non_negative_float, positive_int
+from clamp3.cli.args import positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
@@ -20,14 +20,6 @@ def _port(text: str) -> int:
     if port > 65535:
         raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
     return port
-
-
-def _positive_number(text: str) -> float:
-    """argparse type: a finite number > 0 (a size or a length: 0 would refuse everything)."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0, got 0")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,11 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument(
-        "--max-upload-mb", type=_positive_number, default=50.0, help="largest query upload (default 50)"
+        "--max-upload-mb", type=positive_float, default=50.0, help="largest query upload (default 50)"
     )
     p.add_argument(
         "--max-audio-seconds",
-        type=_positive_number,
+        type=positive_float,
         default=MAX_AUDIO_SECONDS,
         help=f"longest uploaded recording, read from its header before decoding (default "
         f"{MAX_AUDIO_SECONDS:.0f}: 126 five-second windows, one segment of the audio tower)",
