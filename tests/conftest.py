@@ -3,6 +3,7 @@ temporary directory (about 1.8 GB for CLaMP 3) and shared by every parity test."
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels():
+    """A CLI run (``main([...])``, e.g. with ``--quiet``) sets the root and clamp3 log levels;
+    every test starts from the levels the session had."""
+    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

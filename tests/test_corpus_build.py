@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -33,16 +32,6 @@ BAD = PieceRef("essenFolksong-erk20-99999", "essenFolksong/erk20.abc", 99999, "e
 SPLITS = ("train", "validation", "test")
 REQUIRED = ("id", "filepaths", "language", "translations", "title", "artists", "genres", "tags")
 REQUIRED += ("description", "analysis", "background", "texts")
-
-
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
-    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
-    levels = [logger.level for logger in loggers]
-    yield
-    for logger, level in zip(loggers, levels):
-        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

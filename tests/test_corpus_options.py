@@ -4,7 +4,6 @@ an empty build is a one-line error, not a crash in the evaluation-folder swap.""
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
@@ -21,16 +20,6 @@ from clamp3.utils.io import read_jsonl  # noqa: E402
 
 GOOD = PieceRef("bach-bwv66_6", "bach/bwv66.6.mxl", None, "bach", "bach:bach/bwv66.6")
 BAD = PieceRef("essenFolksong-erk20-99999", "essenFolksong/erk20.abc", 99999, "essen", "essen:missing")
-
-
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
-    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
-    levels = [logger.level for logger in loggers]
-    yield
-    for logger, level in zip(loggers, levels):
-        logger.setLevel(level)
 
 
 def _no_worker(*args, **kwargs):

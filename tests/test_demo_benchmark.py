@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -25,16 +24,6 @@ from clamp3.demo.benchmark import (
 from clamp3.demo.report import format_comparison, format_table, plot_benchmark
 
 LANGS = ("en", "de", "fr", "es", "zh")
-
-
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
-    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
-    levels = [logger.level for logger in loggers]
-    yield
-    for logger, level in zip(loggers, levels):
-        logger.setLevel(level)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 6])

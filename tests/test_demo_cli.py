@@ -22,16 +22,6 @@ from clamp3.utils.errors import InputError
 LANGS = ("en", "de", "fr", "es", "zh")
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    """``main([... "--quiet"])`` lowers the root and clamp3 loggers; later tests need them back."""
-    loggers = [logging.getLogger(name) for name in ("", "clamp3")]
-    levels = [logger.level for logger in loggers]
-    yield
-    for logger, level in zip(loggers, levels):
-        logger.setLevel(level)
-
-
 @pytest.fixture()
 def no_build(monkeypatch):
     """Any corpus build or training fails the test at once (the old code got that far)."""
