@@ -193,3 +193,24 @@ def tiny_mert(tiny_mert_dir):
     from clamp3.audio import MertExtractor
 
     return MertExtractor.from_pretrained(tiny_mert_dir, batch_size=3)
+
+
+@pytest.fixture()
+def one_thread():
+    """torch on one thread for the test (train tests: tiny models train several times faster
+    on one thread than on two busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory, tiny_tokenizer):
+    """16 aligned items (ABC + audio features + text) and the tiny tokenizer, in one folder."""
+    from clamp3.train.toy import write_toy_pairs
+
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_pairs(root, n=16, feature_dim=32)
+    tiny_tokenizer.save(root)
+    return root

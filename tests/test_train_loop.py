@@ -10,27 +10,11 @@ from safetensors.torch import load_file
 from clamp3 import Clamp3Model
 from clamp3.train import config_from_dict, train
 from clamp3.train.logger import read_log
-from clamp3.train.toy import write_toy_pairs
+
+# Tiny models train several times faster on one thread than on two busy cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STAGE = "stages/01-{}/checkpoints/step_{:08d}/model/model.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory, tiny_tokenizer):
-    """16 aligned items (ABC + audio features + text) and the tiny tokenizer, in one folder."""
-    root = tmp_path_factory.mktemp("toy")
-    write_toy_pairs(root, n=16, feature_dim=32)
-    tiny_tokenizer.save(root)
-    return root
 
 
 def _config(toy, out, stages, **extra):
