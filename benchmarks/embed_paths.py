@@ -138,12 +138,16 @@ def dense_gemms(model: Clamp3Model, modality: str, items: list) -> list:
     ]
     with torch.inference_mode():
         for idx in plan_batches(lengths, 32 * cfg.segment_length):
-            x = torch.zeros(sum(lengths[i] for i in idx), cfg.encoder.hidden_size)
-            for layer in encoder.encoder.layer:
-                attn = layer.attention.self
-                attn.query(x), attn.key(x), attn.value(x), layer.attention.output.dense(x)
-                layer.output.dense(layer.intermediate.dense(x))
+            layer_gemms(encoder, torch.zeros(sum(lengths[i] for i in idx), cfg.encoder.hidden_size))
     return []
+
+
+def layer_gemms(encoder: torch.nn.Module, x: torch.Tensor) -> None:
+    """Every layer's dense products on x (T, H), nothing else."""
+    for layer in encoder.encoder.layer:
+        attn = layer.attention.self
+        attn.query(x), attn.key(x), attn.value(x), layer.attention.output.dense(x)
+        layer.output.dense(layer.intermediate.dense(x))
 
 
 def real_flops(model: Clamp3Model, modality: str, items: list) -> float:
@@ -240,10 +244,7 @@ def single_query(model: Clamp3Model, reps: int = 30) -> None:
 
     def gemms() -> list:
         with torch.inference_mode():
-            for layer in model.text_model.encoder.layer:
-                attn = layer.attention.self
-                attn.query(x), attn.key(x), attn.value(x), layer.attention.output.dense(x)
-                layer.output.dense(layer.intermediate.dense(x))
+            layer_gemms(model.text_model, x)
             model.text_proj(x[:1])
         return []
 
