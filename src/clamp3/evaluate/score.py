@@ -168,8 +168,6 @@ def evaluate_retrieval(
     Each record: ``query``, ``reference``, ``key``, ``rank``, ``score`` (cosine with the correct
     reference), ``n_greater``, ``n_tied`` (other references with exactly that score).
     """
-    from tqdm.auto import tqdm
-
     if ties not in metrics.TIE_MODES:
         raise ValueError(f"unknown tie mode {ties!r}; choose from {', '.join(metrics.TIE_MODES)}")
     queries = load_embeddings(query_dir, progress=progress)
@@ -182,16 +180,9 @@ def evaluate_retrieval(
         if m.unmatched_references:
             parts.append(f"references without a query: {_list(m.unmatched_references)}")
         raise InputError(query_dir, "unmatched files; " + "; ".join(parts))
-    greater, tied, target = [], [], []
-    for lo in tqdm(range(0, len(m.query_rows), QUERY_CHUNK), desc="ranking", disable=not progress):
-        rows = m.query_rows[lo : lo + QUERY_CHUNK]
-        sim = metrics.cosine_similarity(queries.vectors[rows], references.vectors)
-        correct = m.reference_rows[lo : lo + QUERY_CHUNK]
-        g, t = metrics.rank_counts(sim, correct)
-        greater.append(g)
-        tied.append(t)
-        target.append(sim[np.arange(len(rows)), correct])
-    n_greater, n_tied, scores = np.concatenate(greater), np.concatenate(tied), np.concatenate(target)
+    n_greater, n_tied, scores = metrics.rank_counts_chunked(
+        queries.vectors[m.query_rows], references.vectors, m.reference_rows, QUERY_CHUNK
+    )
     rank_values = metrics.ranks_from_counts(n_greater, n_tied, ties)
     records = [
         {

@@ -1,0 +1,154 @@
+"""The one seam between the benchmarks and the model, and the vector cache that makes reruns resume.
+
+:func:`embed_texts` and :func:`embed_files` are the only places the benchmarks (and the MTEB
+encoder) reach the model: they run the project's own embedding path (the same preparation and
+batching as ``clamp3 embed`` and ``model.encode``), returning one vector or one
+:class:`InputError` per input so that a bad file fails alone.
+
+:class:`VectorCache` keeps every vector computed, one ``.npz`` shard per chunk, so a killed or
+repeated run embeds only what is missing::
+
+    CACHE/<fingerprint>/<16 hex digits>.npz   keys uint8 (n, 32), vectors float32 (n, D)
+
+``<fingerprint>`` is the model identity's weight fingerprint (``clamp3.model_identity``), so
+other weights never reuse these vectors. A key is SHA-256 of the input's kind and content:
+a text's characters, or a file's absolute path, size and modification time (a changed file is
+embedded again). Vectors are stored as the model returns them, not normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clamp3.utils.errors import InputError
+from clamp3.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from clamp3.model import Clamp3Model
+
+log = logging.getLogger(__name__)
+
+Result = np.ndarray | InputError
+CHUNK = 64  # inputs per embedding call and per cache shard: a kill loses at most one chunk
+
+
+def _embed(model: Clamp3Model, inputs: Sequence[str], modality: str | None, batch_size: int) -> list[Result]:
+    from clamp3.encode import Preparer, embed_prepared
+
+    with Preparer(model) as preparer:
+        prepared = list(preparer.prepare_many(list(inputs), modality))
+    good = [i for i, item in enumerate(prepared) if not isinstance(item, InputError)]
+    vectors = embed_prepared(model, [prepared[i] for i in good], batch_size) if good else []
+    out: list[Result] = list(prepared)  # type: ignore[arg-type]
+    for i, vector in zip(good, vectors):
+        out[i] = np.asarray(vector, dtype=np.float32)
+    return out
+
+
+def embed_texts(model: Clamp3Model, texts: Sequence[str], batch_size: int = 32) -> list[Result]:
+    """One global vector float32 (D,) (not normalised) per text string, or its ``InputError``."""
+    return _embed(model, texts, "text", batch_size)
+
+
+def embed_files(model: Clamp3Model, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[Result]:
+    """One global vector float32 (D,) per music file (modality from the extension), or the
+    ``InputError`` naming the file and the reason."""
+    return _embed(model, [str(p) for p in paths], None, batch_size)
+
+
+def embed_waveform_features(model: Clamp3Model, features: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """Global vectors float32 (N, D) of audio feature rows (n_windows, F) made by the model's
+    own front-end (``model.audio_frontend.features_from_waveform``)."""
+    from clamp3.encode import Prepared, embed_prepared
+
+    items = [Prepared("audio", np.asarray(f, dtype=np.float32)) for f in features]
+    return np.stack(embed_prepared(model, items, batch_size)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- cache
+def text_key(text: str) -> bytes:
+    return hashlib.sha256(b"text\0" + text.encode("utf-8", "surrogatepass")).digest()
+
+
+def file_key(path: str | os.PathLike) -> bytes:
+    """Key of a file from its absolute path, size and mtime; a missing file still gets a key
+    (it fails when embedded, and failures are never cached)."""
+    p = Path(path).absolute()
+    try:
+        stat = p.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    return hashlib.sha256(f"file\0{p}\0{stamp}".encode("utf-8", "surrogatepass")).digest()
+
+
+class VectorCache:
+    """Vectors of one model under ``root/<fingerprint>``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike, fingerprint: str):
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in fingerprint) or "model"
+        self.folder = Path(root) / safe
+        self._vectors: dict[bytes, np.ndarray] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.folder.is_dir():
+            return
+        for shard in sorted(self.folder.glob("*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    keys, vectors = data["keys"], data["vectors"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                log.warning("%s: unreadable cache shard (%s); its inputs are embedded again", shard, exc)
+                continue
+            for key, vector in zip(keys, vectors):
+                self._vectors[bytes(key)] = vector
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        return self._vectors.get(key)
+
+    def add(self, keys: Sequence[bytes], vectors: Sequence[np.ndarray]) -> None:
+        """Store a shard (atomically) and remember its vectors."""
+        if not keys:
+            return
+        array_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+        array = np.stack([np.asarray(v, np.float32) for v in vectors])
+        name = hashlib.sha256(array_keys.tobytes()).hexdigest()[:16]
+        with atomic_path(self.folder / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, keys=array_keys, vectors=array)
+        self._vectors.update(zip(keys, array))
+
+
+def cached(
+    cache: VectorCache,
+    keys: Sequence[bytes],
+    compute: Callable[[list[int]], list[Result]],
+    progress: Callable[[int], None] | None = None,
+) -> list[Result]:
+    """The vector (or error) of every key: cached ones as stored, the others from
+    ``compute(indices)`` :data:`CHUNK` at a time, each chunk's vectors cached as it finishes."""
+    out: list[Result | None] = [cache.get(k) for k in keys]
+    todo = [i for i, v in enumerate(out) if v is None]
+    if progress:
+        progress(len(keys) - len(todo))
+    for lo in range(0, len(todo), CHUNK):
+        chunk = todo[lo : lo + CHUNK]
+        results = compute(chunk)
+        done = [(keys[i], r) for i, r in zip(chunk, results) if not isinstance(r, InputError)]
+        cache.add([k for k, _ in done], [r for _, r in done])
+        for i, result in zip(chunk, results):
+            out[i] = result
+        if progress:
+            progress(len(chunk))
+    return out  # type: ignore[return-value]
