@@ -64,7 +64,9 @@ def embed_files(model: Clamp3Model, paths: Sequence[str | os.PathLike], batch_si
     return _embed(model, [str(p) for p in paths], None, batch_size)
 
 
-def embed_waveform_features(model: Clamp3Model, features: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+def embed_waveform_features(
+    model: Clamp3Model, features: Sequence[np.ndarray], batch_size: int = 32
+) -> np.ndarray:
     """Global vectors float32 (N, D) of audio feature rows (n_windows, F) made by the model's
     own front-end (``model.audio_frontend.features_from_waveform``)."""
     from clamp3.encode import Prepared, embed_prepared

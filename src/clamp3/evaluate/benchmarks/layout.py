@@ -106,7 +106,7 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) per non-empty line of a JSON-lines file; a line that is
     not a JSON object raises :class:`InputError` naming the file and the line."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below; the open error gets its own message)
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
     with handle:
@@ -126,7 +126,7 @@ def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[int, dic
     """(line number, row) per CSV data row; a missing column raises :class:`InputError` that
     names the file, the missing columns and the columns found."""
     try:
-        handle = open(path, encoding="utf-8", newline="")
+        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 (as above)
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
     with handle:
@@ -135,7 +135,8 @@ def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[int, dic
         missing = [c for c in columns if c not in header]
         if missing:
             raise InputError(
-                path, f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or 'nothing'}"
+                path,
+                f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or 'nothing'}",
             )
         for row in reader:
             yield reader.line_num, row
@@ -145,7 +146,9 @@ def field_of(record: dict[str, Any], name: str, where: str, kind: type | tuple[t
     """``record[name]``, which must exist and be of ``kind``; else :class:`InputError` naming
     ``where`` (file and line), the field and the fields the record does have."""
     if name not in record:
-        raise InputError(where, f"missing field {name!r}; the record has: {', '.join(sorted(record)) or 'none'}")
+        raise InputError(
+            where, f"missing field {name!r}; the record has: {', '.join(sorted(record)) or 'none'}"
+        )
     value = record[name]
     if not isinstance(value, kind):
         raise InputError(where, f"field {name!r} is {type(value).__name__}, expected {_kind_name(kind)}")
