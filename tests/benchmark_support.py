@@ -42,11 +42,26 @@ def midi(path: Path, pitch: int) -> Path:
 def abc(n: int) -> str:
     """A short single-voice ABC tune, different for every ``n``."""
     notes = "CDEFGABcdefg"
-    bars = "|".join("".join(notes[(n * 3 + i * (n % 5 + 1) + j) % len(notes)] for j in range(4)) for i in range(4))
+    bars = "|".join(
+        "".join(notes[(n * 3 + i * (n % 5 + 1) + j) % len(notes)] for j in range(4)) for i in range(4)
+    )
     return f"X:{n + 1}\nT:tune {n}\nL:1/8\nM:4/4\nK:{'CGDAE'[n % 5]}\n{bars}|]\n"
 
 
-WORDS = ["calm", "fast", "dark", "bright", "folk", "waltz", "piano", "violin", "sad", "joyful", "slow", "loud"]
+WORDS = [
+    "calm",
+    "fast",
+    "dark",
+    "bright",
+    "folk",
+    "waltz",
+    "piano",
+    "violin",
+    "sad",
+    "joyful",
+    "slow",
+    "loud",
+]
 
 
 def sentence(n: int, kind: str = "") -> str:
@@ -75,7 +90,11 @@ def wikimt_x(root: Path, n: int = 5, translations: tuple[str, ...] = ("de",), wi
         ytid = f"yt{i:03d}xYz"
         records.append(
             {
-                "title": f"tune {i}", "artists": ["someone"], "genre": "Folk", "leadsheet": abc(i), "id": ytid,
+                "title": f"tune {i}",
+                "artists": ["someone"],
+                "genre": "Folk",
+                "leadsheet": abc(i),
+                "id": ytid,
                 **{t: sentence(i, t) for t in ("background", "analysis", "description", "scene")},
             }
         )
@@ -91,7 +110,17 @@ def wikimt_x(root: Path, n: int = 5, translations: tuple[str, ...] = ("de",), wi
     return root
 
 
-SDD_HEADER = ["caption_id", "track_id", "caption", "is_valid_subset", "familiarity", "artist_id", "album_id", "path", "duration"]
+SDD_HEADER = [
+    "caption_id",
+    "track_id",
+    "caption",
+    "is_valid_subset",
+    "familiarity",
+    "artist_id",
+    "album_id",
+    "path",
+    "duration",
+]
 
 
 def song_describer(root: Path, tracks: int = 4) -> Path:
@@ -104,7 +133,19 @@ def song_describer(root: Path, tracks: int = 4) -> Path:
         tone(root / "audio" / folder / f"{track}.2min.mp3", 3 * t)
         for c in range(2 if t % 2 == 0 else 1):
             valid = c == 0
-            rows.append([cid, track, sentence(t * 2 + c, "caption"), str(valid), 1, 7, 8, f"{folder}/{track}.mp3", 120.0])
+            rows.append(
+                [
+                    cid,
+                    track,
+                    sentence(t * 2 + c, "caption"),
+                    str(valid),
+                    1,
+                    7,
+                    8,
+                    f"{folder}/{track}.mp3",
+                    120.0,
+                ]
+            )
             cid += 1
     write_csv(root / "song_describer.csv", SDD_HEADER, rows)
     return root
@@ -116,19 +157,40 @@ def midicaps(root: Path, n: int = 6) -> Path:
         location = f"lmd_full/{i % 2}/{i:032x}.mid"
         midi(root / location, i)
         records.append(
-            {"location": location, "caption": sentence(i, "caption"), "genre": ["pop"], "mood": ["happy"],
-             "key": "C major", "time_signature": "4/4", "tempo": 120, "test_set": i % 3 != 0}
+            {
+                "location": location,
+                "caption": sentence(i, "caption"),
+                "genre": ["pop"],
+                "mood": ["happy"],
+                "key": "C major",
+                "time_signature": "4/4",
+                "tempo": 120,
+                "test_set": i % 3 != 0,
+            }
         )
     write_jsonl(root / "train.json", records)
     return root
 
 
 def wikimt(root: Path, n: int = 5) -> Path:
-    records = [{"title": f"t{i}", "artist_name": "a", "genre": "Jazz", "melody": abc(i), "text": sentence(i, "wiki")} for i in range(n)]
+    records = [
+        {"title": f"t{i}", "artist_name": "a", "genre": "Jazz", "melody": abc(i), "text": sentence(i, "wiki")}
+        for i in range(n)
+    ]
     return write_jsonl(root / "wikimusictext.jsonl", records).parent
 
 
-MC_HEADER = ["ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption", "author_id", "is_balanced_subset", "is_audioset_eval"]
+MC_HEADER = [
+    "ytid",
+    "start_s",
+    "end_s",
+    "audioset_positive_labels",
+    "aspect_list",
+    "caption",
+    "author_id",
+    "is_balanced_subset",
+    "is_audioset_eval",
+]
 
 
 def musiccaps(root: Path, n: int = 5, missing: int = 1) -> Path:
@@ -138,7 +200,9 @@ def musiccaps(root: Path, n: int = 5, missing: int = 1) -> Path:
         ytid = f"-mc{i:02d}_Ab"
         if i < n - missing:
             tone(root / "audio" / f"{ytid}.flac", 5 * i + 1)
-        rows.append([ytid, 30, 40, "/m/04rlf", "['calm']", sentence(i, "caption"), 4, str(i % 2 == 0), str(i < 3)])
+        rows.append(
+            [ytid, 30, 40, "/m/04rlf", "['calm']", sentence(i, "caption"), 4, str(i % 2 == 0), str(i < 3)]
+        )
     write_csv(root / "musiccaps-public.csv", MC_HEADER, rows)
     return root
 
@@ -151,7 +215,11 @@ def manifest(root: Path, n: int = 4) -> Path:
         tone(root / "rec" / f"p{i}.wav", 4 * i)
         texts = {"caption": [sentence(i, "cap"), sentence(i + 20, "cap")] if i % 2 else sentence(i, "cap")}
         records.append(
-            {"id": f"p{i}", "music": {"sheet": f"scores/p{i}.abc", "audio": str(root / "rec" / f"p{i}.wav")},
-             "texts": texts, "translations": {"fr": {"caption": f"[fr] {sentence(i, 'cap')}"}}}
+            {
+                "id": f"p{i}",
+                "music": {"sheet": f"scores/p{i}.abc", "audio": str(root / "rec" / f"p{i}.wav")},
+                "texts": texts,
+                "translations": {"fr": {"caption": f"[fr] {sentence(i, 'cap')}"}},
+            }
         )
     return write_jsonl(root / "set.jsonl", records)

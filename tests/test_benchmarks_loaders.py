@@ -31,10 +31,18 @@ def test_wikimt_x_four_text_types_translations_and_three_modalities(tmp_path):
     assert sorted(data.music["sheet"]) == ["0001", "0002", "0003", "0004", "0005"]
     assert data.music["sheet"]["0003"].read_text(encoding="utf-8").startswith("X:3")
     assert data.music["audio"]["0002"].name == "yt001xYz.wav"
-    assert data.text_groups() == [("background", "en"), ("analysis", "en"), ("description", "en"), ("scene", "en"), ("background", "de")]
+    assert data.text_groups() == [
+        ("background", "en"),
+        ("analysis", "en"),
+        ("description", "en"),
+        ("scene", "en"),
+        ("background", "de"),
+    ]
     assert data.emergent
     german = [q for q in data.queries if q.language == "de"]
-    assert [q.key for q in german] == ["0001", "0002", "0003", "0004", "0005"] and german[0].text.startswith("[de] ")
+    assert [q.key for q in german] == ["0001", "0002", "0003", "0004", "0005"] and german[0].text.startswith(
+        "[de] "
+    )
     only = select_queries(data, ["scene"], ["en"])
     assert {(q.text_type, q.language) for q in only.queries} == {("scene", "en")} and len(only.queries) == 5
 
@@ -57,9 +65,13 @@ def test_wikimt_x_without_audio_id_or_with_short_translation_fails_loudly(tmp_pa
     with pytest.raises(InputError, match=r"ru\.jsonl: has 1 records but wikimt-x-public\.jsonl has 3"):
         _load("wikimt-x", root, tmp_path)
     path.unlink()
-    lines = [json.loads(line) for line in (root / "wikimt-x-public.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = [
+        json.loads(line) for line in (root / "wikimt-x-public.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     del lines[0]["id"]
-    (root / "wikimt-x-public.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    (root / "wikimt-x-public.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8"
+    )
     with pytest.raises(InputError, match=r":1: no audio id: none of the fields audio, youtube_id, ytid, id"):
         _load("wikimt-x", root, tmp_path)
 
@@ -78,8 +90,13 @@ def test_song_describer_valid_subset_several_captions_per_track(tmp_path):
 def test_song_describer_renamed_column_and_missing_audio_folder(tmp_path):
     root = song_describer(tmp_path / "sdd", tracks=2)
     csv_path = root / "song_describer.csv"
-    csv_path.write_text(csv_path.read_text(encoding="utf-8").replace("track_id", "trackid", 1), encoding="utf-8")
-    with pytest.raises(InputError, match=r"song_describer\.csv: missing column\(s\) track_id; the header has: caption_id, trackid"):
+    csv_path.write_text(
+        csv_path.read_text(encoding="utf-8").replace("track_id", "trackid", 1), encoding="utf-8"
+    )
+    with pytest.raises(
+        InputError,
+        match=r"song_describer\.csv: missing column\(s\) track_id; the header has: caption_id, trackid",
+    ):
         _load("song-describer", root, tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -112,7 +129,11 @@ def test_musiccaps_leaves_out_clips_not_downloaded_and_subsets(tmp_path):
     root = musiccaps(tmp_path / "mcaps", n=5, missing=1)
     data = _load("musiccaps", root, tmp_path)
     assert len(data.queries) == 4 and any("1 rows left out" in note for note in data.notes)
-    assert [q.key for q in _load("musiccaps", root, tmp_path, "eval").queries] == ["-mc00_Ab", "-mc01_Ab", "-mc02_Ab"]
+    assert [q.key for q in _load("musiccaps", root, tmp_path, "eval").queries] == [
+        "-mc00_Ab",
+        "-mc01_Ab",
+        "-mc02_Ab",
+    ]
     assert [q.key for q in _load("musiccaps", root, tmp_path, "balanced").queries] == ["-mc00_Ab", "-mc02_Ab"]
 
 
@@ -127,6 +148,8 @@ def test_manifest_several_texts_translations_and_absolute_paths(tmp_path):
 
 def test_manifest_unknown_modality_is_refused(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"id": "a", "music": {"score": "a.abc"}, "texts": {"t": "x"}}) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"id": "a", "music": {"score": "a.abc"}, "texts": {"t": "x"}}) + "\n", encoding="utf-8"
+    )
     with pytest.raises(InputError, match=r"bad\.jsonl:1: music modalities must be among sheet, midi, audio"):
         _load("manifest", path, tmp_path)

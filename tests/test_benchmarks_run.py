@@ -36,9 +36,13 @@ def _encode_all(model, data):
     """``model.encode`` of every file of a modality and of every text, one call each (so the
     batches, and so the float rounding, are the runner's: the tiny model's random vectors are
     nearly parallel and would reorder on a 1e-7 change)."""
-    music = {m: dict(zip(sorted(f), model.encode([str(f[k]) for k in sorted(f)], normalize=False)))
-             for m, f in data.music.items()}
-    texts = dict(zip([q.id for q in data.queries], model.encode([q.text for q in data.queries], modality="text")))
+    music = {
+        m: dict(zip(sorted(f), model.encode([str(f[k]) for k in sorted(f)], normalize=False)))
+        for m, f in data.music.items()
+    }
+    texts = dict(
+        zip([q.id for q in data.queries], model.encode([q.text for q in data.queries], modality="text"))
+    )
     return music, texts
 
 
@@ -49,8 +53,11 @@ def _brute_force_row(encoded, data, direction, text_type, language, ties):
     keys = sorted(music[target])
     cand = {k: music[target][k].astype(np.float64) for k in keys}
     if source == "text":
-        queries = [(q.key, texts[q.id]) for q in data.queries
-                   if (q.text_type, q.language) == (text_type, language) and q.key in cand]
+        queries = [
+            (q.key, texts[q.id])
+            for q in data.queries
+            if (q.text_type, q.language) == (text_type, language) and q.key in cand
+        ]
     else:
         queries = [(k, music[source][k]) for k in keys if k in music[source]]
     rr, hits = [], {1: [], 10: [], 100: []}
@@ -63,8 +70,12 @@ def _brute_force_row(encoded, data, direction, text_type, language, ties):
         rr.append(np.mean([1.0 / p for p in positions]))
         for k in hits:
             hits[k].append(np.mean([p <= k for p in positions]))
-    return {"n_queries": len(queries), "n_candidates": len(keys), "mrr": float(np.mean(rr)),
-            **{f"hit@{k}": float(np.mean(v)) for k, v in hits.items()}}
+    return {
+        "n_queries": len(queries),
+        "n_candidates": len(keys),
+        "mrr": float(np.mean(rr)),
+        **{f"hit@{k}": float(np.mean(v)) for k, v in hits.items()},
+    }
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
@@ -75,12 +86,18 @@ def test_every_row_equals_the_brute_force_computation(name, tiny, tmp_path):
     assert run.rows, name
     encoded = _encode_all(tiny, data)
     for row in run.rows:
-        expected = _brute_force_row(encoded, data, row["direction"], row["text_type"], row["language"], "expected")
+        expected = _brute_force_row(
+            encoded, data, row["direction"], row["text_type"], row["language"], "expected"
+        )
         for field, value in expected.items():
             assert row[field] == pytest.approx(value, abs=1e-6), (name, row["direction"], field)
     directions = {(r["direction"], r["text_type"], r["language"]) for r in run.rows}
     if name == "wikimt-x":
-        assert ("text->sheet", "scene", "en") in directions and ("text->audio", "background", "de") in directions
+        assert ("text->sheet", "scene", "en") in directions and (
+            "text->audio",
+            "background",
+            "de",
+        ) in directions
         assert ("midi->audio", None, None) in directions and len(directions) == 5 * 3 + 6
     if name == "musiccaps":
         assert run.rows[0]["n_candidates"] == 4  # the clip that was not downloaded is left out
@@ -91,11 +108,25 @@ def test_every_row_equals_the_brute_force_computation(name, tiny, tmp_path):
 def test_json_schema_resume_and_optimistic_ties(tiny, tiny_model_dir, tmp_path, monkeypatch, capsys):
     root = manifest(tmp_path / "m", n=3)
     # A fourth piece whose recording is the same audio as p0: candidate ties in text->audio.
-    record = {"id": "p9", "music": {"audio": "rec/p0.wav"}, "texts": {"caption": "an echo of the first piece"}}
+    record = {
+        "id": "p9",
+        "music": {"audio": "rec/p0.wav"},
+        "texts": {"caption": "an echo of the first piece"},
+    }
     with open(root, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     out, rows_file = tmp_path / "out", tmp_path / "rows.json"
-    args = ["benchmark", "manifest", str(root), "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--no-plot"]
+    args = [
+        "benchmark",
+        "manifest",
+        str(root),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-plot",
+    ]
     assert main([*args, "--json", str(rows_file)]) == 0
     printed = capsys.readouterr().out
     assert "text->audio" in printed and "paper (none)" in printed
@@ -108,7 +139,9 @@ def test_json_schema_resume_and_optimistic_ties(tiny, tiny_model_dir, tmp_path, 
     assert json.loads(rows_file.read_text()) == rows
     assert main([*args, "--json", str(tmp_path / "opt.json"), "--ties", "optimistic"]) == 0
     expected = {(r["direction"], r["language"]): r for r in rows["rows"]}
-    optimistic = {(r["direction"], r["language"]): r for r in json.loads((tmp_path / "opt.json").read_text())["rows"]}
+    optimistic = {
+        (r["direction"], r["language"]): r for r in json.loads((tmp_path / "opt.json").read_text())["rows"]
+    }
     audio = ("text->audio", "en")
     assert optimistic[audio]["mrr"] >= expected[audio]["mrr"]
     data = loader("manifest").load(root, None, out / "inputs")
@@ -131,8 +164,16 @@ def test_published_figures_are_matched_for_an_official_tag(tiny, tmp_path):
     from clamp3.evaluate.benchmarks import published
 
     root = wikimt_x(tmp_path / "wx", n=3, translations=("ru",), with_midi=False)
-    run = run_benchmark("wikimt-x", root, tiny, tmp_path / "out", model_label="tiny", languages=["en", "ru"],
-                        published_as="c2", plot=True)
+    run = run_benchmark(
+        "wikimt-x",
+        root,
+        tiny,
+        tmp_path / "out",
+        model_label="tiny",
+        languages=["en", "ru"],
+        published_as="c2",
+        plot=True,
+    )
     by = {(r["direction"], r["text_type"], r["language"]): r for r in run.rows}
     assert by[("text->sheet", "background", "en")]["published"]["mrr"] == 0.4028
     assert by[("text->sheet", "background", "ru")]["published"]["mrr"] == 0.3614
@@ -140,7 +181,10 @@ def test_published_figures_are_matched_for_an_official_tag(tiny, tmp_path):
     assert by[("sheet->audio", None, None)]["published"]["mrr"] == 0.0543
     assert run.plot is not None and run.plot.read_bytes()[:4] == b"\x89PNG"
     assert all(f["table"] and f["source"] for f in published.figures()["figures"])
-    assert published.guess_model("weights_clamp3_saas_h_size_768.pth") == "saas" and published.guess_model("x/best") is None
+    assert (
+        published.guess_model("weights_clamp3_saas_h_size_768.pth") == "saas"
+        and published.guess_model("x/best") is None
+    )
 
 
 def test_cli_usage_errors_exit_2(tiny_model_dir, tmp_path, capsys):
@@ -148,10 +192,14 @@ def test_cli_usage_errors_exit_2(tiny_model_dir, tmp_path, capsys):
     assert "unknown data set 'nosuchset'" in capsys.readouterr().err
     assert main(["benchmark", "midicaps"]) == 2
     assert main(["benchmark", "midicaps", str(tmp_path / "absent"), "--model", str(tiny_model_dir)]) == 2
-    assert main(["benchmark", "midicaps", str(tmp_path), "--subset", "dev", "--model", str(tiny_model_dir)]) == 2
+    assert (
+        main(["benchmark", "midicaps", str(tmp_path), "--subset", "dev", "--model", str(tiny_model_dir)]) == 2
+    )
     assert "choose from test, all" in capsys.readouterr().err
     tone(tmp_path / "x.wav", 1)
     assert main(["benchmark", "midicaps", str(tmp_path), "--model", str(tiny_model_dir), "--quiet"]) == 2
     assert "no train.json here" in capsys.readouterr().err
-    assert main(["benchmark", "demo", str(tmp_path / "nocorpus"), "--quiet"]) == 2  # demo form, before any model
+    assert (
+        main(["benchmark", "demo", str(tmp_path / "nocorpus"), "--quiet"]) == 2
+    )  # demo form, before any model
     assert "not a corpus folder" in capsys.readouterr().err
