@@ -21,7 +21,7 @@ def test_every_dataset_has_a_loader_with_its_documented_names():
     assert DATASETS == ("wikimt-x", "song-describer", "midicaps", "wikimt", "musiccaps", "manifest")
     for name in DATASETS:
         mod = loader(name)
-        assert mod.NAME == name and mod.SUBSETS
+        assert name == mod.NAME and mod.SUBSETS
         assert "layout" in mod.__doc__.lower()  # each loader documents the files it reads
 
 
