@@ -153,3 +153,15 @@ def test_manifest_unknown_modality_is_refused(tmp_path):
     )
     with pytest.raises(InputError, match=r"bad\.jsonl:1: music modalities must be among sheet, midi, audio"):
         _load("manifest", path, tmp_path)
+
+
+def test_modalities_without_a_tower_are_left_out_with_a_note(tmp_path):
+    from types import SimpleNamespace
+
+    from clamp3.evaluate.benchmarks.runner import without_missing_towers
+
+    data = _load("wikimt-x", wikimt_x(tmp_path / "wx", n=2, translations=()), tmp_path)
+    clamp2_like = SimpleNamespace(config=SimpleNamespace(name="clamp2", modalities=("text", "symbolic")))
+    kept = without_missing_towers(data, clamp2_like)
+    assert kept.modalities() == ["sheet", "midi"]
+    assert "model 'clamp2' has no audio tower: audio left out" in kept.notes

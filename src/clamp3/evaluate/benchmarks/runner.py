@@ -193,6 +193,22 @@ def score_all(data: BenchmarkData, vectors: Vectors, ties: str) -> tuple[list[di
     return rows, records
 
 
+TOWER = {"sheet": "symbolic", "midi": "symbolic", "audio": "audio"}
+
+
+def without_missing_towers(data: BenchmarkData, model: Clamp3Model) -> BenchmarkData:
+    """``data`` without the music modalities ``model`` has no tower for (CLaMP 2: no audio),
+    each left out with a note instead of one error per file."""
+    have = set(model.config.modalities)
+    for modality in list(data.music):
+        if TOWER[modality] not in have:
+            del data.music[modality]
+            data.notes.append(
+                f"model {model.config.name!r} has no {TOWER[modality]} tower: {modality} left out"
+            )
+    return data
+
+
 def run_benchmark(
     dataset: str,
     path: str | os.PathLike,
@@ -225,7 +241,9 @@ def run_benchmark(
     if subset is not None and subset not in mod.SUBSETS:
         raise InputError(path, f"{dataset} has no subset {subset!r}; choose from {', '.join(mod.SUBSETS)}")
     out = Path(out)
-    data = select_queries(mod.load(Path(path), subset, out / "inputs"), text_types, languages)
+    data = without_missing_towers(
+        select_queries(mod.load(Path(path), subset, out / "inputs"), text_types, languages), model
+    )
     identity = identify(model)
     cache = embedder.VectorCache(out / "cache", identity.fingerprint)
     vectors = embed_data(model, data, cache, batch_size, show_progress)
