@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clamp3.utils.io import atomic_path
-
 
 def _paper(row: dict[str, Any]) -> tuple[str, str]:
     figure = row.get("published")
@@ -66,13 +64,9 @@ def format_table(result: dict[str, Any]) -> str:
 def plot_rows(rows: list[dict[str, Any]], path: str | os.PathLike, title: str) -> Path:
     """Bar chart of MRR per direction, ours and (where published) the paper's; PNG/PDF/SVG by
     suffix. Raises ``ImportError`` when matplotlib is missing."""
-    try:
-        import matplotlib
+    from clamp3.evaluate.plots import pyplot, save_figure
 
-        matplotlib.use("Agg")  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install matplotlib") from exc
+    plt = pyplot()
     labels = [" ".join(x for x in (r["direction"], r["text_type"], r["language"]) if x) for r in rows]
     ours = [r["mrr"] for r in rows]
     paper = [r["published"]["mrr"] if r.get("published") else 0.0 for r in rows]
@@ -86,8 +80,4 @@ def plot_rows(rows: list[dict[str, Any]], path: str | os.PathLike, title: str) -
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=110)
-    plt.close(fig)
-    return target
+    return save_figure(fig, path, dpi=110)
