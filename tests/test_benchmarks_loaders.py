@@ -165,3 +165,10 @@ def test_modalities_without_a_tower_are_left_out_with_a_note(tmp_path):
     kept = without_missing_towers(data, clamp2_like)
     assert kept.modalities() == ["sheet", "midi"]
     assert "model 'clamp2' has no audio tower: audio left out" in kept.notes
+
+
+def test_multi_line_texts_are_embedded_as_the_official_txt_inputs():
+    from clamp3.evaluate.benchmarks.embedder import as_text_file
+
+    assert as_text_file("one line") == "one line"
+    assert as_text_file("first\nsecond\n\nfirst\n") == "first</s>second"

@@ -53,6 +53,16 @@ def _embed(model: Clamp3Model, inputs: Sequence[str], modality: str | None, batc
     return out
 
 
+def as_text_file(text: str) -> str:
+    """``text`` as the official evaluation embeds it: written to a ``.txt`` and read back by the
+    extractor, so its non-empty lines (first occurrence of each) are joined with ``</s>``
+    (:func:`clamp3.tokenizer.join_text_lines`, the reading of ``clamp3 embed``). A one-line text
+    is unchanged."""
+    from clamp3.tokenizer import join_text_lines
+
+    return join_text_lines(text.split("\n")) if "\n" in text else text
+
+
 def embed_texts(model: Clamp3Model, texts: Sequence[str], batch_size: int = 32) -> list[Result]:
     """One global vector float32 (D,) (not normalised) per text string, or its ``InputError``."""
     return _embed(model, texts, "text", batch_size)

@@ -98,7 +98,7 @@ def embed_data(
                 )
             else:
                 out.music[modality][key] = result
-    texts = [q.text for q in data.queries]
+    texts = [embedder.as_text_file(q.text) for q in data.queries]  # as the official .txt inputs
     results = embedder.cached(
         cache,
         [embedder.text_key(t) for t in texts],
