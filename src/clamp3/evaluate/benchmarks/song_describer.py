@@ -9,7 +9,7 @@ Expected layout, as the Zenodo release unpacks::
                                 exactly as ``path`` is accepted too
 
 Subsets: ``valid`` (default; rows with ``is_valid_subset`` true, the 746 captions the paper
-scores) or ``all``. Several captions describe one track: each caption is one query, the
+scores; 546 tracks, per the dataset card) or ``all`` (1,106 captions, 706 tracks). Several captions describe one track: each caption is one query, the
 candidates are the distinct tracks. Direction: caption -> audio.
 """
 
