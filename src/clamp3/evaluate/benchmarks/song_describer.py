@@ -8,9 +8,10 @@ Expected layout, as the Zenodo release unpacks::
     PATH/audio/<dir>/<track_id>.2min.mp3    the 2-minute excerpts (``audio.zip``); a file named
                                 exactly as ``path`` is accepted too
 
-Subsets: ``valid`` (default; rows with ``is_valid_subset`` true, the 746 captions the paper
-scores; 546 tracks, per the dataset card) or ``all`` (1,106 captions, 706 tracks). Several captions describe one track: each caption is one query, the
-candidates are the distinct tracks. Direction: caption -> audio.
+Subsets: ``valid`` (default; rows with ``is_valid_subset`` true: the 746 captions of 546 tracks
+the paper scores, per the dataset card) or ``all`` (1,106 captions, 706 tracks). Several
+captions describe one track: each caption is one query, the candidates are the distinct
+tracks. Direction: caption -> audio.
 """
 
 from __future__ import annotations
