@@ -88,12 +88,12 @@ class Clamp3MtebEncoder:
         self.model = model
         self.model_name = model_name
         self.revision = revision
-        self.batch_size = batch_size
+        self.embedder = embedder.Embedder(model, batch_size)
 
     # ----------------------------------------------------------------------------- encoding
     def encode_texts(self, texts: Iterable[str]) -> np.ndarray:
         """float32 (N, D) global vectors of text strings (not normalised)."""
-        results = embedder.embed_texts(self.model, list(texts), self.batch_size)
+        results = self.embedder.texts(list(texts))
         for result in results:
             if isinstance(result, InputError):
                 raise result
@@ -104,7 +104,7 @@ class Clamp3MtebEncoder:
         resampling) or silent is an ``InputError``, as for files."""
         from clamp3.audio.resample import resample
 
-        frontend = self.model.audio_frontend
+        frontend = self.embedder.audio_frontend
         features = []
         for n, item in enumerate(items):
             if "array" not in item or "sampling_rate" not in item:
@@ -115,10 +115,10 @@ class Clamp3MtebEncoder:
             features.append(frontend.features_from_waveform(wave, name=f"<audio {n}>"))
         if not features:
             return self._empty()
-        return embedder.embed_waveform_features(self.model, features, self.batch_size)
+        return self.embedder.audio_features(features)
 
     def _empty(self) -> np.ndarray:
-        return np.zeros((0, self.model.config.projection_dim), np.float32)
+        return np.zeros((0, self.embedder.dim), np.float32)
 
     def encode(
         self,

@@ -1,9 +1,9 @@
 """The one seam between the benchmarks and the model, and the vector cache that makes reruns resume.
 
-:func:`embed_texts` and :func:`embed_files` are the only places the benchmarks (and the MTEB
-encoder) reach the model: they run the project's own embedding path (the same preparation and
-batching as ``clamp3 embed`` and ``model.encode``), returning one vector or one
-:class:`InputError` per input so that a bad file fails alone.
+:class:`Embedder` is the only place the benchmarks (and the MTEB encoder) reach the model: it
+runs the project's own embedding path (the same preparation and batching as ``clamp3 embed``
+and ``model.encode``), returning one vector or one :class:`InputError` per input so that a bad
+file fails alone.
 
 :class:`VectorCache` keeps every vector computed, one ``.npz`` shard per chunk, so a killed or
 repeated run embeds only what is missing::
@@ -40,17 +40,53 @@ Result = np.ndarray | InputError
 CHUNK = 64  # inputs per embedding call and per cache shard: a kill loses at most one chunk
 
 
-def _embed(model: Clamp3Model, inputs: Sequence[str], modality: str | None, batch_size: int) -> list[Result]:
-    from clamp3.encode import Preparer, embed_prepared
+class Embedder:
+    """The model behind one run: texts, files and audio feature rows -> global vectors.
 
-    with Preparer(model) as preparer:
-        prepared = list(preparer.prepare_many(list(inputs), modality))
-    good = [i for i, item in enumerate(prepared) if not isinstance(item, InputError)]
-    vectors = embed_prepared(model, [prepared[i] for i in good], batch_size) if good else []
-    out: list[Result] = list(prepared)  # type: ignore[arg-type]
-    for i, vector in zip(good, vectors):
-        out[i] = np.asarray(vector, dtype=np.float32)
-    return out
+    Holds what loads once per run (the tokenizer, the audio front-end) and returns one float32
+    (D,) vector, not normalised, or one :class:`InputError` per input, in input order.
+    """
+
+    def __init__(self, model: Clamp3Model, batch_size: int = 32):
+        self.model = model
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    @property
+    def audio_frontend(self):
+        """The model's audio front-end (``WindowFrontend``: MERT, or log-mel for ``mini``)."""
+        return self.model.audio_frontend
+
+    def _embed(self, inputs: Sequence[str], modality: str | None) -> list[Result]:
+        from clamp3.encode import Preparer, embed_prepared
+
+        with Preparer(self.model) as preparer:
+            prepared = list(preparer.prepare_many(list(inputs), modality))
+        good = [i for i, item in enumerate(prepared) if not isinstance(item, InputError)]
+        vectors = embed_prepared(self.model, [prepared[i] for i in good], self.batch_size) if good else []
+        out: list[Result] = list(prepared)  # type: ignore[arg-type]
+        for i, vector in zip(good, vectors):
+            out[i] = np.asarray(vector, dtype=np.float32)
+        return out
+
+    def texts(self, texts: Sequence[str]) -> list[Result]:
+        """One vector per text string (never read as a path), or its ``InputError``."""
+        return self._embed(texts, "text")
+
+    def files(self, paths: Sequence[str | os.PathLike]) -> list[Result]:
+        """One vector per music file (modality from the extension), or the ``InputError``
+        naming the file and the reason."""
+        return self._embed([str(p) for p in paths], None)
+
+    def audio_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, D) of audio feature rows (n_windows, F) made by :attr:`audio_frontend`."""
+        from clamp3.encode import Prepared, embed_prepared
+
+        items = [Prepared("audio", np.asarray(f, dtype=np.float32)) for f in features]
+        return np.stack(embed_prepared(self.model, items, self.batch_size)).astype(np.float32)
 
 
 def as_text_file(text: str) -> str:
@@ -61,28 +97,6 @@ def as_text_file(text: str) -> str:
     from clamp3.tokenizer import join_text_lines
 
     return join_text_lines(text.split("\n")) if "\n" in text else text
-
-
-def embed_texts(model: Clamp3Model, texts: Sequence[str], batch_size: int = 32) -> list[Result]:
-    """One global vector float32 (D,) (not normalised) per text string, or its ``InputError``."""
-    return _embed(model, texts, "text", batch_size)
-
-
-def embed_files(model: Clamp3Model, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> list[Result]:
-    """One global vector float32 (D,) per music file (modality from the extension), or the
-    ``InputError`` naming the file and the reason."""
-    return _embed(model, [str(p) for p in paths], None, batch_size)
-
-
-def embed_waveform_features(
-    model: Clamp3Model, features: Sequence[np.ndarray], batch_size: int = 32
-) -> np.ndarray:
-    """Global vectors float32 (N, D) of audio feature rows (n_windows, F) made by the model's
-    own front-end (``model.audio_frontend.features_from_waveform``)."""
-    from clamp3.encode import Prepared, embed_prepared
-
-    items = [Prepared("audio", np.asarray(f, dtype=np.float32)) for f in features]
-    return np.stack(embed_prepared(model, items, batch_size)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- cache

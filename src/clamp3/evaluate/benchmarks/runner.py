@@ -73,7 +73,7 @@ class BenchmarkRun:
 
 
 def embed_data(
-    model: Clamp3Model, data: BenchmarkData, cache: embedder.VectorCache, batch_size: int, progress: bool
+    embed: embedder.Embedder, data: BenchmarkData, cache: embedder.VectorCache, progress: bool
 ) -> Vectors:
     """Every music file and text query of ``data`` through the cache; bad inputs are recorded."""
     from tqdm.auto import tqdm
@@ -87,7 +87,7 @@ def embed_data(
         results = embedder.cached(
             cache,
             [embedder.file_key(p) for p in paths],
-            lambda idx, paths=paths: embedder.embed_files(model, [paths[i] for i in idx], batch_size),
+            lambda idx, paths=paths: embed.files([paths[i] for i in idx]),
             bar.update,
         )
         out.music[modality] = {}
@@ -102,7 +102,7 @@ def embed_data(
     results = embedder.cached(
         cache,
         [embedder.text_key(t) for t in texts],
-        lambda idx: embedder.embed_texts(model, [texts[i] for i in idx], batch_size),
+        lambda idx: embed.texts([texts[i] for i in idx]),
         bar.update,
     )
     for query, result in zip(data.queries, results):
@@ -246,7 +246,7 @@ def run_benchmark(
     )
     identity = identify(model)
     cache = embedder.VectorCache(out / "cache", identity.fingerprint)
-    vectors = embed_data(model, data, cache, batch_size, show_progress)
+    vectors = embed_data(embedder.Embedder(model, batch_size), data, cache, show_progress)
     rows, records = score_all(data, vectors, ties)
     if not rows:
         raise InputError(data.source, "nothing to score: no direction has a query with an embedded candidate")
