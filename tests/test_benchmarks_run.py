@@ -203,3 +203,37 @@ def test_cli_usage_errors_exit_2(tiny_model_dir, tmp_path, capsys):
         main(["benchmark", "demo", str(tmp_path / "nocorpus"), "--quiet"]) == 2
     )  # demo form, before any model
     assert "not a corpus folder" in capsys.readouterr().err
+
+
+def test_optimistic_rows_equal_clamp3_eval_on_the_same_vectors(tiny, tmp_path):
+    """``--ties optimistic`` is the official ``clamp3_eval.py`` rule: the same vectors laid out
+    as official query/reference folders give the same metrics through ``clamp3 eval``."""
+    from clamp3.evaluate.score import evaluate_retrieval
+
+    root = song_describer(tmp_path / "sdd", tracks=4)
+    tone(root / "audio" / "01" / "1003.2min.mp3", 3)  # same audio as track 1001: a tie for its caption
+    run = run_benchmark(
+        "song-describer",
+        root,
+        tiny,
+        tmp_path / "out",
+        model_label="tiny",
+        subset="all",
+        ties="optimistic",
+        plot=False,
+    )
+    data = loader("song-describer").load(root, "all", tmp_path / "out" / "inputs")
+    embed = embedder.Embedder(tiny)
+    (tmp_path / "q").mkdir()
+    (tmp_path / "r").mkdir()
+    keys = sorted(data.music["audio"])
+    for key, vector in zip(keys, embed.files([data.music["audio"][k] for k in keys])):
+        np.save(tmp_path / "r" / f"{key}.npy", vector[None])  # the official layout: (1, D) per file
+    for query, vector in zip(data.queries, embed.texts([q.text for q in data.queries])):
+        np.save(tmp_path / "q" / f"{query.key}.{query.id}.npy", vector[None])  # several queries per key
+    official = evaluate_retrieval(tmp_path / "q", tmp_path / "r", ties="optimistic")
+    assert any(record["n_tied"] for record in official.records)  # the copied track ties
+    row = run.rows[0]
+    assert official.n_queries == row["n_queries"] == 6 and official.n_references == row["n_candidates"] == 4
+    for name in ("mrr", "hit@1", "hit@10", "hit@100"):
+        assert row[name] == pytest.approx(official.metrics[name], abs=1e-6)

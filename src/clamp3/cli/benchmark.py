@@ -45,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", nargs="?", metavar="PATH", help="the data set's folder (or its data file)")
     add_model_arguments(p)
-    p.add_argument("--out", default=None, help="output folder (default runs/benchmark/DATASET/<model>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default runs/benchmark/DATASET/<model>; demo: 'benchmark' next to the corpus)",
+    )
     p.add_argument(
         "--text-types", type=_names, default=None, help="comma-separated text types (default: all)"
     )
