@@ -8,10 +8,10 @@ file fails alone.
 :class:`VectorCache` keeps every vector computed, one ``.npz`` shard per chunk, so a killed or
 repeated run embeds only what is missing::
 
-    CACHE/<fingerprint>/<16 hex digits>.npz   keys uint8 (n, 32), vectors float32 (n, D)
+    CACHE/<fingerprint>-<precision>/<16 hex digits>.npz   keys uint8 (n, 32), vectors float32 (n, D)
 
-``<fingerprint>`` is the model identity's weight fingerprint (``clamp3.model_identity``), so
-other weights never reuse these vectors. A key is SHA-256 of the input's kind and content:
+``<fingerprint>`` is the model identity's weight fingerprint (``clamp3.model_identity``) and
+``<precision>`` the dtype it computes in, so other weights or precisions never reuse these vectors. A key is SHA-256 of the input's kind and content:
 a text's characters, or a file's absolute path, size and modification time (a changed file is
 embedded again). Vectors are stored as the model returns them, not normalised.
 """
@@ -114,6 +114,14 @@ def file_key(path: str | os.PathLike) -> bytes:
     except OSError:
         stamp = "missing"
     return hashlib.sha256(f"file\0{p}\0{stamp}".encode("utf-8", "surrogatepass")).digest()
+
+
+def precision(model: Clamp3Model) -> str:
+    """The floating-point type the model computes in (``float32``, ``float16``, ``bfloat16``)."""
+    # The model's anchor buffer follows .to(dtype); buffers, unlike parameters, never make a
+    # lazily built tower load.
+    first = next((b for b in model.buffers() if b.is_floating_point()), None)
+    return str(first.dtype).replace("torch.", "") if first is not None else "float32"
 
 
 class VectorCache:

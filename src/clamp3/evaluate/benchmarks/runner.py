@@ -245,7 +245,8 @@ def run_benchmark(
         select_queries(mod.load(Path(path), subset, out / "inputs"), text_types, languages), model
     )
     identity = identify(model)
-    cache = embedder.VectorCache(out / "cache", identity.fingerprint)
+    # fp16 / bf16 vectors differ from fp32 ones (~1e-3): each precision keeps its own cache.
+    cache = embedder.VectorCache(out / "cache", f"{identity.fingerprint}-{embedder.precision(model)}")
     vectors = embed_data(embedder.Embedder(model, batch_size), data, cache, show_progress)
     rows, records = score_all(data, vectors, ties)
     if not rows:
