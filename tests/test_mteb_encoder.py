@@ -4,6 +4,8 @@ against our own ranking of the same vectors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mteb  # the clamp3[mteb] extra, part of [all]
 import numpy as np
 import pytest
@@ -90,6 +92,16 @@ def test_encoder_passes_mteb_protocol_check_and_meta(encoder):
     assert meta.embed_dim == 32 and meta.similarity_fn_name == "cosine" and "audio" in meta.modalities
     assert meta.license == "cc-by-nc-4.0" and "eng-Latn" in meta.languages
     assert Clamp3MtebEncoder.__init__.__kwdefaults__ is not None  # device is keyword-only, as the protocol
+    # The meta rebuilds the encoder with the call ModelMeta.load_model makes (load_model itself
+    # first insists on mteb's own [audio] extra, torchaudio, for any audio model).
+    again = meta.loader(meta.name, revision=meta.revision, **meta.loader_kwargs)
+    assert isinstance(again, Clamp3MtebEncoder)
+    assert again.weights == str(Path(encoder.model_name).resolve())
+    text = ["a calm piece for piano"]
+    assert np.allclose(again.encode_texts(text), encoder.encode_texts(text), atol=1e-6)
+    official = Clamp3MtebEncoder("sander-wood/clamp3-saas", model=encoder.model).mteb_model_meta
+    assert official.name == "sander-wood/clamp3-saas" and official.loader_kwargs == {}
+    assert official.n_parameters == 457_896_960  # the official checkpoint's count
 
 
 def test_audio_is_resampled_to_the_frontend_rate_and_embedded_as_a_file_would_be(encoder, tmp_path):

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 LICENSES = {"weights": "mit", "mert_frontend": "cc-by-nc-4.0"}
 # Parameters of the official checkpoints (605 tensors, fp32; docs of the official implementation).
 OFFICIAL_PARAMETERS = {"saas": 457_896_960, "c2": 457_896_960}
+HUB_PREFIX = "sander-wood/clamp3-"  # mteb model names of the official models
 REFERENCE = "https://huggingface.co/sander-wood/clamp3"
 CITATION = """@inproceedings{wu2025clamp3,
   title = {CLaMP 3: Universal Music Information Retrieval Across Unaligned Modalities and Unseen Languages},
@@ -66,9 +67,9 @@ def mono(array: Any) -> np.ndarray:
 class Clamp3MtebEncoder:
     """mteb ``EncoderProtocol`` over a :class:`~clamp3.model.Clamp3Model` (module docstring).
 
-    ``model_name``: a tag (``saas``, ``c2``), a converted directory or an official ``.pth``;
-    ``model`` may be passed instead (already loaded, e.g. in tests). ``batch_size`` is the
-    number of segments per forward pass.
+    ``model_name``: a tag (``saas``, ``c2``, or mteb's ``sander-wood/clamp3-saas``), a converted
+    directory or an official ``.pth``; ``weights`` (a path) overrides it; ``model`` may be passed
+    instead (already loaded). ``batch_size`` is the number of segments per forward pass.
     """
 
     def __init__(
@@ -78,15 +79,21 @@ class Clamp3MtebEncoder:
         *,
         device: str | None = None,
         model: Clamp3Model | None = None,
+        weights: str | None = None,
         batch_size: int = 32,
         **kwargs: Any,
     ) -> None:
+        # mteb's ModelMeta.load_model calls loader(meta.name, revision=..., **loader_kwargs): the
+        # name is "sander-wood/clamp3-<tag>" for the official models, and a local model's meta
+        # carries its path as ``weights``.
+        tag = str(model_name).removeprefix(HUB_PREFIX)
         if model is None:
             from clamp3.model import Clamp3Model
 
-            model = Clamp3Model.from_pretrained(model_name, device=device or "cpu")
+            model = Clamp3Model.from_pretrained(weights or tag, device=device or "cpu")
         self.model = model
-        self.model_name = model_name
+        self.model_name = tag
+        self.weights = weights
         self.revision = revision
         self.embedder = embedder.Embedder(model, batch_size)
 
@@ -173,11 +180,12 @@ class Clamp3MtebEncoder:
         from mteb.models import ModelMeta
 
         tag = str(self.model_name)
-        official = tag in OFFICIAL_PARAMETERS
+        official = tag in OFFICIAL_PARAMETERS and self.weights is None
+        local = str(Path(self.weights or tag).resolve())
         return ModelMeta(
             loader=Clamp3MtebEncoder,
-            loader_kwargs={"model_name": self.model_name},
-            name=f"sander-wood/clamp3-{tag}" if official else f"local/clamp3-{Path(tag).name or 'model'}",
+            loader_kwargs={} if official else {"weights": local},
+            name=f"{HUB_PREFIX}{tag}" if official else f"local/clamp3-{Path(local).name or 'model'}",
             revision=self.revision,
             release_date="2025-02-14",
             languages=_languages(),
