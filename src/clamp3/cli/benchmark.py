@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset", metavar="DATASET", help=f"{', '.join(DATASETS)}, {DEMO}, or a demo corpus folder"
     )
     p.add_argument("path", nargs="?", metavar="PATH", help="the data set's folder (or its data file)")
+    _add_options(p)
+    p.set_defaults(handler=_benchmark)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument(
         "--out",
@@ -89,7 +94,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(handler=_benchmark)
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -209,6 +209,28 @@ def without_missing_towers(data: BenchmarkData, model: Clamp3Model) -> Benchmark
     return data
 
 
+def write_outputs(
+    out: Path, result: dict[str, Any], records: list[dict], json_out: str | os.PathLike | None, plot: bool
+) -> Path | None:
+    """Every file of the module docstring, atomically; returns the plot's path (None without)."""
+    plain = {"rows": [{k: row[k] for k in ROW_FIELDS} for row in result["rows"]]}
+    write_json_atomic(out / "results.json", result)
+    write_json_atomic(out / "rows.json", plain)
+    if json_out is not None:
+        write_json_atomic(json_out, plain)
+    write_text_atomic(out / "ranks.jsonl", "".join(json_text(r) + "\n" for r in records))
+    write_text_atomic(out / "errors.jsonl", "".join(json_text(e) + "\n" for e in result["errors"]))
+    if not plot:
+        return None
+    from clamp3.evaluate.benchmarks.report import plot_rows
+
+    try:
+        return plot_rows(result["rows"], out / "retrieval.png", f"{result['dataset']} / {result['model']}")
+    except ImportError as exc:
+        log.warning("no plot: %s", exc)
+        return None
+
+
 def run_benchmark(
     dataset: str,
     path: str | os.PathLike,
@@ -267,19 +289,5 @@ def run_benchmark(
         "errors": vectors.errors,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    plain = {"rows": [{k: row[k] for k in ROW_FIELDS} for row in rows]}
-    write_json_atomic(out / "results.json", result)
-    write_json_atomic(out / "rows.json", plain)
-    if json_out is not None:
-        write_json_atomic(json_out, plain)
-    write_text_atomic(out / "ranks.jsonl", "".join(json_text(r) + "\n" for r in records))
-    write_text_atomic(out / "errors.jsonl", "".join(json_text(e) + "\n" for e in vectors.errors))
-    picture = None
-    if plot:
-        from clamp3.evaluate.benchmarks.report import plot_rows
-
-        try:
-            picture = plot_rows(rows, out / "retrieval.png", f"{dataset} / {model_label}")
-        except ImportError as exc:
-            log.warning("no plot: %s", exc)
+    picture = write_outputs(out, result, records, json_out, plot)
     return BenchmarkRun(rows, result, out, picture)
