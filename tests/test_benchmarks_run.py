@@ -133,6 +133,7 @@ def test_json_schema_resume_and_optimistic_ties(tiny, tiny_model_dir, tmp_path, 
     rows = json.loads(rows_file.read_text())
     assert list(rows) == ["rows"] and all(tuple(r) == ROW_FIELDS for r in rows["rows"])
     assert json.loads((out / "rows.json").read_text()) == rows
+    assert len(list((out / "cache").glob("*/*.npz"))) == 1  # compacted after the run
     # Rerun: every vector comes from the cache; the model is never asked again.
     monkeypatch.setattr(embedder.Embedder, "_embed", lambda *a, **k: pytest.fail("embedded again"))
     assert main([*args, "--json", str(rows_file)]) == 0

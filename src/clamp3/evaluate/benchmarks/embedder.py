@@ -152,16 +152,30 @@ class VectorCache:
     def get(self, key: bytes) -> np.ndarray | None:
         return self._vectors.get(key)
 
-    def add(self, keys: Sequence[bytes], vectors: Sequence[np.ndarray]) -> None:
-        """Store a shard (atomically) and remember its vectors."""
-        if not keys:
+    def compact(self) -> None:
+        """Merge every shard into one (written first, the others deleted after: a kill in between
+        leaves duplicate keys, which are harmless since a key always has the same vector)."""
+        shards = sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []
+        if len(shards) < 2:
             return
+        keys = list(self._vectors)
+        merged = self.add(keys, [self._vectors[k] for k in keys])
+        for shard in shards:
+            if shard != merged:
+                shard.unlink(missing_ok=True)
+
+    def add(self, keys: Sequence[bytes], vectors: Sequence[np.ndarray]) -> Path | None:
+        """Store a shard (atomically) and remember its vectors; returns the shard's path."""
+        if not keys:
+            return None
         array_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
         array = np.stack([np.asarray(v, np.float32) for v in vectors])
         name = hashlib.sha256(array_keys.tobytes()).hexdigest()[:16]
-        with atomic_path(self.folder / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+        path = self.folder / f"{name}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, keys=array_keys, vectors=array)
         self._vectors.update(zip(keys, array))
+        return path
 
 
 def cached(

@@ -113,6 +113,7 @@ def embed_data(
         else:
             out.text[query.id] = result
     bar.close()
+    cache.compact()  # one shard per run: a rerun reads one file, however many chunks it took
     return out
 
 
