@@ -172,3 +172,31 @@ def test_multi_line_texts_are_embedded_as_the_official_txt_inputs():
 
     assert as_text_file("one line") == "one line"
     assert as_text_file("first\nsecond\n\nfirst\n") == "first</s>second"
+
+
+def test_vector_cache_survives_reopening_a_bad_shard_and_compaction(tmp_path):
+    import numpy as np
+
+    from clamp3.evaluate.benchmarks.embedder import VectorCache, cached, file_key, text_key
+
+    calls = []
+
+    def compute(idx):
+        calls.append(list(idx))
+        return [np.full(4, float(i), np.float32) if i != 2 else InputError("x", "bad") for i in idx]
+
+    keys = [text_key(f"t{i}") for i in range(5)]
+    cache = VectorCache(tmp_path, "tiny:abc-float32")
+    first = cached(cache, keys, compute)
+    assert isinstance(first[2], InputError) and first[4][0] == 4.0
+    (cache.folder / "broken.npz").write_bytes(b"not a zip")
+    again = VectorCache(tmp_path, "tiny:abc-float32")  # a rerun: the bad shard is skipped, the rest read
+    assert len(again) == 4
+    second = cached(again, keys, compute)
+    assert calls[-1] == [2]  # only the failed input is tried again
+    assert [float(v[0]) for i, v in enumerate(second) if i != 2] == [0.0, 1.0, 3.0, 4.0]
+    again.add([text_key("extra")], [np.zeros(4, np.float32)])
+    again.compact()
+    assert len([p for p in again.folder.glob("*.npz") if p.name != "broken.npz"]) == 1
+    assert len(VectorCache(tmp_path, "tiny:abc-float32")) == 5
+    assert file_key(tmp_path / "a.wav") != file_key(tmp_path / "b.wav")
