@@ -27,7 +27,7 @@ from clamp3.curate.retrieve import (
     item_query,
     reciprocal_rank_fusion,
 )
-from clamp3.curate.testing import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
+from curate_support import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 from clamp3.curate.transport import LLMConfigError
 from clamp3.utils.errors import InputError
 

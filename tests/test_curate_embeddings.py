@@ -14,7 +14,7 @@ import pytest
 from clamp3.curate.documents import Passage, read_documents
 from clamp3.curate.embedding_cache import EmbeddingCache, embed_passages
 from clamp3.curate.embeddings import EmbeddingClient, l2_normalise
-from clamp3.curate.testing import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
+from curate_support import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 from clamp3.curate.transport import (
     BudgetExhausted,
     LLMConfigError,

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from clamp3.curate.llm import ChatClient
-from clamp3.curate.testing import ChatServer, Reply
+from curate_support import ChatServer, Reply
 from clamp3.curate.transport import (
     BudgetExhausted,
     LLMConfigError,
