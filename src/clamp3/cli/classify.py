@@ -247,7 +247,6 @@ def _probe_predict(args: argparse.Namespace) -> int:
 
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
-    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
     from clamp3.evaluate.runs import run_zero_shot
     from clamp3.evaluate.zeroshot import build_prompts
 
@@ -271,7 +270,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         plot=args.plot,
         batch_size=args.batch_size,
         show_progress=not args.no_progress,
-        model_check=ModelCheck(argument_identity(args.model), args.allow_model_mismatch),
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.json is None:
         for record in result["predictions"]:
@@ -285,7 +284,6 @@ def _zero_shot(args: argparse.Namespace) -> int:
 
 def _gen_score(args: argparse.Namespace) -> int:
     from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
-    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
 
     if args.prompts is None and args.reference is None:
         print("clamp3 gen-score: give --prompts, --reference or both", file=sys.stderr)
@@ -306,10 +304,7 @@ def _gen_score(args: argparse.Namespace) -> int:
         reference=args.reference,
         embeddings=args.embeddings,
         settings=settings,
-        # the prompts are encoded with --model; without prompts it plays no part in the check
-        model_check=ModelCheck(
-            argument_identity(args.model) if args.prompts is not None else None, args.allow_model_mismatch
-        ),
+        allow_model_mismatch=args.allow_model_mismatch,
         json_out=args.json,
         show_progress=not args.no_progress,
     )

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
     p.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="serve an index embedded by another model than --model (refused by default)",
+    )
+    p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
@@ -110,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_audio_seconds=args.max_audio_seconds,
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
         import torch

@@ -354,19 +354,3 @@ def example_queries(
         head = {"language": lang, "target": kind, "id": piece, "title": titles.get(piece, "")}
         out.append({**head, "query": text, "rank_of_correct": rank, "results": results})
     return out
-
-
-def read_benchmark(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON of :func:`run_benchmark` (an empty one when the file does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return {"format": "clamp3-benchmark/1", "models": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def merge_entry(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Write ``entry`` into the JSON at ``path`` under its model label (atomically)."""
-    data = read_benchmark(path)
-    data.setdefault("models", {})[entry["model"]] = entry
-    write_json_atomic(path, data)
-    return data
