@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -44,3 +45,14 @@ def write_embedding_folder(
             records.append(manifest_record(rel, npy, modality, model, fingerprint))
     write_manifest(root, records)
     return root
+
+
+class InMemoryModel:
+    """Base of the tests' stand-ins for ``Clamp3Model``: what :mod:`clamp3.model_identity`
+    reads of a model built in memory (no weight source, no tensors)."""
+
+    weight_source = None
+    config = SimpleNamespace(name="fake")
+
+    def state_dict(self) -> dict:
+        return {}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from embedding_support import write_embedding_folder
+from embedding_support import InMemoryModel, write_embedding_folder
 
 from clamp3.cli.main import main
 from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
@@ -18,18 +17,12 @@ from clamp3.utils.errors import InputError
 PROMPTS = {"p01": "a calm piano waltz", "p02": "fast rock with drums"}
 
 
-class FileModel:
+class FileModel(InMemoryModel):
     """Encodes a file to a fixed vector per file name and a prompt to a fixed vector per text;
     records every input so a test can see what was encoded."""
 
-    weight_source = None  # a model built in memory, for clamp3.model_identity
-
-    def __init__(self, files: dict[str, np.ndarray], texts: dict[str, np.ndarray], name: str = "fake"):
+    def __init__(self, files: dict[str, np.ndarray], texts: dict[str, np.ndarray]):
         self.files, self.texts, self.seen = files, texts, []
-        self.config = SimpleNamespace(name=name)
-
-    def state_dict(self) -> dict:
-        return {}
 
     def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
         self.seen.extend(inputs)

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from clamp3.model_identity import ModelIdentity
 from clamp3.index import SearchIndex, normalize
 from clamp3.index.kinds import recall_at_k
+from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
 
 pytest.importorskip("faiss")

@@ -126,7 +126,7 @@ def run_probe_predict(
     ``top_k`` >= 1 labels are listed per item (single-label). ``plot`` (a confusion-matrix PNG)
     needs known labels and a single-label probe, else ``ValueError``. Embeddings of another model
     than the probe's training embeddings (manifest ``model`` vs ``probe.json`` ``data``) raise
-    ``InputError`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
+    ``ModelMismatch`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
     """
     from clamp3.evaluate.probe import LinearProbe
     from clamp3.index.embeddings import load_embeddings
@@ -143,7 +143,7 @@ def run_probe_predict(
         (f"the probe's training embeddings ({probe_dir})", trained_on),
         (f"the embeddings of {emb_dir}", load_folder_identity(emb_dir)),
         emb_dir,
-        allow_model_mismatch=allow_model_mismatch,
+        allow_mismatch=allow_model_mismatch,
     )
     found = load_embeddings(emb_dir, dim=probe.input_dim, progress=show_progress)
     result = {
