@@ -1,5 +1,6 @@
 """Model identity: one fingerprint, one ``same_model`` rule, one refusal, and every stage that
-combines two sets of vectors (embed rerun, index --append, serve, probe, zero-shot, gen-score)
+combines two sets of vectors (embed rerun, index --append, serve, eval, score, probe, zero-shot,
+gen-score)
 accepting or refusing the same pair of models identically."""
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def _stages(first: Path, second: Path, work: Path, capsys) -> dict[str, str]:
     code = main(["index", str(work / "emb2"), str(work / "idx"), "--append", "--quiet"])
     outcomes["index --append"] = _outcome(code, capsys.readouterr().err)
     outcomes["serve"] = _serve(first / "idx", first / "src", second)
+    code = main(["eval", str(first / "emb"), str(work / "emb2"), "--quiet"])
+    outcomes["eval"] = _outcome(code, capsys.readouterr().err)
+    outcomes["score"] = _outcome(
+        main(["score", str(first / "emb"), str(work / "emb2")]), capsys.readouterr().err
+    )
     code = main(
         ["probe", "predict", str(first / "probe"), str(work / "emb2"), str(work / "p.json"), "--no-progress"]
     )
@@ -150,4 +156,4 @@ def test_every_stage_accepts_a_copy_and_refuses_another_model(
     refused = _stages(first, other, tmp_path / "with_other", capsys)
     assert set(accepted.values()) == {"accepted"}, accepted
     assert set(refused.values()) == {"refused"}, refused
-    assert accepted.keys() == refused.keys() and len(accepted) == 6
+    assert accepted.keys() == refused.keys() and len(accepted) == 8

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from clamp3.cli.args import non_negative_int, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
 from clamp3.cli.embed import add_model_arguments, load_model
 from clamp3.utils.errors import InputError
 
@@ -45,14 +45,6 @@ def _output_dir(text: str) -> str:
     """argparse type: an output folder that may be created, inside an existing folder."""
     _output_file(str(Path(text) / "probe.json"))
     return text
-
-
-def _add_model_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--allow-model-mismatch",
-        action="store_true",
-        help="proceed (with a warning) when manifests name different models",
-    )
 
 
 def _require_truth_for_plot(args: argparse.Namespace) -> None:
@@ -117,7 +109,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_reports_errors(_probe_predict))
 
@@ -143,7 +135,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--embeddings", action="store_true", help="inputs are embedding folders from 'clamp3 embed'"
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument(
         "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
     )
@@ -171,7 +163,7 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="score only pieces of this modality (default: the one the folder holds; a mix is refused)",
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument(
         "--bootstrap", type=non_negative_int, default=1000, help="resamples for the score's CI (default 1000)"
     )

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
@@ -38,11 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
-    p.add_argument(
-        "--allow-model-mismatch",
-        action="store_true",
-        help="serve an index embedded by another model than --model (refused by default)",
-    )
+    add_model_mismatch_flag(p, "the index was embedded by another model than --model")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
