@@ -6,6 +6,7 @@ accepting or refusing the same pair of models identically."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_same_model_rule_and_refusal():
     assert same_model(ModelIdentity("saas"), ModelIdentity("saas", "t:2")) is True  # no print: ids decide
     assert same_model(ModelIdentity("saas"), ModelIdentity("c2")) is False
     assert same_model(ModelIdentity("", "t:1"), ModelIdentity("saas")) is None
+    # a fingerprint of the recipe before "s1" (file bytes) is not comparable: the ids decide
+    old, new = ModelIdentity("/m", "tiny:0123456789abcdef"), ModelIdentity("/m", "tiny:s1-fedcba9876543210")
+    assert same_model(old, new) is True and same_model(old, ModelIdentity("/n", new.fingerprint)) is False
     a, b = ("x", ModelIdentity("/a", "t:1")), ("y", ModelIdentity("/a", "t:2"))
     assert require_same_model(a, ("y", None), "here") == "unchecked"
     assert require_same_model(a, ("y", ModelIdentity("/b", "t:1")), "here") == "same"
@@ -47,6 +51,7 @@ def test_fingerprint_follows_the_weights_not_the_load_path(tmp_path):
 
     model = Clamp3Model.from_preset("tiny", seed=0)
     built = fingerprint(model)
+    assert re.fullmatch(r"tiny:s1-[0-9a-f]{16}", built)
     model.save_pretrained(tmp_path / "dir")
     shutil.copytree(tmp_path / "dir", tmp_path / "copy")
     write_official_checkpoint(tmp_path / "official.pth", model.state_dict())

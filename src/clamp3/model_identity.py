@@ -8,7 +8,7 @@ sets calls :func:`require_same_model`: ``embed`` into an existing folder, ``inde
 ``serve`` (its model against its index), ``search`` (a warning), ``probe predict``,
 ``zero-shot`` and ``gen-score`` with embedding folders.
 
-**The fingerprint** (``"<config name>:<16 hex digits>"``) is a SHA-256 over every tensor of the
+**The fingerprint** (``"<config name>:s1-<16 hex digits>"``) is a SHA-256 over every tensor of the
 model, in name order: its name, its shape, and 8 windows of up to 64 values spread along it
 (the start of 8 evenly spaced rows along the first dimension; 8 evenly spaced runs for a 1-d
 tensor), as float32. It hashes *values*, not file bytes, so the same weights give the same
@@ -21,8 +21,11 @@ the load's device and dtype change nothing, and weights changed in memory after 
 not seen: save them and load the saved copy. A model built in memory hashes its own tensors.
 
 **The rule** (:func:`same_model`): two identities are the same model when their fingerprints
-are equal; without a fingerprint on both sides, when their ids (a tag or an absolute path, as
-:func:`locate` records them) are equal; with neither, it cannot be told (``None``).
+are equal; without a fingerprint of one scheme on both sides, when their ids (a tag or an
+absolute path, as :func:`locate` records them) are equal; with neither, it cannot be told
+(``None``). ``s1`` is the scheme above; records written before it carry ``"<config name>:<16 hex>"``
+(bytes sampled from the weights file), which is not comparable with ``s1``, so for them the ids
+decide.
 
 **The refusal** (:func:`require_same_model`): a mismatch raises :class:`ModelMismatch` (an
 ``InputError`` naming the place, both models and the way out). Stages that compare two sets
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 OVERRIDE_FLAG = "--allow-model-mismatch"
 WINDOWS = 8  # sampled windows per tensor
 WINDOW_VALUES = 64  # values per window
+SCHEME = "s1"  # the fingerprint's recipe (module docstring); another recipe gets another name
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def _tensors(model: Clamp3Model) -> list[tuple[str, tuple[int, ...], Any]]:
 
 
 def fingerprint(model: Clamp3Model) -> str:
-    """``"<config name>:<16 hex digits>"`` of the model's weights (see the module docstring)."""
+    """``"<config name>:s1-<16 hex digits>"`` of the model's weights (see the module docstring)."""
     import torch
 
     digest = hashlib.sha256()
@@ -130,7 +134,7 @@ def fingerprint(model: Clamp3Model) -> str:
         for name, shape, tensor in sorted(_tensors(model), key=lambda item: item[0]):
             digest.update(f"{name}{list(shape)}".encode())
             digest.update(_windows(tensor, shape).astype("<f4").tobytes())
-    return f"{model.config.name}:{digest.hexdigest()[:16]}"
+    return f"{model.config.name}:{SCHEME}-{digest.hexdigest()[:16]}"
 
 
 def locate(source: str | os.PathLike) -> str:
@@ -153,9 +157,14 @@ def identify(model: Clamp3Model, source: str | os.PathLike | None = None) -> Mod
     return ModelIdentity(model_id, fingerprint(model))
 
 
+def _scheme(fingerprint: str) -> str:
+    digest = fingerprint.rsplit(":", 1)[-1]
+    return digest.split("-", 1)[0] if "-" in digest else ""
+
+
 def same_model(a: ModelIdentity, b: ModelIdentity) -> bool | None:
-    """The one rule (module docstring): fingerprints decide, else ids, else ``None``."""
-    if a.fingerprint and b.fingerprint:
+    """The one rule (module docstring): fingerprints of one scheme decide, else ids, else ``None``."""
+    if a.fingerprint and b.fingerprint and _scheme(a.fingerprint) == _scheme(b.fingerprint):
         return a.fingerprint == b.fingerprint
     if a.id and b.id:
         return a.id == b.id
