@@ -5,16 +5,17 @@ probe or a score that mixes them gives numbers that look valid and mean nothing.
 therefore records a :class:`ModelIdentity` beside its vectors (``manifest.jsonl`` of
 ``clamp3 embed``, ``meta.json`` of an index, ``probe.json``) and every stage that combines two
 sets calls :func:`require_same_model`: ``embed`` into an existing folder, ``index --append``,
-``serve`` (its model against its index), ``search`` (a warning), ``probe predict``,
+``serve`` (its model against its index), ``search`` (a warning), ``eval`` and ``score`` (two
+embedding folders), ``probe predict``,
 ``zero-shot`` and ``gen-score`` with embedding folders.
 
 **The fingerprint** (``"<config name>:s1-<16 hex digits>"``) is a SHA-256 over every tensor of the
-model, in name order: its name, its shape, and 8 windows of up to 64 values spread along it
-(the start of 8 evenly spaced rows along the first dimension; 8 evenly spaced runs for a 1-d
+model, in name order: its name, its shape, and up to 9 windows of up to 64 values spread along
+it (the start of 8 evenly spaced rows and of the last along the first dimension; runs for a 1-d
 tensor), as float32. It hashes *values*, not file bytes, so the same weights give the same
 fingerprint however they were loaded (an official ``.pth``, its converted directory, a copy
 elsewhere, a model built in memory), and it reads a few MB whatever the checkpoint's size (a
-1.8 GB model: ~600 tensors x 8 windows; towers not loaded yet are read from the weight
+1.8 GB model: 599 tensors, 0.4 s; towers not loaded yet are read from the weight
 source, never built). Retrained or fine-tuned weights change the sampled values of every
 trained tensor. A loaded model is fingerprinted from its weight source (the stored values), so
 the load's device and dtype change nothing, and weights changed in memory after loading are
