@@ -74,11 +74,14 @@ class ManifestRecord:
         missing = [name for name in names if name not in data]
         if missing:
             label = data.get("npy", data.get("path", "?"))
-            raise InputError(where, f"record {label!r} lacks {', '.join(missing)}: not a clamp3 manifest")
-        return cls(**{n: data[n] for n in names}, version=version)._normalised()
-
-    def _normalised(self) -> ManifestRecord:
-        return dataclasses.replace(self, shape=tuple(self.shape))
+            raise InputError(
+                where,
+                f"record {label!r} lacks {', '.join(missing)}: written by another tool or an older "
+                "clamp3 (embed again with --overwrite)",
+            )
+        fields = {name: data[name] for name in names}
+        fields["shape"] = tuple(fields["shape"])
+        return cls(**fields, version=version)
 
 
 def log_names(rank: int) -> tuple[str, str]:
