@@ -182,6 +182,12 @@ class Clamp3Model(nn.Module):
         return cls(load_preset(name))
 
     @property
+    def weight_source(self) -> checkpoints.WeightSource | None:
+        """Where the weights were loaded from (``None`` for a model built in memory); read by
+        :mod:`clamp3.model_identity` to fingerprint towers that are not loaded yet."""
+        return self._source
+
+    @property
     def source_directory(self) -> Path | None:
         return self._source.directory if self._source is not None else None
 

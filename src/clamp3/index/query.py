@@ -15,6 +15,7 @@ from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.model_identity import ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,19 @@ def load_model(model: Clamp3Model | str | os.PathLike, device: str | None = None
     return Clamp3Model.from_pretrained(model, device=device)
 
 
-def warn_if_other_model(model: Clamp3Model, fingerprint: str | None) -> None:
-    """Log a warning when ``model``'s fingerprint is not ``fingerprint`` (the index's): its
-    query vectors live in another space, so the scores would mean nothing. A warning, not an
-    error: a converted copy of the same weights (``.pth`` -> directory) has another fingerprint."""
-    from clamp3.model_identity import identify
+def warn_if_other_model(model: Clamp3Model, index_model: ModelIdentity | None) -> None:
+    """Log a warning when ``model`` is not the model that embedded the index (the rule of
+    :func:`clamp3.model_identity.same_model`): its query vectors live in another space, so the
+    scores would mean nothing. A warning, not an error, as the query is the user's choice."""
+    from clamp3.model_identity import identify, same_model
 
-    if fingerprint is None:
-        return
     found = identify(model)
-    if found.fingerprint != fingerprint:
+    if index_model is not None and same_model(found, index_model) is False:
         log.warning(
-            "the query model %s (fingerprint %s) is not the model that embedded the index (%s); "
+            "the query model %s is not the model that embedded the index (%s); "
             "scores compare vectors of two models",
-            found.id or "(unsaved)",
-            found.fingerprint,
-            fingerprint,
+            found.describe(),
+            index_model.describe(),
         )
 
 
@@ -70,7 +68,7 @@ def query_vector(
     dim: int,
     model: Clamp3Model | str | os.PathLike | None = None,
     device: str | None = None,
-    fingerprint: str | None = None,
+    index_model: ModelIdentity | None = None,
 ) -> tuple[np.ndarray, str]:
     """``query`` -> (unit vector float32 (dim,), what it was: ``"embedding"``, ``"text"``,
     ``"symbolic"`` or ``"audio"``).
@@ -78,8 +76,8 @@ def query_vector(
     An existing ``.npy`` of one ``dim``-d vector is used as it is (no model needed). Anything
     else goes through the model's ``encode``: files by extension, other strings as text in any
     language. A string that looks like a music file name but does not exist is an error
-    (``encode`` refuses it), not a text query. ``fingerprint`` is the index's model
-    fingerprint (see :func:`warn_if_other_model`).
+    (``encode`` refuses it), not a text query. ``index_model`` is the model that embedded
+    the index (see :func:`warn_if_other_model`).
     """
     from clamp3.encode import detect_modality
 
@@ -92,7 +90,7 @@ def query_vector(
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
     loaded = load_model(model, device)
-    warn_if_other_model(loaded, fingerprint)
+    warn_if_other_model(loaded, index_model)
     vector = loaded.encode([query], normalize=True)[0]
     if vector.shape[0] != dim:
         raise InputError(
@@ -120,6 +118,6 @@ def search(
     if not isinstance(index, SearchIndex):
         index = SearchIndex.load(index)
     source = model if model is not None else index.model
-    vector, _ = query_vector(query, index.dim, source, device, fingerprint=index.model_fingerprint)
+    vector, _ = query_vector(query, index.dim, source, device, index_model=index.identity)
     hits = index.search(vector[None, :], top_k, modality=modality)[0]
     return [{"rank": rank, **hit.to_dict()} for rank, hit in enumerate(hits, start=1)]
