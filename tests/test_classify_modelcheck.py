@@ -112,7 +112,9 @@ def test_probe_predict_refuses_embeddings_of_another_model(trained_probe, tmp_pa
 
 
 class LabelModel:
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
+    """Stands in for a Clamp3Pipeline that knows two labels."""
+
+    def encode_texts(self, inputs, batch_size=32, normalize=True, show_progress=False):
         table = {"jazz": [1.0, 0, 0], "rock": [0, 0, 1.0]}
         return np.array([table[x] for x in inputs], dtype=np.float32)
 

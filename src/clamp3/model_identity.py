@@ -69,10 +69,8 @@ def locate(source: str | os.PathLike) -> str:
 def identify(model: Clamp3Model, source: str | os.PathLike | None = None) -> ModelIdentity:
     """The identity of a loaded model; ``source`` is what it was loaded from (a tag is kept as
     the id), by default the directory or file the model read its weights from."""
-    # The weight source is the model's private record of where it was loaded from; it is the
-    # only place that knows the checkpoint file behind a tag or an official .pth.
-    weights = getattr(model, "_source", None)
-    origin = Path(weights.origin) if weights is not None else None
+    # The weights' origin is the only record of the checkpoint file behind a tag or an official .pth.
+    origin = Path(model.weights_origin) if model.weights_origin is not None else None
     if source is not None:
         model_id = locate(source)
     elif model.source_directory is not None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from clamp3.evaluate.probe_train import ProbeSettings
     from clamp3.index.embeddings import EmbeddingSet
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def _check_plot(plot: str | os.PathLike | None, has_truth: bool) -> None:
 # ------------------------------------------------------------------------------------- zero-shot
 def run_zero_shot(
     sources: Sequence[str | os.PathLike],
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     labels: Sequence[str],
     templates: Sequence[str],
     top_k: int = 3,
@@ -228,7 +229,10 @@ def run_zero_shot(
     _check_plot(plot, has_truth)
     if json_out is not None:
         check_output_file(json_out)
+    from clamp3.pipeline import as_pipeline
+
     verdicts = _check_embedding_models(sources, model_check or ModelCheck()) if embeddings else []
+    model = as_pipeline(model)  # one tokenizer and audio front-end for the labels and the files
     classes = encode_classes(model, labels, templates, batch_size)
     names = [label.strip() for label in labels]
     items = load_items(sources, model, embeddings, batch_size, show_progress)
