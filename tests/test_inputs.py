@@ -81,6 +81,17 @@ def test_embed_eval_uploads_and_the_pipeline_classify_alike(tmp_path, tiny_model
     assert {k.name for k in KINDS if k.modality in ("symbolic", "audio")} - set(UPLOAD_KINDS) == {"features"}
 
 
+def test_the_service_names_and_types_files_by_the_table():
+    from clamp3.serve.media import CONTENT_TYPES, PAGE_KINDS, media_kind
+
+    # Subsets: a kind added to the table is served as "other" until the page learns to show it.
+    assert set(PAGE_KINDS) <= {kind.name for kind in KINDS}
+    assert set(CONTENT_TYPES) <= set(extensions())
+    for name in NAMES:
+        expected = PAGE_KINDS[kind_of(name).name] if is_supported(name) else "other"
+        assert media_kind(name) == expected, name
+
+
 def test_one_normaliser_with_one_floor_everywhere():
     """A vector whose norm is below the floor comes out with norm |v| / floor from every caller
     (three different epsilons once gave three different answers)."""
