@@ -18,13 +18,13 @@ Lower-level entry points, for callers that batch, cache or isolate failures them
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
-from clamp3.config import AudioTowerConfig, SymbolicTowerConfig, TextTowerConfig
+from clamp3.config import AudioTowerConfig, Clamp3Config, SymbolicTowerConfig, TextTowerConfig
 from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 from clamp3.inputs import Prepared, kind_of, read_feature_file, read_text_file
 from clamp3.model import Clamp3Model
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from clamp3.audio.base import WindowFrontend
     from clamp3.tokenizer import TextTokenizer
 
+T = TypeVar("T")
 _CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
 
 
@@ -43,7 +44,9 @@ def text_label(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def read_symbolic_file(path: str | os.PathLike, config: SymbolicTowerConfig, timeout: float | None = None):
+def read_symbolic_file(
+    path: str | os.PathLike, config: SymbolicTowerConfig, timeout: float | None = None
+) -> np.ndarray:
     """A score / MIDI file -> (n, 64) patches. A conversion running longer than ``timeout``
     seconds (a converter stuck on a pathological file) is an ``InputError``; the limit needs the
     process's main thread (a worker, or the CLI), elsewhere it is not applied."""
@@ -93,7 +96,7 @@ class Clamp3Pipeline:
         return cls(Clamp3Model.from_pretrained(source, device=device, dtype=dtype))
 
     @property
-    def config(self):
+    def config(self) -> Clamp3Config:
         return self.model.config
 
     @property
@@ -113,7 +116,7 @@ class Clamp3Pipeline:
         return self
 
     # ----------------------------------------------------------------------------- components
-    def _load_once(self, what: str, load):
+    def _load_once(self, what: str, load: Callable[[], T]) -> T:
         if what in self._failed:  # e.g. offline: fail again at once instead of retrying the hub
             raise self._failed[what]
         try:
@@ -267,7 +270,12 @@ class Clamp3Pipeline:
         )
 
     def _encode(
-        self, inputs: list, prepare, batch_size: int, normalize: bool, show_progress: bool
+        self,
+        inputs: list,
+        prepare: Callable[..., Prepared],
+        batch_size: int,
+        normalize: bool,
+        show_progress: bool,
     ) -> np.ndarray:
         from tqdm.auto import tqdm
 

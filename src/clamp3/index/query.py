@@ -40,7 +40,7 @@ def needs_model(query: str | os.PathLike, dim: int) -> bool:
     return not (path.suffix.lower() == ".npy" and path.is_file() and _stored_embedding(path, dim) is not None)
 
 
-def load_model(
+def load_pipeline(
     model: Clamp3Model | Clamp3Pipeline | str | os.PathLike, device: str | None = None
 ) -> Clamp3Pipeline:
     """The pipeline of a model object, or of one loaded from a directory / tag (towers are
@@ -110,7 +110,7 @@ def query_vector(
     modality = modality_of(query) if is_file else "text"
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
-    pipeline = load_model(model, device)
+    pipeline = load_pipeline(model, device)
     warn_if_other_model(pipeline.model, fingerprint)
     if is_file:
         vector = pipeline.encode_files([query])[0]
