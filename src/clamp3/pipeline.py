@@ -13,6 +13,10 @@ Lower-level entry points, for callers that batch, cache or isolate failures them
 ``embed`` job, the service, evaluation): :meth:`~Clamp3Pipeline.prepare_text`,
 :meth:`~Clamp3Pipeline.prepare_file` (one input -> :class:`~clamp3.inputs.Prepared`) and
 :meth:`~Clamp3Pipeline.embed_prepared` (prepared items -> vectors).
+
+Extending it: another runtime for the towers plugs in as ``model`` (anything with the tensor
+surface of :class:`clamp3.embedding.FeatureModel`, plus ``asset_directory`` and ``to``); another
+input kind is a row of :data:`clamp3.inputs.KINDS` and a branch of :meth:`prepare_file`.
 """
 
 from __future__ import annotations

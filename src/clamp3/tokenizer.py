@@ -82,6 +82,11 @@ def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None 
     if directory is not None and (Path(directory) / TOKENIZER_FILE).is_file():
         return TextTokenizer.from_file(Path(directory) / TOKENIZER_FILE)
     if config.tokenizer == "local":
+        if directory is None:  # a model built in memory (from_preset, training)
+            raise TokenizerNotFound(
+                "this model has its own tokenizer and was not loaded from a folder holding it; "
+                "pass one: Clamp3Pipeline(model, tokenizer=TextTokenizer.from_file(...))"
+            )
         raise TokenizerNotFound(
             f"{directory}: this model's tokenizer should be saved next to its weights as "
             f"{TOKENIZER_FILE}, and it is not there"
