@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import InMemoryModel
 
 from clamp3.cli.main import main
 from clamp3.evaluate.runs import run_zero_shot
@@ -20,7 +21,7 @@ from clamp3.evaluate.zeroshot import (
 LABELS = ["jazz", "classical", "摇滚"]
 
 
-class LookupModel:
+class LookupModel(InMemoryModel):
     """Stands in for a Clamp3Pipeline: texts and file names -> fixed vectors from a table."""
 
     def __init__(self, table: dict[str, np.ndarray]):

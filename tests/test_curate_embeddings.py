@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from curate_support import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 
 from clamp3.curate.documents import Passage, read_documents
 from clamp3.curate.embedding_cache import EmbeddingCache, embed_passages
 from clamp3.curate.embeddings import EmbeddingClient, unit_float32
-from clamp3.curate.testing import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 from clamp3.curate.transport import (
     BudgetExhausted,
     LLMConfigError,

@@ -258,11 +258,12 @@ def test_resume_refuses_another_model_or_pooling(tiny_model_dir, tiny_tokenizer,
 
     assert main([*base, str(tiny_model_dir), "--unpooled"]) == 2
     err = capsys.readouterr().err
-    assert f"holds embeddings of model {tiny_model_dir.resolve()} (pooled)" in err
-    assert "use a new folder or --overwrite" in err
+    assert "holds pooled embeddings, not unpooled; use a new folder or --overwrite" in err
     other = _save_tiny(tmp_path / "other", tiny_tokenizer, seed=1)
     assert main([*base, str(other)]) == 2
-    assert "holds embeddings of model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"come from model {tiny_model_dir.resolve()} [fingerprint tiny:" in err
+    assert f"but this run from model {other.resolve()}" in err and "use a new folder or --overwrite" in err
     # The same weights at another path are the same model: the rerun skips everything.
     shutil.copytree(tiny_model_dir, tmp_path / "copy")
     assert main([*base, str(tmp_path / "copy")]) == 0

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import InMemoryModel
 
 from clamp3.cli.main import main
 from clamp3.evaluate.frechet import frechet_distance
@@ -99,7 +100,7 @@ def test_matching_rules():
     assert unmatched == ["zzz.wav"] and missing == ["p04"]
 
 
-class LookupModel:
+class LookupModel(InMemoryModel):
     def __init__(self, table):
         self.table = table
 

@@ -184,25 +184,27 @@ class Clamp3Model(nn.Module):
 
     # ----------------------------------------------------------------------------- where from
     @property
+    def weight_source(self) -> checkpoints.WeightSource | None:
+        """Where the weights were loaded from (``None`` for a model built in memory); read by
+        :mod:`clamp3.model_identity` to fingerprint towers that are not loaded yet."""
+        return self._source
+
+    @property
     def source_directory(self) -> Path | None:
         """The ``save_pretrained`` directory the weights come from (``None`` for an official
         checkpoint file or a model built in memory)."""
         return self._source.directory if self._source is not None else None
 
     @property
-    def weights_origin(self) -> str | None:
-        """The file the weights are read from (``model.safetensors`` of a directory, or the
-        official ``.pth``), ``None`` for a model built in memory."""
-        return self._source.origin if self._source is not None else None
-
-    @property
     def asset_directory(self) -> Path | None:
         """Where files that travel with the weights are looked for (``tokenizer.json``, a
         ``mert/`` folder): the model directory, or the folder holding an official checkpoint."""
-        if self.source_directory is not None:
-            return self.source_directory
-        origin = Path(self.weights_origin) if self.weights_origin is not None else None
-        return origin.parent if origin is not None and origin.is_file() else None
+        if self._source is None:
+            return None
+        if self._source.directory is not None:
+            return self._source.directory
+        origin = Path(self._source.origin)  # the official checkpoint file
+        return origin.parent if origin.is_file() else None
 
     @property
     def device(self) -> torch.device:

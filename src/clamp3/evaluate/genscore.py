@@ -36,7 +36,8 @@ import numpy as np
 
 from clamp3.evaluate.items import PIECE_MODALITIES, Items, check_output_file, load_items, select_pieces
 from clamp3.evaluate.labels import normalize_relpath
-from clamp3.evaluate.modelcheck import ModelCheck, folder_identity, require_same_model
+from clamp3.formats import load_folder_identity
+from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 from clamp3.utils.vectors import l2_normalize
@@ -236,40 +237,40 @@ def _load_pieces(
 def _check_models(
     generated: str | os.PathLike,
     reference: str | os.PathLike | None,
-    with_prompts: bool,
+    prompt_model: ModelIdentity | None,
     embeddings: bool,
-    check: ModelCheck,
+    allow_mismatch: bool,
 ) -> dict[str, str]:
-    """Embedding folders must come from the prompt model and from one another (``InputError``)."""
+    """Embedding folders must come from the prompt model and from one another (``ModelMismatch``)."""
     if not embeddings:
         return {}  # files are all encoded here, by the one model
-    gen_id = folder_identity(generated)
+    gen_id = load_folder_identity(generated)
     verdicts = {}
-    if with_prompts:
+    if prompt_model is not None:
         verdicts["prompts"] = require_same_model(
             ("the generated embeddings", gen_id),
-            ("the prompts (encoded with --model)", check.model),
-            check.allow_mismatch,
+            ("the prompts (encoded with --model)", prompt_model),
             generated,
+            allow_mismatch=allow_mismatch,
         )
     if reference is not None:
         verdicts["reference"] = require_same_model(
             ("the generated embeddings", gen_id),
-            ("the reference embeddings", folder_identity(reference)),
-            check.allow_mismatch,
+            ("the reference embeddings", load_folder_identity(reference)),
             reference,
+            allow_mismatch=allow_mismatch,
         )
     return verdicts
 
 
 def run_gen_score(
     generated: str | os.PathLike,
-    model: Clamp3Model | Clamp3Pipeline | None,
+    model: Clamp3Model | None,
     prompts_file: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     embeddings: bool = False,
     settings: GenScoreSettings | None = None,
-    model_check: ModelCheck | None = None,
+    allow_model_mismatch: bool = False,
     json_out: str | os.PathLike | None = None,
     show_progress: bool = False,
 ) -> dict:
@@ -278,9 +279,9 @@ def run_gen_score(
     ``generated`` and ``reference`` are folders of files (encoded with ``model``) or, with
     ``embeddings=True``, embedding folders from ``clamp3 embed``; only symbolic or audio items
     of one modality count as pieces (``clamp3.evaluate.items.select_pieces``), and the reference must hold the
-    same modality. Prompts are always encoded with ``model``, whose identity
-    (``model_check.model``) embedding folders must share, as generated and reference folders
-    must share theirs (``InputError`` unless ``model_check.allow_mismatch``). Returns (and writes
+    same modality. Prompts are always encoded with ``model``, whose identity embedding folders
+    must share, as generated and reference folders must share theirs (``ModelMismatch`` unless
+    ``allow_model_mismatch``). Returns (and writes
     to ``json_out``) ``clamp3_score`` + ``prompts`` + ``items`` when prompts are given and
     ``frechet`` when a reference is given.
     """
@@ -293,12 +294,12 @@ def run_gen_score(
         raise ValueError(f"modality must be one of {PIECE_MODALITIES}, got {settings.modality!r}")
     if json_out is not None:
         check_output_file(json_out)
+    prompt_model = identify(model) if prompts_file is not None and model is not None else None
+    verdicts = _check_models(generated, reference, prompt_model, embeddings, allow_model_mismatch)
     if model is not None:  # one pipeline (one tokenizer and front-end) for every stage below
         from clamp3.pipeline import as_pipeline
 
         model = as_pipeline(model)
-    check = model_check or ModelCheck()
-    verdicts = _check_models(generated, reference, prompts_file is not None, embeddings, check)
     gen, modality = _load_pieces(generated, model, embeddings, settings, show_progress)
     result: dict = {
         "generated": str(generated),

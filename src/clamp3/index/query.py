@@ -17,6 +17,7 @@ from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.model_identity import ModelIdentity
     from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
@@ -66,22 +67,19 @@ def names_a_file(query: str | os.PathLike) -> bool:
     return os.path.isfile(query) or (not any(c.isspace() for c in query) and is_supported(query))
 
 
-def warn_if_other_model(model: Clamp3Model, fingerprint: str | None) -> None:
-    """Log a warning when ``model``'s fingerprint is not ``fingerprint`` (the index's): its
-    query vectors live in another space, so the scores would mean nothing. A warning, not an
-    error: a converted copy of the same weights (``.pth`` -> directory) has another fingerprint."""
-    from clamp3.model_identity import identify
+def warn_if_other_model(model: Clamp3Model, index_model: ModelIdentity | None) -> None:
+    """Log a warning when ``model`` is not the model that embedded the index (the rule of
+    :func:`clamp3.model_identity.same_model`): its query vectors live in another space, so the
+    scores would mean nothing. A warning, not an error, as the query is the user's choice."""
+    from clamp3.model_identity import identify, same_model
 
-    if fingerprint is None:
-        return
     found = identify(model)
-    if found.fingerprint != fingerprint:
+    if index_model is not None and same_model(found, index_model) is False:
         log.warning(
-            "the query model %s (fingerprint %s) is not the model that embedded the index (%s); "
+            "the query model %s is not the model that embedded the index (%s); "
             "scores compare vectors of two models",
-            found.id or "(unsaved)",
-            found.fingerprint,
-            fingerprint,
+            found.describe(),
+            index_model.describe(),
         )
 
 
@@ -90,7 +88,7 @@ def query_vector(
     dim: int,
     model: Clamp3Model | Clamp3Pipeline | str | os.PathLike | None = None,
     device: str | None = None,
-    fingerprint: str | None = None,
+    index_model: ModelIdentity | None = None,
 ) -> tuple[np.ndarray, str]:
     """``query`` -> (unit vector float32 (dim,), what it was: ``"embedding"``, ``"text"``,
     ``"symbolic"`` or ``"audio"``).
@@ -98,7 +96,7 @@ def query_vector(
     An existing ``.npy`` of one ``dim``-d vector is used as it is (no model needed). Anything
     else goes through the pipeline: files (:func:`names_a_file`) by extension, other strings as
     text in any language. A string that looks like a music file name but does not exist is an
-    error, not a text query. ``fingerprint`` is the index's model fingerprint (see
+    error, not a text query. ``index_model`` is the model that embedded the index (see
     :func:`warn_if_other_model`).
     """
     path = Path(query)
@@ -111,7 +109,7 @@ def query_vector(
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
     pipeline = load_pipeline(model, device)
-    warn_if_other_model(pipeline.model, fingerprint)
+    warn_if_other_model(pipeline.model, index_model)
     if is_file:
         vector = pipeline.encode_files([query])[0]
     else:
@@ -142,6 +140,6 @@ def search(
     if not isinstance(index, SearchIndex):
         index = SearchIndex.load(index)
     source = model if model is not None else index.model
-    vector, _ = query_vector(query, index.dim, source, device, fingerprint=index.model_fingerprint)
+    vector, _ = query_vector(query, index.dim, source, device, index_model=index.identity)
     hits = index.search(vector[None, :], top_k, modality=modality)[0]
     return [{"rank": rank, **hit.to_dict()} for rank, hit in enumerate(hits, start=1)]
