@@ -54,9 +54,9 @@ def test_probe_predict_refuses_embeddings_of_another_model(trained_probe, tmp_pa
 
 
 class LabelModel(InMemoryModel):
-    """Encodes two labels to fixed vectors."""
+    """Stands in for a Clamp3Pipeline (and its model) that knows two labels."""
 
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
+    def encode_texts(self, inputs, batch_size=32, normalize=True, show_progress=False):
         table = {"jazz": [1.0, 0, 0], "rock": [0, 0, 1.0]}
         return np.array([table[x] for x in inputs], dtype=np.float32)
 

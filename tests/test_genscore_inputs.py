@@ -18,17 +18,20 @@ PROMPTS = {"p01": "a calm piano waltz", "p02": "fast rock with drums"}
 
 
 class FileModel(InMemoryModel):
-    """Encodes a file to a fixed vector per file name and a prompt to a fixed vector per text;
+    """Stands in for a Clamp3Pipeline. Encodes a file to a fixed vector per file name and a prompt to a fixed vector per text;
     records every input so a test can see what was encoded."""
 
     def __init__(self, files: dict[str, np.ndarray], texts: dict[str, np.ndarray]):
         self.files, self.texts, self.seen = files, texts, []
 
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
-        self.seen.extend(inputs)
-        table = self.texts if modality == "text" else self.files
-        keys = inputs if modality == "text" else [str(x).rsplit("/", 1)[-1] for x in inputs]
-        return np.stack([table[k] for k in keys]).astype(np.float32)
+    def encode_texts(self, texts, batch_size=32, normalize=True, show_progress=False):
+        self.seen.extend(texts)
+        return np.stack([self.texts[k] for k in texts]).astype(np.float32)
+
+    def encode_files(self, paths, modality=None, batch_size=32, normalize=True, show_progress=False):
+        paths = list(paths)
+        self.seen.extend(paths)
+        return np.stack([self.files[str(x).rsplit("/", 1)[-1]] for x in paths]).astype(np.float32)
 
 
 def write_tree(root, names):

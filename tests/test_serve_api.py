@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from serve_support import QUERY_TEXT, client_for, library, make_app, tiny_model  # noqa: F401
 
+from clamp3 import Clamp3Pipeline
+
 pytest.importorskip("fastapi")
 
 
@@ -43,7 +45,7 @@ def test_text_search_scores_are_cosines_with_the_stored_vectors(client, library,
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert results[0]["path"] == "texts/waltz.txt"  # the text item holding exactly the query
-    query = tiny_model.encode([QUERY_TEXT], modality="text")[0]
+    query = Clamp3Pipeline(tiny_model).encode_texts([QUERY_TEXT])[0]
     for r in results:
         assert r["score"] == pytest.approx(float(query @ _stored(library, r["path"])), abs=1e-5)
     scores = [r["score"] for r in results]
@@ -220,7 +222,7 @@ def test_batched_text_vectors_equal_one_at_a_time(tiny_model):  # noqa: F811
         encoder.close()
     for q in queries:
         # Plain strings: "/etc/passwd" must be embedded as those 11 characters, not as the file.
-        ids = tiny_model.tokenizer.encode(q)
+        ids = encoder.pipeline.tokenizer.encode(q)
         expected = tiny_model.embed_text_ids([ids])[0]
         np.testing.assert_allclose(got[q], expected / np.linalg.norm(expected), atol=1e-5)
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.encode import FILE_EXTENSIONS, Prepared, Preparer, detect_modality, embed_prepared
+from clamp3.encode import Preparer
 from clamp3.formats import (
     ManifestRecord,
     append_record,
@@ -47,7 +47,9 @@ from clamp3.formats import (
     read_manifest,
     read_manifest_file,
 )
+from clamp3.inputs import Prepared, is_supported, kind_of, modality_of
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
+from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.utils.errorlog import append_error, read_errors
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl, atomic_path, remove_stale_temporaries, save_npy_atomic
@@ -90,9 +92,9 @@ def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = 
         )
         for name in sorted(filenames):
             path = here / name
-            if name.startswith(".") or path.suffix.lower() not in FILE_EXTENSIONS:
+            if name.startswith(".") or not is_supported(path):
                 continue
-            if modality is None or detect_modality(path) == modality:
+            if modality is None or modality_of(path) == modality:
                 found.append(path)
     return found
 
@@ -177,11 +179,8 @@ def _discard_outputs(out: Path, rank: int, world: int) -> None:
 def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[Path]]:
     """(input root, files): a folder's supported files, or one file with its folder as root."""
     if source.is_file():
-        if source.suffix.lower() not in FILE_EXTENSIONS:
-            raise InputError(
-                source, f"unsupported file type; supported: {', '.join(sorted(FILE_EXTENSIONS))}"
-            )
-        return source.parent, [source] if modality is None or detect_modality(source) == modality else []
+        found = kind_of(source).modality  # InputError for an unsupported type
+        return source.parent, [source] if modality in (None, found) else []
     if not source.is_dir():
         raise InputError(source, "no such file or folder")
     return source, list_inputs(source, modality, exclude=out)
@@ -191,9 +190,15 @@ class _Run:
     """One ``embed_folder`` call: writes outputs, manifest lines and error lines as it goes."""
 
     def __init__(
-        self, model: Clamp3Model, out: Path, rank: int, pooled: bool, identity: ModelIdentity, root: Path
+        self,
+        pipeline: Clamp3Pipeline,
+        out: Path,
+        rank: int,
+        pooled: bool,
+        identity: ModelIdentity,
+        root: Path,
     ):
-        self.model, self.out, self.pooled, self.identity = model, out, pooled, identity
+        self.pipeline, self.out, self.pooled, self.identity = pipeline, out, pooled, identity
         self.root = str(root.resolve())
         self.manifest, self.errors = (out / name for name in log_names(rank))
         self.report = EmbedReport()
@@ -243,12 +248,12 @@ class _Run:
             else:
                 good.append((path, rel, npy, item))
         try:
-            vectors = embed_prepared(self.model, [g[3] for g in good], batch_size, pooled=self.pooled)
+            vectors = self.pipeline.embed_prepared([g[3] for g in good], batch_size, pooled=self.pooled)
         except Exception:  # e.g. an item the tower rejects: embed one by one to isolate it
             vectors = []
             for _, rel, _, item in good:
                 try:
-                    vectors.append(embed_prepared(self.model, [item], batch_size, pooled=self.pooled)[0])
+                    vectors.append(self.pipeline.embed_prepared([item], batch_size, pooled=self.pooled)[0])
                 except Exception as exc:
                     self.fail(rel, f"embedding failed: {exc}")
                     vectors.append(None)
@@ -263,7 +268,7 @@ class _Run:
 
 
 def embed_folder(
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -296,7 +301,8 @@ def embed_folder(
     rank, world = shard or (0, 1)
     root, files = _inputs(source, out, modality)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(model, out, rank, pooled, identify(model, model_id or None), root)
+    pipeline = as_pipeline(model)
+    run = _Run(pipeline, out, rank, pooled, identify(pipeline.model, model_id or None), root)
     # .npy temporaries of a killed run; other ranks' files being written now are newer.
     remove_stale_temporaries(out, (".npy", ".jsonl"), older_than=_PROCESS_START)
     if overwrite:
@@ -313,7 +319,7 @@ def embed_folder(
     for rel, reason in collisions:
         run.fail(rel, reason)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
-    with Preparer(model, workers, timeout) as preparer:
+    with Preparer(pipeline, workers, timeout) as preparer:
         try:
             for lo in range(0, len(pending), chunk_size):
                 chunk = pending[lo : lo + chunk_size]

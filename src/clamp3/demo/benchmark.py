@@ -181,13 +181,15 @@ def embed_kinds(
     """``clamp3 embed`` of every kind's folder; returns the (file, reason) failures, which are
     left out of the directions they belong to (the rest of the run goes on)."""
     from clamp3.embed_folder import embed_folder
+    from clamp3.pipeline import as_pipeline
 
+    pipeline = as_pipeline(model)  # one tokenizer and audio front-end for every kind
     failures = []
     for kind, folder in folders.items():
         if progress:
             log.info("embedding %s (%s)", kind, folder)
         report = embed_folder(
-            model, folder, emb_root / kind, batch_size=batch_size, model_id=label, show_progress=progress
+            pipeline, folder, emb_root / kind, batch_size=batch_size, model_id=label, show_progress=progress
         )
         failures += [(f"{kind}/{rel}", reason) for rel, reason in report.failures]
     return failures

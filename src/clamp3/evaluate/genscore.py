@@ -40,9 +40,11 @@ from clamp3.formats import load_folder_identity
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
+from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,7 @@ def pair_cosines(prompt_embeddings: np.ndarray, piece_embeddings: np.ndarray) ->
     b = np.asarray(piece_embeddings, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"need two aligned (N, D) arrays, got {a.shape} and {b.shape}")
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return np.clip(np.sum(a * b, axis=1) / norms, -1.0, 1.0)
+    return np.clip(np.sum(l2_normalize(a, np.float64) * l2_normalize(b, np.float64), axis=1), -1.0, 1.0)
 
 
 def bootstrap_mean_ci(
@@ -213,7 +214,7 @@ class GenScoreSettings:
 
 def _load_pieces(
     source: str | os.PathLike,
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     settings: GenScoreSettings,
     show_progress: bool,
@@ -295,6 +296,10 @@ def run_gen_score(
         check_output_file(json_out)
     prompt_model = identify(model) if prompts_file is not None and model is not None else None
     verdicts = _check_models(generated, reference, prompt_model, embeddings, allow_model_mismatch)
+    if model is not None:  # one pipeline (one tokenizer and front-end) for every stage below
+        from clamp3.pipeline import as_pipeline
+
+        model = as_pipeline(model)
     gen, modality = _load_pieces(generated, model, embeddings, settings, show_progress)
     result: dict = {
         "generated": str(generated),
@@ -321,7 +326,7 @@ def _frechet_to_reference(
     gen: Items,
     modality: str | None,
     reference: str | os.PathLike,
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     settings: GenScoreSettings,
     show_progress: bool,
@@ -338,14 +343,14 @@ def _frechet_to_reference(
         )
     x, y = gen.vectors, ref.vectors
     if settings.normalize_fd:
-        x, y = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in (x, y))
+        x, y = l2_normalize(x, np.float64), l2_normalize(y, np.float64)
     fd = frechet_bootstrap(x, y, settings.fd_bootstrap, seed=settings.seed, show_progress=show_progress)
     return {"reference": str(reference), **fd, "normalized": settings.normalize_fd}
 
 
 def _score_prompts(
     gen: Items,
-    model: Clamp3Model,
+    model: Clamp3Pipeline,
     prompts_file: str | os.PathLike,
     generated: str | os.PathLike,
     settings: GenScoreSettings,
@@ -359,8 +364,8 @@ def _score_prompts(
         log.warning("%d generated files match no prompt id (e.g. %s)", len(unmatched), unmatched[0])
     ids = sorted({pid for _, pid in matches})
     row = {pid: k for k, pid in enumerate(ids)}
-    # modality="text": a prompt must never be mistaken for a file name.
-    prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=settings.batch_size)
+    # encode_texts: a prompt is never mistaken for a file name.
+    prompt_vectors = model.encode_texts([prompts[i] for i in ids], batch_size=settings.batch_size)
     score = clamp3_score(
         prompt_vectors[[row[pid] for _, pid in matches]],
         gen.vectors[[i for i, _ in matches]],

@@ -228,7 +228,10 @@ def run_zero_shot(
     _check_plot(plot, has_truth)
     if json_out is not None:
         check_output_file(json_out)
+    from clamp3.pipeline import as_pipeline
+
     verdicts = _check_embedding_models(sources, identify(model), allow_model_mismatch) if embeddings else []
+    model = as_pipeline(model)  # one tokenizer and audio front-end for the labels and the files
     classes = encode_classes(model, labels, templates, batch_size)
     names = [label.strip() for label in labels]
     items = load_items(sources, model, embeddings, batch_size, show_progress)

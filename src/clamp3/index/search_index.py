@@ -38,6 +38,7 @@ from clamp3.index.locking import ReadWriteLock
 from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
+from clamp3.utils.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,9 @@ class Hit:
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous.
-    All-zero rows stay zero (they score 0 against everything)."""
-    array = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(array / np.maximum(norms, np.finfo(np.float32).tiny))
+    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous
+    (:func:`clamp3.utils.vectors.l2_normalize`). All-zero rows stay zero."""
+    return l2_normalize(np.atleast_2d(vectors))
 
 
 def _now() -> str:
