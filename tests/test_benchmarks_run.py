@@ -33,16 +33,17 @@ def tiny(tiny_model_dir):
 
 
 def _encode_all(model, data):
-    """``model.encode`` of every file of a modality and of every text, one call each (so the
-    batches, and so the float rounding, are the runner's: the tiny model's random vectors are
-    nearly parallel and would reorder on a 1e-7 change)."""
+    """The pipeline's ``encode_files`` of every file of a modality and ``encode_texts`` of every
+    text, one call each (so the batches, and so the float rounding, are the runner's: the tiny
+    model's random vectors are nearly parallel and would reorder on a 1e-7 change)."""
+    from clamp3.pipeline import Clamp3Pipeline
+
+    pipe = Clamp3Pipeline(model)
     music = {
-        m: dict(zip(sorted(f), model.encode([str(f[k]) for k in sorted(f)], normalize=False)))
+        m: dict(zip(sorted(f), pipe.encode_files([str(f[k]) for k in sorted(f)], normalize=False)))
         for m, f in data.music.items()
     }
-    texts = dict(
-        zip([q.id for q in data.queries], model.encode([q.text for q in data.queries], modality="text"))
-    )
+    texts = dict(zip([q.id for q in data.queries], pipe.encode_texts([q.text for q in data.queries])))
     return music, texts
 
 
@@ -135,7 +136,7 @@ def test_json_schema_resume_and_optimistic_ties(tiny, tiny_model_dir, tmp_path, 
     assert json.loads((out / "rows.json").read_text()) == rows
     assert len(list((out / "cache").glob("*/*.npz"))) == 1  # compacted after the run
     # Rerun: every vector comes from the cache; the model is never asked again.
-    monkeypatch.setattr(embedder.Embedder, "_embed", lambda *a, **k: pytest.fail("embedded again"))
+    monkeypatch.setattr(embedder.Embedder, "_vectors", lambda *a, **k: pytest.fail("embedded again"))
     assert main([*args, "--json", str(rows_file)]) == 0
     assert json.loads(rows_file.read_text()) == rows
     assert main([*args, "--json", str(tmp_path / "opt.json"), "--ties", "optimistic"]) == 0

@@ -109,7 +109,7 @@ def test_audio_is_resampled_to_the_frontend_rate_and_embedded_as_a_file_would_be
 
     wave = _clip(2)
     sf.write(tmp_path / "clip.wav", wave, SR, subtype="FLOAT")
-    from_file = encoder.model.encode([str(tmp_path / "clip.wav")], normalize=False)
+    from_file = encoder.embedder.pipeline.encode_files([str(tmp_path / "clip.wav")], normalize=False)
     from_array = encoder.encode_audio([{"array": wave, "sampling_rate": SR}])
     assert np.allclose(from_file, from_array, atol=1e-5)
     stereo = encoder.encode_audio([{"array": np.stack([wave, wave]), "sampling_rate": SR}])

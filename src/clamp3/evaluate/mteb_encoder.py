@@ -29,6 +29,7 @@ from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 LICENSES = {"weights": "mit", "mert_frontend": "cc-by-nc-4.0"}
 # Parameters of the official checkpoints (605 tensors, fp32; docs of the official implementation).
@@ -65,11 +66,11 @@ def mono(array: Any) -> np.ndarray:
 
 
 class Clamp3MtebEncoder:
-    """mteb ``EncoderProtocol`` over a :class:`~clamp3.model.Clamp3Model` (module docstring).
+    """mteb ``EncoderProtocol`` over a :class:`~clamp3.pipeline.Clamp3Pipeline` (module docstring).
 
     ``model_name``: a tag (``saas``, ``c2``, or mteb's ``sander-wood/clamp3-saas``), a converted
     directory or an official ``.pth``; ``weights`` (a path) overrides it; ``model`` may be passed
-    instead (already loaded). ``batch_size`` is the number of segments per forward pass.
+    instead (a loaded model or pipeline). ``batch_size`` is the number of segments per forward pass.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class Clamp3MtebEncoder:
         revision: str | None = None,
         *,
         device: str | None = None,
-        model: Clamp3Model | None = None,
+        model: Clamp3Model | Clamp3Pipeline | None = None,
         weights: str | None = None,
         batch_size: int = 32,
         **kwargs: Any,
@@ -91,11 +92,11 @@ class Clamp3MtebEncoder:
             from clamp3.model import Clamp3Model
 
             model = Clamp3Model.from_pretrained(weights or tag, device=device or "cpu")
-        self.model = model
+        self.embedder = embedder.Embedder(model, batch_size)  # the one pipeline of this encoder
+        self.model = self.embedder.model
         self.model_name = tag
         self.weights = weights
         self.revision = revision
-        self.embedder = embedder.Embedder(model, batch_size)
 
     # ----------------------------------------------------------------------------- encoding
     def encode_texts(self, texts: Iterable[str]) -> np.ndarray:

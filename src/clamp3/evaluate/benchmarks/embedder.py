@@ -1,8 +1,8 @@
 """The one seam between the benchmarks and the model, and the vector cache that makes reruns resume.
 
 :class:`Embedder` is the only place the benchmarks (and the MTEB encoder) reach the model: it
-runs the project's own embedding path (the same preparation and batching as ``clamp3 embed``
-and ``model.encode``), returning one vector or one :class:`InputError` per input so that a bad
+runs the project's own embedding path (:class:`clamp3.pipeline.Clamp3Pipeline`, with the
+preparation and batching of ``clamp3 embed``), returning one vector or one :class:`InputError` per input so that a bad
 file fails alone.
 
 :class:`VectorCache` keeps every vector computed, one ``.npz`` shard per chunk, so a killed or
@@ -33,6 +33,7 @@ from clamp3.utils.io import atomic_path
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -43,50 +44,61 @@ CHUNK = 64  # inputs per embedding call and per cache shard: a kill loses at mos
 class Embedder:
     """The model behind one run: texts, files and audio feature rows -> global vectors.
 
-    Holds what loads once per run (the tokenizer, the audio front-end) and returns one float32
-    (D,) vector, not normalised, or one :class:`InputError` per input, in input order.
+    Wraps one :class:`~clamp3.pipeline.Clamp3Pipeline` (given, or made around a
+    :class:`~clamp3.model.Clamp3Model`), so the tokenizer and the audio front-end load once per
+    run; returns one float32 (D,) vector, not normalised, or one :class:`InputError` per input,
+    in input order.
     """
 
-    def __init__(self, model: Clamp3Model, batch_size: int = 32):
-        self.model = model
+    def __init__(self, model: Clamp3Model | Clamp3Pipeline, batch_size: int = 32):
+        from clamp3.pipeline import as_pipeline
+
+        self.pipeline = as_pipeline(model)
+        self.model = self.pipeline.model
         self.batch_size = batch_size
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.projection_dim)
+        return self.pipeline.dim
 
     @property
     def audio_frontend(self):
-        """The model's audio front-end (``WindowFrontend``: MERT, or log-mel for ``mini``)."""
-        return self.model.audio_frontend
+        """The pipeline's audio front-end (``WindowFrontend``: MERT, or log-mel for ``mini``)."""
+        return self.pipeline.audio_frontend
 
-    def _embed(self, inputs: Sequence[str], modality: str | None) -> list[Result]:
-        from clamp3.encode import Preparer, embed_prepared
-
-        with Preparer(self.model) as preparer:
-            prepared = list(preparer.prepare_many(list(inputs), modality))
+    def _vectors(self, prepared: list) -> list[Result]:
         good = [i for i, item in enumerate(prepared) if not isinstance(item, InputError)]
-        vectors = embed_prepared(self.model, [prepared[i] for i in good], self.batch_size) if good else []
-        out: list[Result] = list(prepared)  # type: ignore[arg-type]
+        vectors = self.pipeline.embed_prepared([prepared[i] for i in good], self.batch_size) if good else []
+        out: list[Result] = list(prepared)
         for i, vector in zip(good, vectors):
             out[i] = np.asarray(vector, dtype=np.float32)
         return out
 
     def texts(self, texts: Sequence[str]) -> list[Result]:
         """One vector per text string (never read as a path), or its ``InputError``."""
-        return self._embed(texts, "text")
+        prepared: list = []
+        for text in texts:
+            try:
+                prepared.append(self.pipeline.prepare_text(text))
+            except InputError as exc:
+                prepared.append(exc)
+        return self._vectors(prepared)
 
     def files(self, paths: Sequence[str | os.PathLike]) -> list[Result]:
         """One vector per music file (modality from the extension), or the ``InputError``
-        naming the file and the reason."""
-        return self._embed([str(p) for p in paths], None)
+        naming the file and the reason (a converter crash costs only its file)."""
+        from clamp3.encode import Preparer
+
+        with Preparer(self.pipeline) as preparer:
+            prepared = list(preparer.prepare_many([str(p) for p in paths]))
+        return self._vectors(prepared)
 
     def audio_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """float32 (N, D) of audio feature rows (n_windows, F) made by :attr:`audio_frontend`."""
-        from clamp3.encode import Prepared, embed_prepared
+        from clamp3.inputs import Prepared
 
         items = [Prepared("audio", np.asarray(f, dtype=np.float32)) for f in features]
-        return np.stack(embed_prepared(self.model, items, self.batch_size)).astype(np.float32)
+        return np.stack(self.pipeline.embed_prepared(items, self.batch_size)).astype(np.float32)
 
 
 def as_text_file(text: str) -> str:

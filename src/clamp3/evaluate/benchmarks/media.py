@@ -9,12 +9,12 @@ from clamp3.utils.io import write_text_atomic
 
 
 def files_by_stem(folder: Path, extensions: frozenset[str] | None = None) -> dict[str, Path]:
-    """File name without extension -> file, for every supported file below ``folder`` (hidden
-    entries skipped). Two files with one stem (``a.wav`` and ``a.mp3``) are ambiguous: an
-    :class:`InputError` names both."""
-    from clamp3.encode import FILE_EXTENSIONS
+    """File name without extension -> file, for every music file below ``folder`` (symbolic
+    and audio extensions of the input table by default; hidden entries skipped). Two files
+    with one stem (``a.wav`` and ``a.mp3``) are ambiguous: an :class:`InputError` names both."""
+    from clamp3 import inputs
 
-    allowed = extensions or FILE_EXTENSIONS
+    allowed = extensions or frozenset(inputs.extensions("symbolic") + inputs.extensions("audio"))
     found: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in allowed:

@@ -37,6 +37,7 @@ from clamp3.utils.io import json_text, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def write_outputs(
 def run_benchmark(
     dataset: str,
     path: str | os.PathLike,
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     out: str | os.PathLike,
     *,
     model_label: str,
@@ -249,7 +250,8 @@ def run_benchmark(
     plot: bool = True,
     show_progress: bool = False,
 ) -> BenchmarkRun:
-    """Score ``model`` on data set ``dataset`` at ``path`` and write ``out`` (module docstring).
+    """Score ``model`` (a model, or a pipeline around one) on data set ``dataset`` at ``path``
+    and write ``out`` (module docstring).
 
     ``languages=None`` keeps every language the data set has; ``published_as`` (``saas``,
     ``c2``, ...) picks the paper's model whose figures are printed beside ours (None: none).
@@ -264,13 +266,14 @@ def run_benchmark(
     if subset is not None and subset not in mod.SUBSETS:
         raise InputError(path, f"{dataset} has no subset {subset!r}; choose from {', '.join(mod.SUBSETS)}")
     out = Path(out)
+    embed = embedder.Embedder(model, batch_size)
     data = without_missing_towers(
-        select_queries(mod.load(Path(path), subset, out / "inputs"), text_types, languages), model
+        select_queries(mod.load(Path(path), subset, out / "inputs"), text_types, languages), embed.model
     )
-    identity = identify(model)
+    identity = identify(embed.model)
     # fp16 / bf16 vectors differ from fp32 ones (~1e-3): each precision keeps its own cache.
-    cache = embedder.VectorCache(out / "cache", f"{identity.fingerprint}-{embedder.precision(model)}")
-    vectors = embed_data(embedder.Embedder(model, batch_size), data, cache, show_progress)
+    cache = embedder.VectorCache(out / "cache", f"{identity.fingerprint}-{embedder.precision(embed.model)}")
+    vectors = embed_data(embed, data, cache, show_progress)
     rows, records = score_all(data, vectors, ties)
     if not rows:
         raise InputError(data.source, "nothing to score: no direction has a query with an embedded candidate")
