@@ -104,9 +104,9 @@ class Embedder:
 def as_text_file(text: str) -> str:
     """``text`` as the official evaluation embeds it: written to a ``.txt`` and read back by the
     extractor, so its non-empty lines (first occurrence of each) are joined with ``</s>``
-    (:func:`clamp3.tokenizer.join_text_lines`, the reading of ``clamp3 embed``). A one-line text
+    (:func:`clamp3.inputs.join_text_lines`, the reading of ``clamp3 embed``). A one-line text
     is unchanged."""
-    from clamp3.tokenizer import join_text_lines
+    from clamp3.inputs import join_text_lines
 
     return join_text_lines(text.split("\n")) if "\n" in text else text
 
