@@ -11,17 +11,41 @@ pooling covers only real tokens, so the numbers equal one item at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from clamp3.batching import plan_batches
+from clamp3.config import Clamp3Config
+from clamp3.inputs import add_boundary_rows, check_feature_rows
 from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
-from clamp3.towers.packed import Packing, packed_forward, segment_means
+from clamp3.towers.packed import Packing, segment_means
 
-if TYPE_CHECKING:
-    from clamp3.model import Clamp3Model
+
+class FeatureModel(Protocol):
+    """What item-level embedding needs of a model (``Clamp3Model`` is one). A protocol rather
+    than the class, so that this module does not import ``clamp3.model``, which imports it."""
+
+    config: Clamp3Config
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def require(self, modality: str) -> None: ...
+
+    def get_features(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def hidden_states(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def packed_hidden_states(self, modality: str, inputs: torch.Tensor, packing: Packing) -> torch.Tensor: ...
+
+    def project(self, modality: str, pooled: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> FeatureModel: ...
+
+    def train(self, mode: bool = True) -> FeatureModel: ...
 
 
 def prepare_text(ids: Sequence[int]) -> torch.Tensor:
@@ -44,19 +68,13 @@ def prepare_patches(patches: np.ndarray, patch_size: int = 64) -> torch.Tensor:
 
 def prepare_audio(features: np.ndarray, feature_dim: int = 768) -> torch.Tensor:
     """Feature rows (n_windows, F) (or the official (1, n_windows, F)) -> (n_windows + 2, F)
-    float32 with a zero row before and after, the official BOS/EOS."""
-    array = np.asarray(features, dtype=np.float32)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
-        raise ValueError(f"audio features must have shape (n >= 1, {feature_dim}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("audio features contain NaN or infinity")
-    zero = np.zeros((1, feature_dim), dtype=np.float32)
-    return torch.from_numpy(np.concatenate([zero, array, zero], axis=0))
+    float32 with a zero row before and after, the official BOS/EOS. A wrong shape or a
+    non-finite value is an ``InputError`` (a ``ValueError``)."""
+    rows = check_feature_rows(features, feature_dim, "<audio features>")
+    return torch.from_numpy(add_boundary_rows(rows))
 
 
-def _pad_value(model: Clamp3Model, modality: str) -> int:
+def _pad_value(model: FeatureModel, modality: str) -> int:
     return model.config.tower("text").pad_token_id if modality == "text" else 0
 
 
@@ -74,7 +92,7 @@ def pad_stack(pieces: list[torch.Tensor], pad_value: float = 0) -> tuple[torch.T
 
 @torch.inference_mode()
 def run_segments(
-    model: Clamp3Model,
+    model: FeatureModel,
     modality: str,
     pieces: list[torch.Tensor],
     pooled: bool,
@@ -98,14 +116,13 @@ def run_segments(
 
 
 def run_packed(
-    model: Clamp3Model, modality: str, batch: list[torch.Tensor], pooled: bool
+    model: FeatureModel, modality: str, batch: list[torch.Tensor], pooled: bool
 ) -> list[np.ndarray]:
     """One packed forward over ``batch`` -> per piece (D,) projected mean or (l, H) hidden
     states, float32. Any order is correct; the planner's decreasing lengths make one attention
     call per distinct length."""
-    device = model._anchor.device
-    packing = Packing.of([p.shape[0] for p in batch], device)
-    hidden = packed_forward(getattr(model, f"{modality}_model"), torch.cat(batch).to(device), packing)
+    packing = Packing.of([p.shape[0] for p in batch], model.device)
+    hidden = model.packed_hidden_states(modality, torch.cat(batch).to(model.device), packing)
     if pooled:
         return list(model.project(modality, segment_means(hidden, packing)).float().cpu().numpy())
     rows = hidden.float().cpu().numpy()
@@ -113,13 +130,12 @@ def run_packed(
 
 
 def run_padded(
-    model: Clamp3Model, modality: str, batch: list[torch.Tensor], pooled: bool
+    model: FeatureModel, modality: str, batch: list[torch.Tensor], pooled: bool
 ) -> list[np.ndarray]:
     """The same as :func:`run_packed` through the ordinary transformers forward on a padded
     (B, L) batch with an attention mask (the reference the packed path is tested against)."""
-    device = model._anchor.device
     inputs, mask = pad_stack(batch, _pad_value(model, modality))
-    inputs, mask = inputs.to(device), mask.to(device)
+    inputs, mask = inputs.to(model.device), mask.to(model.device)
     if pooled:
         return list(model.get_features(modality, inputs, mask).float().cpu().numpy())
     hidden = model.hidden_states(modality, inputs, mask).float().cpu().numpy()
@@ -127,7 +143,7 @@ def run_padded(
 
 
 def embed_items(
-    model: Clamp3Model,
+    model: FeatureModel,
     modality: str,
     items: list[torch.Tensor],
     pooled: bool = True,
