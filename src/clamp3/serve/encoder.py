@@ -11,8 +11,10 @@ that names an existing file as that file, and a query such as ``/etc/passwd`` mu
 
 Uploaded files are bounded before the expensive steps (``content.py``): a recording's length is
 checked before decoding, a compressed score's unpacked size while unpacking, and a converted
-file without notes never reaches the model. Messages name the client's file, never the
-server-side path of the upload.
+file without notes never reaches the model. One rule for every format: a file that cannot be
+read or embedded is refused with ``cannot read NAME: reason`` or ``cannot embed NAME (reason)``,
+NAME being the client's file name, and the server-side path of the upload never appears (a
+parser that quotes the path it opened has it replaced by NAME).
 """
 
 from __future__ import annotations
@@ -185,13 +187,13 @@ class QueryEncoder:
         except ServeError:
             raise
         except InputError as exc:
-            raise Unprocessable(f"cannot read this file: {_public(exc.reason, path, name)}") from exc
+            raise Unprocessable(f"cannot read {name}: {_public(exc.reason, path, name)}") from exc
         except Exception as exc:
             # Parsers of uploaded bytes fail in many ways; the file is the likely culprit and
             # the client deserves the reason, not a 500. The traceback goes to the log.
             log.warning("embedding an upload failed", exc_info=True)
             detail = _public(f"{type(exc).__name__}: {exc}", path, name)
-            raise Unprocessable(f"cannot embed this file ({detail})") from exc
+            raise Unprocessable(f"cannot embed {name} ({detail})") from exc
         self._uploads.put(digest, vector)
         return vector
 
