@@ -305,7 +305,6 @@ class Clamp3Model(nn.Module):
     ) -> list[np.ndarray]:
         """Patch arrays (n, 64) with BOS/EOS patches -> (D,) each, or (n, H) when not pooled."""
         from clamp3.embedding import embed_items, prepare_patches
-
         from clamp3.preprocess.patches import PATCH_SIZE
 
         self.config.tower("symbolic")  # a clear error when the model has no symbolic tower
