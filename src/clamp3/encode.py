@@ -20,10 +20,9 @@ Anything else is a text query, even when a file of that name exists (``waltz`` s
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,14 +134,13 @@ def prepare_symbolic_file(path: Input, config: SymbolicTowerConfig, timeout: flo
     ``timeout`` seconds (a converter stuck on a pathological file) is an ``InputError``; the
     limit needs the process's main thread (a worker, or the CLI), elsewhere it is not applied."""
     from clamp3.preprocess import load_symbolic
-    from clamp3.preprocess.bulk import ConversionTimeout
-    from clamp3.utils.workers import time_limit
+    from clamp3.utils.workers import WorkTimeout, time_limit
 
-    try:  # ConversionTimeout is a BaseException: converters' ``except Exception`` let it pass
-        with time_limit(timeout, ConversionTimeout):
+    try:  # WorkTimeout is a BaseException: converters' ``except Exception`` let it pass
+        with time_limit(timeout):
             return Prepared("symbolic", load_symbolic(path, config))
-    except ConversionTimeout:
-        raise InputError(str(path), f"conversion took longer than {timeout:g} s (timeout)") from None
+    except WorkTimeout as exc:
+        raise InputError(str(path), f"conversion {exc}") from None
 
 
 def _label(x: Input) -> str:
@@ -163,37 +161,28 @@ def _failed(x: Input, exc: BaseException) -> InputError:
 class Preparer:
     """Turns inputs into :class:`Prepared` items for one model; loads the tokenizer and the
     audio front-end on first need. With ``workers`` > 0, MusicXML/MIDI/ABC files are converted
-    in that many forked processes (started on first need; :meth:`close` stops them).
-
-    A worker that dies (a converter crash, the OOM killer) breaks the whole pool: the pool is
-    restarted and each file that was in it is retried alone, so only the file that kills its
-    worker fails and the run goes on.
+    in that many forked processes (:class:`clamp3.utils.workers.WorkerPool`, started on first
+    need; :meth:`close` stops them): a file that kills its worker or hangs past ``timeout``
+    fails alone and the run goes on.
     """
 
     def __init__(self, model: Clamp3Model, workers: int = 0, timeout: float | None = None):
+        from clamp3.utils.workers import WorkerPool
+
         self.model = model
         self.workers = workers
         self.timeout = timeout or None  # seconds per symbolic conversion; 0/None: no limit
-        self._pool: Executor | None = None
-        self._generation = 0  # bumped on each restart: tells a broken old future from a new one
+        self._pool = WorkerPool(workers, self.timeout)
 
     def close(self, now: bool = False) -> None:
         """Stop the workers: after their current files, or ``now`` (their work is lost)."""
-        if self._pool is not None:
-            if now:
-                from clamp3.utils.workers import stop_workers
-
-                stop_workers(self._pool)
-            else:
-                self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._pool.close(now)
 
     def __enter__(self) -> Preparer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        # Interrupted (Ctrl-C, SystemExit): do not wait minutes for the files in the workers.
-        self.close(now=exc_type is not None and not issubclass(exc_type, Exception))
+        self._pool.__exit__(exc_type)
 
     def _tower(self, x: Input, modality: str) -> TextTowerConfig | SymbolicTowerConfig | AudioTowerConfig:
         if modality not in self.model.config.modalities:
@@ -243,55 +232,18 @@ class Preparer:
         except Exception as exc:  # a parser's own error type: this input fails, not the batch
             return _failed(x, exc)
 
-    def _submit(self, inputs: Sequence[Input], modality: str | None) -> dict[int, tuple[int, Future]]:
-        """Start the conversion of every existing symbolic file on the workers."""
-        config = self.model.config.symbolic
-        if self.workers <= 0 or config is None:
-            return {}
-        futures = {}
+    def _in_workers(self, inputs: Sequence[Input], modality: str | None) -> list[int]:
+        """Positions of the existing symbolic files, which the workers convert."""
+        if self.workers <= 0 or self.model.config.symbolic is None:
+            return []
+        chosen = []
         for i, x in enumerate(inputs):
             try:
-                wanted = (modality or detect_modality(x)) == "symbolic" and os.path.isfile(x)
+                if (modality or detect_modality(x)) == "symbolic" and os.path.isfile(x):
+                    chosen.append(i)
             except InputError:
                 continue  # reported when the input is prepared in order
-            if wanted:
-                if self._pool is None:
-                    from clamp3.utils.workers import fork_pool
-
-                    self._pool = fork_pool(self.workers)
-                job = self._pool.submit(prepare_symbolic_file, x, config, self.timeout)
-                futures[i] = (self._generation, job)
-        return futures
-
-    def _restart(self) -> None:
-        from clamp3.utils.workers import fork_pool
-
-        self.close()
-        self._pool = fork_pool(self.workers)
-        self._generation += 1
-
-    def _collect(self, x: Input, generation: int, future: Future) -> Prepared | InputError:
-        try:
-            return future.result()
-        except InputError as exc:
-            return exc
-        except BrokenProcessPool:
-            pass
-        except Exception as exc:
-            return _failed(x, exc)
-        if generation == self._generation:  # the current pool broke: start a fresh one
-            self._restart()
-        # Retry alone: the file that killed the pool is then named, the ones queued beside it pass.
-        alone = self._pool.submit(prepare_symbolic_file, x, self.model.config.symbolic, self.timeout)
-        try:
-            return alone.result()
-        except InputError as exc:
-            return exc
-        except BrokenProcessPool:
-            self._restart()
-            return InputError(x, "the worker process converting it died (a converter crash or out of memory)")
-        except Exception as exc:
-            return _failed(x, exc)
+        return chosen
 
     def prepare_many(
         self, inputs: Sequence[Input], modality: str | None = None
@@ -299,11 +251,35 @@ class Preparer:
         """Prepared items (or the ``InputError`` of a bad input) in input order; never raises
         for a bad input, whatever the parser or the worker did with it (an unknown ``modality``
         is the caller's mistake: ``ValueError``)."""
+        from clamp3.utils.workers import WorkerDied, WorkTimeout
+
         if modality not in (None, "text", "symbolic", "audio"):
             raise ValueError(f"unknown modality {modality!r}; choose text, symbolic or audio")
-        futures = self._submit(inputs, modality)
+        chosen = self._in_workers(inputs, modality)
+        convert = functools.partial(
+            prepare_symbolic_file, config=self.model.config.symbolic, timeout=self.timeout
+        )
+        outcomes = self._pool.run(convert, [inputs[i] for i in chosen])
+        position = {i: n for n, i in enumerate(chosen)}
+        ready: dict[int, object] = {}
         for i, x in enumerate(inputs):
-            yield self._collect(x, *futures[i]) if i in futures else self._prepare_here(x, modality)
+            if i not in position:
+                yield self._prepare_here(x, modality)
+                continue
+            while position[i] not in ready:
+                outcome = next(outcomes)
+                ready[outcome.index] = outcome.value if outcome.ok else outcome.error
+            result = ready.pop(position[i])
+            if isinstance(result, (Prepared, InputError)):
+                yield result
+            elif isinstance(result, WorkerDied):
+                yield InputError(
+                    x, "the worker process converting it died (a converter crash or out of memory)"
+                )
+            elif isinstance(result, WorkTimeout):
+                yield InputError(x, f"conversion {result}")
+            else:
+                yield _failed(x, result)
 
 
 def embed_prepared(
