@@ -45,6 +45,7 @@ from clamp3.utils.io import (
     remove_stale_temporaries,
     save_npy_atomic,
 )
+from clamp3.utils.walk import Listing, walk_files
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
@@ -98,25 +99,14 @@ def is_embedding_folder(folder: Path) -> bool:
     return False
 
 
-def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = None) -> list[Path]:
-    """Supported files under ``root`` (recursive, sorted), skipping hidden files and folders,
-    ``exclude`` (the output folder) and sub-folders that hold a clamp3 manifest."""
-    skip = exclude.resolve() if exclude is not None else None
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and (here / d).resolve() != skip and not is_embedding_folder(here / d)
-        )
-        for name in sorted(filenames):
-            path = here / name
-            if name.startswith(".") or path.suffix.lower() not in FILE_EXTENSIONS:
-                continue
-            if modality is None or detect_modality(path) == modality:
-                found.append(path)
-    return found
+def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = None) -> Listing:
+    """Supported files under ``root`` by the walker's policy (:mod:`clamp3.utils.walk`: sorted,
+    hidden entries skipped, unlistable folders reported), leaving out ``exclude`` (the output
+    folder) and sub-folders that hold a clamp3 manifest."""
+    listing = walk_files(root, FILE_EXTENSIONS, skip=[exclude], prune=is_embedding_folder)
+    if modality is not None:
+        listing.files = [p for p in listing.files if detect_modality(p) == modality]
+    return listing
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -208,14 +198,15 @@ def _discard_outputs(out: Path, rank: int, world: int) -> None:
         manifest.unlink(missing_ok=True)
 
 
-def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[Path]]:
+def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listing]:
     """(input root, files): a folder's supported files, or one file with its folder as root."""
     if source.is_file():
         if source.suffix.lower() not in FILE_EXTENSIONS:
             raise InputError(
                 source, f"unsupported file type; supported: {', '.join(sorted(FILE_EXTENSIONS))}"
             )
-        return source.parent, [source] if modality is None or detect_modality(source) == modality else []
+        wanted = modality is None or detect_modality(source) == modality
+        return source.parent, Listing([source] if wanted else [])
     if not source.is_dir():
         raise InputError(source, "no such file or folder")
     return source, list_inputs(source, modality, exclude=out)
@@ -328,7 +319,8 @@ def embed_folder(
 
     source, out = Path(in_dir), Path(out_dir)
     rank, world = shard or (0, 1)
-    root, files = _inputs(source, out, modality)
+    root, listing = _inputs(source, out, modality)
+    files = listing.files
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(model, out, rank, pooled, identify(model, model_id or None), root)
     # .npy temporaries of a killed run; other ranks' files being written now are newer.
@@ -346,6 +338,9 @@ def embed_folder(
     run.start_error_log({job[1] for job in pending})
     for rel, reason in collisions:
         run.fail(rel, reason)
+    for error in listing.errors if rank == 0 else []:  # a folder that could not be listed
+        run.report.total += 1
+        run.fail(Path(os.path.relpath(error.path, root)).as_posix(), error.reason)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
     with Preparer(model, workers, timeout) as preparer:
         try:

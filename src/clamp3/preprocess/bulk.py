@@ -29,6 +29,7 @@ from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
 from clamp3.utils.io import append_jsonl, json_text, read_jsonl, remove_stale_temporaries, write_text_atomic
 from clamp3.utils.reasons import describe_exception
+from clamp3.utils.walk import walk_files
 from clamp3.utils.workers import WorkerDied, WorkTimeout, run_isolated, time_limit
 
 logger = logging.getLogger(__name__)
@@ -77,34 +78,26 @@ class ConvertInterrupted(KeyboardInterrupt):
 def plan_jobs(
     in_dir: Path, out_dir: Path, to: str = "symbolic", standard_abc_dir: Path | None = None
 ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """All inputs under ``in_dir`` (sorted) with their outputs, and what is rejected up front as
-    (path, reason): an input whose output another input already produces (``a.xml`` and
-    ``a.mxl``), and a subdirectory that cannot be listed (its files would otherwise be missed
-    without a word)."""
+    """All inputs under ``in_dir`` with their outputs, listed by :mod:`clamp3.utils.walk`
+    (sorted, hidden entries skipped, the output folders left out), and what is rejected up
+    front as (path, reason): an input whose output another input already produces (``a.xml``
+    and ``a.mxl``), and a subdirectory that cannot be listed (its files would otherwise be
+    missed without a word)."""
     jobs: list[Job] = []
     rejected: list[tuple[str, str]] = []
     claimed: dict[Path, Path] = {}
-    skip_dirs = {d.resolve() for d in (out_dir, standard_abc_dir) if d is not None}
-
-    def unlistable(exc: OSError) -> None:
-        where = os.fspath(exc.filename) if exc.filename is not None else str(in_dir)
-        rejected.append(
-            (where, f"cannot list directory, its files were not converted: {exc.strerror or exc}")
-        )
-
-    for root, dirs, files in os.walk(in_dir, onerror=unlistable):
-        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip_dirs)
-        for name in sorted(files):
-            source = Path(root) / name
-            outputs = _outputs_for(source.relative_to(in_dir), out_dir, to, standard_abc_dir)
-            if not outputs:
-                continue
-            first = outputs[0][1]
-            if first in claimed:
-                rejected.append((str(source), f"output {first} is already produced from {claimed[first]}"))
-                continue
-            claimed[first] = source
-            jobs.append(Job(source, outputs))
+    listing = walk_files(in_dir, skip=[out_dir, standard_abc_dir])
+    rejected.extend((error.path, error.reason) for error in listing.errors)
+    for source in listing.files:
+        outputs = _outputs_for(source.relative_to(in_dir), out_dir, to, standard_abc_dir)
+        if not outputs:
+            continue
+        first = outputs[0][1]
+        if first in claimed:
+            rejected.append((str(source), f"output {first} is already produced from {claimed[first]}"))
+            continue
+        claimed[first] = source
+        jobs.append(Job(source, outputs))
     return jobs, rejected
 
 

@@ -39,6 +39,7 @@ from clamp3.train.interrupt import ignore_stop_signals
 from clamp3.train.records import list_symbolic_files, load_records, modality_of, records_for, resolve_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import json_text, write_json_atomic, write_text_atomic
+from clamp3.utils.walk import walk_files
 from clamp3.utils.workers import run_isolated
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class DataSource:
         path = Path(self.path)
         if path.is_dir():
             digest = hashlib.sha256()
-            for f in sorted(path.rglob("*")):
+            for f in walk_files(path).files:  # what list_symbolic_files can see
                 st = f.stat()
                 digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
             stamp: Any = digest.hexdigest()
