@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 from clamp3.cli.args import positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
@@ -96,11 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
         from clamp3.serve.service import build_app
         from clamp3.serve.settings import Settings
     except ImportError as exc:
-        print(
-            f"error: clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'",
-            file=sys.stderr,
-        )
-        return 2
+        raise ImportError(
+            f"clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'"
+        ) from exc
     from clamp3.cli.embed import load_model
     from clamp3.index import SearchIndex
     from clamp3.utils.errors import InputError
@@ -115,17 +112,13 @@ def _serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        model = None
-        if not args.no_model:
-            args.model = args.model or SearchIndex.load(args.index_dir).model
-            if not args.model:
-                raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
-            model = load_model(args)
-        app = build_app(args.index_dir, args.media_root, model, settings)
-    except (InputError, NotADirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model = None
+    if not args.no_model:
+        args.model = args.model or SearchIndex.load(args.index_dir).model
+        if not args.model:
+            raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
+        model = load_model(args)
+    app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     _one_faiss_thread_per_search()
     # One process: the model and the index live in memory once, and admin swaps reach every request.
