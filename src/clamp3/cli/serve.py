@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.args import non_negative_float, positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=MAX_AUDIO_SECONDS,
         help=f"longest uploaded recording, read from its header before decoding (default "
         f"{MAX_AUDIO_SECONDS:.0f}: 126 five-second windows, one segment of the audio tower)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=60.0,
+        help="seconds allowed to convert an uploaded score or MIDI file, in a process of its own "
+        "(default 60; 0: no limit, converted in the request's thread)",
     )
     p.add_argument(
         "--threads",
@@ -107,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_audio_seconds=args.max_audio_seconds,
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
+        conversion_timeout=args.timeout or None,
     )
     if args.threads:
         import torch

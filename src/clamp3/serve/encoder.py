@@ -6,6 +6,12 @@ requests and nobody waits for a timer. Batching does not change the numbers: seg
 padded with masks that pooling ignores (``clamp3.embedding``). Recent text vectors are kept in
 a small cache, so turning pages of results does not re-run the model.
 
+An uploaded score or MIDI file is converted in a forked process of its own
+(:func:`clamp3.utils.workers.run_isolated`) under ``conversion_timeout`` seconds, the limit
+``clamp3 embed --timeout`` applies: a request thread cannot hold a ``SIGALRM`` limit, and a
+converter stuck in C code is only stopped by ending its process. A converter that crashes
+fails that upload (422), not the service.
+
 Text is tokenised directly, never passed to ``encode`` as a string: ``encode`` reads a string
 that names an existing file as that file, and a query such as ``/etc/passwd`` must stay text.
 
@@ -20,6 +26,7 @@ parser that quotes the path it opened has it replaced by NAME).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -38,6 +45,7 @@ from clamp3.serve.errors import ServeError, Unavailable, Unprocessable
 from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
+    from clamp3.config import SymbolicTowerConfig
     from clamp3.encode import Prepared
     from clamp3.model import Clamp3Model
 
@@ -91,6 +99,7 @@ class QueryEncoder:
         timeout: float = 60.0,
         max_audio_seconds: float = MAX_AUDIO_SECONDS,
         max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+        conversion_timeout: float | None = 60.0,
     ):
         self.model = model
         self.dim = int(model.config.projection_dim)
@@ -98,6 +107,7 @@ class QueryEncoder:
         self.timeout = timeout
         self.max_audio_seconds = max_audio_seconds
         self.max_unpacked_bytes = max_unpacked_bytes
+        self.conversion_timeout = conversion_timeout or None
         self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
         self._frontend_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
@@ -205,11 +215,33 @@ class QueryEncoder:
             busy = "the audio reader is busy with other uploads; try again in a moment"
             with self._holding(self._frontend_lock, busy):  # MERT is one module, one call at a time
                 return Preparer(self.model).prepare(str(path))
-        with unpacked_size_limit(self.max_unpacked_bytes):
-            item = Preparer(self.model).prepare(str(path))
+        item = self._convert(path)
         if not has_notes(item.data):
             raise Unprocessable("no music in the file: it holds no notes once converted")
         return item
+
+    def _convert(self, path: Path) -> Prepared:
+        """A score or MIDI upload -> patches, in a process of its own (module docstring);
+        in this thread when ``conversion_timeout`` is None. Raises ``InputError``."""
+        from clamp3.utils.workers import WorkerDied, WorkTimeout, run_isolated
+
+        config = self.model.config.tower("symbolic")
+        if self.conversion_timeout is None:
+            return convert_upload(str(path), config, None, self.max_unpacked_bytes)
+        task = functools.partial(
+            convert_upload,
+            config=config,
+            timeout=self.conversion_timeout,
+            max_unpacked_bytes=self.max_unpacked_bytes,
+        )
+        (outcome,) = run_isolated(task, [str(path)], 1, self.conversion_timeout)
+        if outcome.ok:
+            return outcome.value
+        if isinstance(outcome.error, WorkTimeout):  # stuck where the alarm could not reach it
+            raise InputError(path, f"conversion {outcome.error}")
+        if isinstance(outcome.error, WorkerDied):
+            raise InputError(path, "the converter crashed on it")
+        raise outcome.error
 
     @contextlib.contextmanager
     def _holding(self, lock: threading.Lock, busy: str) -> Iterator[None]:
@@ -228,6 +260,17 @@ class QueryEncoder:
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=5)
+
+
+def convert_upload(
+    path: str, config: SymbolicTowerConfig, timeout: float | None, max_unpacked_bytes: int
+) -> Prepared:
+    """Top-level (picklable) so the conversion process can run it: one upload's patches, with
+    the service's unpack cap and the conversion ``timeout``."""
+    from clamp3.encode import prepare_symbolic_file
+
+    with unpacked_size_limit(max_unpacked_bytes):
+        return prepare_symbolic_file(path, config, timeout)
 
 
 def _public(message: str, path: Path, name: str) -> str:

@@ -41,6 +41,7 @@ def build_app(
             model,
             max_audio_seconds=settings.max_audio_seconds,
             max_unpacked_bytes=settings.max_unpacked_bytes,
+            conversion_timeout=settings.conversion_timeout,
         )
     try:
         if encoder is not None:
