@@ -260,7 +260,7 @@ class _Run:
         self.in_flight[future] = (index, time.monotonic())
 
     def _wait_seconds(self) -> float | None:
-        if self.pool.timeout is None:
+        if self.pool.timeout is None or not self.in_flight:
             return None
         oldest = min(started for _, started in self.in_flight.values())
         return max(0.0, oldest + self.pool.timeout + GRACE_SECONDS - time.monotonic())
