@@ -141,10 +141,7 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
     from clamp3.cli.main import main
     from clamp3.demo.search import prepare_media, search_command
 
-    try:
-        prepare_media(Path(args.workdir))
-    except SETTING_ERRORS as exc:
-        return _fail(args, exc)
+    prepare_media(Path(args.workdir))  # bad media ends in cli.main: one line, exit status 2
     *build, serve = search_command(Path(args.workdir), model, args.port)
     for argv in build:
         status = main(argv + (["--no-progress"] if args.quiet and argv[0] == "embed" else []))
