@@ -90,3 +90,16 @@ def test_a_bug_keeps_its_traceback_and_verbose_shows_every_traceback(monkeypatch
         _run_with(monkeypatch, RuntimeError("a bug"), ["presets"])
     with pytest.raises(ValueError):
         _run_with(monkeypatch, ValueError("bad"), ["-v", "presets"])
+
+
+def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path):
+    from types import SimpleNamespace
+
+    from clamp3.index.query import query_model
+    from clamp3.utils.errors import InputError
+
+    built_with = SimpleNamespace(model="/models/a", directory=tmp_path / "idx")
+    assert query_model(built_with) == "/models/a" and query_model(built_with, "saas") == "saas"
+    with pytest.raises(InputError) as info:
+        query_model(SimpleNamespace(model=None, directory=tmp_path / "idx"))
+    assert info.value.path == str(tmp_path / "idx") and "--model" in info.value.reason

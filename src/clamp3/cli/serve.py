@@ -107,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
         ) from exc
     from clamp3.cli.embed import load_model
     from clamp3.index import SearchIndex
-    from clamp3.utils.errors import InputError
+    from clamp3.index.query import query_model
 
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
@@ -122,9 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = None
     if not args.no_model:
-        args.model = args.model or SearchIndex.load(args.index_dir).model
-        if not args.model:
-            raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
+        args.model = query_model(SearchIndex.load(args.index_dir), args.model)
         model = load_model(args)
     app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
