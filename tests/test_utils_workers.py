@@ -106,9 +106,27 @@ def test_time_limit_interrupts_a_slow_call_and_nests():
         time.sleep(3)
     assert caught.value.seconds == 0.2 and str(caught.value) == "took longer than 0.2 s (timeout)"
     started = time.monotonic()
-    with pytest.raises(WorkTimeout), time_limit(0.2), time_limit(30):  # the outer limit governs
+    with pytest.raises(WorkTimeout), time_limit(0.2), time_limit(30):  # the sooner deadline governs
         time.sleep(3)
     assert time.monotonic() - started < 2
+    with pytest.raises(WorkTimeout), time_limit(0.6):
+        with contextlib.suppress(WorkTimeout), time_limit(0.1):  # the inner one expires first
+            time.sleep(3)
+        time.sleep(3)  # then the outer one, resumed
+    assert time.monotonic() - started < 4
+
+
+def _swallow_every_alarm(seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):  # a converter's bare except
+            time.sleep(0.01)
+    return "finished late"
+
+
+def test_an_expired_limit_fails_the_call_even_when_the_alarm_is_swallowed():
+    with pytest.raises(WorkTimeout), time_limit(0.1):
+        _swallow_every_alarm(0.5)
 
 
 def test_each_item_gets_its_value_or_its_own_error():

@@ -131,11 +131,13 @@ def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | Non
     """Convert one input and write its outputs atomically -> (input, error or None, warnings).
 
     Never raises for a bad input: the reason is returned, and outputs older than the input
-    (left from a version of it that did convert) are deleted, so that ``OUT_DIR`` never holds
+    (left from a version of it that did convert) or written by this failed attempt (a
+    conversion that finished after its time limit) are deleted, so that ``OUT_DIR`` never holds
     an output that does not match its input. Runs in worker processes.
     """
     from clamp3.utils.errors import InputError
 
+    started = time.time_ns()
     try:
         with time_limit(timeout):
             return str(job.source), None, _convert(job)
@@ -145,7 +147,7 @@ def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | Non
         error = f"conversion {exc}"
     except Exception as exc:  # a converter bug on one file must not stop the batch
         error = describe_exception(exc)
-    _remove_stale_outputs(job)
+    _remove_stale_outputs(job, started)
     return str(job.source), error, []
 
 
@@ -171,14 +173,15 @@ def _convert(job: Job) -> list[str]:
     return []
 
 
-def _remove_stale_outputs(job: Job) -> None:
+def _remove_stale_outputs(job: Job, attempt_started: int) -> None:
     try:
         source_time = job.source.stat().st_mtime_ns
     except OSError:
         return  # the input is gone or unreadable: nothing says its outputs are stale
     for _, path in job.outputs:
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime_ns < source_time:
+            written = path.stat().st_mtime_ns
+            if written < source_time or written >= attempt_started:
                 path.unlink()
 
 
