@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _extract(args: argparse.Namespace) -> int:
     from clamp3.audio import LogMelFrontend, MertExtractor
-    from clamp3.audio.extract import ERRORS_NAME, extract_tree
+    from clamp3.audio.extract import extract_tree
+    from clamp3.utils.errorlog import ERRORS_NAME
 
     # A bad --model, --dtype or folder ends in cli.main: one line, exit status 2.
     if args.model.startswith("logmel:"):

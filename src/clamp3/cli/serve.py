@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from clamp3.cli.args import non_negative_float, positive_float, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, non_negative_float, positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
+    add_model_mismatch_flag(p, "the index was embedded by another model than --model")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -115,6 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
         conversion_timeout=args.timeout or None,
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
         import torch

@@ -21,6 +21,7 @@ from clamp3.utils.walk import walk_files
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 PIECE_MODALITIES = ("symbolic", "audio")  # what a generated piece can be; text never is
 
@@ -73,7 +74,7 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
     entries skipped; a folder that cannot be listed is an ``InputError``), named relative to
     that folder; a file is named as given.
     """
-    from clamp3.encode import FILE_EXTENSIONS
+    from clamp3.inputs import extensions
 
     found: dict[Path, str] = {}
     for source in sources:
@@ -83,7 +84,7 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
             continue
         if not root.is_dir():
             raise InputError(root, "no such file or folder")
-        listing = walk_files(root, FILE_EXTENSIONS)
+        listing = walk_files(root, extensions())
         if listing.errors:  # a silently partial evaluation set would bias every score
             raise listing.errors[0]
         for path in listing.files:
@@ -94,10 +95,10 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
 
 
 def _modality_of(path: str) -> str | None:
-    from clamp3.encode import modality_of_path
+    from clamp3.inputs import modality_of
 
     try:
-        return modality_of_path(path)
+        return modality_of(path)
     except InputError:
         return None
 
@@ -146,7 +147,7 @@ def select_pieces(
 
 def load_items(
     sources: Sequence[str | os.PathLike],
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     batch_size: int = 32,
     show_progress: bool = False,
@@ -183,7 +184,9 @@ def load_items(
     keep = select([rel for _, rel in files], kinds)
     ignored = [files[i][1] for i in sorted(set(range(len(files))) - set(keep))]
     files = [files[i] for i in keep]
-    vectors = model.encode(
-        [str(path) for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
+    from clamp3.pipeline import as_pipeline
+
+    vectors = as_pipeline(model).encode_files(
+        [path for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
     )
     return Items([rel for _, rel in files], vectors, [kinds[i] for i in keep], ignored)

@@ -35,14 +35,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clamp3.utils.vectors import l2_normalize
+
 TIE_MODES = ("expected", "optimistic")
 DEFAULT_KS = (1, 10, 100)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """(N, D) -> float64 (N, D) with unit L2 rows; all-zero rows stay zero."""
-    array = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-    return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-300)
+    """(N, D) -> float64 (N, D) with unit L2 rows (:func:`clamp3.utils.vectors.l2_normalize`)."""
+    return l2_normalize(np.atleast_2d(vectors), np.float64)
 
 
 def cosine_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -72,6 +73,30 @@ def rank_counts(similarity: np.ndarray, correct: Sequence[int] | np.ndarray) -> 
     greater = (sim > target).sum(axis=1).astype(np.int64)
     tied = (sim == target).sum(axis=1).astype(np.int64) - 1
     return greater, tied
+
+
+def rank_counts_chunked(
+    queries: np.ndarray, references: np.ndarray, correct: Sequence[int] | np.ndarray, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rank_counts` of query vectors (Q, D) against reference vectors (R, D) by cosine,
+    ``chunk`` queries at a time (memory bounded by chunk x R float64).
+
+    Returns ``(greater, tied, score)``: int64 (Q,), int64 (Q,) and the cosine of each query
+    with its correct reference, float64 (Q,).
+    """
+    idx = np.asarray(correct, dtype=np.int64)
+    greater, tied, score = [], [], []
+    for lo in range(0, len(idx), chunk):
+        sim = cosine_similarity(queries[lo : lo + chunk], references)
+        target = idx[lo : lo + chunk]
+        g, t = rank_counts(sim, target)
+        greater.append(g)
+        tied.append(t)
+        score.append(sim[np.arange(len(target)), target])
+    if not greater:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.copy(), np.zeros(0)
+    return np.concatenate(greater), np.concatenate(tied), np.concatenate(score)
 
 
 def ranks_from_counts(greater: np.ndarray, tied: np.ndarray, ties: str = "expected") -> np.ndarray:

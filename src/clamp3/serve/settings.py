@@ -18,13 +18,16 @@ class Settings:
     """``max_upload_bytes`` caps query uploads; ``max_audio_seconds`` caps an uploaded
     recording's length (read from its header before decoding); ``admin_token`` enables
     ``/api/admin/*`` (``None``: disabled); ``allowed_hosts`` are the ``Host`` names answered
-    (``None``: any); ``conversion_timeout`` bounds the conversion of an uploaded score or MIDI
-    file (``None``: no limit, converted in the request's thread)."""
+    (``None``: any); ``allow_model_mismatch`` serves an index embedded by another model than
+    the query model (refused by default: the scores would mean nothing); ``conversion_timeout``
+    bounds the conversion of an uploaded score or MIDI file (``None``: no limit, converted in
+    the request's thread)."""
 
     max_upload_bytes: int = 50 * 2**20
     max_audio_seconds: float = MAX_AUDIO_SECONDS
     admin_token: str | None = None
     allowed_hosts: frozenset[str] | None = LOCAL_HOSTS
+    allow_model_mismatch: bool = False
     json_body_bytes: int = 64 * 1024  # every non-upload request body (JSON) is small
     conversion_timeout: float | None = 60.0  # seconds to convert an uploaded score or MIDI file
 
