@@ -45,7 +45,7 @@ def test_every_caller_sees_the_same_files(tree):
     from clamp3.audio.extract import list_audio_files
     from clamp3.curate.documents import read_documents
     from clamp3.embed_folder import list_inputs
-    from clamp3.encode import FILE_EXTENSIONS
+    from clamp3.inputs import extensions
     from clamp3.evaluate.items import collect_files
     from clamp3.index.embeddings import find_npy_files
     from clamp3.preprocess.bulk import plan_jobs
@@ -53,12 +53,12 @@ def test_every_caller_sees_the_same_files(tree):
 
     out = tree / "out"
     embed = _rel(list_inputs(tree, exclude=out).files, tree)
-    assert embed == _visible(tuple(FILE_EXTENSIONS))
+    assert embed == _visible(extensions())
     convert = _rel((job.source for job in plan_jobs(tree, out)[0]), tree)
     assert convert == _visible((".mid", ".xml"))
     assert _rel(list_audio_files(tree, exclude=out).files, tree) == _visible((".wav", ".flac"))
     assert _rel(find_npy_files(tree).files, tree) == _visible((".npy",), with_output=True)
-    assert [rel for _, rel in collect_files([tree])] == _visible(tuple(FILE_EXTENSIONS), with_output=True)
+    assert [rel for _, rel in collect_files([tree])] == _visible(extensions(), with_output=True)
     assert _rel(list_symbolic_files(tree), tree) == _visible((".abc", ".mtf"), with_output=True)
     (tree / "d.txt").write_text("some words", encoding="utf-8")
     (tree / "h.html").write_text("<p>more words</p>", encoding="utf-8")
