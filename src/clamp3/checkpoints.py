@@ -94,7 +94,7 @@ def download_official(tag: str) -> Path:
     when the hub is reachable. Offline and not cached: a ``CheckpointError`` saying what to
     fetch, within about ``HUB_PROBE_TIMEOUT`` seconds (huggingface_hub alone retries an
     unreachable hub for ~25-40 s before giving up)."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     repo, filename = OFFICIAL_FILES[tag]
     try:
@@ -102,7 +102,7 @@ def download_official(tag: str) -> Path:
         return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
     except Exception:  # not cached (or an unreadable cache entry): try the hub below
         pass
-    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
+    reason = hub_offline_reason()
     if reason is None:
         try:
             return Path(hf_hub_download(repo_id=repo, filename=filename))
@@ -119,6 +119,15 @@ def download_official(tag: str) -> Path:
 
 
 HUB_PROBE_TIMEOUT = 5.0  # seconds; the hub answers a HEAD request in well under one
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be used now (``HF_HUB_OFFLINE``, or no answer to one
+    short probe), or ``None`` when it can: asked once before a download, so that an offline
+    machine gets the advice in seconds instead of after huggingface_hub's retries."""
+    from huggingface_hub import constants
+
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
 
 
 def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
