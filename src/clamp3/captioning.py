@@ -50,9 +50,7 @@ def read_image(
     cap of ours). Raises ``InputError`` for a missing, empty, unrecognised, over-sized,
     truncated or corrupt image.
     """
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
+    PILImage = _pillow()
     label = name or (str(source) if not isinstance(source, bytes) else "the image")
     if isinstance(source, bytes):
         stream: Any = io.BytesIO(source)
@@ -72,7 +70,7 @@ def read_image(
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         try:
             image = PILImage.open(stream, formats=IMAGE_FORMATS)  # reads the header only
-        except UnidentifiedImageError:
+        except PILImage.UnidentifiedImageError:
             raise InputError(label, "not a PNG, JPEG or WebP image (its content is not recognised)") from None
         except PILImage.DecompressionBombError as exc:
             raise InputError(label, f"the image is too large to decode ({exc})") from None
@@ -80,6 +78,15 @@ def read_image(
             raise InputError(label, f"cannot read the image ({exc})") from None
         with image:
             return _decode(image, label, max_pixels)
+
+
+def _pillow() -> Any:
+    """``PIL.Image``, or an ``ImportError`` saying which extra brings it."""
+    try:
+        from PIL import Image as PILImage
+    except ImportError as exc:
+        raise ImportError("image inputs need Pillow: pip install 'clamp3[image]'") from exc
+    return PILImage
 
 
 def _decode(image: Image, label: str, max_pixels: int | None) -> Image:
@@ -152,9 +159,7 @@ class Captioner:
         Raises ``InputError`` for a bad image or an empty caption (``name`` names the image),
         ``CheckpointError`` when the model cannot be loaded.
         """
-        from PIL import Image as PILImage
-
-        image = source if isinstance(source, PILImage.Image) else read_image(source, name, self.max_pixels)
+        image = source if isinstance(source, _pillow().Image) else read_image(source, name, self.max_pixels)
         with self._lock:  # one generation at a time: the model is shared
             processor, model = self._ensure_loaded()
             text = _generate(processor, model, image.convert("RGB"), self.device)

@@ -23,6 +23,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
 
 
+def add_captioner_argument(p: argparse.ArgumentParser) -> None:
+    """--captioner, shared by the sub-commands that take image inputs (embed, search, zero-shot, serve)."""
+    from clamp3.captioning import DEFAULT_CAPTIONER
+
+    p.add_argument(
+        "--captioner",
+        default=DEFAULT_CAPTIONER,
+        metavar="NAME_OR_DIR",
+        help=f"image-to-text model that captions image inputs (.png .jpg .jpeg .webp), which are then "
+        f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
+        "search); loaded only when an image is seen",
+    )
+
+
 def resolve_device(name: str | None) -> str:
     """``--device`` -> a torch device string; one that this machine lacks is an ``InputError``
     (a one-line error) instead of torch's assertion deep inside the first forward pass."""
