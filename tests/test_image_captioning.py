@@ -13,33 +13,41 @@ from conftest import CAPTION_WORDS, write_image
 from clamp3.captioning import Captioner, read_image
 from clamp3.utils.errors import CheckpointError, InputError
 
+# A toy BLIP's 20 decoding steps are tiny ops: on two busy cores one thread is ~15x faster.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def captioner(tiny_blip_dir) -> Captioner:
     return Captioner(tiny_blip_dir)
 
 
-def official_caption(model_dir: Path, path: Path) -> str:
-    """What the official ``inference/image_captioning.py`` does, written out with the same
-    transformers classes (the processor as BlipProcessor.from_pretrained builds it here)."""
+@pytest.fixture(scope="module")
+def official(tiny_blip_dir):
+    """The official ``inference/image_captioning.py`` written out with the same transformers
+    classes (the processor as BlipProcessor.from_pretrained builds it here): path -> caption."""
     from PIL import Image
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    processor = BlipProcessor.from_pretrained(model_dir)
-    model = BlipForConditionalGeneration.from_pretrained(model_dir)
-    inputs = processor(Image.open(path).convert("RGB"), return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**inputs)
-    return processor.decode(out[0], skip_special_tokens=True)
+    processor = BlipProcessor.from_pretrained(tiny_blip_dir)
+    model = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir)
+
+    def caption(path: Path) -> str:
+        inputs = processor(Image.open(path).convert("RGB"), return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs)
+        return processor.decode(out[0], skip_special_tokens=True)
+
+    return caption
 
 
-@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")  # in official_caption
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")  # in official()
 @pytest.mark.parametrize("name", ["scan.png", "photo.jpg", "photo.jpeg", "page.webp"])
-def test_caption_is_the_official_blip_caption(captioner, tiny_blip_dir, tmp_path, name):
+def test_caption_is_the_official_blip_caption(captioner, official, tmp_path, name):
     path = write_image(tmp_path / name, seed=len(name))
     caption = captioner.caption(path)
     assert caption and set(caption.split()) <= set(CAPTION_WORDS)
-    assert caption == official_caption(tiny_blip_dir, path)
+    assert caption == official(path)
     assert captioner.caption(path.read_bytes(), name="upload") == caption  # bytes read the same
 
 
@@ -129,3 +137,22 @@ def test_a_folder_that_is_no_model_is_a_checkpoint_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         Captioner(tmp_path).load()
+
+
+def test_an_unchanged_file_is_captioned_once(captioner, tmp_path, monkeypatch):
+    import os
+
+    import clamp3.captioning as captioning
+
+    path = write_image(tmp_path / "again.png", seed=11)
+    first = captioner.caption(path)
+
+    def no_second_generation(*args):
+        raise AssertionError("captioned twice")
+
+    monkeypatch.setattr(captioning, "_generate", no_second_generation)
+    assert captioner.caption(str(path)) == first
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # changed: caption afresh
+    with pytest.raises(AssertionError, match="captioned twice"):
+        captioner.caption(path)

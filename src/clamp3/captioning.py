@@ -20,11 +20,13 @@ import io
 import os
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clamp3.tokenizer import join_text_lines
 from clamp3.utils.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
@@ -116,8 +118,11 @@ class Captioner:
     captioner). ``max_pixels`` is the cap :func:`read_image` applies to files and bytes.
     A model that cannot be loaded raises ``CheckpointError`` (offline and not cached: what to
     download and how); the failure is remembered, so a folder of images reports it once
-    instead of retrying the hub for every image.
+    instead of retrying the hub for every image. The captions of the last ``MEMO_SIZE`` files
+    are remembered (by path, size and modification time), so asking again costs nothing.
     """
+
+    MEMO_SIZE = 64
 
     def __init__(
         self,
@@ -131,6 +136,7 @@ class Captioner:
         self._parts: tuple[Any, Any] | None = None  # (processor, model)
         self._failure: CheckpointError | None = None
         self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"Captioner({self.name!r}, device={self.device!r}, loaded={self.loaded})"
@@ -145,6 +151,7 @@ class Captioner:
             self.device = str(device)
             if self._parts is not None:
                 self._parts[1].to(self.device)
+            self._memo.clear()  # another device may round differently: caption afresh
         return self
 
     def load(self) -> Captioner:
@@ -159,12 +166,22 @@ class Captioner:
         Raises ``InputError`` for a bad image or an empty caption (``name`` names the image),
         ``CheckpointError`` when the model cannot be loaded.
         """
+        key = _file_key(source)
+        with self._lock:
+            known = self._memo.get(key) if key is not None else None
+        if known is not None:
+            return known
         image = source if isinstance(source, _pillow().Image) else read_image(source, name, self.max_pixels)
         with self._lock:  # one generation at a time: the model is shared
             processor, model = self._ensure_loaded()
             text = _generate(processor, model, image.convert("RGB"), self.device)
-        caption = " ".join(text.split())
-        if not caption:
+            # As the official text pipeline reads the caption's .txt file back (one line, normally).
+            caption = join_text_lines(text.split("\n"))
+            if caption.strip() and key is not None:
+                self._memo[key] = caption
+                while len(self._memo) > self.MEMO_SIZE:
+                    self._memo.popitem(last=False)
+        if not caption.strip():
             raise InputError(name or _label(source), f"the captioner {self.name} produced an empty caption")
         return caption
 
@@ -179,6 +196,17 @@ class Captioner:
                 raise
             self._parts = (processor, model.to(self.device))
         return self._parts
+
+
+def _file_key(source: object) -> tuple[str, int, int] | None:
+    """(real path, size, mtime) of an existing image file; ``None`` for bytes, images, missing files."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return None
+    return os.path.realpath(source), stat.st_size, stat.st_mtime_ns
 
 
 def _label(source: object) -> str:
