@@ -98,8 +98,8 @@ def _decode(image: Image, label: str, max_pixels: int | None) -> Image:
     if max_pixels is not None and width * height > max_pixels:
         raise InputError(
             label,
-            f"the image is {width} x {height} = {width * height / 1e6:.1f} megapixels, over the limit "
-            f"of {max_pixels / 1e6:g} (a decompression bomb, or a needlessly fine scan: downscale it)",
+            f"the image is {width} x {height} = {width * height / 1e6:.3g} megapixels, over the limit "
+            f"of {max_pixels / 1e6:.3g} (a decompression bomb, or a needlessly fine scan: downscale it)",
         )
     try:
         image.load()
