@@ -20,7 +20,8 @@ from typing import BinaryIO
 from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable
 
 # extension -> (kind, content type). Kinds decide what the page offers: a player for audio,
-# a rendered score for sheet music, a piano roll + download for MIDI/MTF.
+# a rendered score for sheet music, a piano roll + download for MIDI/MTF, the picture for an
+# image (indexed by its caption, docs/images.md).
 MEDIA_TYPES: dict[str, tuple[str, str]] = {
     ".wav": ("audio", "audio/wav"),
     ".flac": ("audio", "audio/flac"),
@@ -35,6 +36,10 @@ MEDIA_TYPES: dict[str, tuple[str, str]] = {
     ".mtf": ("midi", "text/plain; charset=utf-8"),
     ".txt": ("text", "text/plain; charset=utf-8"),
     ".npy": ("features", "application/octet-stream"),
+    ".png": ("image", "image/png"),
+    ".jpg": ("image", "image/jpeg"),
+    ".jpeg": ("image", "image/jpeg"),
+    ".webp": ("image", "image/webp"),
 }
 RENDERABLE_KINDS = frozenset({"score", "midi"})
 CHUNK_SIZE = 64 * 1024
@@ -42,7 +47,7 @@ _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 def media_kind(path: str) -> str:
-    """``audio``, ``score``, ``midi``, ``text``, ``features`` or ``other`` (by extension)."""
+    """``audio``, ``score``, ``midi``, ``text``, ``features``, ``image`` or ``other`` (by extension)."""
     return MEDIA_TYPES.get(PurePosixPath(path).suffix.lower(), ("other", ""))[0]
 
 

@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE_SIZE = 20;
-const KIND_LABEL = { audio: "Recording", score: "Sheet music", midi: "MIDI", text: "Text", features: "Audio features", other: "File" };
+const KIND_LABEL = { audio: "Recording", score: "Sheet music", midi: "MIDI", text: "Text", features: "Audio features", image: "Image", other: "File" };
 const MODALITY_LABEL = { symbolic: "sheet music / MIDI", audio: "audio", text: "text" };
 
 const $ = (id) => document.getElementById(id);
@@ -97,6 +97,7 @@ function actionLabel(kind) {
   if (kind === "score") return "Show score";
   if (kind === "midi") return "Show piano roll";
   if (kind === "text") return "Read";
+  if (kind === "image") return "Show image";
   return "Details";
 }
 
@@ -187,6 +188,10 @@ async function openItem(id, { play = false } = {}) {
   } else {
     player.removeAttribute("src");
   }
+  const picture = $("image-view"); // an indexed image (searched by its caption)
+  picture.hidden = item.kind !== "image" || !item.available;
+  if (picture.hidden) picture.removeAttribute("src");
+  else { picture.src = item.file_url; picture.alt = item.name; }
   $("text-view").hidden = item.kind !== "text";
   $("text-view").textContent = item.text || "";
   $("score").hidden = !item.render_url || !item.available;
