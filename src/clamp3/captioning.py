@@ -246,9 +246,9 @@ def load_captioner(name_or_dir: str | os.PathLike) -> tuple[Any, Any]:
         pass  # not (completely) cached
     except Exception as exc:  # cached, but not something we can caption with
         raise CheckpointError(f"{name}: cannot be loaded as an image-to-text model ({_reason(exc)})") from exc
-    from clamp3.checkpoints import hub_offline_reason
+    from clamp3.hub import HUB_CACHE, offline_reason
 
-    reason = hub_offline_reason()
+    reason = offline_reason()  # one short probe, as for every hub file (clamp3.hub)
     if reason is None:
         try:
             return _load_parts(name, local_only=False)
@@ -256,9 +256,9 @@ def load_captioner(name_or_dir: str | os.PathLike) -> tuple[Any, Any]:
             reason = _reason(exc)
     raise CheckpointError(
         f"the image captioner {name!r} is not in the Hugging Face cache and could not be downloaded "
-        f"({reason}). Run `hf download {name}` on a connected machine and copy its cache "
-        f"(~/.cache/huggingface/hub) here, or put the files of https://huggingface.co/{name} in a folder "
-        f"and pass that folder (`--captioner DIR`, `captioner=` in Python)."
+        f"({reason}). On a connected machine run `hf download {name}` and copy its cache ({HUB_CACHE}) "
+        f"here, or put the files of https://huggingface.co/{name} in a folder and pass that folder "
+        f"(`--captioner DIR`, `captioner=` in Python)."
     )
 
 
