@@ -325,3 +325,40 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: st
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+def make_images(folder: Path) -> list[Path]:
+    """Four small noise images, one of each accepted extension, two in a sub-folder."""
+    return [
+        write_image(folder / "scan.png", seed=1),
+        write_image(folder / "photos" / "page.jpg", seed=2),
+        write_image(folder / "photos" / "cover.jpeg", seed=3, size=(30, 60)),
+        write_image(folder / "web.webp", seed=4),
+    ]
+
+
+@pytest.fixture(scope="session")
+def image_pipeline(tiny_model_dir, tiny_blip_dir):
+    """The tiny model in a pipeline whose captioner is the tiny BLIP (loaded on first image)."""
+    from clamp3 import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
+
+    return Clamp3Pipeline(Clamp3Model.from_pretrained(tiny_model_dir), captioner=tiny_blip_dir)
+
+
+@pytest.fixture(scope="session")
+def image_index(tmp_path_factory, tiny_model_dir, tiny_blip_dir) -> tuple[Path, Path]:
+    """Two texts and the four images of ``make_images``, embedded (images as their captions,
+    through ``clamp3 embed --captioner DIR``) and indexed: (media folder, index folder)."""
+    from clamp3.cli.main import main
+    from clamp3.index import build_index
+
+    root = tmp_path_factory.mktemp("image_index")
+    media = root / "media"
+    make_images(media)
+    for i, text in enumerate(["a melancholy waltz for solo piano", "ein fröhliches Volkslied"]):
+        (media / f"text{i}.txt").write_text(text, encoding="utf-8")
+    args = ["embed", str(media), str(root / "emb"), "--model", str(tiny_model_dir)]
+    assert main([*args, "--captioner", str(tiny_blip_dir), "--no-progress"]) == 0
+    build_index(root / "emb", root / "idx", progress=False)
+    return media, root / "idx"

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clamp3.tokenizer import join_text_lines
+from clamp3.inputs import join_text_lines
 from clamp3.utils.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:

@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from clamp3.cli.embed import load_model
+    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
     from clamp3.utils.errors import InputError
 
@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
             args.model = args.model or SearchIndex.load(args.index_dir).model
             if not args.model:
                 raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
-            model = load_model(args)
+            model = load_pipeline(args)
         app = build_app(args.index_dir, args.media_root, model, settings)
     except (InputError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
