@@ -182,7 +182,7 @@ class QueryEncoder:
         try:
             # Reading and converting the file happens outside the model lock: a slow or
             # pathological upload occupies its own worker thread, never the text searches.
-            item = self._prepare(path, name)
+            item = self._prepare(path)
             if item.n_items > MAX_QUERY_ITEMS:
                 raise Unprocessable(
                     f"this file is too long to search with ({item.n_items} {item.modality} elements; "
@@ -214,13 +214,14 @@ class QueryEncoder:
         """The caption an uploaded image (``digest``) was searched as; ``None`` for other uploads."""
         return self._captions.get(digest)
 
-    def _prepare(self, path: Path, name: str) -> Prepared:
+    def _prepare(self, path: Path) -> Prepared:
         kind = kind_of(path)
         if kind.name == "image":
-            image = read_image(path, name, self.max_image_pixels)  # the pixel cap, before decoding
+            # The pixel cap, before decoding; messages carry only the reason (see file()).
+            image = read_image(path, max_pixels=self.max_image_pixels)
             busy = "the image captioner is busy with other uploads; try again in a moment"
             with self._holding(self._captioner_lock, busy):  # one captioning model, one image at a time
-                return self.pipeline.prepare_image(image, name)
+                return self.pipeline.prepare_image(image)
         if kind.modality == "audio":
             check_audio_length(path, self.max_audio_seconds)  # before any decoding work
             busy = "the audio reader is busy with other uploads; try again in a moment"
