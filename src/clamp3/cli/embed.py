@@ -101,7 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--unpooled", action="store_true", help="write (1, n, H) last hidden states instead of (1, D)"
     )
     p.add_argument(
-        "--modality", choices=("text", "symbolic", "audio"), default=None, help="only files of this modality"
+        "--modality",
+        choices=("text", "symbolic", "audio"),
+        default=None,
+        help="only files of this modality (images are text: their captions)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
     p.add_argument(
