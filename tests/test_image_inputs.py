@@ -163,3 +163,15 @@ def test_the_service_refuses_badmake_images(client, tmp_path):
         answer = client.post("/api/search/file", files={"file": (name, data, "image/png")})
         assert answer.status_code == status and reason in answer.json()["message"], (name, answer.text)
         assert "/tmp" not in answer.json()["message"]  # the client's name, never the server path
+
+
+def test_caption_fields_are_optional_in_the_manifest_record():
+    from clamp3.formats import ManifestRecord
+
+    base = dict(path="a.png", npy="a.npy", modality="text", n_items=5, shape=(1, 8), sha256="0" * 64,
+                size=3, mtime_ns=1, model="m", model_fingerprint="f", pooled=True, input_root="/r")  # fmt: skip
+    image = ManifestRecord(**base, caption="a sheet of music", captioner="blip")
+    assert ManifestRecord.from_json(image.to_json(), "m.jsonl") == image
+    plain = ManifestRecord(**base).to_json()
+    assert "caption" not in plain and "captioner" not in plain  # other records are unchanged
+    assert ManifestRecord.from_json(plain, "m.jsonl").caption is None
