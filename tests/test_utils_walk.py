@@ -45,9 +45,9 @@ def test_every_caller_sees_the_same_files(tree):
     from clamp3.audio.extract import list_audio_files
     from clamp3.curate.documents import read_documents
     from clamp3.embed_folder import list_inputs
-    from clamp3.inputs import extensions
     from clamp3.evaluate.items import collect_files
     from clamp3.index.embeddings import find_npy_files
+    from clamp3.inputs import extensions
     from clamp3.preprocess.bulk import plan_jobs
     from clamp3.train.records import list_symbolic_files
 
