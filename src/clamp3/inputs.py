@@ -20,6 +20,7 @@ place, :func:`add_boundary_rows`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,11 +92,24 @@ def is_supported(path: str | os.PathLike) -> bool:
 
 
 # ----------------------------------------------------------------------------- readers
+SEPARATOR = "</s>"  # XLM-R's separator token: joins the lines of a multi-line text input
+
+
+def join_text_lines(lines: Iterable[str]) -> str:
+    """The official multi-line text input, made deterministic: non-empty lines, duplicates
+    removed keeping the first occurrence (the official uses a ``set``, whose order changes
+    from run to run), joined with ``</s>``."""
+    seen: dict[str, None] = {}
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if line and line not in seen:
+            seen[line] = None
+    return SEPARATOR.join(seen)
+
+
 def read_text_file(path: str | os.PathLike) -> str:
     """A ``.txt`` input -> one text: non-empty lines, deduplicated in order, joined by ``</s>``
     (the official multi-line text input). ``InputError`` for unreadable, non-UTF-8 or empty files."""
-    from clamp3.tokenizer import join_text_lines
-
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

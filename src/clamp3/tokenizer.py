@@ -21,7 +21,6 @@ from clamp3.config import TextTowerConfig
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-SEPARATOR = "</s>"
 
 
 class TokenizerNotFound(FileNotFoundError):
@@ -61,18 +60,6 @@ class TextTokenizer:
         with atomic_path(target) as tmp:
             self._tok.save(str(tmp))
         return target
-
-
-def join_text_lines(lines: Iterable[str]) -> str:
-    """The official multi-line text input, made deterministic: non-empty lines, duplicates
-    removed keeping the first occurrence (the official uses a ``set``, whose order changes
-    from run to run), joined with ``</s>``."""
-    seen: dict[str, None] = {}
-    for line in lines:
-        line = line.rstrip("\r\n")
-        if line and line not in seen:
-            seen[line] = None
-    return SEPARATOR.join(seen)
 
 
 def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None = None) -> TextTokenizer:
