@@ -49,7 +49,7 @@ T = TypeVar("T")
 _CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
 
 
-def text_label(text: str) -> str:
+def _text_label(text: str) -> str:
     """How a text input is named in errors: quoted, shortened to 40 characters."""
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
@@ -200,9 +200,9 @@ class Clamp3Pipeline:
         empty or the model has no text tower; the string is never read as a path."""
         if not isinstance(text, str):
             raise TypeError(f"texts must be str, got {type(text).__name__} (files go to prepare_file)")
-        self.tower_config("text", text_label(text))
+        self.tower_config("text", _text_label(text))
         if not text.strip():
-            raise InputError(text_label(text), "empty text")
+            raise InputError(_text_label(text), "empty text")
         return Prepared("text", np.asarray(self.tokenizer.encode(text), dtype=np.int64))
 
     def prepare_image(self, source: str | os.PathLike | bytes | Image, name: str | None = None) -> Prepared:
