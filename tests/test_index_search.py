@@ -91,7 +91,14 @@ def test_save_load_round_trip_and_meta(rng, tmp_path):
     loaded = SearchIndex.load(tmp_path)
     assert loaded.meta["count"] == 50 and loaded.meta["dimension"] == 16
     assert loaded.meta["metric"] == "cosine" and loaded.model == "tiny-test" and loaded.kind == "flat"
-    assert loaded.entry(7) == {"key": "a/7", "path": "a/7.mid", "modality": "symbolic", "npy": "a/7.npy"}
+    entry = loaded.entry(7)
+    assert {k: entry[k] for k in ("key", "path", "modality", "npy")} == {
+        "key": "a/7",
+        "path": "a/7.mid",
+        "modality": "symbolic",
+        "npy": "a/7.npy",
+    }
+    assert entry["sha256"] is None and entry["n_items"] is None  # not given: unknown, not invented
     hit = loaded.search(db[7], k=1)[0][0]
     assert (hit.path, hit.row, hit.modality) == ("a/7.mid", 7, "symbolic")
     assert hit.score == pytest.approx(1.0, abs=1e-5)
@@ -143,7 +150,13 @@ def test_bad_vectors_are_refused(rng):
     assert len(index) == 0
 
 
-def test_load_reports_missing_files(tmp_path):
+def test_load_reports_missing_files(rng, tmp_path):
+    with pytest.raises(InputError, match="meta.json: missing"):
+        SearchIndex.load(tmp_path)
+    index = SearchIndex.create(8)
+    index.add(rng.standard_normal((3, 8)).astype(np.float32), _records(3))
+    index.save(tmp_path)
+    (tmp_path / "index.faiss").unlink()
     with pytest.raises(InputError, match="index.faiss: missing"):
         SearchIndex.load(tmp_path)
 

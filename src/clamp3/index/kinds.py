@@ -21,10 +21,13 @@ so a fixed default would be either slow on clustered data or inaccurate on sprea
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf")
 HNSW_M = 32  # links per node: the usual choice for 768-d vectors (memory ~ 2*M*4 bytes per row)
@@ -163,3 +166,17 @@ def calibrate(
         if recall >= min(1.0, target + CALIBRATION_MARGIN):
             return knob, recall
     return limit, recall
+
+
+def report_calibration(
+    kind: str, count: int, name: str, knob: int | None, recall: float, calibration: dict, index: Any
+) -> None:
+    """Log the outcome of :func:`calibrate` (a warning when it misses its target)."""
+    log.info("calibrated %s index of %d rows: %s=%s (recall@10 %.3f)", kind, count, name, knob, recall)
+    if recall < calibration["target_recall@10"]:
+        log.warning("%s index: recall@10 %.3f stays below the target at %s=%s", kind, recall, name, knob)
+    if knob is not None and index is not None and knob >= knob_limit(kind, index):
+        # Typical of spread-out data (e.g. uniform random vectors): no cluster structure to exploit.
+        log.warning(
+            "%s index needs %s=%s for its recall target: no faster than exact search here", kind, name, knob
+        )
