@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from clamp3.utils.errors import InputError
 
@@ -51,7 +51,7 @@ _TOKEN = re.compile(
 _KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false"}
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 
 class FilterError(InputError):
@@ -83,7 +83,7 @@ class BoolOp:
     parts: tuple[Node, ...]
 
 
-Node = Union[Compare, Not, BoolOp]
+Node = Compare | Not | BoolOp
 
 
 # ------------------------------------------------------------------------------------ parsing
