@@ -52,6 +52,7 @@ class EmbeddingSet:
     model: str | None = None
     fingerprint: str | None = None
     input_root: str | None = None
+    details: list[dict] = field(default_factory=list)  # per row: n_items, sha256, model (manifest)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -61,10 +62,12 @@ class EmbeddingSet:
         return int(self.vectors.shape[1])
 
     def records(self) -> list[dict[str, str | None]]:
-        """One ``{key, path, modality, npy}`` dict per row (the index's ``ids.jsonl`` fields)."""
+        """One ``{key, path, modality, npy, n_items, sha256, model}`` dict per row (the index's
+        metadata fields; the last three are None without a manifest record)."""
+        details = self.details or [{}] * len(self.keys)
         return [
-            {"key": k, "path": p, "modality": m, "npy": n}
-            for k, p, m, n in zip(self.keys, self.paths, self.modalities, self.npys)
+            {"key": k, "path": p, "modality": m, "npy": n, **d}
+            for k, p, m, n, d in zip(self.keys, self.paths, self.modalities, self.npys, details)
         ]
 
 
@@ -152,7 +155,7 @@ def load_embeddings(
     if not files:
         raise InputError(root, "no .npy embeddings found in this folder")
     manifest = _manifest_by_npy(root)
-    keys, paths, npys, modalities, rows, errors = [], [], [], [], [], []
+    keys, paths, npys, modalities, rows, errors, details = [], [], [], [], [], [], []
     for file in tqdm(files, desc=f"reading {root.name or root}", unit="file", disable=not progress):
         try:
             vector = read_vector(file, dim)
@@ -168,6 +171,7 @@ def load_embeddings(
         npys.append(npy)
         paths.append(str(record.get("path", npy)))
         modalities.append(record.get("modality"))
+        details.append({name: record.get(name) for name in ("n_items", "sha256", "model")})
         rows.append(vector)
     if not rows:
         raise InputError(root, f"no readable embeddings ({len(errors)} bad files, first: {errors[0]})")
@@ -175,5 +179,16 @@ def load_embeddings(
     records = [r for n, r in manifest.items() if n in loaded]
     models, model, fingerprint, input_root = _model_of(records, root)
     return EmbeddingSet(
-        root, keys, paths, npys, modalities, np.stack(rows), models, errors, model, fingerprint, input_root
+        root,
+        keys,
+        paths,
+        npys,
+        modalities,
+        np.stack(rows),
+        models,
+        errors,
+        model,
+        fingerprint,
+        input_root,
+        details,
     )

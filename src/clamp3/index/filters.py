@@ -96,7 +96,7 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
         if match is None or match.end() == pos:
             raise FilterError(f"cannot read {text[pos:].strip()[:20]!r} at character {pos + 1}")
         kind = match.lastgroup
-        raw = match.group(kind)
+        raw, start = match.group(kind), match.start(kind)
         if kind == "string":
             value: Any = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), raw[1:-1])
         elif kind == "number":
@@ -105,7 +105,7 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
             kind, value = "kw", raw.lower()
         else:
             value = raw
-        out.append((kind, value, match.start(kind)))
+        out.append((kind, value, start))
         pos = match.end()
     out.append(("end", None, len(text)))
     return out
@@ -227,7 +227,7 @@ def _check(node: Node, columns: Mapping[str, str]) -> None:
     for value in values:
         found = _type_of(value)
         if not (found == kind or (kind == "float" and found == "int")):
-            raise FilterError(f"{node.column} is a {kind} column, compared with {value!r}")
+            raise FilterError(f"{node.column} holds {kind} values, compared with {value!r}")
 
 
 # ------------------------------------------------------------------------------------ compiling

@@ -37,7 +37,7 @@ IVF_KMEANS_ITERATIONS = 15
 # Probes predicted fresh-query recall ~0.01 too high in tests (24-d, 600 rows): aim above target.
 CALIBRATION_MARGIN = 0.02
 # Settings tried by calibrate(), in increasing cost; geometric so a few trials cover the range.
-_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 def import_faiss():
@@ -107,7 +107,7 @@ def search_parameters(
 
 def knob_limit(kind: str, index: Any) -> int:
     """The setting beyond which a kind cannot get more accurate (IVF: all lists probed)."""
-    return int(index.nlist) if kind == "ivf" else _GRID[-1]
+    return int(index.nlist) if kind == "ivf" else GRID[-1]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -160,7 +160,7 @@ def calibrate(
     truth = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
     limit = knob_limit(kind, index)
     recall = 0.0
-    for knob in [g for g in _GRID if g < limit] + [limit]:
+    for knob in [g for g in GRID if g < limit] + [limit]:
         _, found = index.search(queries, k, params=search_parameters(kind, knob, k=k))
         recall = recall_at_k(found, truth)
         if recall >= min(1.0, target + CALIBRATION_MARGIN):

@@ -246,6 +246,10 @@ class SearchIndex:
         """The stored unit vector of ``row``, float32 (D,) (e.g. for "more like this" queries)."""
         raise NotImplementedError
 
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
+        """The stored unit vectors of ``rows``, float32 (len(rows), D), in that order."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------------------- extending
     def _checked(
         self, vectors: np.ndarray, records: Sequence[Mapping[str, Any]], skip_known: bool
@@ -298,7 +302,7 @@ class SearchIndex:
             unit, rows = self._checked(vectors, records, skip_known=False)
             known = [r["key"] for r in rows if r["key"] in self._rows_by_key]
             if known:
-                self._delete(known)
+                self._delete(known, replacing=True)
             if rows:
                 self._write(unit, rows, progress)
             self._changed()
@@ -317,8 +321,9 @@ class SearchIndex:
         """Back-end: store new rows (their keys are not indexed at this point)."""
         raise NotImplementedError
 
-    def _delete(self, keys: list[str]) -> None:
-        """Back-end: drop the rows of ``keys`` (all indexed)."""
+    def _delete(self, keys: list[str], replacing: bool = False) -> None:
+        """Back-end: drop the rows of ``keys`` (all indexed); ``replacing``: new rows of the same
+        keys are written next (a back-end that upserts in place may skip the delete)."""
         raise NotImplementedError
 
     def _changed(self) -> None:

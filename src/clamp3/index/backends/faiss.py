@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,12 @@ class FaissIndex(SearchIndex):
                 raise IndexError(f"row {row} out of range for an index of {len(self._entries)} rows")
             return self._index.reconstruct(int(row))
 
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
+        with self._lock.read():
+            if not len(rows):
+                return np.zeros((0, self.dim), np.float32)
+            return np.stack([self._index.reconstruct(int(r)) for r in rows])
+
     def _write(self, unit: np.ndarray, rows: list[dict[str, Any]], progress: bool) -> None:
         from tqdm.auto import tqdm
 
@@ -168,7 +175,7 @@ class FaissIndex(SearchIndex):
         self._meta["count"] = len(self._entries)
         self._maybe_recalibrate()
 
-    def _delete(self, keys: list[str]) -> None:
+    def _delete(self, keys: list[str], replacing: bool = False) -> None:
         """Rebuild the FAISS index without those rows (same kind; IVF keeps its trained lists):
         HNSW graphs cannot drop nodes, and one code path for every kind keeps rows in step."""
         drop = {self._rows_by_key[k] for k in keys}
