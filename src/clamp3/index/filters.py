@@ -239,17 +239,32 @@ def _milvus_literal(value: Scalar) -> str:
     return repr(value)
 
 
-def _milvus(node: Node) -> str:
-    if isinstance(node, BoolOp):
-        return "(" + f" {node.op} ".join(_milvus(p) for p in node.parts) + ")"
+_OPPOSITE = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", "<=": ">", ">": "<=", "in": "notin", "notin": "in"}
+_NEGATIVE = {"!=", "notin"}  # true for a row whose value is missing, in some engines: guarded
+
+
+def _milvus(node: Node, negate: bool = False) -> str:
+    """Milvus text of ``node`` (or of its negation), negations pushed down to the comparisons.
+
+    In that form Kleene's logic and two-valued logic agree once each comparison is true only
+    for a present value, so the text asks ``is not null`` wherever a negative comparison
+    (``!=``, ``not in``, ``not array_contains``) could otherwise count a missing value."""
     if isinstance(node, Not):
-        return f"(not {_milvus(node.inner)})"
+        return _milvus(node.inner, not negate)
+    if isinstance(node, BoolOp):
+        op = {"and": "or", "or": "and"}[node.op] if negate else node.op
+        return "(" + f" {op} ".join(_milvus(p, negate) for p in node.parts) + ")"
+    column = node.column
     if node.op == "contains":
-        return f"array_contains({node.column}, {_milvus_literal(node.value)})"
-    if node.op in ("in", "notin"):
+        test = f"array_contains({column}, {_milvus_literal(node.value)})"
+        return f"({column} is not null and not {test})" if negate else test
+    op = _OPPOSITE[node.op] if negate else node.op
+    if op in ("in", "notin"):
         items = ", ".join(_milvus_literal(v) for v in node.value)
-        return f"({node.column} {'not in' if node.op == 'notin' else 'in'} [{items}])"
-    return f"({node.column} {node.op} {_milvus_literal(node.value)})"
+        test = f"{column} {'not in' if op == 'notin' else 'in'} [{items}]"
+    else:
+        test = f"{column} {op} {_milvus_literal(node.value)}"
+    return f"({column} is not null and {test})" if op in _NEGATIVE else f"({test})"
 
 
 _COMPARE = {
