@@ -324,7 +324,10 @@ def parse_where(text: str, columns: Mapping[str, str]) -> Where:
     if len(text) > MAX_WHERE_CHARS:
         raise FilterError(f"longer than {MAX_WHERE_CHARS} characters")
     parser = _Parser(text)
-    tree = parser.expression()
+    try:
+        tree = parser.expression()
+    except RecursionError:
+        raise FilterError("brackets or 'not's nested too deeply") from None
     kind, value, pos = parser.peek()
     if kind != "end":
         raise FilterError(f"unexpected {value!r} at character {pos + 1} (join conditions with and / or)")
