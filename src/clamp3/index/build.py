@@ -10,7 +10,8 @@ from typing import Any
 
 from clamp3.index.catalogue import Catalogue, read_catalogue
 from clamp3.index.embeddings import EmbeddingSet, load_embeddings
-from clamp3.index.search_index import META_FILE, SearchIndex, read_meta
+from clamp3.index.records import META_FILE, read_meta
+from clamp3.index.search_index import SearchIndex
 from clamp3.index.sync import apply_sync, plan_sync
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl

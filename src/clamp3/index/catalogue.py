@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clamp3.index.filters import COLUMN_TYPES
-from clamp3.index.search_index import BASE_COLUMNS
+from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
 
 JOIN_COLUMNS = ("key", "id", "path")

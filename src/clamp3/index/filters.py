@@ -333,3 +333,12 @@ def parse_where(text: str, columns: Mapping[str, str]) -> Where:
         raise FilterError(f"unexpected {value!r} at character {pos + 1} (join conditions with and / or)")
     _check(tree, columns)
     return Where(text, tree)
+
+
+def with_modality(where: Where | None, modality: str) -> Where:
+    """``where`` (or nothing) restricted to one modality, as one filter."""
+    condition = Compare("modality", "==", modality)
+    if where is None:
+        return Where(f"modality == {json.dumps(modality)}", condition)
+    text = f"modality == {json.dumps(modality)} and ({where.text})"
+    return Where(text, BoolOp("and", (condition, where.tree)))

@@ -26,37 +26,23 @@ Thread safety: ``search`` calls may run concurrently; ``add``, ``upsert``, ``rem
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clamp3.index.filters import Compare, Where, parse_where
+from clamp3.index.filters import Where, parse_where, with_modality
 from clamp3.index.locking import ReadWriteLock
+from clamp3.index.records import BACKENDS, BASE_COLUMNS, META_FILE, entry_of, now, read_meta
 from clamp3.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-META_FILE = "meta.json"
-FORMAT_VERSION = 2  # 2: backend, columns and per-item metadata; version 1 folders still load
-BACKENDS = ("faiss", "milvus")
 TIE_MARGIN = 8  # extra rows fetched so hits tied with the k-th can be ordered by key before the cut
-# The metadata every row carries (besides catalogue columns), with its filter type.
-BASE_COLUMNS = {
-    "key": "str",
-    "path": "str",
-    "modality": "str",
-    "npy": "str",
-    "n_items": "int",
-    "sha256": "str",
-    "model": "str",
-}
 
 
 @dataclass(frozen=True)
@@ -79,50 +65,6 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     array = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return np.ascontiguousarray(array / np.maximum(norms, np.finfo(np.float32).tiny))
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def new_meta(dim: int, kind: str, backend: str, columns: Mapping[str, str], **fields: Any) -> dict[str, Any]:
-    """The ``meta.json`` content of a new, empty index."""
-    return {
-        "format": FORMAT_VERSION,
-        "backend": backend,
-        "model": fields.pop("model", None),
-        "model_fingerprint": fields.pop("model_fingerprint", None),
-        "input_root": fields.pop("input_root", None),
-        "dimension": int(dim),
-        "metric": "cosine",
-        "kind": kind,
-        "params": {},
-        "calibration": {"target_recall@10": fields.pop("target_recall", 0.95), "recall@10": 1.0, "count": 0},
-        "columns": dict(columns),
-        "count": 0,
-        "created": now(),
-        "updated": now(),
-        **fields,
-    }
-
-
-def entry_of(record: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
-    """A metadata record -> the stored row: base fields (path defaults to the key) + catalogue."""
-    key = str(record["key"])
-    out: dict[str, Any] = {name: record.get(name) for name in BASE_COLUMNS}
-    out["key"], out["path"] = key, str(record.get("path") or key)
-    for name in columns:
-        out[name] = record.get(name)
-    return out
-
-
-def read_meta(root: Path) -> dict[str, Any]:
-    if not (root / META_FILE).is_file():
-        raise InputError(root / META_FILE, "missing: not an index folder (build it with `clamp3 index`)")
-    try:
-        return json.loads((root / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(root / META_FILE, f"unreadable ({exc})") from exc
 
 
 class SearchIndex:
@@ -337,14 +279,7 @@ class SearchIndex:
         """``where`` (text or parsed) and a modality restriction as one checked filter; raises
         ``FilterError`` for a bad expression."""
         parsed = parse_where(where, self.columns) if isinstance(where, str) else where
-        if modality is None:
-            return parsed
-        condition = Compare("modality", "==", modality)
-        if parsed is None:
-            return Where(f'modality == "{modality}"', condition)
-        from clamp3.index.filters import BoolOp
-
-        return Where(f'modality == "{modality}" and ({parsed.text})', BoolOp("and", (condition, parsed.tree)))
+        return parsed if modality is None else with_modality(parsed, modality)
 
     def matching_rows(self, where: Where) -> np.ndarray:
         """Rows (int64, ascending) whose metadata passes ``where``; cached per expression."""

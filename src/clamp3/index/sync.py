@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from clamp3.index.search_index import SearchIndex, entry_of, normalize
+from clamp3.index.records import entry_of
+from clamp3.index.search_index import SearchIndex, normalize
 
 VECTOR_TOLERANCE = 1e-5  # max abs difference of unit vectors still counted as the same embedding
 COMPARE_BATCH = 4096  # stored vectors fetched per call when comparing without sha256

@@ -33,7 +33,8 @@ import numpy as np
 
 from clamp3.index import kinds
 from clamp3.index.filters import Where
-from clamp3.index.search_index import SearchIndex, new_meta
+from clamp3.index.records import new_meta
+from clamp3.index.search_index import SearchIndex
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
 
@@ -194,13 +195,18 @@ class FaissIndex(SearchIndex):
 
     def _maybe_recalibrate(self) -> None:
         """Re-tune efSearch/nprobe when the collection grew enough to change the recall."""
+        last = int(self._meta["calibration"].get("count", 0))
+        if self.kind != "flat" and not (last and len(self._entries) < last * (1 + RECALIBRATE_GROWTH)):
+            self.calibrate()
+
+    def calibrate(self, vectors: np.ndarray | None = None) -> None:
+        """Tune efSearch/nprobe for the recall target now (:func:`kinds.calibrate`). ``vectors``:
+        the stored unit vectors (N, D) in row order, e.g. a memory map (default: read back)."""
         if self.kind == "flat":
             return
         calibration = self._meta["calibration"]
-        last = int(calibration.get("count", 0))
-        if last and len(self._entries) < last * (1 + RECALIBRATE_GROWTH):
-            return
-        vectors = self._index.reconstruct_n(0, self._index.ntotal)
+        if vectors is None:
+            vectors = self._index.reconstruct_n(0, self._index.ntotal)
         knob, recall = kinds.calibrate(
             self.kind, self._index, vectors, target=calibration["target_recall@10"]
         )

@@ -24,7 +24,6 @@ boolean expression (:meth:`Where.milvus`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,17 @@ from typing import Any
 import numpy as np
 
 from clamp3.index import kinds
+from clamp3.index.backends.milvus_schema import (
+    check_lengths,
+    connect,
+    plain,
+    quiet_iterator,
+    resolve_uri,
+    schema,
+)
 from clamp3.index.filters import Where
-from clamp3.index.search_index import BASE_COLUMNS, META_FILE, SearchIndex, new_meta
+from clamp3.index.records import META_FILE, new_meta
+from clamp3.index.search_index import SearchIndex
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 
@@ -46,70 +54,11 @@ WRITE_BATCH = 1000  # rows per upsert call: bounded request size; a killed sync 
 READ_BATCH = 4000  # rows per query_iterator page when the metadata table is read
 MAX_LIMIT = 16384  # Milvus's largest top-k
 MAX_EF = 32768
-LIST_CAPACITY, LIST_ITEM_CHARS, TEXT_CHARS = 256, 1024, 65535
 HNSW_PARAMS = {"M": kinds.HNSW_M, "efConstruction": kinds.HNSW_EF_CONSTRUCTION}
+RECALIBRATE_GROWTH = 0.1  # as FAISS: recalibrate once the collection grew 10% since the last time
 FULL_SCAN_LIMIT = 200_000  # largest collection whose vectors are read back to recalibrate
 _DEFAULT_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 _FAMILY = {"FLAT": "flat", "HNSW": "hnsw", "HNSW_SQ": "hnsw", "IVF_FLAT": "ivf", "IVF_SQ8": "ivf"}
-
-
-def import_pymilvus():
-    try:
-        import pymilvus
-    except ImportError as exc:  # an optional dependency: say how to get it
-        raise ImportError("the Milvus backend needs pymilvus: pip install 'clamp3[milvus]'") from exc
-    return pymilvus
-
-
-def resolve_uri(uri: str) -> str:
-    """A server URI as it is; a Lite file as an absolute path (so any working folder finds it)."""
-    if "://" in uri:
-        return uri
-    return str(Path(uri).expanduser().resolve())
-
-
-def connect(uri: str, token_env: str | None = None) -> Any:
-    """A ``MilvusClient`` for ``uri``; the token comes from the environment variable ``token_env``."""
-    pymilvus = import_pymilvus()
-    token = ""
-    if token_env:
-        token = os.environ.get(token_env, "")
-        if not token:
-            raise InputError(uri, f"the environment variable {token_env} (the Milvus token) is not set")
-    try:
-        return pymilvus.MilvusClient(uri=uri, token=token)
-    except Exception as exc:  # pymilvus raises its own types and grpc/OS errors: say where
-        raise InputError(uri, f"cannot open Milvus ({type(exc).__name__}: {exc})") from exc
-
-
-def _schema(dim: int, columns: dict[str, str]) -> Any:
-    data_type = import_pymilvus().DataType
-    schema = import_pymilvus().MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("key", data_type.VARCHAR, is_primary=True, max_length=TEXT_CHARS)
-    schema.add_field("vector", data_type.FLOAT_VECTOR, dim=dim)
-    scalar = {
-        "str": data_type.VARCHAR,
-        "int": data_type.INT64,
-        "float": data_type.DOUBLE,
-        "bool": data_type.BOOL,
-    }
-    for name, kind in {**BASE_COLUMNS, **columns}.items():
-        if name == "key":
-            continue
-        if kind == "list":
-            schema.add_field(
-                name,
-                data_type.ARRAY,
-                element_type=data_type.VARCHAR,
-                max_capacity=LIST_CAPACITY,
-                max_length=LIST_ITEM_CHARS,
-                nullable=True,
-            )
-        elif kind == "str":
-            schema.add_field(name, data_type.VARCHAR, max_length=TEXT_CHARS, nullable=True)
-        else:
-            schema.add_field(name, scalar[kind], nullable=True)
-    return schema
 
 
 class MilvusIndex(SearchIndex):
@@ -165,7 +114,7 @@ class MilvusIndex(SearchIndex):
         # pymilvus 3 sends build parameters flattened; Milvus Lite 3 reads them from a "params"
         # JSON entry (the older wire form, which servers still accept): send both.
         params.add_index("vector", index_type=index_type, metric_type="IP", params={**build, "params": build})
-        client.create_collection(collection, schema=_schema(dim, columns), index_params=params)
+        client.create_collection(collection, schema=schema(dim, columns), index_params=params)
         meta = new_meta(dim, kind, "milvus", columns, **fields)
         meta.update({"uri": uri, "collection": collection, "token_env": token_env})
         meta.update({"index_type": index_type, "build_params": build})
@@ -187,7 +136,7 @@ class MilvusIndex(SearchIndex):
     def _scan(self, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
         """Every row of the collection, ``READ_BATCH`` at a time (the paged query API that
         servers and Lite both have; a plain ``query`` is capped at 16384 rows)."""
-        with _quiet_iterator():
+        with quiet_iterator():
             iterator = self._client.query_iterator(
                 self.collection, batch_size=READ_BATCH, output_fields=fields
             )
@@ -199,7 +148,7 @@ class MilvusIndex(SearchIndex):
 
     def _read_table(self) -> list[dict[str, Any]]:
         names = list(self.columns)
-        rows = [{n: _plain(r.get(n)) for n in names} for batch in self._scan(names) for r in batch]
+        rows = [{n: plain(r.get(n)) for n in names} for batch in self._scan(names) for r in batch]
         rows.sort(key=lambda r: r["key"])
         return rows
 
@@ -245,7 +194,7 @@ class MilvusIndex(SearchIndex):
         from tqdm.auto import tqdm
 
         for row in rows:
-            _check_lengths(row, self.catalogue_columns)
+            check_lengths(row, self.catalogue_columns)
         with tqdm(
             total=len(rows), desc=f"writing to Milvus {self.collection}", unit="vec", disable=not progress
         ) as bar:
@@ -268,21 +217,28 @@ class MilvusIndex(SearchIndex):
 
     # ----------------------------------------------------------------------------- tuning
     def _maybe_recalibrate(self, written: np.ndarray) -> None:
-        """Re-tune ef / nprobe from the whole collection's vectors when they are at hand."""
-        calibration = self._meta["calibration"]
-        last = int(calibration.get("count", 0))
-        if self.kind == "flat" or (last and len(self._entries) < last * 1.1):
+        """Re-tune ef / nprobe once the collection grew enough, from the whole collection's
+        vectors when they are at hand (just written, or few enough to read back)."""
+        last = int(self._meta["calibration"].get("count", 0))
+        if self.kind == "flat" or (last and len(self._entries) < last * (1 + RECALIBRATE_GROWTH)):
             return
         if len(written) >= 0.9 * len(self._entries):
-            keys = [e["key"] for e in self._entries[-len(written) :]]
-            vectors = written
+            self.calibrate([e["key"] for e in self._entries[-len(written) :]], written)
         elif len(self._entries) <= FULL_SCAN_LIMIT:
-            keys, vectors = self._all_vectors()
+            self.calibrate()
         else:
             log.info(
                 "Milvus %s: %d rows; keeping %s", self.collection, len(self._entries), self._meta["params"]
             )
+
+    def calibrate(self, keys: list[str] | None = None, vectors: np.ndarray | None = None) -> None:
+        """Tune ef / nprobe for the recall target now. ``keys`` and their unit ``vectors`` (N, D)
+        stand for the collection (default: every row, read back from Milvus)."""
+        if self.kind == "flat":
             return
+        if keys is None or vectors is None:
+            keys, vectors = self._all_vectors()
+        calibration = self._meta["calibration"]
         knob, recall = self._calibrate(keys, vectors, calibration["target_recall@10"])
         name = "ef" if self.kind == "hnsw" else "nprobe"
         self._meta["params"] = {name: knob} if knob is not None else {}
@@ -305,7 +261,7 @@ class MilvusIndex(SearchIndex):
         if len(vectors) <= k:
             return None, 1.0
         queries = kinds.probe_queries(vectors, 256)
-        truth = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+        truth = kinds.exact_top_k(queries, vectors, k)
         position = {key: i for i, key in enumerate(keys)}
         limit, recall = self._knob_limit(), 0.0
         for knob in [g for g in kinds.GRID if g < limit] + [limit]:
@@ -357,37 +313,3 @@ class MilvusIndex(SearchIndex):
             for j, (row, score) in enumerate(known[:fetch]):
                 rows[q, j], scores[q, j] = row, score
         return scores, rows
-
-
-@contextlib.contextmanager
-def _quiet_iterator() -> Iterator[None]:
-    """Mute two harmless messages of a query iterator on Milvus Lite: Lite's in-process server
-    lacks the timestamp call the iterator tries first (an ERROR from grpc) and pymilvus then warns
-    that it uses a client-side timestamp instead, on every index load."""
-    loggers = [logging.getLogger(name) for name in ("grpc._server", "pymilvus")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def _plain(value: Any) -> Any:
-    """Milvus values -> JSON-friendly Python (ARRAY fields come back as lists or repeated fields)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return [str(v) for v in value]
-
-
-def _check_lengths(row: dict[str, Any], columns: dict[str, str]) -> None:
-    for name, kind in columns.items():
-        value = row.get(name)
-        if kind != "list" or value is None:
-            continue
-        if len(value) > LIST_CAPACITY or any(len(v) > LIST_ITEM_CHARS for v in value):
-            raise InputError(
-                row["key"], f"{name}: at most {LIST_CAPACITY} values of {LIST_ITEM_CHARS} characters"
-            )
