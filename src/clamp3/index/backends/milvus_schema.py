@@ -42,7 +42,8 @@ def connect(uri: str, token_env: str | None = None) -> Any:
     try:
         return pymilvus.MilvusClient(uri=uri, token=token)
     except Exception as exc:  # pymilvus raises its own types and grpc/OS errors: say where
-        raise InputError(uri, f"cannot open Milvus ({type(exc).__name__}: {exc})") from exc
+        hint = "" if "://" in uri else "; a Milvus Lite file serves one process: is another one using it?"
+        raise InputError(uri, f"cannot open Milvus ({type(exc).__name__}: {exc}){hint}") from exc
 
 
 def schema(dim: int, columns: dict[str, str]) -> Any:
