@@ -236,6 +236,8 @@ class MilvusIndex(SearchIndex):
         stand for the collection (default: every row, read back from Milvus)."""
         if self.kind == "flat":
             return
+        # Sealed segments first: Milvus Lite answers from its growing buffer by a slow scan.
+        self._client.flush(self.collection)
         if keys is None or vectors is None:
             keys, vectors = self._all_vectors()
         calibration = self._meta["calibration"]

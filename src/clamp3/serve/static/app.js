@@ -60,7 +60,10 @@ async function runSearch(file = null) {
     if (serial !== searchSerial) return; // a newer search already answered
     showResults(data);
   } catch (error) {
-    if (serial === searchSerial) setStatus(error.message, true);
+    if (serial !== searchSerial) return;
+    setStatus(error.message, true);
+    // A refused filter must not leave the previous (differently filtered) results on show.
+    if (error.message.startsWith("where:")) { $("results").replaceChildren(); $("pager").hidden = true; }
   }
 }
 
