@@ -111,14 +111,27 @@ def free_port() -> int:
 
 
 def start_server(
-    model_dir: Path, index_dir: Path, media: Path, port: int, threads: int, log: Path
+    model_dir: Path,
+    index_dir: Path,
+    media: Path,
+    port: int,
+    threads: int,
+    log: Path,
+    extra: tuple[str, ...] | list[str] = (),
 ) -> subprocess.Popen:
+    """``clamp3 serve`` in its own process group (``extra``: more options, e.g. ``--device``)."""
     command = [sys.executable, "-m", "clamp3.cli.main", "serve", str(index_dir), "--media-root", str(media)]
     command += ["--model", str(model_dir), "--port", str(port)] + (
         ["--threads", str(threads)] if threads else []
     )
+    command += list(extra)
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)  # the server we started, and only it
+    server.wait(timeout=30)
 
 
 async def wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> dict:
@@ -226,8 +239,7 @@ def main() -> int:
             loaded = asyncio.run(run_load(base, texts[args.warmup :], args.concurrency))
             memory = rss_mb(server.pid)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)  # the server we started, and only it
-            server.wait(timeout=30)
+            stop_server(server)
         log_lines = (workdir / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()
     result = {
         "preset": args.preset,

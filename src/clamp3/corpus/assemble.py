@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from clamp3.corpus.select import stable_hash
+from clamp3.corpus.textfix import find_unclean
 from clamp3.corpus.texts import LANGUAGES, all_texts
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic, write_text_atomic
@@ -135,6 +136,12 @@ def assemble(
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
         facts["split"] = split_of(facts["group"])
         record = make_record(facts, all_texts(facts, languages), _piece_files(out, piece_id))
+        unclean = find_unclean(record)
+        if unclean:  # facts are checked when built; this guards the templates and older corpora
+            raise ValueError(
+                f"{piece_id}: text with control or replacement characters: {unclean[0]} (a corpus built "
+                "before the code-page repair: build it again in a new folder)"
+            )
         by_split[facts["split"]].append(record)
     for name, records in by_split.items():
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

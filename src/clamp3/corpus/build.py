@@ -157,14 +157,21 @@ def _parse(ref: PieceRef) -> Any:
         raise ValueError("the file holds several scores (an opus), not one piece")
     if not score.parts:
         raise ValueError("the score has no parts")
+    from clamp3.corpus.textfix import repair_metadata
+
+    repair_metadata(score)  # before anything reads or writes it: titles, texts, MusicXML
     return score
 
 
 def _describe(score: Any, ref: PieceRef) -> dict[str, Any]:
     from clamp3.corpus.describe import describe
+    from clamp3.corpus.textfix import find_unclean
 
     facts = describe(score, ref)
     facts["group"] = ref.group
+    unclean = find_unclean(facts)
+    if unclean:
+        raise ValueError(f"control or replacement characters left after repair: {'; '.join(unclean[:3])}")
     return facts
 
 
