@@ -175,6 +175,7 @@ def test_cli_catalogue_where_and_sync(tmp_path, rng, capsys, backend):
     assert main(["search", query, str(idx), "--where", "year >= 2050", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert sorted(r["key"] for r in found) == [f"item{i:02d}" for i in range(15, 24)][:10]
+    assert all(r["metadata"]["year"] == 1900 + 10 * int(r["key"][4:]) for r in found)
     assert main(["search", query, str(idx), "--where", "year >= 'x'"]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "year holds int values" in err and "Traceback" not in err

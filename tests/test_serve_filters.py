@@ -97,3 +97,12 @@ def test_a_bad_filter_is_a_422_never_an_unfiltered_answer(client, where):
         assert response.status_code == 422
         body = response.json()
         assert "results" not in body and body["message"].startswith("where: ")
+
+
+def test_items_carry_their_catalogue_values(client):
+    results = client.get("/api/search", params={"q": QUERY_TEXT, "k": 100}).json()["results"]
+    by_path = {r["path"]: r["id"] for r in results}
+    item = client.get(f"/api/items/{by_path['texts/lied.txt']}").json()
+    assert item["metadata"] == {"composer": "Händel", "year": 1740, "tags": ["lied", "chorale"]}
+    other = client.get(f"/api/items/{by_path['audio/sines_16k_mono_3s7.wav']}").json()
+    assert other["metadata"] == {"composer": None, "year": None, "tags": None}

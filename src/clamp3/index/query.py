@@ -116,7 +116,8 @@ def search(
     absolute path or a tag, so it loads from any working directory).
 
     Returns ``top_k`` dicts, best first (equal scores by key): ``rank`` (1-based), ``path``,
-    ``score`` (cosine), ``modality``, ``key``, ``row``. ``modality`` keeps only rows of that
+    ``score`` (cosine), ``modality``, ``key``, ``row`` and, when the index has catalogue columns,
+    ``metadata`` (column -> value). ``modality`` keeps only rows of that
     modality, ``where`` only rows passing a filter (:mod:`clamp3.index.filters`).
     """
     if not isinstance(index, SearchIndex):
@@ -124,4 +125,12 @@ def search(
     source = model if model is not None else index.model
     vector, _ = query_vector(query, index.dim, source, device, fingerprint=index.model_fingerprint)
     hits = index.search(vector[None, :], top_k, modality=modality, where=where)[0]
-    return [{"rank": rank, **hit.to_dict()} for rank, hit in enumerate(hits, start=1)]
+    columns = index.catalogue_columns
+    out = []
+    for rank, hit in enumerate(hits, start=1):
+        result = {"rank": rank, **hit.to_dict()}
+        if columns:  # the catalogue's values, so a filtered answer shows what it matched on
+            entry = index.entry(hit.row)
+            result["metadata"] = {name: entry.get(name) for name in columns}
+        out.append(result)
+    return out

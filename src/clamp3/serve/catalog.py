@@ -333,6 +333,7 @@ class Catalog:
             "kind": media_kind(entry["path"]),
             "size_bytes": None,
             "text": None,
+            "metadata": {name: entry.get(name) for name in snap.index.catalogue_columns},
         }
         try:
             path = self.media.resolve(entry["path"])

@@ -76,6 +76,9 @@ class Item(BaseModel):
     available: bool = Field(description="false when the file is missing or refused")
     problem: str | None
     text: str | None = Field(description="the start of a text item")
+    metadata: dict[str, str | int | float | bool | list[str] | None] = Field(
+        default_factory=dict, description="the catalogue columns of the item (see /api/facets)"
+    )
     file_url: str
     render_url: str | None
     similar_url: str

@@ -172,7 +172,9 @@ async function openItem(id, { play = false } = {}) {
   detail.dataset.kind = item.kind;
   $("detail-title").textContent = item.name;
   const size = item.size_bytes == null ? "" : ` · ${(item.size_bytes / 1024).toFixed(1)} KB`;
-  $("detail-meta").textContent = `${item.path} · ${KIND_LABEL[item.kind] || item.kind}${size}` +
+  const catalogue = Object.entries(item.metadata || {}).filter(([, v]) => v != null && v !== "")
+    .map(([k, v]) => ` · ${k}: ${Array.isArray(v) ? v.join(", ") : v}`).join("");
+  $("detail-meta").textContent = `${item.path} · ${KIND_LABEL[item.kind] || item.kind}${size}${catalogue}` +
     (item.available ? "" : ` · ${item.problem}`);
   const download = $("download");
   download.href = item.file_url;
