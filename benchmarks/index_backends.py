@@ -134,7 +134,7 @@ class _IvfPq:
         self.faiss, self.vectors, self.buckets = faiss, vectors, buckets
         dim = vectors.shape[1]
         self.index = faiss.index_factory(dim, f"IVF{ivf_lists(len(vectors))},PQ{dim // 4}x8", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(self.index).do_polysemous_training = False  # minutes of annealing, unused here
+        faiss.downcast_index(self.index).do_polysemous_training = False  # minutes of annealing, unused here
         sample = np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)
         self.index.train(np.asarray(vectors[np.sort(sample)]))
         for start in range(0, len(vectors), CHUNK):

@@ -268,3 +268,15 @@ def test_a_sync_that_dies_half_way_is_finished_by_a_rerun(make, rng, tmp_path, m
     reference = make(8, columns=COLUMNS)
     reference.add(db2, rec2)
     assert _state(final) == _state(reference) and len(final) == 80
+
+
+def test_filter_caches_stay_bounded(make, rng):
+    from clamp3.index.search_index import MAX_CACHED_FILTERS
+
+    db = rng.standard_normal((40, 8)).astype(np.float32)
+    index = make(8, columns=COLUMNS)
+    index.add(db, _records(40))
+    for year in range(MAX_CACHED_FILTERS + 20):
+        assert len(index.search(db[0], k=3, where=f"year >= {1700 + year}")[0]) <= 3
+    assert len(index._matching) <= MAX_CACHED_FILTERS
+    assert len(getattr(index, "_selectors", {})) <= MAX_CACHED_FILTERS

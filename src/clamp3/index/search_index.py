@@ -42,6 +42,7 @@ from clamp3.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
+MAX_CACHED_FILTERS = 64  # row sets kept per index (one int64 per matching row each)
 TIE_MARGIN = 8  # extra rows fetched so hits tied with the k-th can be ordered by key before the cut
 
 
@@ -57,6 +58,16 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def remember(cache: dict, key: str, value: Any) -> None:
+    """``cache[key] = value``, dropping the oldest entry beyond ``MAX_CACHED_FILTERS`` (clients
+    choose the expressions, so the cache must stay bounded). Readers may race here: they build
+    equal values, and an eviction that loses a race is simply skipped."""
+    if len(cache) >= MAX_CACHED_FILTERS:
+        with contextlib.suppress(RuntimeError, StopIteration):  # another thread changed the dict meanwhile
+            cache.pop(next(iter(cache)), None)
+    cache[key] = value
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -286,7 +297,7 @@ class SearchIndex:
         rows = self._matching.get(where.text)
         if rows is None:
             rows = np.array([i for i, e in enumerate(self._entries) if where.matches(e)], np.int64)
-            self._matching[where.text] = rows  # a benign race: concurrent readers build equal arrays
+            remember(self._matching, where.text, rows)
         return rows
 
     # ----------------------------------------------------------------------------- searching

@@ -34,7 +34,7 @@ import numpy as np
 from clamp3.index import kinds
 from clamp3.index.filters import Where
 from clamp3.index.records import new_meta
-from clamp3.index.search_index import SearchIndex
+from clamp3.index.search_index import SearchIndex, remember
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
 
@@ -220,7 +220,7 @@ class FaissIndex(SearchIndex):
         selector = self._selectors.get(condition.text)
         if selector is None:
             selector = kinds.import_faiss().IDSelectorBatch(self.matching_rows(condition))
-            self._selectors[condition.text] = selector  # a benign race: readers build equal values
+            remember(self._selectors, condition.text, selector)
         return selector
 
     def _nearest(
