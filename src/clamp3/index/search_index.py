@@ -26,6 +26,7 @@ Thread safety: ``search`` calls may run concurrently; ``add``, ``upsert``, ``rem
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
