@@ -200,3 +200,28 @@ def test_cli_milvus_options_need_the_backend(tmp_path, rng, capsys):
     assert "need --backend milvus" in capsys.readouterr().err
     assert main(["index", str(emb), str(tmp_path / "idx"), "--backend", "milvus"]) == 2
     assert "needs --uri" in capsys.readouterr().err
+
+
+@pytest.mark.milvus
+@pytest.mark.slow  # one subprocess (torch import + Milvus Lite start)
+def test_a_milvus_index_built_by_another_process_opens_and_searches(tmp_path, rng):
+    """A fresh process finds the collection released: opening it must load it (and the Lite
+    file is free again once the building process has exited)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("milvus_lite")
+    from clamp3.index import SearchIndex
+
+    emb, idx = tmp_path / "emb", tmp_path / "idx"
+    vectors = rng.standard_normal((12, 8)).astype(np.float32)
+    _write_folder(emb, vectors, [f"{i:064x}" for i in range(12)])
+    build = f"from clamp3.cli.main import main; raise SystemExit(main(['index', {str(emb)!r}, {str(idx)!r}, '--quiet', '--backend', 'milvus', '--uri', {str(tmp_path / 'lib.db')!r}]))"
+    done = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    index = SearchIndex.load(idx)
+    assert index.backend == "milvus" and len(index) == 12
+    assert [h.key for h in index.search(vectors[4], k=1)[0]] == ["item04"]
+    np.testing.assert_allclose(
+        index.vector(index.row_of("item04")), vectors[4] / np.linalg.norm(vectors[4]), atol=1e-6
+    )

@@ -34,6 +34,7 @@ import numpy as np
 
 from clamp3.index import kinds
 from clamp3.index.backends.milvus_schema import (
+    MILVUS_ERRORS,
     check_lengths,
     connect,
     plain,
@@ -124,12 +125,15 @@ class MilvusIndex(SearchIndex):
     def open(cls, root: Path, meta: dict[str, Any]) -> MilvusIndex:
         """Connect to the collection ``meta`` names and read its metadata table (key order)."""
         client = connect(str(meta.get("uri")), meta.get("token_env"))
-        if not client.has_collection(meta.get("collection", DEFAULT_COLLECTION)):
-            raise InputError(
-                root / META_FILE, f"names collection {meta.get('collection')!r}, not in {meta.get('uri')}"
-            )
-        out = cls(client, [], meta)
-        out._entries = out._read_table()
+        name = meta.get("collection", DEFAULT_COLLECTION)
+        try:
+            if not client.has_collection(name):
+                raise InputError(root / META_FILE, f"names collection {name!r}, not in {meta.get('uri')}")
+            client.load_collection(name)  # a collection starts released in a fresh process / server
+            out = cls(client, [], meta)
+            out._entries = out._read_table()
+        except MILVUS_ERRORS as exc:
+            raise InputError(f"{meta.get('uri')}#{name}", f"Milvus refused ({exc})") from exc
         out._changed()
         return out
 

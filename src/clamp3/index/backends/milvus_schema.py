@@ -16,6 +16,18 @@ from clamp3.utils.errors import InputError
 LIST_CAPACITY, LIST_ITEM_CHARS, TEXT_CHARS = 256, 1024, 65535
 
 
+class _NoMilvus(Exception):
+    """Stands in for pymilvus's errors where it is not installed (nothing raises it)."""
+
+
+try:  # pymilvus's own exception type, for turning server answers into one-line errors
+    from pymilvus.exceptions import MilvusException as _MilvusException
+
+    MILVUS_ERRORS: tuple[type[Exception], ...] = (_MilvusException,)
+except ImportError:
+    MILVUS_ERRORS = (_NoMilvus,)
+
+
 def import_pymilvus():
     try:
         import pymilvus
