@@ -50,7 +50,9 @@ def make_data(work: Path, n: int, dim: int, clusters: int, n_queries: int, seed:
     spread = 0.6  # within-cluster noise per dimension vs unit-variance centres: clusters overlap a little
 
     def draw(count: int) -> np.ndarray:
-        x = centres[rng.integers(0, clusters, count)] + spread * rng.standard_normal((count, dim)).astype(np.float32)
+        x = centres[rng.integers(0, clusters, count)] + spread * rng.standard_normal((count, dim)).astype(
+            np.float32
+        )
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     vectors = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim))
@@ -70,7 +72,10 @@ def exact(work: Path, k: int = 10) -> dict[str, np.ndarray]:
     vectors = np.load(work / "vectors.npy", mmap_mode="r")
     buckets, queries = np.load(work / "buckets.npy"), np.load(work / "queries.npy")
     masks = {"none": None, "1%": buckets == 7, "30%": buckets < 30}
-    best = {name: (np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)) for name in masks}
+    best = {
+        name: (np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64))
+        for name in masks
+    }
     for start in range(0, len(vectors), CHUNK):
         sims = queries @ np.asarray(vectors[start : start + CHUNK]).T
         for name, mask in masks.items():
@@ -106,15 +111,27 @@ def _build(spec: str, work: Path, vectors: np.ndarray, buckets: np.ndarray):
     kind = {"ivf_sq8": "ivf", "hnsw_sq": "hnsw"}.get(variant, variant)
     options: dict = {"columns": {"bucket": "int"}}
     if kind == "ivf":
-        options["train_vectors"] = vectors[np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)]
+        options["train_vectors"] = vectors[
+            np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)
+        ]
     if backend == "milvus":
-        options |= {"uri": str(work / f"{spec}.db"), "collection": "bench", "overwrite": True, "index_type": variant.upper()}
+        options |= {
+            "uri": str(work / f"{spec}.db"),
+            "collection": "bench",
+            "overwrite": True,
+            "index_type": variant.upper(),
+        }
         options["train_vectors"] = np.empty((len(vectors), 0)) if kind == "ivf" else None  # nlist ~ sqrt(N)
-    faiss_backend.RECALIBRATE_GROWTH = milvus_backend.RECALIBRATE_GROWTH = float("inf")  # calibrate once, below
+    faiss_backend.RECALIBRATE_GROWTH = milvus_backend.RECALIBRATE_GROWTH = float(
+        "inf"
+    )  # calibrate once, below
     index = SearchIndex.create(vectors.shape[1], kind, backend=backend, **options)
     for start in range(0, len(vectors), CHUNK):
         rows = range(start, min(start + CHUNK, len(vectors)))
-        index.add(np.asarray(vectors[start : rows.stop]), [{"key": f"v{i:08d}", "bucket": int(buckets[i])} for i in rows])
+        index.add(
+            np.asarray(vectors[start : rows.stop]),
+            [{"key": f"v{i:08d}", "bucket": int(buckets[i])} for i in rows],
+        )
     if backend == "milvus":
         index.calibrate([f"v{i:08d}" for i in range(len(vectors))], vectors)
     else:
@@ -133,7 +150,9 @@ class _IvfPq:
 
         self.faiss, self.vectors, self.buckets = faiss, vectors, buckets
         dim = vectors.shape[1]
-        self.index = faiss.index_factory(dim, f"IVF{ivf_lists(len(vectors))},PQ{dim // 4}x8", faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.index_factory(
+            dim, f"IVF{ivf_lists(len(vectors))},PQ{dim // 4}x8", faiss.METRIC_INNER_PRODUCT
+        )
         faiss.downcast_index(self.index).do_polysemous_training = False  # minutes of annealing, unused here
         sample = np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)
         self.index.train(np.asarray(vectors[np.sort(sample)]))
@@ -142,7 +161,9 @@ class _IvfPq:
         self.index.nprobe = 32
         self.path = work / "faiss-ivfpq.faiss"
         faiss.write_index(self.index, str(self.path))
-        self.selectors = {name: faiss.IDSelectorBatch(np.flatnonzero(self._mask(name))) for name in ("1%", "30%")}
+        self.selectors = {
+            name: faiss.IDSelectorBatch(np.flatnonzero(self._mask(name))) for name in ("1%", "30%")
+        }
 
     def _mask(self, name: str) -> np.ndarray:
         return self.buckets == 7 if name == "1%" else self.buckets < 30
@@ -150,7 +171,7 @@ class _IvfPq:
     def search(self, query: np.ndarray, k: int, name: str) -> list[int]:
         params = self.faiss.SearchParametersIVF()
         fraction = 1.0 if name == "none" else (0.01 if name == "1%" else 0.3)
-        params.nprobe = int(min(self.index.nlist, 32 / fraction ** 0.5))
+        params.nprobe = int(min(self.index.nlist, 32 / fraction**0.5))
         if name != "none":
             params.sel = self.selectors[name]
         _, rows = self.index.search(query[None, :], 100, params=params)
@@ -178,7 +199,12 @@ def child(spec: str, work: Path, threads: int) -> dict:
         index, paths = _build(spec, work, vectors, buckets)
         search = lambda q, name: [int(h.key[1:]) for h in index.search(q, 10, where=FILTERS[name])[0]]  # noqa: E731
         params = index.meta["params"]
-    out = {"kind": spec, "n": len(vectors), "build_s": time.perf_counter() - start, "disk_mb": _disk(*paths) / 2**20}
+    out = {
+        "kind": spec,
+        "n": len(vectors),
+        "build_s": time.perf_counter() - start,
+        "disk_mb": _disk(*paths) / 2**20,
+    }
     out["params"] = params
     for name in FILTERS:
         search(queries[0], name)  # warm-up: selectors, caches
@@ -195,14 +221,20 @@ def child(spec: str, work: Path, threads: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'kind':<15}{'build s':>9}{'disk MB':>9}{'RSS MB':>8}" + "".join(
-        f"{'p50/p95 ms ' + n:>20}{'R@10':>6}" for n in FILTERS
-    ) + f"{'1%/none':>8}"
+    head = (
+        f"{'kind':<15}{'build s':>9}{'disk MB':>9}{'RSS MB':>8}"
+        + "".join(f"{'p50/p95 ms ' + n:>20}{'R@10':>6}" for n in FILTERS)
+        + f"{'1%/none':>8}"
+    )
     lines = [head]
     for r in rows:
-        cells = "".join(f"{r[f'p50_ms_{n}']:>11.2f}/{r[f'p95_ms_{n}']:<8.2f}{r[f'recall_{n}']:>6.3f}" for n in FILTERS)
+        cells = "".join(
+            f"{r[f'p50_ms_{n}']:>11.2f}/{r[f'p95_ms_{n}']:<8.2f}{r[f'recall_{n}']:>6.3f}" for n in FILTERS
+        )
         ratio = r["p50_ms_1%"] / max(r["p50_ms_none"], 1e-9)
-        lines.append(f"{r['kind']:<15}{r['build_s']:>9.1f}{r['disk_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}{cells}{ratio:>8.2f}")
+        lines.append(
+            f"{r['kind']:<15}{r['build_s']:>9.1f}{r['disk_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}{cells}{ratio:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -213,7 +245,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--kinds", default=KINDS)
-    parser.add_argument("--threads", type=int, default=1, help="FAISS threads per query (1: a service's view)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="FAISS threads per query (1: a service's view)"
+    )
     parser.add_argument("--workdir", default="bench_index_backends", help="data, indexes, results.json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,10 +259,21 @@ def main() -> None:
     start = time.perf_counter()
     make_data(work, args.n, args.dim, args.clusters, args.queries, seed=0)
     exact(work)
-    print(f"data + exact top-10: {time.perf_counter() - start:.0f} s ({args.n} x {args.dim}, load {os.getloadavg()[0]:.1f})")
+    print(
+        f"data + exact top-10: {time.perf_counter() - start:.0f} s ({args.n} x {args.dim}, load {os.getloadavg()[0]:.1f})"
+    )
     rows = []
     for spec in args.kinds.split(","):
-        command = [sys.executable, __file__, "--child", spec, "--workdir", str(work), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            spec,
+            "--workdir",
+            str(work),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode or not result:
