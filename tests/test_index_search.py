@@ -230,3 +230,17 @@ def test_tied_hits_come_back_in_key_order(rng, k):
     assert len({h.score for h in hits}) == 1
     filtered = index.search(twin, k=k, modality="text")[0]
     assert [h.key for h in filtered] == [f"dup{i:02d}" for i in range(k)]
+
+
+def test_chunked_exact_top_k_equals_a_full_sort(rng, monkeypatch):
+    from clamp3.index import kinds
+
+    monkeypatch.setattr(kinds, "SCAN_CHUNK", 64)  # many chunks, ties across chunk borders
+    db = rng.standard_normal((500, 8)).astype(np.float32)
+    db[300:310] = db[5]  # ten rows tied with row 5, in another chunk
+    queries = np.vstack([db[5], rng.standard_normal((6, 8)).astype(np.float32)])
+    full = np.argsort(-(queries @ db.T), axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(kinds.exact_top_k(queries, db, 12), full)
+    probes = kinds.probe_queries(db, 20)
+    monkeypatch.setattr(kinds, "SCAN_CHUNK", 1 << 20)
+    np.testing.assert_allclose(kinds.probe_queries(db, 20), probes, atol=1e-6)  # chunking changes nothing
