@@ -191,6 +191,11 @@ def test_cli_catalogue_where_and_sync(tmp_path, rng, capsys, backend):
     assert "1 added, 1 replaced, 1 removed, 22 already there" in capsys.readouterr().err
     assert main(["search", query, str(idx), "--where", "year < 1910", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []  # item00 (1900) is gone
+    # --overwrite rebuilds where the index was (same backend and collection), here without a catalogue.
+    assert main(["index", str(emb), str(idx), "--quiet", "--overwrite"]) == 0
+    rebuilt = json.loads((idx / "meta.json").read_text())
+    assert rebuilt["backend"] == backend and rebuilt["count"] == 24 and rebuilt["columns"] == {}
+    assert rebuilt.get("collection") == meta.get("collection")
 
 
 def test_cli_milvus_options_need_the_backend(tmp_path, rng, capsys):

@@ -72,6 +72,13 @@ def _catalogue(catalogue: str | os.PathLike | None, index: SearchIndex | None, o
     return found
 
 
+def _previous_place(out: Path, milvus: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """An overwrite rebuilds where the index was: its backend, and for Milvus its uri and collection."""
+    old = read_meta(out)
+    keep = ("uri", "collection", "token_env", "index_type")
+    return old.get("backend", "faiss"), {**{k: old.get(k) for k in keep if old.get(k)}, **(milvus or {})}
+
+
 def _open_existing(out: Path, mode: str, backend: str | None, approximate: str | None) -> SearchIndex | None:
     exists = (out / META_FILE).is_file()
     if exists and mode == "build":
@@ -127,10 +134,7 @@ def build_index(
     emb_root, out = Path(emb_dir), Path(index_dir)
     mode = "append" if append else "sync" if sync else "overwrite" if overwrite else "build"
     if overwrite and backend is None and (out / META_FILE).is_file():
-        old = read_meta(out)  # rebuild where it was: same backend, same collection
-        backend = old.get("backend", "faiss")
-        keep = ("uri", "collection", "token_env", "index_type")
-        milvus = {**{k: old.get(k) for k in keep if old.get(k)}, **(milvus or {})}
+        backend, milvus = _previous_place(out, milvus)
     index = _open_existing(out, mode, backend, approximate)
     found_catalogue = _catalogue(catalogue, index, out)
     embeddings = load_embeddings(
@@ -151,7 +155,7 @@ def build_index(
     records = embeddings.records()
     if found_catalogue is not None:
         records = found_catalogue.join(records)
-        index._meta["catalogue"] = str(found_catalogue.source.resolve())
+        index.record_catalogue(found_catalogue.source.resolve())
     replaced = removed = 0
     if sync:
         plan = plan_sync(index, embeddings.vectors, records)

@@ -177,6 +177,10 @@ class SearchIndex:
     def catalogue_columns(self) -> dict[str, str]:
         return dict(self._meta.get("columns", {}))
 
+    def record_catalogue(self, source: str | os.PathLike) -> None:
+        """Remember the catalogue file the rows were joined with (``--sync`` / ``--append`` reuse it)."""
+        self._meta["catalogue"] = str(source)
+
     def __len__(self) -> int:
         return len(self._entries)
 
