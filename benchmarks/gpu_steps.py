@@ -204,17 +204,14 @@ def forward_flops(config, modality: str, items: list[np.ndarray]) -> float:
 
 def official_path(model, modality: str, items: list[np.ndarray]) -> None:
     """One item at a time, every segment padded to the full segment length (official extractor)."""
+    from clamp3.inputs import add_boundary_rows
     from clamp3.segments import segment_item
 
     cfg = model.config.tower(modality)
     length, device = cfg.segment_length, next(model.parameters()).device
     with torch.inference_mode():
         for x in items:
-            x = (
-                np.concatenate([np.zeros((1, x.shape[1]), x.dtype), x, np.zeros((1, x.shape[1]), x.dtype)])
-                if modality == "audio"
-                else x
-            )
+            x = add_boundary_rows(x) if modality == "audio" else x
             for s in segment_item(len(x), length):
                 shape = (1, length) + tuple(x.shape[1:])
                 seg = torch.zeros(shape, dtype=torch.long if modality != "audio" else torch.float32)

@@ -76,6 +76,7 @@ def build(workdir: Path, preset: str, items: int) -> tuple[Path, Path, Path]:
     """(model dir, index dir, media root) for the benchmark."""
     from clamp3 import Clamp3Model
     from clamp3.index import SearchIndex
+    from clamp3.model_identity import identify
     from clamp3.tokenizer import train_tokenizer
 
     model_dir, index_dir, media = workdir / "model", workdir / "index", workdir / "media"
@@ -86,7 +87,7 @@ def build(workdir: Path, preset: str, items: int) -> tuple[Path, Path, Path]:
     train_tokenizer(queries(2000) + TEMPLATES * 50, vocab_size=vocab).save(model_dir)
     dim = model.config.projection_dim
     rng = np.random.default_rng(1)
-    index = SearchIndex.create(dim, "flat", model=str(model_dir))
+    index = SearchIndex.create(dim, "flat", identity=identify(model, model_dir))
     modalities, suffixes = ["symbolic", "audio", "text"], [".mxl", ".wav", ".txt"]
     for lo in range(0, items, 20000):
         size = min(20000, items - lo)

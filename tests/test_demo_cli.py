@@ -85,15 +85,13 @@ def hub_down(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(
-        "clamp3.checkpoints.hub_unreachable", lambda endpoint: f"{endpoint} is unreachable: test"
-    )
+    monkeypatch.setattr("clamp3.hub.hub_unreachable", lambda endpoint: f"{endpoint} is unreachable: test")
 
 
 def test_demo_with_saas_and_no_hub_fails_at_once_before_the_corpus(tmp_path, capsys, no_build, hub_down):
     work = tmp_path / "work"
     assert main(["demo", "--workdir", str(work), "--model", "saas"]) == 2
-    _one_line_error(capsys, "the 'saas' weights are not in the Hugging Face cache")
+    _one_line_error(capsys, "the 'saas' weights: sander-wood/clamp3 weights_clamp3_saas_")
     assert not work.exists()
 
 
@@ -104,13 +102,13 @@ def test_hf_hub_offline_skips_the_probe(monkeypatch, hub_down):
     from clamp3.utils.errors import CheckpointError
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr("clamp3.checkpoints.hub_unreachable", lambda endpoint: pytest.fail("probed"))
+    monkeypatch.setattr("clamp3.hub.hub_unreachable", lambda endpoint: pytest.fail("probed"))
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set"):
         download_official("c2")
 
 
 def test_hub_probe_tells_a_closed_port_from_a_server(monkeypatch):
-    from clamp3.checkpoints import hub_unreachable
+    from clamp3.hub import hub_unreachable
 
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import manifest_record, write_manifest
 
 from clamp3.cli.main import main
 from clamp3.index.catalogue import read_catalogue
@@ -136,20 +137,15 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
 
 
 def _write_folder(root, vectors, shas):
+    """(1, D) .npy files and a fresh manifest (the package's writer) with these sha256 values."""
     root.mkdir(exist_ok=True)
+    for old in root.glob("manifest*.jsonl"):
+        old.unlink()
     records = []
     for i, (vector, sha) in enumerate(zip(vectors, shas)):
         np.save(root / f"item{i:02d}.npy", vector[None, :])
-        records.append(
-            {
-                "path": f"item{i:02d}.mid",
-                "npy": f"item{i:02d}.npy",
-                "modality": "symbolic",
-                "sha256": sha,
-                "model": "m",
-            }
-        )
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        records.append(manifest_record(f"item{i:02d}.mid", f"item{i:02d}.npy", sha256=sha or "0" * 64))
+    write_manifest(root, records)
 
 
 @pytest.mark.parametrize("backend", ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)])

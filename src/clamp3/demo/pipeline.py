@@ -112,7 +112,9 @@ def settings(options: DemoOptions) -> dict[str, Any]:
     if options.model is not None:
         return {"corpus": corpus}
     m3, align = demo_stages(options)
-    stages = [dataclasses.asdict(stage) for stage in m3 + align]
+    # Options left unset (None) are left out, so a stage option added later at its default
+    # does not make an existing folder look like another demo.
+    stages = [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in m3 + align]
     # Through JSON, so the comparison with the stored copy sees lists where tuples were.
     return json.loads(json.dumps({"corpus": corpus, "training": stages}))
 

@@ -13,10 +13,9 @@ from clamp3.index.embeddings import EmbeddingSet, load_embeddings
 from clamp3.index.records import META_FILE, read_meta
 from clamp3.index.search_index import SearchIndex
 from clamp3.index.sync import apply_sync, plan_sync
+from clamp3.model_identity import require_same_model
+from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl
-
-ERRORS_FILE = "errors.jsonl"
 
 
 @dataclass
@@ -38,17 +37,14 @@ class BuildReport:
     catalogue_unmatched: int = 0
 
 
-def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path) -> None:
-    """Refuse to add another model's vectors: fingerprints decide when both sides have one (a
-    model that moved keeps its fingerprint), the recorded ids otherwise."""
-    if index.model_fingerprint and embeddings.fingerprint:
-        same = index.model_fingerprint == embeddings.fingerprint
-    else:
-        same = not (index.model and embeddings.model) or index.model == embeddings.model
-    if not same:
-        raise InputError(
-            emb_dir, f"embedded with model {embeddings.model!r} but the index holds {index.model!r} vectors"
-        )
+def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path, index_dir: Path) -> None:
+    """Refuse to add another model's vectors (:func:`clamp3.model_identity.require_same_model`)."""
+    require_same_model(
+        (f"the vectors of the index {index_dir}", index.identity),
+        (f"the embeddings of {emb_dir}", embeddings.identity),
+        emb_dir,
+        way_out="index them into a new folder, or rebuild with --overwrite",
+    )
 
 
 def default_collection(index_dir: Path) -> str:
@@ -127,7 +123,7 @@ def build_index(
     * none: build; an existing index is an error.
 
     Unreadable embeddings are skipped and reported; vectors of a dimension other than the
-    index's, or from another model (per the manifest), are refused.
+    index's, or from another model (per the manifest), are refused (``ModelMismatch``).
     """
     if sum((append, overwrite, sync)) > 1:
         raise ValueError("append, overwrite and sync exclude each other")
@@ -151,7 +147,7 @@ def build_index(
             target_recall,
             overwrite,
         )
-    _check_model(index, embeddings, emb_root)
+    _check_model(index, embeddings, emb_root, out)
     records = embeddings.records()
     if found_catalogue is not None:
         records = found_catalogue.join(records)
@@ -165,7 +161,7 @@ def build_index(
         added = index.add(embeddings.vectors, records, progress=progress)
     index.save(out)
     for err in embeddings.errors:
-        append_jsonl(out / ERRORS_FILE, {"path": err.path, "reason": err.reason})
+        append_error(out / ERRORS_NAME, err.path, err.reason)
     unmatched = found_catalogue.unmatched if found_catalogue is not None else 0
     return BuildReport(
         out, index.kind, added, len(embeddings) - added - replaced, len(index), embeddings.errors,
@@ -196,8 +192,7 @@ def _create(
         embeddings.dim,
         approximate or "flat",
         backend=backend,
-        model=embeddings.model,
-        model_fingerprint=embeddings.fingerprint,
+        identity=embeddings.identity,
         input_root=embeddings.input_root,
         columns=catalogue.columns if catalogue is not None else {},
         train_vectors=embeddings.vectors if (approximate == "ivf") else None,

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from clamp3.utils.vectors import l2_normalize
+
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf")
@@ -155,7 +157,7 @@ def probe_queries(vectors: np.ndarray, n_queries: int, seed: int = 0) -> np.ndar
     nearest = np.clip(best[:, None], -1.0, 1.0)
     noise = rng.standard_normal(base.shape)
     noise -= (noise * base).sum(axis=1, keepdims=True) * base
-    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    noise = l2_normalize(noise, np.float64)
     probes = nearest * base + np.sqrt(1.0 - nearest**2) * noise
     return np.ascontiguousarray(probes, dtype=np.float32)
 

@@ -34,11 +34,13 @@ def now() -> str:
 
 def new_meta(dim: int, kind: str, backend: str, columns: Mapping[str, str], **fields: Any) -> dict[str, Any]:
     """The ``meta.json`` content of a new, empty index."""
+    identity = fields.pop("identity", None)  # a ModelIdentity, or model / model_fingerprint
+    model, fingerprint = fields.pop("model", None), fields.pop("model_fingerprint", None)
     return {
         "format": FORMAT_VERSION,
         "backend": backend,
-        "model": fields.pop("model", None),
-        "model_fingerprint": fields.pop("model_fingerprint", None),
+        "model": identity.id if identity is not None else model,
+        "model_fingerprint": identity.fingerprint if identity is not None else fingerprint,
         "input_root": fields.pop("input_root", None),
         "dimension": int(dim),
         "metric": "cosine",

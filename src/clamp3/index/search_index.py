@@ -39,7 +39,9 @@ import numpy as np
 from clamp3.index.filters import Where, parse_where, with_modality
 from clamp3.index.locking import ReadWriteLock
 from clamp3.index.records import BACKENDS, BASE_COLUMNS, META_FILE, entry_of, now, read_meta
+from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
+from clamp3.utils.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +74,9 @@ def remember(cache: dict, key: str, value: Any) -> None:
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous.
-    All-zero rows stay zero (they score 0 against everything)."""
-    array = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(array / np.maximum(norms, np.finfo(np.float32).tiny))
+    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous
+    (:func:`clamp3.utils.vectors.l2_normalize`). All-zero rows stay zero."""
+    return l2_normalize(np.atleast_2d(vectors))
 
 
 class SearchIndex:
@@ -99,8 +99,9 @@ class SearchIndex:
     def create(cls, dim: int, kind: str = "flat", *, backend: str = "faiss", **options: Any) -> SearchIndex:
         """An empty index of ``kind`` (``flat``, ``hnsw``, ``ivf``) for ``dim``-d vectors.
 
-        ``options`` (all optional): ``model`` / ``model_fingerprint`` / ``input_root`` (the
-        embedding manifest's fields), ``columns`` (catalogue column -> type),
+        ``options`` (all optional): ``identity`` (the embedding model, a
+        :class:`clamp3.model_identity.ModelIdentity`; or ``model`` / ``model_fingerprint``) and
+        ``input_root`` record where the vectors came from; ``columns`` (catalogue column -> type),
         ``target_recall`` (recall@10 the approximate kinds are calibrated to), ``train_vectors``
         (FAISS ``ivf``: the vectors its lists are learnt from). Milvus: ``uri`` (a Lite file or
         ``http://host:19530``), ``collection``, ``token_env``, ``index_type``, ``overwrite``.
@@ -162,6 +163,11 @@ class SearchIndex:
     @property
     def model_fingerprint(self) -> str | None:
         return self._meta.get("model_fingerprint")
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        """The embedding model recorded in ``meta.json`` (``None`` when it names none)."""
+        return ModelIdentity.from_fields(self.model, self.model_fingerprint)
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import torch
 
 from clamp3.config import Clamp3Config
 from clamp3.embedding import pad_stack
+from clamp3.inputs import add_boundary_rows, read_feature_file
 from clamp3.train.augment import crop_start, eval_text, full_text, remove_instrument_info, text_dropout
 from clamp3.train.config import ContrastiveConfig
 from clamp3.train.distributed import shard
@@ -88,19 +89,8 @@ def file_patches(
 
 def load_feature_rows(path: Path, feature_dim: int) -> np.ndarray:
     """An audio feature ``.npy`` ((n, F) or the official (1, n, F)) -> (n + 2, F) float32 with
-    the zero BOS/EOS rows (§2.3)."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the feature file ({exc})") from exc
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
-        raise InputError(path, f"expected features of shape (n, {feature_dim}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise InputError(path, "features contain NaN or infinity")
-    zero = np.zeros((1, feature_dim), dtype=np.float32)
-    return np.concatenate([zero, array.astype(np.float32), zero])
+    the zero BOS/EOS rows (§2.3); read and checked as every other caller reads it."""
+    return add_boundary_rows(read_feature_file(path, feature_dim))
 
 
 class PairSource:
