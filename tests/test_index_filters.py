@@ -40,6 +40,7 @@ def test_precedence_negation_and_quoting():
     assert (
         parse_where("composer not in []", COLUMNS).milvus() == "(composer is not null and composer not in [])"
     )
+    assert parse_where(r'composer == "caf\u00e9\tx"', COLUMNS).tree.value == "café\tx"  # JSON escapes
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,12 @@ _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
 Scalar = str | int | float | bool
 
 
+def _unescape(match: re.Match) -> str:
+    """``\\n``, ``\\"``, ... and JSON's ``\\uXXXX`` (what the search page's JSON.stringify writes)."""
+    code = match.group(1)
+    return chr(int(code[1:], 16)) if len(code) == 5 else _ESCAPES.get(code, code)
+
+
 class FilterError(InputError):
     """A bad ``--where`` expression; ``str(err)`` is one line: ``--where: <reason>``."""
 
@@ -98,7 +104,7 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
         kind = match.lastgroup
         raw, start = match.group(kind), match.start(kind)
         if kind == "string":
-            value: Any = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), raw[1:-1])
+            value: Any = re.sub(r"\\(u[0-9a-fA-F]{4}|.)", _unescape, raw[1:-1])
         elif kind == "number":
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
         elif kind == "name" and raw.lower() in _KEYWORDS:
