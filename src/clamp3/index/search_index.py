@@ -27,6 +27,7 @@ Thread safety: ``search`` calls may run concurrently; ``add``, ``upsert``, ``rem
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,19 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return l2_normalize(np.atleast_2d(vectors))
 
 
+# The back-end classes by name, found when first used: they subclass SearchIndex, so this module
+# names them instead of importing them (and a back-end's dependencies load only when it is used).
+BACKEND_CLASSES = {
+    "faiss": "clamp3.index.backends.faiss:FaissIndex",
+    "milvus": "clamp3.index.backends.milvus:MilvusIndex",
+}
+
+
+def backend_class(name: str) -> Any:
+    module, _, attribute = BACKEND_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 class SearchIndex:
     """Cosine search over embeddings with a metadata table, extendable in place. Build with
     :meth:`create` + :meth:`add` (or :func:`clamp3.index.build_index` from a folder), or open
@@ -106,15 +120,9 @@ class SearchIndex:
         (FAISS ``ivf``: the vectors its lists are learnt from). Milvus: ``uri`` (a Lite file or
         ``http://host:19530``), ``collection``, ``token_env``, ``index_type``, ``overwrite``.
         """
-        if backend == "faiss":
-            from clamp3.index.backends.faiss import FaissIndex
-
-            return FaissIndex.create(dim, kind, **options)
-        if backend == "milvus":
-            from clamp3.index.backends.milvus import MilvusIndex
-
-            return MilvusIndex.create(dim, kind, **options)
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if backend not in BACKEND_CLASSES:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        return backend_class(backend).create(dim, kind, **options)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SearchIndex:
@@ -122,16 +130,9 @@ class SearchIndex:
         root = Path(directory)
         meta = read_meta(root)
         backend = meta.get("backend", "faiss")
-        if backend == "faiss":
-            from clamp3.index.backends.faiss import FaissIndex
-
-            out: SearchIndex = FaissIndex.open(root, meta)
-        elif backend == "milvus":
-            from clamp3.index.backends.milvus import MilvusIndex
-
-            out = MilvusIndex.open(root, meta)
-        else:
+        if backend not in BACKEND_CLASSES:
             raise InputError(root / META_FILE, f"unknown backend {backend!r}")
+        out = backend_class(backend).open(root, meta)
         out.directory = root
         return out
 
