@@ -67,7 +67,7 @@ class Clamp3Model(nn.Module):
         if modality == "text":
             tower: nn.Module = build_text_tower(cfg.encoder, cfg.vocab_size, cfg.pad_token_id)
         elif modality == "symbolic":
-            tower = build_symbolic_tower(cfg.encoder, cfg.patch_size, cfg.num_classes)
+            tower = build_symbolic_tower(cfg.encoder, num_classes=cfg.num_classes)
         else:
             if cfg.feature_dim != cfg.encoder.hidden_size:
                 raise ValueError("audio feature_dim must equal the audio encoder's hidden_size")
@@ -286,8 +286,12 @@ class Clamp3Model(nn.Module):
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
         """Patch arrays (n, 64) with BOS/EOS patches -> (D,) each, or (n, H) when not pooled."""
-        size = self.config.tower("symbolic").patch_size
-        return embed_items(self, "symbolic", [prepare_patches(p, size) for p in batch], pooled, batch_size)
+        from clamp3.preprocess.patches import PATCH_SIZE
+
+        self.config.tower("symbolic")  # a clear error when the model has no symbolic tower
+        return embed_items(
+            self, "symbolic", [prepare_patches(p, PATCH_SIZE) for p in batch], pooled, batch_size
+        )
 
     def embed_audio_features(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
