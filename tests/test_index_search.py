@@ -92,7 +92,14 @@ def test_save_load_round_trip_and_meta(rng, tmp_path):
     loaded = SearchIndex.load(tmp_path)
     assert loaded.meta["count"] == 50 and loaded.meta["dimension"] == 16
     assert loaded.meta["metric"] == "cosine" and loaded.model == "tiny-test" and loaded.kind == "flat"
-    assert loaded.entry(7) == {"key": "a/7", "path": "a/7.mid", "modality": "symbolic", "npy": "a/7.npy"}
+    entry = loaded.entry(7)
+    assert {k: entry[k] for k in ("key", "path", "modality", "npy")} == {
+        "key": "a/7",
+        "path": "a/7.mid",
+        "modality": "symbolic",
+        "npy": "a/7.npy",
+    }
+    assert entry["sha256"] is None and entry["n_items"] is None  # not given: unknown, not invented
     hit = loaded.search(db[7], k=1)[0][0]
     assert (hit.path, hit.row, hit.modality) == ("a/7.mid", 7, "symbolic")
     assert hit.score == pytest.approx(1.0, abs=1e-5)
@@ -144,7 +151,13 @@ def test_bad_vectors_are_refused(rng):
     assert len(index) == 0
 
 
-def test_load_reports_missing_files(tmp_path):
+def test_load_reports_missing_files(rng, tmp_path):
+    with pytest.raises(InputError, match="meta.json: missing"):
+        SearchIndex.load(tmp_path)
+    index = SearchIndex.create(8)
+    index.add(rng.standard_normal((3, 8)).astype(np.float32), _records(3))
+    index.save(tmp_path)
+    (tmp_path / "index.faiss").unlink()
     with pytest.raises(InputError, match="index.faiss: missing"):
         SearchIndex.load(tmp_path)
 
@@ -218,3 +231,17 @@ def test_tied_hits_come_back_in_key_order(rng, k):
     assert len({h.score for h in hits}) == 1
     filtered = index.search(twin, k=k, modality="text")[0]
     assert [h.key for h in filtered] == [f"dup{i:02d}" for i in range(k)]
+
+
+def test_chunked_exact_top_k_equals_a_full_sort(rng, monkeypatch):
+    from clamp3.index import kinds
+
+    monkeypatch.setattr(kinds, "SCAN_CHUNK", 64)  # many chunks, ties across chunk borders
+    db = rng.standard_normal((500, 8)).astype(np.float32)
+    db[300:310] = db[5]  # ten rows tied with row 5, in another chunk
+    queries = np.vstack([db[5], rng.standard_normal((6, 8)).astype(np.float32)])
+    full = np.argsort(-(queries @ db.T), axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(kinds.exact_top_k(queries, db, 12), full)
+    probes = kinds.probe_queries(db, 20)
+    monkeypatch.setattr(kinds, "SCAN_CHUNK", 1 << 20)
+    np.testing.assert_allclose(kinds.probe_queries(db, 20), probes, atol=1e-6)  # chunking changes nothing

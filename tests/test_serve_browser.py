@@ -39,8 +39,9 @@ def page_url(library, tiny_model):  # noqa: F811
         yield base
 
 
-@pytest.fixture()
-def page(page_url):
+def _open(url: str):
+    """A headless tab on ``url`` whose console errors collect in ``tab.problems`` (a generator:
+    the browser closes when it is resumed)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -51,10 +52,20 @@ def page(page_url):
             tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             tab.on("pageerror", lambda e: problems.append(str(e)))
             tab.problems = problems
-            tab.goto(page_url)
+            tab.goto(url)
             yield tab
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def page(page_url):
+    yield from _open(page_url)
+
+
+@pytest.fixture()
+def catalogue_page(catalogue_url):
+    yield from _open(catalogue_url)
 
 
 def _results(page) -> list[dict]:
@@ -143,3 +154,53 @@ def test_drop_a_file_to_search(page, library):  # noqa: F811
     page.wait_for_function("() => document.getElementById('status').classList.contains('error')")
     assert "not accepted" in page.inner_text("#status")
     assert not [p for p in page.problems if "415" not in p], page.problems
+
+
+@pytest.fixture(scope="module")
+def catalogue_url(library, tiny_model, tmp_path_factory):  # noqa: F811
+    """The page over a copy of the library indexed with a catalogue (composer, year)."""
+    import json
+
+    from clamp3.index import build_index
+
+    root = tmp_path_factory.mktemp("browser_catalogue")
+    lib = library.copy(root)
+    rows = [
+        {"path": "texts/waltz.txt", "composer": "Chopin", "year": 1847},
+        {"path": "texts/lied.txt", "composer": "Händel", "year": 1740},
+        {"path": "scores/bach_bwv66_6.mxl", "composer": "Bach", "year": 1724},
+    ]
+    (root / "cat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(lib.emb, lib.idx, overwrite=True, catalogue=root / "cat.jsonl", progress=False)
+    with app_for(lib, tiny_model) as app, live_server(app) as base:
+        yield base
+
+
+def test_catalogue_facets_filter_the_results(catalogue_page):
+    page = catalogue_page
+    page.wait_for_selector("#facets:not([hidden])")
+    page.click("#facets summary")
+    page.fill("#q", QUERY_TEXT)
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('.result').length === 10")
+    # A facet menu (with counts) and a number range make one filter.
+    page.select_option("select[data-column=composer]", "Händel")
+    page.click("#apply-filters")
+    page.wait_for_function("() => document.querySelectorAll('.result').length === 1")
+    assert _results(page)[0]["path"] == "texts/lied.txt"
+    assert "where=composer" in page.url  # the filter is kept in the address bar
+    page.select_option("select[data-column=composer]", "")
+    page.fill("input[data-column=year][data-bound=to]", "1800")
+    page.click("#apply-filters")
+    page.wait_for_function("() => document.querySelectorAll('.result').length === 2")
+    assert {r["path"] for r in _results(page)} == {"texts/lied.txt", "scores/bach_bwv66_6.mxl"}
+    # A bad expression is an error message, not an unfiltered list.
+    page.fill("input[data-column=year][data-bound=to]", "")
+    page.fill("#where", "year >>= 3")
+    page.click("#apply-filters")
+    page.wait_for_function("() => document.getElementById('status').classList.contains('error')")
+    assert "where:" in page.inner_text("#status") and _results(page) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "search_facets.png"), full_page=True)
+    # The refused filter's 422 is the one console error; nothing else went wrong on the page.
+    assert all("422" in problem for problem in page.problems)

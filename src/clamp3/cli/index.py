@@ -12,6 +12,7 @@ import sys
 
 from clamp3.cli.args import add_model_mismatch_flag, positive_int
 from clamp3.cli.embed import add_captioner_argument, add_model_arguments
+from clamp3.utils.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "index",
-        help="build (or extend) a FAISS cosine index over an embedding folder",
+        help="build, extend or sync a cosine index (FAISS or Milvus) over an embedding folder",
         description=(
-            "Index every .npy embedding below EMB_DIR (the `clamp3 embed` layout) into INDEX_DIR: "
-            "index.faiss + ids.jsonl (row -> path, modality, key, npy) + meta.json. Exact by default. "
+            "Index every .npy embedding below EMB_DIR (the `clamp3 embed` layout) into INDEX_DIR. FAISS "
+            "(default): index.faiss + ids.jsonl (row -> key, path, modality, npy, n_items, sha256, model, "
+            "catalogue columns) + meta.json. Milvus (--backend milvus --uri FILE.db | http://host:19530): "
+            "the collection holds vectors and metadata, INDEX_DIR/meta.json says where. Exact by default. "
             "Unreadable embeddings are skipped, listed, and logged to INDEX_DIR/errors.jsonl (exit status 1)."
         ),
     )
@@ -42,6 +45,30 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--append", action="store_true", help="add files not yet in INDEX_DIR (no rebuild)")
     group.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    group.add_argument(
+        "--sync",
+        action="store_true",
+        help="make INDEX_DIR hold exactly EMB_DIR: add new, replace changed (sha256), delete vanished",
+    )
+    p.add_argument("--backend", choices=["faiss", "milvus"], default=None, help="default: faiss (new index)")
+    p.add_argument(
+        "--uri", default=None, help="Milvus: a Milvus Lite file (./library.db) or http://host:19530"
+    )
+    p.add_argument("--collection", default=None, help="Milvus collection (default: INDEX_DIR's name)")
+    p.add_argument(
+        "--token-env", default=None, metavar="VAR", help="Milvus: environment variable holding the token"
+    )
+    p.add_argument(
+        "--index-type",
+        default=None,
+        help="Milvus index type of the kind (HNSW_SQ, IVF_SQ8; default HNSW / IVF_FLAT)",
+    )
+    p.add_argument(
+        "--catalogue",
+        default=None,
+        metavar="FILE",
+        help="CSV/JSONL of item metadata joined by key/id or path (columns become --where filters)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_index)
 
@@ -66,6 +93,12 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         choices=("text", "symbolic", "audio"),
         default=None,
         help="only results of this modality",
+    )
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="""filter on metadata, e.g. 'modality == "audio" and year >= 1950 and composer in ["Bach"]'""",
     )
     add_model_arguments(p)
     add_captioner_argument(p)
@@ -121,19 +154,32 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
 def _index(args: argparse.Namespace) -> int:
     from clamp3.index import build_index
 
+    milvus = {"uri": args.uri, "collection": args.collection, "token_env": args.token_env}
+    milvus["index_type"] = args.index_type
+    if args.backend != "milvus" and any(milvus.values()):
+        raise InputError(
+            args.index_dir, "--uri, --collection, --token-env and --index-type need --backend milvus"
+        )
     report = build_index(
         args.emb_dir,
         args.index_dir,
         approximate=args.approximate,
         append=args.append,
         overwrite=args.overwrite,
+        sync=args.sync,
+        backend=args.backend,
+        milvus={k: v for k, v in milvus.items() if v},
+        catalogue=args.catalogue,
         progress=not args.quiet,
     )
+    synced = f", {report.replaced} replaced, {report.removed} removed" if args.sync else ""
     print(
-        f"{report.index_dir}: {report.kind} index of {report.total} vectors "
-        f"({report.added} added, {report.already_indexed} already there, {len(report.errors)} failed)",
+        f"{report.index_dir}: {report.backend} {report.kind} index of {report.total} vectors "
+        f"({report.added} added{synced}, {report.already_indexed} already there, {len(report.errors)} failed)",
         file=sys.stderr,
     )
+    if report.catalogue_unmatched:
+        print(f"  {report.catalogue_unmatched} catalogue rows matched no item", file=sys.stderr)
     for err in report.errors[:10]:
         print(f"  {err}", file=sys.stderr)
     if len(report.errors) > 10:
@@ -147,11 +193,14 @@ def _search(args: argparse.Namespace) -> int:
     from clamp3.index.query import is_image_query, needs_model, query_model, search
 
     index = SearchIndex.load(args.index_dir)
+    where = (
+        index.where(args.where) if args.where is not None else None
+    )  # a bad filter fails before any model loads
     model = None
     if needs_model(args.query, index.dim):
         args.model = query_model(index, args.model)
         model = load_pipeline(args)
-    results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality)
+    results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality, where=where)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)
     if args.json:

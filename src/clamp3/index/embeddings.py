@@ -50,6 +50,7 @@ class EmbeddingSet:
     errors: list[InputError] = field(default_factory=list)
     identity: ModelIdentity | None = None
     input_root: str | None = None
+    details: list[dict] = field(default_factory=list)  # per row: n_items, sha256, model (manifest)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -59,10 +60,12 @@ class EmbeddingSet:
         return int(self.vectors.shape[1])
 
     def records(self) -> list[dict[str, str | None]]:
-        """One ``{key, path, modality, npy}`` dict per row (the index's ``ids.jsonl`` fields)."""
+        """One ``{key, path, modality, npy, n_items, sha256, model}`` dict per row (the index's
+        metadata fields; the last three are None without a manifest record)."""
+        details = self.details or [{}] * len(self.keys)
         return [
-            {"key": k, "path": p, "modality": m, "npy": n}
-            for k, p, m, n in zip(self.keys, self.paths, self.modalities, self.npys)
+            {"key": k, "path": p, "modality": m, "npy": n, **d}
+            for k, p, m, n, d in zip(self.keys, self.paths, self.modalities, self.npys, details)
         ]
 
 
@@ -132,7 +135,7 @@ def load_embeddings(
     if not files:
         raise InputError(root, "no .npy embeddings found in this folder")
     manifest = _manifest_by_npy(root)
-    keys, paths, npys, modalities, rows = [], [], [], [], []
+    keys, paths, npys, modalities, rows, details = [], [], [], [], [], []
     errors: list[InputError] = list(listing.errors)
     for file in tqdm(files, desc=f"reading {root.name or root}", unit="file", disable=not progress):
         try:
@@ -149,6 +152,11 @@ def load_embeddings(
         npys.append(npy)
         paths.append(record.path if record else npy)
         modalities.append(record.modality if record else None)
+        details.append(
+            {"n_items": record.n_items, "sha256": record.sha256, "model": record.model}
+            if record
+            else {"n_items": None, "sha256": None, "model": None}
+        )
         rows.append(vector)
     if not rows:
         raise InputError(root, f"no readable embeddings ({len(errors)} bad files, first: {errors[0]})")
@@ -156,4 +164,6 @@ def load_embeddings(
     records = [r for n, r in manifest.items() if n in loaded]
     identity = folder_identity(records, root)
     input_root = records[-1].input_root if records else None
-    return EmbeddingSet(root, keys, paths, npys, modalities, np.stack(rows), errors, identity, input_root)
+    return EmbeddingSet(
+        root, keys, paths, npys, modalities, np.stack(rows), errors, identity, input_root, details
+    )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clamp3.index.embeddings import read_vector
+from clamp3.index.filters import Where
 from clamp3.index.search_index import SearchIndex
 from clamp3.inputs import is_supported, kind_of, modality_of
 from clamp3.utils.errors import InputError
@@ -144,17 +145,27 @@ def search(
     top_k: int = 10,
     modality: str | None = None,
     device: str | None = None,
+    where: str | Where | None = None,
 ) -> list[dict[str, Any]]:
     """Rank the index for one query; ``model`` defaults to the model stored in the index (an
     absolute path or a tag, so it loads from any working directory).
 
     Returns ``top_k`` dicts, best first (equal scores by key): ``rank`` (1-based), ``path``,
-    ``score`` (cosine), ``modality``, ``key``, ``row``. ``modality`` keeps only rows of that
-    modality.
+    ``score`` (cosine), ``modality``, ``key``, ``row`` and, when the index has catalogue columns,
+    ``metadata`` (column -> value). ``modality`` keeps only rows of that
+    modality, ``where`` only rows passing a filter (:mod:`clamp3.index.filters`).
     """
     if not isinstance(index, SearchIndex):
         index = SearchIndex.load(index)
     source = model if model is not None else index.model
     vector, _ = query_vector(query, index.dim, source, device, index_model=index.identity)
-    hits = index.search(vector[None, :], top_k, modality=modality)[0]
-    return [{"rank": rank, **hit.to_dict()} for rank, hit in enumerate(hits, start=1)]
+    hits = index.search(vector[None, :], top_k, modality=modality, where=where)[0]
+    columns = index.catalogue_columns
+    out = []
+    for rank, hit in enumerate(hits, start=1):
+        result = {"rank": rank, **hit.to_dict()}
+        if columns:  # the catalogue's values, so a filtered answer shows what it matched on
+            entry = index.entry(hit.row)
+            result["metadata"] = {name: entry.get(name) for name in columns}
+        out.append(result)
+    return out

@@ -1,53 +1,52 @@
-"""``SearchIndex``: a FAISS index of unit vectors plus the row -> file mapping, on disk and in memory.
+"""``SearchIndex``: cosine search over unit vectors plus a metadata table, on one of two back-ends.
 
-On-disk layout (``INDEX_DIR``)::
+The interface (this class) is shared; where the vectors live is the back-end's business:
 
-    index.faiss   the FAISS index (kind in meta.json), vectors L2-normalised, inner product
-    ids.jsonl     one object per row, in row order: row, key, path, modality, npy
-    meta.json     format, model (absolute path or tag), model_fingerprint, input_root,
-                  dimension, metric ("cosine"), kind, params (efSearch/nprobe), calibration,
-                  count, created, updated
+* ``faiss`` (default, embedded): :class:`clamp3.index.backends.faiss.FaissIndex`, the index
+  folder holds the FAISS file and the row table (``ids.jsonl``);
+* ``milvus``: :class:`clamp3.index.backends.milvus.MilvusIndex`, a Milvus collection (a
+  Milvus Lite file or a Standalone / Distributed server) holds vectors and metadata; the index
+  folder holds only ``meta.json`` saying where it is.
 
-Each file is replaced atomically. ``save`` writes ``ids.jsonl`` first, then ``index.faiss``,
-then ``meta.json``; rows are only ever appended, so if a save is interrupted ``ids.jsonl`` can
-only be *longer* than the index, and ``load`` drops the rows the index does not hold (a rerun
-of the append adds them again). The index is the truth for the row count.
+``meta.json`` (both back-ends): format, backend, model (absolute path or tag),
+model_fingerprint, input_root, dimension, metric ("cosine"), kind, params (efSearch/nprobe),
+calibration, columns (catalogue column -> type), count, created, updated; Milvus adds uri,
+collection, token_env, index_type.
+
+Every row has a metadata record: ``key`` (identity: relative path without extension),
+``path``, ``modality``, ``npy``, ``n_items``, ``sha256``, ``model`` and the catalogue columns.
+``search(..., where=...)`` filters on them with the grammar of :mod:`clamp3.index.filters`.
 
 Result order: best score first, and hits with equal scores by key, so duplicate files come
-back in the same order on every run and index kind (FAISS's own order of ties follows its heap).
+back in the same order on every run, index kind and back-end.
 
-Thread safety: ``search`` calls may run concurrently (FAISS CPU searches are read-only and
-every call passes its own search parameters); ``add`` and ``reload`` take an exclusive lock.
+Thread safety: ``search`` calls may run concurrently; ``add``, ``upsert``, ``remove`` and
+``reload`` take an exclusive lock.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clamp3.index import kinds
+from clamp3.index.filters import Where, parse_where, with_modality
 from clamp3.index.locking import ReadWriteLock
+from clamp3.index.records import BACKENDS, BASE_COLUMNS, META_FILE, entry_of, now, read_meta
 from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
 from clamp3.utils.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.jsonl"
-META_FILE = "meta.json"
-FORMAT_VERSION = 1
-ADD_CHUNK = 8192  # rows per FAISS add call: keeps the progress bar moving on HNSW builds
-RECALIBRATE_GROWTH = 0.1  # recalibrate an approximate index once it grew 10% since the last time
+MAX_CACHED_FILTERS = 64  # row sets kept per index (one int64 per matching row each)
 TIE_MARGIN = 8  # extra rows fetched so hits tied with the k-th can be ordered by key before the cut
 
 
@@ -65,100 +64,75 @@ class Hit:
         return asdict(self)
 
 
+def remember(cache: dict, key: str, value: Any) -> None:
+    """``cache[key] = value``, dropping the oldest entry beyond ``MAX_CACHED_FILTERS`` (clients
+    choose the expressions, so the cache must stay bounded). Readers may race here: they build
+    equal values, and an eviction that loses a race is simply skipped."""
+    if len(cache) >= MAX_CACHED_FILTERS:
+        with contextlib.suppress(RuntimeError, StopIteration):  # another thread changed the dict meanwhile
+            cache.pop(next(iter(cache)), None)
+    cache[key] = value
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous
     (:func:`clamp3.utils.vectors.l2_normalize`). All-zero rows stay zero."""
     return l2_normalize(np.atleast_2d(vectors))
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+# The back-end classes by name, found when first used: they subclass SearchIndex, so this module
+# names them instead of importing them (and a back-end's dependencies load only when it is used).
+BACKEND_CLASSES = {
+    "faiss": "clamp3.index.backends.faiss:FaissIndex",
+    "milvus": "clamp3.index.backends.milvus:MilvusIndex",
+}
+
+
+def backend_class(name: str) -> Any:
+    module, _, attribute = BACKEND_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 class SearchIndex:
-    """Cosine search over embeddings, extendable in place. Build with :meth:`create` + :meth:`add`
-    (or :func:`clamp3.index.build_index` from a folder), or open with :meth:`load`."""
+    """Cosine search over embeddings with a metadata table, extendable in place. Build with
+    :meth:`create` + :meth:`add` (or :func:`clamp3.index.build_index` from a folder), or open
+    with :meth:`load`; both pick the back-end class."""
 
-    def __init__(self, index: Any, entries: list[dict[str, Any]], meta: dict[str, Any]):
-        self._index = index
+    backend = "?"
+
+    def __init__(self, entries: list[dict[str, Any]], meta: dict[str, Any]):
         self._entries = entries
         self._meta = meta
         self._rows_by_key = {e["key"]: i for i, e in enumerate(entries)}
-        self._selectors: dict[str, tuple[Any, float]] = {}
+        self._matching: dict[str, np.ndarray] = {}
         self._lock = ReadWriteLock()
         self.directory: Path | None = None
 
     # ----------------------------------------------------------------------------- creating
     @classmethod
-    def create(
-        cls,
-        dim: int,
-        kind: str = "flat",
-        *,
-        identity: ModelIdentity | None = None,
-        input_root: str | None = None,
-        train_vectors: np.ndarray | None = None,
-        target_recall: float = 0.95,
-    ) -> SearchIndex:
+    def create(cls, dim: int, kind: str = "flat", *, backend: str = "faiss", **options: Any) -> SearchIndex:
         """An empty index of ``kind`` (``flat``, ``hnsw``, ``ivf``) for ``dim``-d vectors.
 
-        ``identity`` (the embedding model; see :mod:`clamp3.model_identity`) and ``input_root``
-        record where the vectors came from (stored as ``model`` / ``model_fingerprint``).
-
-        ``ivf`` learns its lists from ``train_vectors`` (N, dim) (normalised here); pass the
-        vectors you are about to add. ``target_recall`` is the recall@10 the approximate kinds
-        are calibrated to reach (see :func:`clamp3.index.kinds.calibrate`).
+        ``options`` (all optional): ``identity`` (the embedding model, a
+        :class:`clamp3.model_identity.ModelIdentity`; or ``model`` / ``model_fingerprint``) and
+        ``input_root`` record where the vectors came from; ``columns`` (catalogue column -> type),
+        ``target_recall`` (recall@10 the approximate kinds are calibrated to), ``train_vectors``
+        (FAISS ``ivf``: the vectors its lists are learnt from). Milvus: ``uri`` (a Lite file or
+        ``http://host:19530``), ``collection``, ``token_env``, ``index_type``, ``overwrite``.
         """
-        train = normalize(train_vectors) if train_vectors is not None else None
-        index = kinds.new_index(kind, dim, train)
-        meta = {
-            "format": FORMAT_VERSION,
-            "model": identity.id if identity else None,
-            "model_fingerprint": identity.fingerprint if identity else None,
-            "input_root": input_root,
-            "dimension": int(dim),
-            "metric": "cosine",
-            "kind": kind,
-            "params": {},
-            "calibration": {"target_recall@10": target_recall, "recall@10": 1.0, "count": 0},
-            "count": 0,
-            "created": _now(),
-            "updated": _now(),
-        }
-        return cls(index, [], meta)
+        if backend not in BACKEND_CLASSES:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        return backend_class(backend).create(dim, kind, **options)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SearchIndex:
-        """Open ``directory`` (layout in the module docstring); errors name the file at fault."""
-        faiss = kinds.import_faiss()
+        """Open the index folder ``directory`` on the back-end its ``meta.json`` names."""
         root = Path(directory)
-        for name in (INDEX_FILE, IDS_FILE, META_FILE):
-            if not (root / name).is_file():
-                raise InputError(root / name, "missing: not an index folder (build it with `clamp3 index`)")
-        try:
-            meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(root / META_FILE, f"unreadable ({exc})") from exc
-        try:
-            index = faiss.read_index(str(root / INDEX_FILE))
-        except RuntimeError as exc:
-            raise InputError(root / INDEX_FILE, f"unreadable FAISS index ({exc})") from exc
-        if index.d != meta.get("dimension"):
-            raise InputError(root / META_FILE, f"dimension {meta.get('dimension')} != index's {index.d}")
-        if meta.get("kind") == "hnsw":
-            index.hnsw.efConstruction = kinds.HNSW_EF_CONSTRUCTION  # not stored by FAISS
-        entries = [{k: v for k, v in e.items() if k != "row"} for e in read_jsonl(root / IDS_FILE)]
-        if len(entries) < index.ntotal:
-            raise InputError(
-                root / IDS_FILE, f"{len(entries)} rows for {index.ntotal} vectors; rebuild the index"
-            )
-        if len(entries) > index.ntotal:
-            log.warning(
-                "%s: dropping %d rows of an interrupted append", root / IDS_FILE, len(entries) - index.ntotal
-            )
-            entries = entries[: index.ntotal]
-        meta["count"] = int(index.ntotal)
-        out = cls(index, entries, meta)
+        meta = read_meta(root)
+        backend = meta.get("backend", "faiss")
+        if backend not in BACKEND_CLASSES:
+            raise InputError(root / META_FILE, f"unknown backend {backend!r}")
+        out = backend_class(backend).open(root, meta)
         out.directory = root
         return out
 
@@ -168,26 +142,10 @@ class SearchIndex:
             raise ValueError("this index was never saved or loaded, so there is nothing to reload")
         fresh = SearchIndex.load(self.directory)
         with self._lock.write():
-            self._index, self._entries, self._meta = fresh._index, fresh._entries, fresh._meta
-            self._rows_by_key = fresh._rows_by_key
-            self._selectors = {}
+            self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_lock"})
 
     def save(self, directory: str | os.PathLike | None = None) -> Path:
-        """Write the three files to ``directory`` (default: where it was loaded/saved last)."""
-        faiss = kinds.import_faiss()
-        target = Path(directory) if directory is not None else self.directory
-        if target is None:
-            raise ValueError("save() needs a directory for an index that was never saved")
-        target.mkdir(parents=True, exist_ok=True)
-        with self._lock.read():
-            lines = [json_text({"row": i, **e}) for i, e in enumerate(self._entries)]
-            with atomic_path(target / IDS_FILE) as tmp:
-                tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            with atomic_path(target / INDEX_FILE) as tmp:
-                faiss.write_index(self._index, str(tmp))
-            write_json_atomic(target / META_FILE, self._meta)
-        self.directory = target
-        return target
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -217,6 +175,19 @@ class SearchIndex:
         """A copy of ``meta.json``'s content."""
         return dict(self._meta)
 
+    @property
+    def columns(self) -> dict[str, str]:
+        """Every filterable column -> its type: the base metadata, then the catalogue's."""
+        return {**BASE_COLUMNS, **self._meta.get("columns", {})}
+
+    @property
+    def catalogue_columns(self) -> dict[str, str]:
+        return dict(self._meta.get("columns", {}))
+
+    def record_catalogue(self, source: str | os.PathLike) -> None:
+        """Remember the catalogue file the rows were joined with (``--sync`` / ``--append`` reuse it)."""
+        self._meta["catalogue"] = str(source)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -224,39 +195,33 @@ class SearchIndex:
         return key in self._rows_by_key
 
     def entry(self, row: int) -> dict[str, Any]:
-        """The ``ids.jsonl`` record of ``row`` (key, path, modality, npy)."""
+        """The metadata record of ``row`` (key, path, modality, npy, n_items, sha256, model, ...)."""
         return dict(self._entries[row])
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Copies of every row's metadata record, in row order."""
+        with self._lock.read():
+            return [dict(e) for e in self._entries]
 
     def row_of(self, key: str) -> int:
         """The row holding ``key``; ``KeyError`` when it is not indexed."""
         return self._rows_by_key[key]
 
     def vector(self, row: int) -> np.ndarray:
-        """The stored unit vector of ``row``, float32 (D,) (e.g. for "more like this" queries).
+        """The stored unit vector of ``row``, float32 (D,) (e.g. for "more like this" queries)."""
+        raise NotImplementedError
 
-        Every kind can give it back: flat and HNSW store the vectors, IVF keeps a direct map.
-        """
-        with self._lock.read():
-            if not 0 <= row < len(self._entries):
-                raise IndexError(f"row {row} out of range for an index of {len(self._entries)} rows")
-            return self._index.reconstruct(int(row))
+    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
+        """The stored unit vectors of ``rows``, float32 (len(rows), D), in that order."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------- extending
-    def add(
-        self,
-        vectors: np.ndarray,
-        records: Sequence[Mapping[str, Any]],
-        *,
-        progress: bool = False,
-    ) -> int:
-        """Append vectors (N, D) (any norm; normalised here) with one record each; returns how
-        many rows were added.
-
-        A record needs ``key`` (the identity: relative path without extension) and may carry
-        ``path`` (default: the key), ``modality`` and ``npy``. Keys already in the index, and
-        repeats inside the batch, are skipped, so re-adding a folder is a no-op. An all-zero or
-        non-finite vector raises ``InputError`` naming its path before anything is added.
-        """
+    def _checked(
+        self, vectors: np.ndarray, records: Sequence[Mapping[str, Any]], skip_known: bool
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Unit vectors (M, D) and stored rows of the records to write: repeats in the batch
+        (and, with ``skip_known``, keys already indexed) left out; zero or non-finite vectors
+        raise ``InputError`` naming the path before anything is written."""
         array = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if len(array) != len(records):
             raise ValueError(f"{len(array)} vectors but {len(records)} records")
@@ -264,126 +229,135 @@ class SearchIndex:
             raise InputError(
                 records[0].get("path", records[0]["key"]), f"dimension {array.shape[1]} != index's {self.dim}"
             )
-        with self._lock.write():
-            keep, seen = [], set()
-            for i, record in enumerate(records):
-                key = str(record["key"])
-                if key in self._rows_by_key or key in seen:
-                    continue
-                norm = float(np.linalg.norm(array[i]))
-                if not np.isfinite(norm) or norm == 0.0:
-                    raise InputError(record.get("path", key), "zero or non-finite vector cannot be indexed")
-                seen.add(key)
-                keep.append(i)
-            if not keep:
-                return 0
-            self._add_rows(normalize(array[keep]), [records[i] for i in keep], progress)
-            self._maybe_recalibrate()
-        return len(keep)
-
-    def _add_rows(self, unit: np.ndarray, records: list[Mapping[str, Any]], progress: bool) -> None:
-        from tqdm.auto import tqdm
-
-        with tqdm(
-            total=len(unit), desc=f"adding to {self.kind} index", unit="vec", disable=not progress
-        ) as bar:
-            for start in range(0, len(unit), ADD_CHUNK):
-                self._index.add(unit[start : start + ADD_CHUNK])
-                bar.update(min(ADD_CHUNK, len(unit) - start))
-        for record in records:
+        keep, seen = [], set()
+        for i, record in enumerate(records):
             key = str(record["key"])
-            self._rows_by_key[key] = len(self._entries)
-            self._entries.append(
-                {
-                    "key": key,
-                    "path": str(record.get("path") or key),
-                    "modality": record.get("modality"),
-                    "npy": record.get("npy"),
-                }
-            )
-        self._selectors = {}
-        self._meta["count"] = len(self._entries)
-        self._meta["updated"] = _now()
+            if key in seen or (skip_known and key in self._rows_by_key):
+                continue
+            norm = float(np.linalg.norm(array[i]))
+            if not np.isfinite(norm) or norm == 0.0:
+                raise InputError(record.get("path", key), "zero or non-finite vector cannot be indexed")
+            seen.add(key)
+            keep.append(i)
+        rows = [entry_of(records[i], self.catalogue_columns) for i in keep]
+        return normalize(array[keep]) if keep else array[:0], rows
 
-    def _maybe_recalibrate(self) -> None:
-        """Re-tune efSearch/nprobe when the collection grew enough to change the recall."""
-        if self.kind == "flat":
-            return
-        calibration = self._meta["calibration"]
-        last = int(calibration.get("count", 0))
-        if last and len(self) < last * (1 + RECALIBRATE_GROWTH):
-            return
-        vectors = self._index.reconstruct_n(0, self._index.ntotal)
-        knob, recall = kinds.calibrate(
-            self.kind, self._index, vectors, target=calibration["target_recall@10"]
-        )
-        name = "efSearch" if self.kind == "hnsw" else "nprobe"
-        self._meta["params"] = {name: knob} if knob is not None else {}
-        calibration.update({"recall@10": round(recall, 4), "count": len(self)})
-        log.info(
-            "calibrated %s index of %d rows: %s=%s (recall@10 %.3f)", self.kind, len(self), name, knob, recall
-        )
-        if recall < calibration["target_recall@10"]:
-            log.warning(
-                "%s index: recall@10 %.3f stays below the target at %s=%s", self.kind, recall, name, knob
-            )
-        if knob is not None and knob >= kinds.knob_limit(self.kind, self._index):
-            # Typical of spread-out data (e.g. uniform random vectors): no cluster structure to exploit.
-            log.warning(
-                "%s index needs %s=%s for its recall target: no faster than exact search here",
-                self.kind,
-                name,
-                knob,
-            )
+    def add(
+        self, vectors: np.ndarray, records: Sequence[Mapping[str, Any]], *, progress: bool = False
+    ) -> int:
+        """Append vectors (N, D) (any norm; normalised here) with one metadata record each;
+        returns how many rows were added.
+
+        A record needs ``key`` and may carry ``path`` (default: the key), ``modality``, ``npy``,
+        ``n_items``, ``sha256``, ``model`` and catalogue columns. Keys already in the index, and
+        repeats inside the batch, are skipped, so re-adding a folder is a no-op.
+        """
+        with self._lock.write():
+            unit, rows = self._checked(vectors, records, skip_known=True)
+            if rows:
+                self._write(unit, rows, progress)
+                self._changed()
+            return len(rows)
+
+    def upsert(
+        self, vectors: np.ndarray, records: Sequence[Mapping[str, Any]], *, progress: bool = False
+    ) -> int:
+        """Insert or replace (by key) vectors (N, D) with their records; returns rows written."""
+        with self._lock.write():
+            unit, rows = self._checked(vectors, records, skip_known=False)
+            known = [r["key"] for r in rows if r["key"] in self._rows_by_key]
+            if known:
+                self._delete(known, replacing=True)
+            if rows:
+                self._write(unit, rows, progress)
+            self._changed()
+            return len(rows)
+
+    def remove(self, keys: Sequence[str]) -> int:
+        """Delete the rows of ``keys`` (unknown keys ignored); returns how many were removed."""
+        with self._lock.write():
+            known = sorted({k for k in keys if k in self._rows_by_key})
+            if known:
+                self._delete(known)
+                self._changed()
+            return len(known)
+
+    def _write(self, unit: np.ndarray, rows: list[dict[str, Any]], progress: bool) -> None:
+        """Back-end: store new rows (their keys are not indexed at this point)."""
+        raise NotImplementedError
+
+    def _delete(self, keys: list[str], replacing: bool = False) -> None:
+        """Back-end: drop the rows of ``keys`` (all indexed); ``replacing``: new rows of the same
+        keys are written next (a back-end that upserts in place may skip the delete)."""
+        raise NotImplementedError
+
+    def _changed(self) -> None:
+        self._rows_by_key = {e["key"]: i for i, e in enumerate(self._entries)}
+        self._matching = {}
+        self._meta["count"] = len(self._entries)
+        self._meta["updated"] = now()
+
+    # ----------------------------------------------------------------------------- filtering
+    def where(self, where: str | Where | None, modality: str | None = None) -> Where | None:
+        """``where`` (text or parsed) and a modality restriction as one checked filter; raises
+        ``FilterError`` for a bad expression."""
+        parsed = parse_where(where, self.columns) if isinstance(where, str) else where
+        return parsed if modality is None else with_modality(parsed, modality)
+
+    def matching_rows(self, where: Where) -> np.ndarray:
+        """Rows (int64, ascending) whose metadata passes ``where``; cached per expression."""
+        rows = self._matching.get(where.text)
+        if rows is None:
+            rows = np.array([i for i, e in enumerate(self._entries) if where.matches(e)], np.int64)
+            remember(self._matching, where.text, rows)
+        return rows
 
     # ----------------------------------------------------------------------------- searching
-    def _selector(self, modality: str) -> tuple[Any, float]:
-        cached = self._selectors.get(modality)
-        if cached is None:
-            rows = np.array(
-                [i for i, e in enumerate(self._entries) if e.get("modality") == modality], np.int64
-            )
-            selector = kinds.import_faiss().IDSelectorBatch(rows) if len(rows) else None
-            cached = (selector, len(rows) / max(len(self._entries), 1))
-            self._selectors[modality] = cached  # a benign race: concurrent readers build equal values
-        return cached
-
-    def search(self, vectors: np.ndarray, k: int = 10, modality: str | None = None) -> list[list[Hit]]:
+    def search(
+        self, vectors: np.ndarray, k: int = 10, modality: str | None = None, where: str | Where | None = None
+    ) -> list[list[Hit]]:
         """The ``k`` most cosine-similar rows for each query of ``vectors`` (Q, D) (or (D,)).
 
-        Queries are normalised here. ``modality`` keeps only rows of that modality. Returns one
-        list per query, best first, hits with equal scores ordered by key; shorter than ``k``
-        when fewer rows qualify.
+        Queries are normalised here. ``modality`` keeps only rows of that modality, ``where``
+        only rows passing a filter (:mod:`clamp3.index.filters`). Returns one list per query,
+        best first, equal scores ordered by key; shorter than ``k`` when fewer rows qualify.
         """
         queries = normalize(vectors)
         if queries.shape[1] != self.dim:
             raise ValueError(f"query dimension {queries.shape[1]} != index dimension {self.dim}")
         if k < 1:
             raise ValueError("k must be >= 1")
+        condition = self.where(where, modality)
         with self._lock.read():
-            selector, fraction = (None, 1.0) if modality is None else self._selector(modality)
-            if (modality is not None and selector is None) or not self._entries:
+            total = len(self._entries) if condition is None else len(self.matching_rows(condition))
+            if total == 0:
                 return [[] for _ in range(len(queries))]
-            scores, rows = self._search_past_ties(queries, k, selector, fraction)
+            scores, rows = self._search_past_ties(queries, k, condition, total)
             return [self._ranked(score_row, row_row, k) for score_row, row_row in zip(scores, rows)]
 
     def _search_past_ties(
-        self, queries: np.ndarray, k: int, selector: Any, fraction: float
+        self, queries: np.ndarray, k: int, condition: Where | None, total: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS results deep enough that every row tied with a query's k-th score is among them:
+        """Results deep enough that every row tied with a query's k-th score is among them:
         ``k + TIE_MARGIN`` rows, doubled while the last fetched score still equals the k-th."""
-        knob = next(iter(self._meta["params"].values()), None)
-        total = len(self._entries)
-        fetch = min(k + TIE_MARGIN, total)
+        fetch = min(k + TIE_MARGIN, total, self.max_fetch)
         while True:
-            params = kinds.search_parameters(self.kind, knob, selector, fraction, fetch)
-            scores, rows = self._index.search(queries, fetch, params=params)
-            if fetch >= total:
+            scores, rows = self._nearest(queries, fetch, condition, total)
+            if fetch >= min(total, self.max_fetch):
                 return scores, rows
             full = rows[:, -1] >= 0  # a filtered search may run out of rows before ``fetch``
-            if not (full & (scores[:, -1] == scores[:, k - 1])).any():
+            if not (full & (scores[:, -1] == scores[:, min(k, fetch) - 1])).any():
                 return scores, rows
-            fetch = min(fetch * 2, total)
+            fetch = min(fetch * 2, total, self.max_fetch)
+
+    max_fetch = 1 << 30  # the deepest result list one back-end call may return
+
+    def _nearest(
+        self, queries: np.ndarray, fetch: int, condition: Where | None, total: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Back-end: (scores float32 (Q, fetch), rows int64 (Q, fetch), -1 past the end) of the
+        ``fetch`` best rows passing ``condition`` (``total`` rows do)."""
+        raise NotImplementedError
 
     def _ranked(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         entries = self._entries

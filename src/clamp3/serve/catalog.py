@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clamp3.index import SearchIndex
+from clamp3.index.filters import FilterError, Where
 from clamp3.model_identity import identify, require_same_model
 from clamp3.serve.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from clamp3.serve.media import MediaRoot, media_kind
@@ -90,6 +91,7 @@ class Snapshot:
     modalities: dict[str, int]
     hidden: frozenset[int] = frozenset()
     loaded_at: float = field(default_factory=time.time)
+    facets: dict[str, Any] | None = None  # computed on first use (a benign race: equal values)
 
     @classmethod
     def build(cls, index: SearchIndex, media: MediaRoot) -> Snapshot:
@@ -117,8 +119,23 @@ class Snapshot:
             raise NotFound(f"no item with id {identifier!r} in the index (it may have been rebuilt)")
         return row
 
-    def available(self, modality: str | None) -> int:
-        return self.size if modality is None else self.modalities.get(modality, 0)
+    def condition(self, modality: str | None, where: str | None) -> Where | None:
+        """The modality restriction and ``where`` filter as one; a bad filter is a 422."""
+        try:
+            return self.index.where(where, modality)
+        except FilterError as exc:
+            raise Unprocessable(f"where: {exc.reason}") from None
+
+    def matching(self, condition: Where | None) -> np.ndarray | None:
+        """Rows (ascending int64) passing ``condition``, hidden rows included; None = all."""
+        return None if condition is None else self.index.matching_rows(condition)
+
+    def available(self, condition: Where | None) -> int:
+        """Findable items passing ``condition`` (hidden rows left out)."""
+        rows = self.matching(condition)
+        if rows is None:
+            return self.size
+        return len(rows) - (int(np.isin(rows, list(self.hidden)).sum()) if self.hidden else 0)
 
 
 class Catalog:
@@ -173,6 +190,15 @@ class Catalog:
         log.info("index reloaded", extra={"fields": {"items_before": before, "items": after}})
         return {"items_before": before, "items": after, "added": after - before}
 
+    def facets(self) -> dict[str, Any]:
+        """The live index's filterable columns and their values (:mod:`clamp3.serve.facets`)."""
+        from clamp3.serve.facets import facets
+
+        snap = self._snapshot
+        if snap.facets is None:
+            snap.facets = facets(snap.index.entries(), snap.index.catalogue_columns, snap.hidden)
+        return snap.facets
+
     def model_label(self) -> str | None:
         """The model's name for clients: the loaded model's config name, else the last part
         of the model id stored in the index (a tag, or a folder whose full path stays private)."""
@@ -190,6 +216,7 @@ class Catalog:
             "model": self.model_label(),
             "dimension": snap.index.dim,
             "index_kind": snap.index.kind,
+            "index_backend": snap.index.backend,
             "loaded_at": snap.loaded_at,
             "text_search": self.encoder is not None,
         }
@@ -200,33 +227,48 @@ class Catalog:
             raise Unavailable("this server runs without a model; only 'more like this' searches work")
         return self.encoder
 
-    def search_text(self, query: str, k: int, offset: int, modality: str | None) -> Page:
+    def search_text(
+        self, query: str, k: int, offset: int, modality: str | None, where: str | None = None
+    ) -> Page:
         text = query.strip()
         # Control, format and separator characters alone (a NUL, a zero-width space) are no query.
         if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
             raise Unprocessable("the query is empty; type a few words")
-        return self.search_vector(self._encoder().text(text), k, offset, modality)
+        self._snapshot.condition(modality, where)  # a bad filter fails before the model runs
+        return self.search_vector(self._encoder().text(text), k, offset, modality, where)
 
     def search_upload(
-        self, path: Path, digest: str, name: str, k: int, offset: int, modality: str | None
+        self,
+        path: Path,
+        digest: str,
+        name: str,
+        k: int,
+        offset: int,
+        modality: str | None,
+        where: str | None = None,
     ) -> Page:
         """Search with an uploaded file at ``path``; ``name`` (the client's) stands for it in
         error messages."""
-        return self.search_vector(self._encoder().file(path, digest, name), k, offset, modality)
+        self._snapshot.condition(modality, where)
+        return self.search_vector(self._encoder().file(path, digest, name), k, offset, modality, where)
 
     def upload_caption(self, digest: str) -> str | None:
         """The caption an uploaded image was searched as (``None``: not an image, or forgotten)."""
         return None if self.encoder is None else self.encoder.caption(digest)
 
-    def search_recent_upload(self, digest: str, k: int, offset: int, modality: str | None) -> Page:
+    def search_recent_upload(
+        self, digest: str, k: int, offset: int, modality: str | None, where: str | None = None
+    ) -> Page:
         vector = self._encoder().upload(digest)
         if vector is None:
             raise NotFound("this upload is no longer remembered; upload the file again")
-        return self.search_vector(vector, k, offset, modality)
+        return self.search_vector(vector, k, offset, modality, where)
 
-    def search_vector(self, vector: np.ndarray, k: int, offset: int, modality: str | None) -> Page:
+    def search_vector(
+        self, vector: np.ndarray, k: int, offset: int, modality: str | None, where: str | None = None
+    ) -> Page:
         """Ranks ``offset + 1`` .. ``offset + k`` for a query vector (D,), best first."""
-        return self._rank(self._snapshot, vector, k, offset, modality)
+        return self._rank(self._snapshot, vector, k, offset, modality, where=where)
 
     @staticmethod
     def _rank(
@@ -236,17 +278,20 @@ class Catalog:
         offset: int,
         modality: str | None,
         exclude: int | None = None,
+        where: str | None = None,
     ) -> Page:
         """``search_vector`` on one snapshot; ``exclude`` drops one row (the item a "more like
-        this" query came from)."""
-        excluded = exclude is not None and modality in (None, snap.index.entry(exclude).get("modality"))
-        total = min(snap.available(modality) - excluded, MAX_RESULTS)
+        this" query came from); ``where`` filters on metadata (:mod:`clamp3.index.filters`)."""
+        condition = snap.condition(modality, where)
+        rows = snap.matching(condition)
+        excluded = exclude is not None and (rows is None or bool(np.isin(exclude, rows)))
+        total = min(snap.available(condition) - excluded, MAX_RESULTS)
         wanted = min(offset + k, total)
         if wanted <= offset:
             return Page([], max(total, 0), offset, k)
         # Hidden rows may rank anywhere: fetch enough to fill the page without them.
         fetch = wanted + excluded + len(snap.hidden)
-        hits = snap.index.search(vector[None, :], fetch, modality=modality)[0]
+        hits = snap.index.search(vector[None, :], fetch, where=condition)[0]
         hits = [h for h in hits if h.row != exclude and h.row not in snap.hidden][:wanted]
         results = [
             Result(snap.ids[h.row], rank, h.score, h.modality, h.path, media_kind(h.path))
@@ -254,12 +299,14 @@ class Catalog:
         ]
         return Page(results, total, offset, k)
 
-    def similar(self, identifier: str, k: int, offset: int, modality: str | None) -> Page:
+    def similar(
+        self, identifier: str, k: int, offset: int, modality: str | None, where: str | None = None
+    ) -> Page:
         """Items nearest to an indexed item (the item itself left out)."""
         snap = self._snapshot
         row = snap.row(identifier)
         vector = self._stored_vector(snap, row)
-        return self._rank(snap, vector, k, offset, modality, exclude=row)
+        return self._rank(snap, vector, k, offset, modality, exclude=row, where=where)
 
     def _stored_vector(self, snap: Snapshot, row: int) -> np.ndarray:
         # Every index kind keeps its vectors (IVF through a direct map), so no re-embedding.
@@ -280,6 +327,7 @@ class Catalog:
             "kind": media_kind(entry["path"]),
             "size_bytes": None,
             "text": None,
+            "metadata": {name: entry.get(name) for name in snap.index.catalogue_columns},
         }
         try:
             path = self.media.resolve(entry["path"])

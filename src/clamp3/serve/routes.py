@@ -16,14 +16,17 @@ from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Uplo
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from clamp3.index.filters import MAX_WHERE_CHARS
 from clamp3.serve.catalog import MAX_RESULTS, Catalog, Page
 from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable, Unauthorized, Unprocessable
 from clamp3.serve.media import RENDERABLE_KINDS, content_type, iter_bytes, media_kind, parse_range
 from clamp3.serve.render import Renderer
 from clamp3.serve.schemas import (
     MAX_QUERY_CHARS,
+    WHERE_HELP,
     AdminResult,
     Error,
+    Facets,
     Health,
     Item,
     Modality,
@@ -39,6 +42,7 @@ bearer = HTTPBearer(auto_error=False, description="the admin token given to the 
 KQuery = Annotated[int, Query(ge=1, le=100, description="results per page")]
 OffsetQuery = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip")]
 ModalityQuery = Annotated[Modality | None, Query(description="only results of this modality")]
+WhereQuery = Annotated[str | None, Query(max_length=MAX_WHERE_CHARS, description=WHERE_HELP)]
 ItemIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
 UploadIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="upload_id of a file search")]
 ERRORS: dict[int | str, dict] = {status: {"model": Error} for status in (400, 404, 422, 503)}
@@ -82,6 +86,11 @@ def health(request: Request) -> Health:
     )
 
 
+@router.get("/facets", response_model=Facets, summary="Filterable columns and their values")
+def facets(request: Request) -> Facets:
+    return Facets(columns=_catalog(request).facets())
+
+
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
 def search(
     request: Request,
@@ -91,15 +100,16 @@ def search(
     k: KQuery = 10,
     offset: OffsetQuery = 0,
     modality: ModalityQuery = None,
+    where: WhereQuery = None,
 ) -> SearchResponse:
-    page = _catalog(request).search_text(q, k, offset, modality)
-    return _response(page, {"type": "text", "q": q, "modality": modality})
+    page = _catalog(request).search_text(q, k, offset, modality, where)
+    return _response(page, {"type": "text", "q": q, "modality": modality, "where": where})
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text (JSON body)")
 def search_json(request: Request, body: SearchRequest) -> SearchResponse:
-    page = _catalog(request).search_text(body.q, body.k, body.offset, body.modality)
-    return _response(page, {"type": "text", "q": body.q, "modality": body.modality})
+    page = _catalog(request).search_text(body.q, body.k, body.offset, body.modality, body.where)
+    return _response(page, {"type": "text", "q": body.q, "modality": body.modality, "where": body.where})
 
 
 @router.post(
@@ -117,14 +127,16 @@ def search_file(
     k: KQuery = 10,
     offset: OffsetQuery = 0,
     modality: ModalityQuery = None,
+    where: WhereQuery = None,
 ) -> SearchResponse:
     suffix = upload_suffix(file.filename)
     limit = request.app.state.settings.max_upload_bytes
     name = PurePosixPath((file.filename or "").replace("\\", "/")).name[:200]
     with request.app.state.uploads.store(file.file, suffix, limit) as (path, digest):
         upload_id = digest[:32]
-        page = _catalog(request).search_upload(path, upload_id, name, k, offset, modality)
-    return _response(page, _upload_query(request, upload_id, {"name": name}, modality), upload_id)
+        page = _catalog(request).search_upload(path, upload_id, name, k, offset, modality, where)
+    query = _upload_query(request, upload_id, {"name": name}, modality) | {"where": where}
+    return _response(page, query, upload_id)
 
 
 @router.get(
@@ -139,9 +151,11 @@ def upload_similar(
     k: KQuery = 10,
     offset: OffsetQuery = 0,
     modality: ModalityQuery = None,
+    where: WhereQuery = None,
 ) -> SearchResponse:
-    page = _catalog(request).search_recent_upload(upload_id, k, offset, modality)
-    return _response(page, _upload_query(request, upload_id, {"upload_id": upload_id}, modality), upload_id)
+    page = _catalog(request).search_recent_upload(upload_id, k, offset, modality, where)
+    query = _upload_query(request, upload_id, {"upload_id": upload_id}, modality) | {"where": where}
+    return _response(page, query, upload_id)
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=ERRORS, summary="Item metadata")
@@ -162,9 +176,10 @@ def item_similar(
     k: KQuery = 10,
     offset: OffsetQuery = 0,
     modality: ModalityQuery = None,
+    where: WhereQuery = None,
 ) -> SearchResponse:
-    page = _catalog(request).similar(item_id, k, offset, modality)
-    return _response(page, {"type": "item", "id": item_id, "modality": modality})
+    page = _catalog(request).similar(item_id, k, offset, modality, where)
+    return _response(page, {"type": "item", "id": item_id, "modality": modality, "where": where})
 
 
 def _disposition(name: str, inline: bool) -> str:

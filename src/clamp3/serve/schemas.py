@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clamp3.index.filters import MAX_WHERE_CHARS
 from clamp3.serve.catalog import MAX_RESULTS
 
 Modality = Literal["text", "symbolic", "audio"]
@@ -13,6 +14,10 @@ MAX_QUERY_CHARS = 2000
 ItemId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="the upload_id of a file search")]
 PageSize = Annotated[int, Field(ge=1, le=100, description="results per page")]
+WHERE_HELP = (
+    'a metadata filter, e.g. modality == "audio" and year >= 1950 and composer in ["Bach", "Händel"] '
+    "(columns: see /api/facets; and, or, not, ==, !=, <, <=, >, >=, in, not in, contains)"
+)
 Offset = Annotated[int, Field(ge=0, lt=MAX_RESULTS, description="results to skip (pagination)")]
 
 
@@ -24,6 +29,7 @@ class SearchRequest(BaseModel):
     k: PageSize = 10
     offset: Offset = 0
     modality: Modality | None = Field(default=None, description="only results of this modality")
+    where: str | None = Field(default=None, max_length=MAX_WHERE_CHARS, description=WHERE_HELP)
 
 
 class Result(BaseModel):
@@ -58,6 +64,9 @@ class Item(BaseModel):
     available: bool = Field(description="false when the file is missing or refused")
     problem: str | None
     text: str | None = Field(description="the start of a text item")
+    metadata: dict[str, str | int | float | bool | list[str] | None] = Field(
+        default_factory=dict, description="the catalogue columns of the item (see /api/facets)"
+    )
     file_url: str
     render_url: str | None
     similar_url: str
@@ -70,10 +79,28 @@ class Health(BaseModel):
     model: str | None
     dimension: int
     index_kind: str
+    index_backend: str = Field(description="faiss or milvus")
     loaded_at: float
     text_search: bool
     max_upload_bytes: int
     max_audio_seconds: float = Field(description="longest recording accepted as a query")
+
+
+class FacetValue(BaseModel):
+    value: str | bool
+    count: int
+
+
+class Facet(BaseModel):
+    type: str = Field(description="str, int, float, bool or list")
+    values: list[FacetValue] = Field(description="most frequent values (text, list and bool columns)")
+    more: bool = Field(description="more values exist than are listed")
+    min: float | None = Field(description="number columns: smallest value")
+    max: float | None
+
+
+class Facets(BaseModel):
+    columns: dict[str, Facet]
 
 
 class AdminResult(BaseModel):

@@ -7,7 +7,7 @@ const KIND_LABEL = { audio: "Recording", score: "Sheet music", midi: "MIDI", tex
 const MODALITY_LABEL = { symbolic: "sheet music / MIDI", audio: "audio", text: "text" };
 
 const $ = (id) => document.getElementById(id);
-const state = { mode: null, q: "", uploadId: null, uploadName: "", uploadCaption: "", itemId: null, itemName: "", offset: 0, modality: "" };
+const state = { mode: null, q: "", uploadId: null, uploadName: "", uploadCaption: "", itemId: null, itemName: "", offset: 0, modality: "", where: "" };
 const IMAGE_FILE = /\.(png|jpe?g|webp)$/i;
 const score = { url: null, page: 1, pages: 1, blobUrl: null };
 let maxUpload = 50 * 1024 * 1024;
@@ -33,6 +33,7 @@ async function api(url, options = {}) {
 function searchUrl() {
   const params = new URLSearchParams({ k: String(PAGE_SIZE), offset: String(state.offset) });
   if (state.modality) params.set("modality", state.modality);
+  if (state.where) params.set("where", state.where);
   if (state.mode === "text") {
     params.set("q", state.q);
     return `/api/search?${params}`;
@@ -52,6 +53,7 @@ async function runSearch(file = null) {
       form.append("file", file, file.name);
       const params = new URLSearchParams({ k: String(PAGE_SIZE), offset: "0" });
       if (state.modality) params.set("modality", state.modality);
+      if (state.where) params.set("where", state.where);
       data = await api(`/api/search/file?${params}`, { method: "POST", body: form });
       state.uploadId = data.upload_id;
       state.uploadCaption = data.query.caption || ""; // an image is searched by its caption
@@ -61,7 +63,10 @@ async function runSearch(file = null) {
     if (serial !== searchSerial) return; // a newer search already answered
     showResults(data);
   } catch (error) {
-    if (serial === searchSerial) setStatus(error.message, true);
+    if (serial !== searchSerial) return;
+    setStatus(error.message, true);
+    // A refused filter must not leave the previous (differently filtered) results on show.
+    if (error.message.startsWith("where:")) { $("results").replaceChildren(); $("pager").hidden = true; }
   }
 }
 
@@ -172,7 +177,9 @@ async function openItem(id, { play = false } = {}) {
   detail.dataset.kind = item.kind;
   $("detail-title").textContent = item.name;
   const size = item.size_bytes == null ? "" : ` · ${(item.size_bytes / 1024).toFixed(1)} KB`;
-  $("detail-meta").textContent = `${item.path} · ${KIND_LABEL[item.kind] || item.kind}${size}` +
+  const catalogue = Object.entries(item.metadata || {}).filter(([, v]) => v != null && v !== "")
+    .map(([k, v]) => ` · ${k}: ${Array.isArray(v) ? v.join(", ") : v}`).join("");
+  $("detail-meta").textContent = `${item.path} · ${KIND_LABEL[item.kind] || item.kind}${size}${catalogue}` +
     (item.available ? "" : ` · ${item.problem}`);
   const download = $("download");
   download.href = item.file_url;
@@ -256,12 +263,81 @@ function wireDropZone() {
   });
 }
 
+// ------------------------------------------------------------------------------ catalogue filters
+// One control per declared column (from /api/facets); they and the free expression become one
+// `where` filter in the grammar the server parses (strings quoted with JSON rules).
+function facetControl(name, facet) {
+  const label = document.createElement("label");
+  label.className = "facet";
+  label.append(`${name} `);
+  if (facet.type === "int" || facet.type === "float") {
+    for (const [bound, value] of [["from", facet.min], ["to", facet.max]]) {
+      const input = document.createElement("input");
+      input.type = "number";
+      input.dataset.column = name;
+      input.dataset.bound = bound;
+      input.placeholder = value == null ? bound : String(value);
+      input.step = facet.type === "int" ? "1" : "any";
+      label.append(input);
+    }
+    return label;
+  }
+  const select = document.createElement("select");
+  select.dataset.column = name;
+  select.dataset.type = facet.type;
+  select.append(new Option("any", ""));
+  for (const { value, count } of facet.values) select.append(new Option(`${value} (${count})`, String(value)));
+  label.append(select);
+  return label;
+}
+
+function filterExpression() {
+  const parts = [];
+  for (const select of document.querySelectorAll("#facet-controls select")) {
+    if (!select.value) continue;
+    const column = select.dataset.column;
+    if (select.dataset.type === "bool") parts.push(`${column} == ${select.value}`);
+    else if (select.dataset.type === "list") parts.push(`${column} contains ${JSON.stringify(select.value)}`);
+    else parts.push(`${column} == ${JSON.stringify(select.value)}`);
+  }
+  for (const input of document.querySelectorAll("#facet-controls input")) {
+    if (input.value !== "" && Number.isFinite(Number(input.value))) {
+      parts.push(`${input.dataset.column} ${input.dataset.bound === "from" ? ">=" : "<="} ${Number(input.value)}`);
+    }
+  }
+  const free = $("where").value.trim();
+  if (free) parts.push(`(${free})`);
+  return parts.join(" and ");
+}
+
+function applyFilters() {
+  state.where = filterExpression();
+  state.offset = 0;
+  if (state.mode === "file" && state.uploadId) runSearch();
+  else if (state.mode && state.mode !== "file") startSearch(state.mode);
+}
+
+async function showFacets() {
+  let columns;
+  try {
+    columns = (await api("/api/facets")).columns;
+  } catch (error) {
+    return; // an older server without facets: the page works without them
+  }
+  const names = Object.keys(columns).filter((name) => name !== "modality");
+  if (!names.length) return;
+  $("facet-controls").replaceChildren(...names.map((name) => facetControl(name, columns[name])));
+  $("facets").hidden = false;
+  if (state.where) { $("where").value = state.where; $("facets").open = true; }
+}
+
 // ------------------------------------------------------------------------------ set-up
 function rememberInUrl() {
   const params = new URLSearchParams();
   if (state.mode === "text") params.set("q", state.q);
   if (state.mode === "item") params.set("like", state.itemId);
   if (state.modality) params.set("modality", state.modality);
+  if (state.where) params.set("where", state.where);
   if (state.offset) params.set("offset", String(state.offset));
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
@@ -299,9 +375,18 @@ function init() {
   $("detail-close").addEventListener("click", () => { $("player").pause(); $("detail").hidden = true; });
   wireDropZone();
   showLibrary();
+  $("apply-filters").addEventListener("click", applyFilters);
+  $("clear-filters").addEventListener("click", () => {
+    for (const control of document.querySelectorAll("#facet-controls select, #facet-controls input")) control.value = "";
+    $("where").value = "";
+    applyFilters();
+  });
+  $("where").addEventListener("keydown", (event) => { if (event.key === "Enter") { event.preventDefault(); applyFilters(); } });
 
   const params = new URLSearchParams(location.search);
   state.modality = params.get("modality") || "";
+  state.where = params.get("where") || "";
+  showFacets();
   const radio = document.querySelector(`input[name="modality"][value="${CSS.escape(state.modality)}"]`);
   if (radio) radio.checked = true;
   const offset = Math.max(0, Number(params.get("offset")) || 0);

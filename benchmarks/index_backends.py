@@ -1,0 +1,296 @@
+"""FAISS and Milvus Lite side by side at up to 1M clustered vectors: build, disk, memory, latency, recall.
+
+Data (synthetic, written in chunks to a memory-mapped ``.npy`` under ``--workdir`` and reused):
+``--n`` unit vectors of ``--dim`` (768) around ``--clusters`` Gaussian centres, each with a
+``bucket`` column (0-99, uniform) so that ``bucket == 7`` keeps 1 % of the rows and
+``bucket < 30`` keeps 30 %. Queries are fresh draws from the same mixture. The exact top-10 of
+every query, unfiltered and under both filters, comes from a chunked numpy scan.
+
+Each index kind runs in its own child process (so peak RSS is its own): build through
+``clamp3.index.SearchIndex`` (approximate kinds calibrated once, on the memory map, for recall@10
+>= 0.95), size on disk, peak RSS, p50 / p95 latency of single k=10 queries (unfiltered, 1 %, 30 %),
+recall@10 against exact. Kinds: ``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf``, ``faiss-ivfpq``
+(raw FAISS IVF-PQ, 4 dims per code byte, re-ranking its top 100 from the memory map: not an
+index kind of the project, here for the memory column), and Milvus Lite's ``milvus-flat``,
+``milvus-hnsw``, ``milvus-ivf`` (IVF_FLAT), ``milvus-ivf_sq8``, ``milvus-hnsw_sq``.
+
+The machine may be shared: compare the rows with each other (one run, one machine), and read the
+``filtered/unfiltered`` latency ratios rather than the absolute times.
+
+    python benchmarks/index_backends.py --n 1000000                      # the issue's scale
+    python benchmarks/index_backends.py --n 50000 --kinds faiss-flat,milvus-hnsw
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FILTERS = {"none": None, "1%": "bucket == 7", "30%": "bucket < 30"}
+KINDS = "faiss-flat,faiss-hnsw,faiss-ivf,faiss-ivfpq,milvus-flat,milvus-hnsw,milvus-ivf,milvus-ivf_sq8,milvus-hnsw_sq"
+CHUNK = 50_000
+
+
+def make_data(work: Path, n: int, dim: int, clusters: int, n_queries: int, seed: int) -> None:
+    """vectors.npy (n, dim) float32 unit rows, buckets.npy (n,), queries.npy; reused if present."""
+    stamp = {"n": n, "dim": dim, "clusters": clusters, "queries": n_queries, "seed": seed}
+    if (work / "data.json").is_file() and json.loads((work / "data.json").read_text()) == stamp:
+        return
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    spread = 0.6  # within-cluster noise per dimension vs unit-variance centres: clusters overlap a little
+
+    def draw(count: int) -> np.ndarray:
+        x = centres[rng.integers(0, clusters, count)] + spread * rng.standard_normal((count, dim)).astype(
+            np.float32
+        )
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    vectors = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+    for start in range(0, n, CHUNK):
+        vectors[start : start + CHUNK] = draw(min(CHUNK, n - start))
+    vectors.flush()
+    np.save(work / "buckets.npy", rng.integers(0, 100, n).astype(np.int64))
+    np.save(work / "queries.npy", draw(n_queries).astype(np.float32))
+    (work / "data.json").write_text(json.dumps(stamp))
+
+
+def exact(work: Path, k: int = 10) -> dict[str, np.ndarray]:
+    """Exact top-k rows (Q, k) per filter, from a chunked scan of the memory map."""
+    cached = work / "truth.npz"
+    if cached.is_file():
+        return dict(np.load(cached))
+    vectors = np.load(work / "vectors.npy", mmap_mode="r")
+    buckets, queries = np.load(work / "buckets.npy"), np.load(work / "queries.npy")
+    masks = {"none": None, "1%": buckets == 7, "30%": buckets < 30}
+    best = {
+        name: (np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64))
+        for name in masks
+    }
+    for start in range(0, len(vectors), CHUNK):
+        sims = queries @ np.asarray(vectors[start : start + CHUNK]).T
+        for name, mask in masks.items():
+            block = sims if mask is None else np.where(mask[start : start + CHUNK], sims, -np.inf)
+            scores, rows = best[name]
+            part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            scores = np.hstack([scores, np.take_along_axis(block, part, axis=1)])
+            rows = np.hstack([rows, part + start])
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            best[name] = (np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1))
+    truth = {name: rows for name, (_, rows) in best.items()}
+    np.savez(cached, **truth)
+    return truth
+
+
+def _disk(*paths: Path) -> int:
+    total = 0
+    for path in paths:
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return total
+
+
+def _build(spec: str, work: Path, vectors: np.ndarray, buckets: np.ndarray):
+    """The index of ``spec`` over the memory map, built in chunks and calibrated once."""
+    from clamp3.index import SearchIndex
+    from clamp3.index.backends import faiss as faiss_backend
+    from clamp3.index.backends import milvus as milvus_backend
+
+    backend, _, variant = spec.partition("-")
+    kind = {"ivf_sq8": "ivf", "hnsw_sq": "hnsw"}.get(variant, variant)
+    options: dict = {"columns": {"bucket": "int"}}
+    if kind == "ivf":
+        options["train_vectors"] = vectors[
+            np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)
+        ]
+    if backend == "milvus":
+        options |= {
+            "uri": str(work / f"{spec}.db"),
+            "collection": "bench",
+            "overwrite": True,
+            "index_type": variant.upper() if variant != kind else None,
+        }
+        options["train_vectors"] = np.empty((len(vectors), 0)) if kind == "ivf" else None  # nlist ~ sqrt(N)
+    faiss_backend.RECALIBRATE_GROWTH = milvus_backend.RECALIBRATE_GROWTH = float(
+        "inf"
+    )  # calibrate once, below
+    index = SearchIndex.create(vectors.shape[1], kind, backend=backend, **options)
+    for start in range(0, len(vectors), CHUNK):
+        rows = range(start, min(start + CHUNK, len(vectors)))
+        index.add(
+            np.asarray(vectors[start : rows.stop]),
+            [{"key": f"v{i:08d}", "bucket": int(buckets[i])} for i in rows],
+        )
+    if backend == "milvus":
+        index.calibrate([f"v{i:08d}" for i in range(len(vectors))], vectors)
+    else:
+        index.calibrate(vectors)
+    index.save(work / f"{spec}.idx")
+    return index, [work / f"{spec}.idx", work / f"{spec}.db"]
+
+
+class _IvfPq:
+    """Raw FAISS IVF-PQ (dim/4 bytes a vector) re-ranking its top 100 from the memory map."""
+
+    def __init__(self, work: Path, vectors: np.ndarray, buckets: np.ndarray):
+        import faiss
+
+        from clamp3.index.kinds import ivf_lists
+
+        self.faiss, self.vectors, self.buckets = faiss, vectors, buckets
+        dim = vectors.shape[1]
+        self.index = faiss.index_factory(
+            dim, f"IVF{ivf_lists(len(vectors))},PQ{dim // 4}x8", faiss.METRIC_INNER_PRODUCT
+        )
+        faiss.downcast_index(self.index).do_polysemous_training = False  # minutes of annealing, unused here
+        sample = np.random.default_rng(1).choice(len(vectors), min(len(vectors), 100_000), replace=False)
+        self.index.train(np.asarray(vectors[np.sort(sample)]))
+        for start in range(0, len(vectors), CHUNK):
+            self.index.add(np.asarray(vectors[start : start + CHUNK]))
+        self.index.nprobe = 32
+        self.path = work / "faiss-ivfpq.faiss"
+        faiss.write_index(self.index, str(self.path))
+        self.selectors = {
+            name: faiss.IDSelectorBatch(np.flatnonzero(self._mask(name))) for name in ("1%", "30%")
+        }
+
+    def _mask(self, name: str) -> np.ndarray:
+        return self.buckets == 7 if name == "1%" else self.buckets < 30
+
+    def search(self, query: np.ndarray, k: int, name: str) -> list[int]:
+        params = self.faiss.SearchParametersIVF()
+        fraction = 1.0 if name == "none" else (0.01 if name == "1%" else 0.3)
+        params.nprobe = int(min(self.index.nlist, 32 / fraction**0.5))
+        if name != "none":
+            params.sel = self.selectors[name]
+        _, rows = self.index.search(query[None, :], 100, params=params)
+        rows = rows[0][rows[0] >= 0]
+        exact = np.asarray(self.vectors[np.sort(rows)]) @ query
+        return np.sort(rows)[np.argsort(-exact, kind="stable")[:k]].tolist()
+
+
+def child(spec: str, work: Path, threads: int) -> dict:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    vectors = np.load(work / "vectors.npy", mmap_mode="r")
+    buckets, queries = np.load(work / "buckets.npy"), np.load(work / "queries.npy")
+    truth = exact(work)
+    for stale in (work / f"{spec}.idx", work / f"{spec}.db"):
+        shutil.rmtree(stale, ignore_errors=True)
+    start = time.perf_counter()
+    if spec == "faiss-ivfpq":
+        index = _IvfPq(work, vectors, buckets)
+        paths = [index.path]
+        search = lambda q, name: index.search(q, 10, name)  # noqa: E731
+        params = {"nprobe": 32}
+    else:
+        index, paths = _build(spec, work, vectors, buckets)
+        search = lambda q, name: [int(h.key[1:]) for h in index.search(q, 10, where=FILTERS[name])[0]]  # noqa: E731
+        params = index.meta["params"]
+    out = {
+        "kind": spec,
+        "n": len(vectors),
+        "build_s": time.perf_counter() - start,
+        "disk_mb": _disk(*paths) / 2**20,
+    }
+    out["params"] = params
+    for name in FILTERS:
+        search(queries[0], name)  # warm-up: selectors, caches
+        times, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            found.append(search(q, name))
+            times.append(time.perf_counter() - t)
+        hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth[name]))
+        out[f"recall_{name}"] = hits / truth[name].size
+        out[f"p50_ms_{name}"], out[f"p95_ms_{name}"] = (1000 * np.percentile(times, p) for p in (50, 95))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        f"{'kind':<15}{'build s':>9}{'disk MB':>9}{'RSS MB':>8}"
+        + "".join(f"{'p50/p95 ms ' + n:>20}{'R@10':>6}" for n in FILTERS)
+        + f"{'1%/none':>8}"
+    )
+    lines = [head]
+    for r in rows:
+        cells = "".join(
+            f"{r[f'p50_ms_{n}']:>11.2f}/{r[f'p95_ms_{n}']:<8.2f}{r[f'recall_{n}']:>6.3f}" for n in FILTERS
+        )
+        ratio = r["p50_ms_1%"] / max(r["p50_ms_none"], 1e-9)
+        lines.append(
+            f"{r['kind']:<15}{r['build_s']:>9.1f}{r['disk_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}{cells}{ratio:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--kinds", default=KINDS)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="FAISS threads per query (1: a service's view)"
+    )
+    parser.add_argument("--workdir", default="bench_index_backends", help="data, indexes, results.json")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, work, args.threads)), flush=True)
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    make_data(work, args.n, args.dim, args.clusters, args.queries, seed=0)
+    exact(work)
+    print(
+        f"data + exact top-10: {time.perf_counter() - start:.0f} s ({args.n} x {args.dim}, load {os.getloadavg()[0]:.1f})"
+    )
+    rows = []
+    for spec in args.kinds.split(","):
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            spec,
+            "--workdir",
+            str(work),
+            "--threads",
+            str(args.threads),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True)
+        result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode or not result:
+            print(f"{spec}: failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        rows.append(json.loads(result[-1][7:]))
+        print(f"{spec}: done in {rows[-1]['build_s']:.0f} s build, params {rows[-1]['params']}", flush=True)
+        shutil.rmtree(work / f"{spec}.db", ignore_errors=True)  # disk: one engine's files at a time
+    # Kinds run before (same data) stay in the table, so a rerun of a few kinds completes it.
+    earlier = json.loads((work / "results.json").read_text()) if (work / "results.json").is_file() else []
+    order = KINDS.split(",")
+    merged = {r["kind"]: r for r in earlier if r.get("n") == args.n} | {r["kind"]: r for r in rows}
+    rows = sorted(merged.values(), key=lambda r: order.index(r["kind"]) if r["kind"] in order else len(order))
+    (work / "results.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+    print(f"load average at the end: {os.getloadavg()}; the machine may be shared")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Catalogue columns for an index: a CSV or JSONL file joined to the embeddings by key or path.
+
+``clamp3 index EMB IDX --catalogue FILE`` stores these columns with every item, in both
+back-ends, so ``--where`` can filter on them (``year >= 1950``, ``composer in [...]``,
+``tags contains "chorale"``).
+
+The file:
+
+* **JSONL**: one object per line; values are strings, integers, floats, booleans or lists of
+  strings (``null`` or absent = unknown).
+* **CSV** (UTF-8, header row): a header may declare its type as ``name:type`` with type
+  ``str``, ``int``, ``float``, ``bool`` or ``list`` (``tags:list``; a list cell is split on
+  ``;``); without a declaration a column is ``int`` if every filled cell is an integer, else
+  ``float`` if every one is a number, else ``str``. Empty cells are unknown.
+
+The join column is ``key`` (or ``id``: the same thing, the relative path without extension
+that the index uses) or ``path`` (the original input path as the embedding manifest records
+it). Column names must be identifiers and may not reuse a base metadata name (key, path,
+modality, npy, n_items, sha256, model). Catalogue rows that match no item are counted and
+reported; items without a catalogue row simply have unknown values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from clamp3.index.filters import COLUMN_TYPES
+from clamp3.index.records import BASE_COLUMNS
+from clamp3.utils.errors import InputError
+
+JOIN_COLUMNS = ("key", "id", "path")
+LIST_SEPARATOR = ";"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED = set(BASE_COLUMNS) | {"id", "vector", "row", "score"}
+
+
+@dataclass
+class Catalogue:
+    """Catalogue rows by join value. ``by`` is ``"key"`` or ``"path"``; ``columns`` maps each
+    column to its type; ``matched`` counts the rows :meth:`join` used."""
+
+    source: Path
+    by: str
+    columns: dict[str, str]
+    rows: dict[str, dict[str, Any]]
+    matched: set[str] = field(default_factory=set)
+
+    def values_for(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The catalogue values of one item record (``key``, ``path``); unknown ones are None."""
+        probe = str(record.get(self.by) or "")
+        row = self.rows.get(_norm_path(probe) if self.by == "path" else probe)
+        if row is not None:
+            self.matched.add(probe if self.by == "key" else _norm_path(probe))
+        return {name: (row or {}).get(name) for name in self.columns}
+
+    def join(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``records`` with the catalogue columns added (new dicts)."""
+        return [{**r, **self.values_for(r)} for r in records]
+
+    @property
+    def unmatched(self) -> int:
+        return len(set(self.rows) - self.matched)
+
+
+def _norm_path(path: str) -> str:
+    return PurePosixPath(path.replace("\\", "/")).as_posix().removeprefix("./")
+
+
+def _check_name(source: Path, name: str) -> None:
+    if not _NAME.match(name):
+        raise InputError(
+            source, f"column {name!r}: names are letters, digits and _ (not starting with a digit)"
+        )
+    if name in _RESERVED:
+        raise InputError(source, f"column {name!r} is a built-in metadata name; rename it")
+
+
+def _cell(source: Path, line: int, name: str, kind: str, raw: Any) -> Any:
+    """One value converted to ``kind`` (None for empty); errors name the file, line and column."""
+    if raw is None or raw == "" or raw == []:
+        return None
+    try:
+        if kind == "list":
+            items = raw if isinstance(raw, list) else str(raw).split(LIST_SEPARATOR)
+            values = [str(v).strip() for v in items if str(v).strip()]
+            return values or None
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).strip().lower() in ("true", "false"):
+                return str(raw).strip().lower() == "true"
+            raise ValueError("expected true or false")
+        if isinstance(raw, (list, dict)) or (isinstance(raw, bool) and kind != "str"):
+            raise ValueError(f"expected a {kind}")
+        if kind == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("expected an integer")
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if kind == "float":
+            return float(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise InputError(source, f"line {line}, column {name}: {raw!r} is not a {kind} ({exc})") from None
+
+
+def _infer(values: list[Any]) -> str:
+    filled = [v for v in values if v is not None and v != "" and v != []]
+    if any(isinstance(v, list) for v in filled):
+        return "list"
+    if filled and all(isinstance(v, bool) for v in filled):
+        return "bool"
+
+    def number(v: Any, integer: bool) -> bool:
+        if isinstance(v, bool):
+            return False
+        if isinstance(v, (int, float)):
+            return not integer or float(v).is_integer()
+        try:
+            int(v) if integer else float(v)
+            return True
+        except ValueError:
+            return False
+
+    if filled and all(number(v, True) for v in filled):
+        return "int"
+    if filled and all(number(v, False) for v in filled):
+        return "float"
+    return "str"
+
+
+def _read_rows(source: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Raw rows and declared types (CSV ``name:type`` headers)."""
+    declared: dict[str, str] = {}
+    if source.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InputError(source, f"line {number}: not JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise InputError(source, f"line {number}: expected a JSON object")
+            rows.append(row)
+        return rows, declared
+    if source.suffix.lower() != ".csv":
+        raise InputError(source, "a catalogue is a .csv or .jsonl file")
+    with open(source, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        names = {}
+        for header in reader.fieldnames or []:
+            name, _, kind = header.strip().partition(":")
+            if kind and kind not in COLUMN_TYPES:
+                raise InputError(
+                    source, f"column {header!r}: type {kind!r} is not one of {', '.join(COLUMN_TYPES)}"
+                )
+            names[header] = name
+            if kind:
+                declared[name] = kind
+        return [{names[h]: v for h, v in row.items() if h in names} for row in reader], declared
+
+
+def read_catalogue(path: str | os.PathLike) -> Catalogue:
+    """Read and type-check a catalogue file (see the module docstring); errors name the file."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(source, "catalogue file not found")
+    try:
+        rows, declared = _read_rows(source)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(source, f"unreadable ({exc})") from None
+    if not rows:
+        raise InputError(source, "the catalogue has no rows")
+    names = list(dict.fromkeys(n for row in rows for n in row))
+    joins = [n for n in JOIN_COLUMNS if n in names]
+    if not joins:
+        raise InputError(source, "needs a 'key' (or 'id') or a 'path' column to join it to the items")
+    join = joins[0]
+    by = "path" if join == "path" else "key"
+    columns = {}
+    for name in names:
+        if name in JOIN_COLUMNS:
+            continue
+        _check_name(source, name)
+        columns[name] = declared.get(name) or _infer([row.get(name) for row in rows])
+    table: dict[str, dict[str, Any]] = {}
+    for line, row in enumerate(rows, start=2 if source.suffix.lower() == ".csv" else 1):
+        raw_key = row.get(join)
+        if raw_key in (None, ""):
+            raise InputError(source, f"line {line}: empty {join}")
+        value = _norm_path(str(raw_key)) if by == "path" else str(raw_key)
+        if value in table:
+            raise InputError(source, f"line {line}: {join} {value!r} appears twice")
+        table[value] = {n: _cell(source, line, n, kind, row.get(n)) for n, kind in columns.items()}
+    return Catalogue(source, by, columns, table)
