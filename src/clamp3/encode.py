@@ -311,9 +311,16 @@ def embed_prepared(
 ) -> list[np.ndarray]:
     """Global vectors (D,) (or last hidden states (n, H) when not pooled) for prepared items of
     any mix of modalities, in input order."""
+    out: list[np.ndarray | None] = [None] * len(items)
+    if hasattr(model, "embed_prepared_items"):  # the ONNX Runtime backend (clamp3.onnx), torch-free
+        for modality in ("text", "symbolic", "audio"):
+            idx = [i for i, item in enumerate(items) if item.modality == modality]
+            vectors = model.embed_prepared_items(modality, [items[i].data for i in idx], pooled, batch_size)
+            for i, vector in zip(idx, vectors, strict=True):
+                out[i] = vector
+        return out  # type: ignore[return-value]
     from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 
-    out: list[np.ndarray | None] = [None] * len(items)
     for modality in ("text", "symbolic", "audio"):
         idx = [i for i, item in enumerate(items) if item.modality == modality]
         if not idx:

@@ -69,6 +69,10 @@ def locate(source: str | os.PathLike) -> str:
 def identify(model: Clamp3Model, source: str | os.PathLike | None = None) -> ModelIdentity:
     """The identity of a loaded model; ``source`` is what it was loaded from (a tag is kept as
     the id), by default the directory or file the model read its weights from."""
+    exported = getattr(model, "identity", None)
+    if callable(exported):  # an ONNX export: its directory and the fingerprint of its source model
+        own = exported()
+        return ModelIdentity(locate(source) if source is not None else own.id, own.fingerprint)
     # The weight source is the model's private record of where it was loaded from; it is the
     # only place that knows the checkpoint file behind a tag or an official .pth.
     weights = getattr(model, "_source", None)

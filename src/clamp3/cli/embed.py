@@ -49,15 +49,21 @@ def resolve_device(name: str | None) -> str:
 
 
 def load_model(args: argparse.Namespace):
-    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use)."""
-    import torch
+    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use); an
+    ``export-onnx`` directory runs on ONNX Runtime without importing torch."""
+    from clamp3 import backends
+    from clamp3.onnx.layout import is_onnx_directory
 
-    from clamp3.model import Clamp3Model
+    if is_onnx_directory(args.model):
+        if args.dtype:
+            raise InputError(f"--dtype {args.dtype}", "an ONNX export has the precision it was exported with")
+        return backends.load(args.model, device=args.device)
+    import torch
 
     device = resolve_device(args.device)
     dtype_name = args.dtype or ("fp32" if device == "cpu" else "fp16")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
-    return Clamp3Model.from_pretrained(args.model, device=device, dtype=dtype)
+    return backends.load(args.model, device=device, dtype=dtype)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

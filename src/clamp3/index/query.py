@@ -38,12 +38,11 @@ def needs_model(query: str | os.PathLike, dim: int) -> bool:
 
 
 def load_model(model: Clamp3Model | str | os.PathLike, device: str | None = None) -> Clamp3Model:
-    """A model object, or one loaded from a directory / tag (towers are loaded on first use)."""
-    from clamp3.model import Clamp3Model
+    """A model object, or one loaded from a directory / tag (towers are loaded on first use;
+    an ``export-onnx`` directory runs on ONNX Runtime)."""
+    from clamp3 import backends
 
-    if isinstance(model, Clamp3Model):
-        return model
-    return Clamp3Model.from_pretrained(model, device=device)
+    return backends.load(model, device=device)
 
 
 def warn_if_other_model(model: Clamp3Model, fingerprint: str | None) -> None:

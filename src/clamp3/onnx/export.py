@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,13 @@ import numpy as np
 import torch
 
 from clamp3.model import Clamp3Model
-from clamp3.onnx.graphs import TowerGraph, boolean_attention, sample_batch, torch_outputs, verification_batches
+from clamp3.onnx.graphs import (
+    TowerGraph,
+    boolean_attention,
+    sample_batch,
+    torch_outputs,
+    verification_batches,
+)
 from clamp3.onnx.layout import (
     INPUT_NAMES,
     OPSET,
@@ -77,14 +84,23 @@ def _export_graph(model: Clamp3Model, modality: str, path: Path, external: bool)
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter prints progress lines and warnings; an export command shows its own."""
-    import contextlib as _c
+    """The exporter prints progress lines, logs that torchvision is absent and warns about
+    transformers internals; ``export-onnx`` reports what matters itself (the check results)."""
     import io
+    import logging
     import warnings
 
-    with warnings.catch_warnings(), _c.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -> dict[str, float]:
@@ -104,7 +120,10 @@ def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -
             np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1), 1e-30
         )
         min_cos = min(min_cos, float(cos.min()))
-        for name, got, ref in (("embedding", emb, ref_emb), ("hidden_states", hidden[mask], ref_hidden[mask])):
+        for name, got, ref in (
+            ("embedding", emb, ref_emb),
+            ("hidden_states", hidden[mask], ref_hidden[mask]),
+        ):
             diff = np.abs(got - ref)
             worst = max(worst, float(diff.max()))
             if precision == "fp32":
@@ -136,16 +155,30 @@ def export_tower(
     fp32 = final if precision == "fp32" else staging / "fp32" / f"{modality}.onnx"
     fp32.parent.mkdir(exist_ok=True)
     _export_graph(model, modality, fp32, external=size > limit)
-    check = check_graph(model, modality, fp32, "fp32")
+    entry = _entry(final, check_graph(model, modality, fp32, "fp32"))
     if precision != "fp32":
-        from clamp3.onnx.quantize import convert_fp16, quantize_int8
-
-        external = size * BYTES_PER_VALUE[precision] // 4 > limit
-        (quantize_int8 if precision == "int8" else convert_fp16)(fp32, final, external)
+        entry = derive_tower(model, modality, fp32, final, precision, entry.check, limit)
         shutil.rmtree(fp32.parent)
-        check = {**check_graph(model, modality, final, precision), "fp32_max_abs_diff": check["max_abs_diff"]}
-    files = sorted(p for p in staging.iterdir() if p.is_file() and p.name.startswith(final.name))
-    return TowerEntry(final.name, {p.name: file_record(p) for p in files}, check)
+    return entry
+
+
+def derive_tower(
+    model: Clamp3Model, modality: str, fp32: Path, final: Path, precision: str, fp32_check: dict, limit: int
+) -> TowerEntry:
+    """The int8 or fp16 graph of a checked fp32 graph, itself checked against torch."""
+    from clamp3.onnx.quantize import convert_fp16, quantize_int8
+
+    model.require(modality)
+    external = _tower_bytes(model, modality) * BYTES_PER_VALUE[precision] // 4 > limit
+    with _quiet():  # onnxruntime's quantiser logs advice on the root logger
+        (quantize_int8 if precision == "int8" else convert_fp16)(fp32, final, external)
+    check = check_graph(model, modality, final, precision)
+    return _entry(final, {**check, "fp32_max_abs_diff": fp32_check["max_abs_diff"]})
+
+
+def _entry(graph: Path, check: dict[str, float]) -> TowerEntry:
+    files = sorted(p for p in graph.parent.iterdir() if p.is_file() and p.name.startswith(graph.name))
+    return TowerEntry(graph.name, {p.name: file_record(p) for p in files}, check)
 
 
 def export_onnx(
@@ -161,25 +194,76 @@ def export_onnx(
     (``fp32``, ``int8`` or ``fp16``). ``out`` must not exist unless ``overwrite``; nothing is
     left there when any check fails. Returns the manifest written as ``out/onnx.json``.
     """
-    from clamp3.model_identity import identify
+    _check_target(out, overwrite, precision)
+    loaded = model if isinstance(model, Clamp3Model) else Clamp3Model.from_pretrained(model)
+    chosen = list(towers) if towers else list(loaded.config.modalities)
+    for modality in chosen:
+        loaded.config.tower(modality)  # ValueError naming the missing tower
 
+    def build(staging: Path) -> dict[str, TowerEntry]:
+        return {m: export_tower(loaded, m, staging, precision, limit) for m in chosen}
+
+    source = None if isinstance(model, Clamp3Model) else model
+    return _write_directory(Path(out), loaded, source, precision, build, overwrite)
+
+
+def derive_export(
+    model: Clamp3Model | str,
+    fp32_dir: str | Path,
+    out: str | Path,
+    precision: str,
+    overwrite: bool = False,
+    limit: int = PROTOBUF_LIMIT,
+) -> Manifest:
+    """An int8 or fp16 directory from an existing fp32 export of ``model`` (no re-export),
+    every graph checked against ``model`` as in :func:`export_onnx`."""
+    from clamp3.model_identity import identify
+    from clamp3.onnx.layout import read_manifest
+
+    _check_target(out, overwrite, precision)
+    src = Path(fp32_dir)
+    manifest = read_manifest(src)
+    loaded = model if isinstance(model, Clamp3Model) else Clamp3Model.from_pretrained(model)
+    if manifest.precision != "fp32" or manifest.fingerprint != identify(loaded).fingerprint:
+        raise CheckpointError(
+            f"{src / 'onnx.json'}: not an fp32 export of this model ({manifest.fingerprint})"
+        )
+
+    def build(staging: Path) -> dict[str, TowerEntry]:
+        return {
+            m: derive_tower(loaded, m, src / e.graph, staging / e.graph, precision, e.check, limit)
+            for m, e in manifest.towers.items()
+        }
+
+    return _write_directory(Path(out), loaded, manifest.source_id, precision, build, overwrite)
+
+
+def _check_target(out: str | Path, overwrite: bool, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     target = Path(out)
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target}: already exists (pass --overwrite to replace it)")
-    loaded = model if isinstance(model, Clamp3Model) else Clamp3Model.from_pretrained(model)
-    loaded.eval()
-    chosen = list(towers) if towers else list(loaded.config.modalities)
-    for modality in chosen:
-        loaded.config.tower(modality)  # ValueError naming the missing tower
-    identity = identify(loaded, None if isinstance(model, Clamp3Model) else model)
+
+
+def _write_directory(
+    target: Path, model: Clamp3Model, source, precision: str, build, overwrite: bool
+) -> Manifest:
+    """Build the graphs in a temporary folder beside ``target``, add config, tokenizer and
+    manifest, and rename it into place; on any error nothing is left."""
+    from clamp3.model_identity import identify
+
+    model.eval()
+    identity = identify(model, source)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it owner-only; the export is a normal folder
     try:
-        entries = {m: export_tower(loaded, m, staging, precision, limit) for m in chosen}
-        loaded.config.save(staging / "config.json")
-        tokenizer = _copy_tokenizer(loaded, staging) if loaded.config.text is not None else None
+        entries = build(staging)
+        model.config.save(staging / "config.json")
+        tokenizer = _copy_tokenizer(model, staging) if model.config.text is not None else None
         manifest = Manifest(
             precision, OPSET, exporter_name(), identity.id, identity.fingerprint,
             text_digest(staging / "config.json"), entries, tokenizer,

@@ -29,7 +29,6 @@ from clamp3.model import Clamp3Model
 ATTENTION_NAME = "clamp3_boolean"
 
 
-
 def _boolean_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Scaled dot-product attention with a boolean (B, 1, Lq, Lk) mask, True = attend.
 
@@ -56,7 +55,11 @@ def _register_attention() -> None:
 def boolean_attention(tower: nn.Module) -> Iterator[None]:
     """Inside this block every transformers config under ``tower`` uses :func:`_boolean_attention`."""
     _register_attention()
-    configs = [m.config for m in tower.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    configs = [
+        m.config
+        for m in tower.modules()
+        if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")
+    ]
     saved = [c._attn_implementation for c in configs]
     try:
         for c in configs:
@@ -96,14 +99,18 @@ class TowerGraph(nn.Module):
         embeds = embedding(one_hot.flatten(2))
         return self.tower.base(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
-    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, inputs: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self._hidden(inputs, attention_mask)
         weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.proj(pooled), hidden
 
 
-def sample_batch(model: Clamp3Model, modality: str, lengths: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_batch(
+    model: Clamp3Model, modality: str, lengths: list[int], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A fixed right-padded batch for export and verification: inputs and a (B, L) bool mask.
 
     Texts are ``<s>`` + random ids + ``</s>`` padded with the pad id; patches random ids in
@@ -123,7 +130,9 @@ def sample_batch(model: Clamp3Model, modality: str, lengths: list[int], seed: in
         ids[~mask] = cfg.pad_token_id
         return ids, mask
     if modality == "symbolic":
-        patches = rng.integers(0, cfg.num_classes, size=(len(lengths), longest, cfg.patch_size), dtype=np.int64)
+        patches = rng.integers(
+            0, cfg.num_classes, size=(len(lengths), longest, cfg.patch_size), dtype=np.int64
+        )
         patches[~mask] = 0
         return patches, mask
     rows = rng.standard_normal((len(lengths), longest, cfg.feature_dim)).astype(np.float32)
@@ -142,7 +151,9 @@ def verification_batches(model: Clamp3Model, modality: str) -> list[tuple[np.nda
 
 
 @torch.inference_mode()
-def torch_outputs(model: Clamp3Model, modality: str, inputs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def torch_outputs(
+    model: Clamp3Model, modality: str, inputs: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The torch reference for one batch: the model's own path (transformers' attention,
     embedding_bag), (B, D) embeddings and (B, L, H) last hidden states as float32."""
     x, m = torch.from_numpy(inputs), torch.from_numpy(mask).long()

@@ -147,7 +147,9 @@ def check_file(path: Path, record: dict[str, Any]) -> None:
         raise CheckpointError(f"{path}: missing (listed in {MANIFEST_NAME})")
     size = path.stat().st_size
     if size != record.get("size"):
-        raise CheckpointError(f"{path}: {size} bytes, the export wrote {record.get('size')} (truncated or replaced)")
+        raise CheckpointError(
+            f"{path}: {size} bytes, the export wrote {record.get('size')} (truncated or replaced)"
+        )
     if fingerprint_file(path) != record.get("digest"):
         raise CheckpointError(f"{path}: content differs from what the export wrote (corrupted or replaced)")
 

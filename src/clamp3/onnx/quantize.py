@@ -50,7 +50,11 @@ def save_graph(model, dst: Path, external_data: bool) -> None:
 
     if external_data:
         onnx.save_model(
-            model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=dst.name + ".data"
+            model,
+            str(dst),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=dst.name + ".data",
         )
     else:
         onnx.save_model(model, str(dst))

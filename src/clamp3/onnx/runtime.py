@@ -71,7 +71,9 @@ class OnnxModel:
     """An ``export-onnx`` directory. Sessions open on first use of a tower; every file is
     checked against the manifest when the directory is opened (``CheckpointError`` naming it)."""
 
-    def __init__(self, directory: Path, manifest: Manifest, device: str | None = None, threads: int | None = None):
+    def __init__(
+        self, directory: Path, manifest: Manifest, device: str | None = None, threads: int | None = None
+    ):
         self.directory = directory
         self.manifest = manifest
         self.config = Clamp3Config.load(directory / "config.json")
@@ -123,7 +125,9 @@ class OnnxModel:
         if self._audio_frontend is None:
             from clamp3.audio import load_frontend
 
-            self._audio_frontend = load_frontend(self.config.tower("audio"), self.directory, device=self.device or "cpu")
+            self._audio_frontend = load_frontend(
+                self.config.tower("audio"), self.directory, device=self.device or "cpu"
+            )
         return self._audio_frontend
 
     # ------------------------------------------------------------------ towers
@@ -141,8 +145,13 @@ class OnnxModel:
                 )
             session = TowerSession(self.directory / entry.graph, modality, self.device, self.threads)
             hidden = self.config.tower(modality).encoder.hidden_size
-            if session.output_dims() != (self.config.projection_dim if self.config.projection else hidden, hidden):
-                raise CheckpointError(f"{session.path}: output sizes {session.output_dims()} do not match config.json")
+            if session.output_dims() != (
+                self.config.projection_dim if self.config.projection else hidden,
+                hidden,
+            ):
+                raise CheckpointError(
+                    f"{session.path}: output sizes {session.output_dims()} do not match config.json"
+                )
             self._sessions[modality] = session
         return self._sessions[modality]
 
@@ -182,10 +191,14 @@ class OnnxModel:
             results.append(pool_segments(np.stack(chunk), plan) if pooled else join_unpooled(chunk, plan))
         return results
 
-    def embed_text_ids(self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32) -> list[np.ndarray]:
+    def embed_text_ids(
+        self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32
+    ) -> list[np.ndarray]:
         return self.embed_items("text", [text_array(ids) for ids in batch], pooled, batch_size)
 
-    def embed_patches(self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32) -> list[np.ndarray]:
+    def embed_patches(
+        self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
+    ) -> list[np.ndarray]:
         size = self.config.tower("symbolic").patch_size
         return self.embed_items("symbolic", [patch_array(p, size) for p in batch], pooled, batch_size)
 
@@ -195,7 +208,9 @@ class OnnxModel:
         dim = self.config.tower("audio").feature_dim
         return self.embed_items("audio", [audio_array(f, dim) for f in batch], pooled, batch_size)
 
-    def embed_prepared_items(self, modality: str, arrays: list[np.ndarray], pooled: bool, batch_size: int) -> list[np.ndarray]:
+    def embed_prepared_items(
+        self, modality: str, arrays: list[np.ndarray], pooled: bool, batch_size: int
+    ) -> list[np.ndarray]:
         """Prepared data as :class:`clamp3.encode.Prepared` holds it (token ids, patches, or
         feature rows without the zero rows) -> vectors."""
         if modality == "text":
@@ -203,6 +218,12 @@ class OnnxModel:
         if modality == "symbolic":
             return self.embed_patches(arrays, pooled, batch_size)
         return self.embed_audio_features(arrays, pooled, batch_size)
+
+    def load_all(self) -> OnnxModel:
+        """Open a session for every exported tower now (a server does this before it listens)."""
+        for modality in self.modalities:
+            self.require(modality)
+        return self
 
     def encode(
         self,
@@ -212,21 +233,8 @@ class OnnxModel:
         normalize: bool = True,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """File paths and/or text strings -> float32 (N, D), as :func:`clamp3.encode.encode`
-        (the same preparation: :class:`clamp3.encode.Preparer`); the first bad input raises."""
-        from clamp3.encode import Preparer, normalize_rows
-        from clamp3.utils.errors import InputError
+        """File paths and/or text strings -> float32 (N, D), exactly as
+        :func:`clamp3.encode.encode` (the same preparation and input table)."""
+        from clamp3.encode import encode
 
-        items_in = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-        out = np.zeros((len(items_in), self.config.projection_dim), dtype=np.float32)
-        prepared = []
-        for item in Preparer(self).prepare_many(items_in, modality):  # type: ignore[arg-type]
-            if isinstance(item, InputError):
-                raise item
-            prepared.append(item)
-        for kind in ("text", "symbolic", "audio"):
-            idx = [i for i, p in enumerate(prepared) if p.modality == kind]
-            if idx:
-                vectors = self.embed_prepared_items(kind, [prepared[i].data for i in idx], True, batch_size)
-                out[idx] = np.stack(vectors)
-        return normalize_rows(out) if normalize else out
+        return encode(self, inputs, modality, batch_size, normalize, show_progress)  # type: ignore[arg-type]

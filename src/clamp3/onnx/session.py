@@ -47,7 +47,9 @@ class TowerSession:
         except CheckpointError:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            raise CheckpointError(f"{path}: onnxruntime cannot load this graph ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(
+                f"{path}: onnxruntime cannot load this graph ({type(exc).__name__}: {exc})"
+            ) from exc
         inputs = tuple(i.name for i in self._session.get_inputs())
         outputs = tuple(o.name for o in self._session.get_outputs())
         if inputs != INPUT_NAMES[modality] or outputs != OUTPUT_NAMES:
@@ -64,7 +66,9 @@ class TowerSession:
         out = self._session.get_outputs()
         return out[0].shape[-1], out[1].shape[-1]
 
-    def run(self, inputs: np.ndarray, mask: np.ndarray, hidden: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(
+        self, inputs: np.ndarray, mask: np.ndarray, hidden: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         feed = {self._input_names[0]: inputs, self._input_names[1]: mask.astype(bool, copy=False)}
         names = list(OUTPUT_NAMES) if hidden else [OUTPUT_NAMES[0]]
         out = self._session.run(names, feed)
