@@ -40,7 +40,11 @@ def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32)
+    # The exporter records every intermediate type, so onnx shape inference (a full copy of a
+    # 1 GB model, most of the conversion time) is not needed.
+    half = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=FP16_KEEP_FP32, disable_shape_infer=True
+    )
     save_graph(half, dst, external_data)
 
 
