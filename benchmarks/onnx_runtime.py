@@ -34,14 +34,81 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = (
-    "waltz fugue sonata prelude nocturne chorale minuet gavotte reel jig hymn lullaby march "
-    "piano violin cello organ flute oboe guitar harp choir quartet trio orchestra voice "
-    "slow fast gentle bright dark melancholy joyful solemn lively tender stormy calm "
-    "major minor modal chromatic dotted syncopated legato staccato rubato cadence theme "
-    "variation coda refrain verse bridge ostinato drone canon round ballad folk baroque "
-    "romantic classical modern irish german french spanish nordic song dance tune piece"
-).split()
+WORDS = [
+    "waltz",
+    "fugue",
+    "sonata",
+    "prelude",
+    "nocturne",
+    "chorale",
+    "minuet",
+    "gavotte",
+    "reel",
+    "jig",
+    "hymn",
+    "lullaby",
+    "march",
+    "piano",
+    "violin",
+    "cello",
+    "organ",
+    "flute",
+    "oboe",
+    "guitar",
+    "harp",
+    "choir",
+    "quartet",
+    "trio",
+    "orchestra",
+    "voice",
+    "slow",
+    "fast",
+    "gentle",
+    "bright",
+    "dark",
+    "melancholy",
+    "joyful",
+    "solemn",
+    "lively",
+    "tender",
+    "stormy",
+    "calm",
+    "major",
+    "minor",
+    "modal",
+    "chromatic",
+    "dotted",
+    "syncopated",
+    "legato",
+    "staccato",
+    "rubato",
+    "cadence",
+    "theme",
+    "variation",
+    "coda",
+    "refrain",
+    "verse",
+    "bridge",
+    "ostinato",
+    "drone",
+    "canon",
+    "round",
+    "ballad",
+    "folk",
+    "baroque",
+    "romantic",
+    "classical",
+    "modern",
+    "irish",
+    "german",
+    "french",
+    "spanish",
+    "nordic",
+    "song",
+    "dance",
+    "tune",
+    "piece",
+]
 
 
 def make_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -120,7 +187,18 @@ def cold_start(model_dir: Path, idx: Path, query: str) -> tuple[float, float]:
         "p.wait()\n"
         "print(first, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, p.returncode)\n"
     )
-    cmd = [sys.executable, "-m", "clamp3.cli.main", "search", query, str(idx), "--model", str(model_dir), "--top-k", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clamp3.cli.main",
+        "search",
+        query,
+        str(idx),
+        "--model",
+        str(model_dir),
+        "--top-k",
+        "1",
+    ]
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
     first, rss, rc = out.stdout.split()
     if rc != "0" or first == "None":
@@ -173,7 +251,9 @@ def tower_throughput(models: dict[str, object], threads: int, cfg) -> dict[str, 
     batches = {
         "text": [[0, *rng.integers(3, 1000, cfg.text.segment_length - 2).tolist(), 2] for _ in range(16)],
         "symbolic": [rng.integers(0, 128, (cfg.symbolic.segment_length, 64)) for _ in range(4)],
-        "audio": [rng.standard_normal((cfg.audio.segment_length - 2, cfg.audio.feature_dim)) for _ in range(8)],
+        "audio": [
+            rng.standard_normal((cfg.audio.segment_length - 2, cfg.audio.feature_dim)) for _ in range(8)
+        ],
     }
     calls = {"text": "embed_text_ids", "symbolic": "embed_patches", "audio": "embed_audio_features"}
     out: dict[str, dict[str, float]] = {}
@@ -203,7 +283,9 @@ def retrieval(models: dict[str, object], refs: list[str], queries: list[str]) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, required=True, help="folder for the models, index and results")
     parser.add_argument("--preset", choices=["saas", "tiny"], default="saas")
     parser.add_argument("--n", type=int, default=300, help="references in the synthetic benchmark")
@@ -219,7 +301,7 @@ def main() -> None:
     query = "a slow melancholy waltz for solo piano with a gentle dotted theme in minor"
     report: dict[str, object] = {"load_average": os.getloadavg()}
     cold = {}
-    for run in range(args.cold_runs):  # interleaved, so load changes hit every backend alike
+    for _ in range(args.cold_runs):  # interleaved, so load changes hit every backend alike
         for name in ("torch", "fp32", "int8"):
             cold.setdefault(name, []).append(cold_start(dirs[name], idx, query))
     report["cold_start_s"] = {k: statistics.median(t for t, _ in v) for k, v in cold.items()}

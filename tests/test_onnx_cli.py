@@ -76,20 +76,29 @@ def test_text_search_imports_neither_torch_nor_transformers(library):
 
 def test_embed_with_the_export_matches_torch_and_resumes_a_torch_folder(library, tmp_path):
     out = tmp_path / "emb"
-    assert main(["embed", str(library / "docs"), str(out), "--model", str(library / "onnx"), "--no-progress"]) == 0
+    assert (
+        main(["embed", str(library / "docs"), str(out), "--model", str(library / "onnx"), "--no-progress"])
+        == 0
+    )
     files = sorted(p.relative_to(out) for p in out.rglob("*.npy"))
     assert len(files) == len(TEXTS) + 2
     for rel in files:
         np.testing.assert_allclose(np.load(out / rel), np.load(library / "emb" / rel), atol=1e-4, rtol=1e-4)
     # Same fingerprint as the source model: a torch-embedded folder is resumed, not refused.
-    assert main(["embed", str(library / "docs"), str(out), "--model", str(library / "onnx"), "--no-progress"]) == 0
+    assert (
+        main(["embed", str(library / "docs"), str(out), "--model", str(library / "onnx"), "--no-progress"])
+        == 0
+    )
 
 
 def test_zero_shot_and_dtype_refusal(library, capsys):
     argv = ["zero-shot", str(library / "docs"), "--labels", "waltz,fugue", "--model", str(library / "onnx")]
     assert main(argv) == 0
     assert "waltz" in capsys.readouterr().out
-    assert main(["search", "x y", str(library / "idx"), "--model", str(library / "onnx"), "--dtype", "fp16"]) == 2
+    assert (
+        main(["search", "x y", str(library / "idx"), "--model", str(library / "onnx"), "--dtype", "fp16"])
+        == 2
+    )
     assert "precision it was exported with" in capsys.readouterr().err
 
 
@@ -108,7 +117,9 @@ def test_service_answers_with_the_export(library):
 
 
 def test_export_cli_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
-    assert main(["export-onnx", str(tiny_model_dir), str(tmp_path / "x"), "--quantize", "int8", "--fp16"]) == 2
+    assert (
+        main(["export-onnx", str(tiny_model_dir), str(tmp_path / "x"), "--quantize", "int8", "--fp16"]) == 2
+    )
     assert "choose one" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export-onnx", str(tiny_model_dir), str(tmp_path / "x"), "--towers", "text,video"])
