@@ -7,7 +7,7 @@ import sys
 
 from clamp3.utils.errors import InputError
 
-TOWERS = ("text", "symbolic", "audio")
+TOWERS = ("text", "symbolic", "audio", "mert")
 
 
 def _towers(value: str) -> list[str]:

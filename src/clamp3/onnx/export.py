@@ -140,6 +140,41 @@ def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -
     return {"max_abs_diff": worst, "min_cosine": min_cos}
 
 
+def export_mert(model: Clamp3Model, staging: Path) -> TowerEntry:
+    """The model's MERT front-end as ``mert.onnx`` (fp32, dynamic batch and length), checked
+    against the torch extractor on fixed windows within 1e-4 + 1e-4 x |value|."""
+    from clamp3.audio.mert import MertExtractor
+    from clamp3.onnx.graphs import MertGraph, mert_windows
+
+    frontend = model.audio_frontend
+    if not isinstance(frontend, MertExtractor):
+        raise CheckpointError(
+            f"this model's audio front-end is {type(frontend).__name__}, not MERT: no mert graph"
+        )
+    graph = MertGraph(frontend.model).eval()
+    path = staging / "mert.onnx"
+    example = torch.from_numpy(np.random.default_rng(3).standard_normal((2, 36_000)).astype(np.float32))
+    dims = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}
+    with torch.no_grad(), _quiet():
+        program = torch.onnx.export(
+            graph, (example,), input_names=["windows"], output_names=["layer_means"],
+            dynamic_shapes={"windows": dims}, opset_version=OPSET, dynamo=True, verbose=False,
+        )  # fmt: skip
+        program.save(str(path))
+    del program
+    session = TowerSession(path, "mert")
+    worst = 0.0
+    for windows in mert_windows():
+        want, got = frontend.encode_windows(windows), session.run_mert(windows)
+        diff = np.abs(got - want)
+        worst = max(worst, float(diff.max()))
+        if not np.isfinite(got).all() or (diff > 1e-4 + 1e-4 * np.abs(want)).any():
+            raise ExportMismatch(
+                f"{path}: the MERT graph disagrees with torch by up to {float(diff.max()):.3g}"
+            )
+    return _entry(path, {"max_abs_diff": worst, "min_cosine": 1.0})
+
+
 def _tower_bytes(model: Clamp3Model, modality: str) -> int:
     modules = (getattr(model, f"{modality}_model"), getattr(model, f"{modality}_proj"))
     return sum(p.numel() * 4 for m in modules for p in m.parameters())
@@ -198,10 +233,15 @@ def export_onnx(
     loaded = model if isinstance(model, Clamp3Model) else Clamp3Model.from_pretrained(model)
     chosen = list(towers) if towers else list(loaded.config.modalities)
     for modality in chosen:
-        loaded.config.tower(modality)  # ValueError naming the missing tower
+        loaded.config.tower("audio" if modality == "mert" else modality)  # ValueError naming it
 
     def build(staging: Path) -> dict[str, TowerEntry]:
-        return {m: export_tower(loaded, m, staging, precision, limit) for m in chosen}
+        return {
+            m: export_mert(loaded, staging)
+            if m == "mert"
+            else export_tower(loaded, m, staging, precision, limit)
+            for m in chosen
+        }
 
     source = None if isinstance(model, Clamp3Model) else model
     return _write_directory(Path(out), loaded, source, precision, build, overwrite)
@@ -230,10 +270,16 @@ def derive_export(
         )
 
     def build(staging: Path) -> dict[str, TowerEntry]:
-        return {
-            m: derive_tower(loaded, m, src / e.graph, staging / e.graph, precision, e.check, limit)
-            for m, e in manifest.towers.items()
-        }
+        entries = {}
+        for m, e in manifest.towers.items():
+            if m == "mert":  # the front-end stays fp32: copied as it is
+                shutil.copyfile(src / e.graph, staging / e.graph)
+                entries[m] = e
+            else:
+                entries[m] = derive_tower(
+                    loaded, m, src / e.graph, staging / e.graph, precision, e.check, limit
+                )
+        return entries
 
     return _write_directory(Path(out), loaded, manifest.source_id, precision, build, overwrite)
 

@@ -162,3 +162,25 @@ def torch_outputs(
 
     embedding = model.project(modality, masked_mean(hidden, m))
     return embedding.float().numpy(), hidden.float().numpy()
+
+
+class MertGraph(nn.Module):
+    """MERT-v1-95M (a transformers ``HubertModel``) as the official extractor uses it:
+    windows (B, T) float32 -> (13, B, H) float32, each hidden state averaged over time."""
+
+    def __init__(self, mert: nn.Module):
+        super().__init__()
+        self.mert = mert
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        hidden = self.mert(input_values=windows, output_hidden_states=True).hidden_states
+        return torch.stack([h.to(torch.float32).mean(dim=1) for h in hidden])
+
+
+def mert_windows(seed: int = 0) -> list[np.ndarray]:
+    """Fixed check windows for MERT: two full 5-s windows, and one 1.3-s window (24 kHz)."""
+    rng = np.random.default_rng(seed)
+    return [
+        rng.standard_normal((2, 120_000)).astype(np.float32),
+        rng.standard_normal((1, 31_200)).astype(np.float32),
+    ]

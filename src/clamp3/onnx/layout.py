@@ -32,6 +32,8 @@ FORMAT = "clamp3-onnx"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8", "fp16")
 TOWER_MODALITIES = ("text", "symbolic", "audio")
+# Graphs an export may hold: the towers, and MERT-v1-95M, the audio front-end (always fp32).
+GRAPHS = (*TOWER_MODALITIES, "mert")
 OPSET = 18  # ONNX opset of every graph (LayerNormalization is native from 17; the torch exporter's own)
 
 # Graph inputs per tower: (inputs, attention_mask); outputs are the same for every tower.
@@ -39,8 +41,10 @@ INPUT_NAMES = {
     "text": ("input_ids", "attention_mask"),
     "symbolic": ("patch_ids", "attention_mask"),
     "audio": ("feature_rows", "attention_mask"),
+    "mert": ("windows",),
 }
 OUTPUT_NAMES = ("segment_embedding", "last_hidden_state")
+MERT_OUTPUT_NAMES = ("layer_means",)  # (13, B, 768): each hidden state's time mean
 
 
 def is_onnx_directory(path: str | os.PathLike) -> bool:
@@ -113,7 +117,7 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from exc
-        if manifest.precision not in PRECISIONS or not set(towers) <= set(TOWER_MODALITIES):
+        if manifest.precision not in PRECISIONS or not set(towers) <= set(GRAPHS):
             raise CheckpointError(f"{where}: unknown precision or tower in the manifest")
         return manifest
 

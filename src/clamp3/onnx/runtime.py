@@ -102,7 +102,7 @@ class OnnxModel:
     @property
     def modalities(self) -> tuple[str, ...]:
         """The exported towers (a subset of ``config.modalities``)."""
-        return tuple(m for m in self.config.modalities if m in self.manifest.towers)
+        return tuple(m for m in self.config.modalities if m in self.manifest.towers)  # not "mert"
 
     def identity(self) -> ModelIdentity:
         """This directory's absolute path, and the fingerprint of the model it was exported
@@ -120,15 +120,26 @@ class OnnxModel:
 
     @property
     def audio_frontend(self):
-        """The audio front-end (MERT or log-mel) in torch: audio files need it; stored MERT
-        features (.npy) do not."""
+        """The audio front-end: the exported ``mert.onnx`` when the export has it, else the
+        torch front-end of the config (MERT from the hub cache, or log-mel). Stored MERT
+        features (.npy) need neither."""
         if self._audio_frontend is None:
-            from clamp3.audio import load_frontend
+            entry = self.manifest.towers.get("mert")
+            if entry is not None:
+                from clamp3.onnx.mert import OnnxMertFrontend
 
-            self._audio_frontend = load_frontend(
-                self.config.tower("audio"), self.directory, device=self.device or "cpu"
-            )
+                session = TowerSession(self.directory / entry.graph, "mert", self.device, self.threads)
+                self._audio_frontend = OnnxMertFrontend(session, self.config.tower("audio").feature_dim)
+            else:
+                from clamp3.audio import load_frontend
+
+                cfg = self.config.tower("audio")
+                self._audio_frontend = load_frontend(cfg, self.directory, device=self.device or "cpu")
         return self._audio_frontend
+
+    @audio_frontend.setter
+    def audio_frontend(self, value) -> None:
+        self._audio_frontend = value
 
     # ------------------------------------------------------------------ towers
     def has_tower(self, modality: str) -> bool:

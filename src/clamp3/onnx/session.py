@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clamp3.onnx.layout import INPUT_NAMES, OUTPUT_NAMES
+from clamp3.onnx.layout import INPUT_NAMES, MERT_OUTPUT_NAMES, OUTPUT_NAMES
 from clamp3.utils.errors import CheckpointError
 
 
@@ -52,10 +52,11 @@ class TowerSession:
             ) from exc
         inputs = tuple(i.name for i in self._session.get_inputs())
         outputs = tuple(o.name for o in self._session.get_outputs())
-        if inputs != INPUT_NAMES[modality] or outputs != OUTPUT_NAMES:
+        expected = MERT_OUTPUT_NAMES if modality == "mert" else OUTPUT_NAMES
+        if inputs != INPUT_NAMES[modality] or outputs != expected:
             raise CheckpointError(
                 f"{path}: not a clamp3 {modality} graph (inputs {inputs}, outputs {outputs}; "
-                f"expected {INPUT_NAMES[modality]} -> {OUTPUT_NAMES})"
+                f"expected {INPUT_NAMES[modality]} -> {expected})"
             )
         self.path = path
         self.modality = modality
@@ -65,6 +66,11 @@ class TowerSession:
         """The static last dimension of the embedding and hidden-state outputs (D, H)."""
         out = self._session.get_outputs()
         return out[0].shape[-1], out[1].shape[-1]
+
+    def run_mert(self, windows: np.ndarray) -> np.ndarray:
+        """(B, L) float32 normalised windows -> (13, B, 768) float32 time-mean hidden states."""
+        (out,) = self._session.run(list(MERT_OUTPUT_NAMES), {self._input_names[0]: windows})
+        return np.asarray(out, dtype=np.float32)
 
     def run(
         self, inputs: np.ndarray, mask: np.ndarray, hidden: bool = False
