@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clamp3 import Clamp3Model, load_preset
+from clamp3 import Clamp3Model, Clamp3Pipeline, load_preset
 from clamp3.embedding import pad_stack
 from clamp3.model import masked_mean
 from clamp3.preprocess import load_symbolic
@@ -50,25 +50,24 @@ def make_folder(root: Path, pieces: int) -> list[Path]:
     return sorted(root.iterdir())
 
 
-def deterministic_model(tokenizer_dir: Path) -> Clamp3Model:
+def deterministic_model(tokenizer_dir: Path) -> Clamp3Pipeline:
     from clamp3.tokenizer import train_tokenizer
 
     model = Clamp3Model(load_preset("saas"), modalities=("text", "symbolic"))
     state = {k: torch.from_numpy(deterministic_tensor(k, v.shape)) for k, v in model.state_dict().items()}
     model.load_state_dict(state)
     # No XLM-R tokenizer offline: a small trained one with XLM-R's special ids stands in.
-    model.tokenizer = train_tokenizer(TEXTS * 50, vocab_size=300)
-    return model.eval()
+    return Clamp3Pipeline(model.eval(), tokenizer=train_tokenizer(TEXTS * 50, vocab_size=300))
 
 
-def one_at_a_time(model: Clamp3Model, files: list[Path]) -> dict[str, np.ndarray]:
+def one_at_a_time(pipeline: Clamp3Pipeline, files: list[Path]) -> dict[str, np.ndarray]:
     """Official style: each file alone, every segment padded to the full length."""
-    out = {}
+    model, out = pipeline.model, {}
     with torch.inference_mode():
         for path in files:
             if path.suffix == ".txt":
                 modality, length, pad = "text", 128, 1
-                item = torch.tensor(model.tokenizer.encode(path.read_text(encoding="utf-8").strip()))
+                item = torch.tensor(pipeline.tokenizer.encode(path.read_text(encoding="utf-8").strip()))
             else:
                 modality, length, pad = "symbolic", 512, 0
                 item = torch.as_tensor(load_symbolic(path).astype(np.int64))

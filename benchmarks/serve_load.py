@@ -76,6 +76,7 @@ def build(workdir: Path, preset: str, items: int) -> tuple[Path, Path, Path]:
     """(model dir, index dir, media root) for the benchmark."""
     from clamp3 import Clamp3Model
     from clamp3.index import SearchIndex
+    from clamp3.model_identity import identify
     from clamp3.tokenizer import train_tokenizer
 
     model_dir, index_dir, media = workdir / "model", workdir / "index", workdir / "media"
@@ -86,7 +87,7 @@ def build(workdir: Path, preset: str, items: int) -> tuple[Path, Path, Path]:
     train_tokenizer(queries(2000) + TEMPLATES * 50, vocab_size=vocab).save(model_dir)
     dim = model.config.projection_dim
     rng = np.random.default_rng(1)
-    index = SearchIndex.create(dim, "flat", model=str(model_dir))
+    index = SearchIndex.create(dim, "flat", identity=identify(model, model_dir))
     modalities, suffixes = ["symbolic", "audio", "text"], [".mxl", ".wav", ".txt"]
     for lo in range(0, items, 20000):
         size = min(20000, items - lo)
@@ -111,14 +112,27 @@ def free_port() -> int:
 
 
 def start_server(
-    model_dir: Path, index_dir: Path, media: Path, port: int, threads: int, log: Path
+    model_dir: Path,
+    index_dir: Path,
+    media: Path,
+    port: int,
+    threads: int,
+    log: Path,
+    extra: tuple[str, ...] | list[str] = (),
 ) -> subprocess.Popen:
+    """``clamp3 serve`` in its own process group (``extra``: more options, e.g. ``--device``)."""
     command = [sys.executable, "-m", "clamp3.cli.main", "serve", str(index_dir), "--media-root", str(media)]
     command += ["--model", str(model_dir), "--port", str(port)] + (
         ["--threads", str(threads)] if threads else []
     )
+    command += list(extra)
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)  # the server we started, and only it
+    server.wait(timeout=30)
 
 
 async def wait_ready(base: str, server: subprocess.Popen, timeout: float = 600) -> dict:
@@ -226,8 +240,7 @@ def main() -> int:
             loaded = asyncio.run(run_load(base, texts[args.warmup :], args.concurrency))
             memory = rss_mb(server.pid)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)  # the server we started, and only it
-            server.wait(timeout=30)
+            stop_server(server)
         log_lines = (workdir / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()
     result = {
         "preset": args.preset,

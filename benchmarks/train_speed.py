@@ -36,7 +36,7 @@ CASES = {
 }
 
 
-def _batch(config, stage, batch_size: int, gen: torch.Generator):
+def full_length_batch(config, stage, batch_size: int, gen: torch.Generator):
     """A full-length synthetic batch for the stage's task."""
     from clamp3.train.data import PairBatch
     from clamp3.train.m3 import PatchBatch
@@ -85,7 +85,7 @@ def run_case(name: str, steps: int, warmup: int) -> dict:
     trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
     optimizer = _optimizer(task, stage)
     set_train_mode(task, stage.train)
-    batch = _batch(config, stage, batch_size, torch.Generator().manual_seed(1))
+    batch = full_length_batch(config, stage, batch_size, torch.Generator().manual_seed(1))
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()

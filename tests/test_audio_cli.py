@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import soundfile as sf
 
 from clamp3.audio import MertExtractor
 from clamp3.cli.main import main
+from clamp3.utils.errorlog import read_errors
 
 
 def _tone(seconds: float, sr: int) -> np.ndarray:
@@ -41,9 +40,9 @@ def test_extract_audio_tree(audio_tree, tmp_path, tiny_mert_dir, capsys):
     assert np.load(out / "sub" / "TWO.npy").shape == (1, 1, 16)
     assert np.load(out / "sub" / "deeper" / "three.npy").shape == (1, 1, 16)
     assert not (out / "sub" / "short.npy").exists() and not (out / "notes.npy").exists()
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert sorted(e["path"] for e in errors) == ["sub/broken.wav", "sub/short.ogg"]
-    assert "too short" in next(e["error"] for e in errors if e["path"] == "sub/short.ogg")
+    errors = read_errors(out / "errors.jsonl")
+    assert sorted(e.path for e in errors) == ["sub/broken.wav", "sub/short.ogg"]
+    assert "too short" in next(e.reason for e in errors if e.path == "sub/short.ogg")
 
     # A rerun keeps what exists and only retries the failures.
     stamp = (out / "one.npy").stat().st_mtime_ns

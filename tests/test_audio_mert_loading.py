@@ -108,4 +108,4 @@ def test_uncached_hub_model_offline_says_what_to_fetch(monkeypatch, tmp_path):
         MertExtractor.from_pretrained("m-a-p/MERT-v1-95M")
     message = str(err.value)
     assert "https://huggingface.co/m-a-p/MERT-v1-95M" in message
-    assert "config.json and pytorch_model.bin" in message and "mert/" in message
+    assert "hf download m-a-p/MERT-v1-95M config.json pytorch_model.bin" in message and "mert/" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import embedding_support
 import numpy as np
 import pytest
 
@@ -16,15 +17,9 @@ CLASSES = ["barock", "jazz", "民謡"]
 
 def write_embedding_folder(root, vectors, relpaths, manifest=True):
     """``root/<relpath without extension>.npy`` (1, D) float32 + manifest.jsonl, as ``clamp3 embed`` writes."""
-    lines = []
-    for vector, rel in zip(vectors, relpaths):
-        npy = rel.rsplit(".", 1)[0] + ".npy"
-        (root / npy).parent.mkdir(parents=True, exist_ok=True)
-        np.save(root / npy, vector[None, :].astype(np.float32))
-        lines.append(json.dumps({"path": rel, "npy": npy, "modality": "symbolic"}, ensure_ascii=False))
-    if manifest:
-        (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return embedding_support.write_embedding_folder(
+        root, [(rel, "symbolic" if manifest else None, v) for rel, v in zip(relpaths, vectors)]
+    )
 
 
 @pytest.fixture()

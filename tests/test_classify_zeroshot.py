@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import InMemoryModel
 
 from clamp3.cli.main import main
 from clamp3.evaluate.runs import run_zero_shot
@@ -20,17 +21,23 @@ from clamp3.evaluate.zeroshot import (
 LABELS = ["jazz", "classical", "摇滚"]
 
 
-class LookupModel:
-    """Stands in for Clamp3Model.encode: strings -> fixed vectors from a table."""
+class LookupModel(InMemoryModel):
+    """Stands in for a Clamp3Pipeline: texts and file names -> fixed vectors from a table."""
 
     def __init__(self, table: dict[str, np.ndarray]):
         self.table = table
         self.calls = []
 
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
-        self.calls.append((list(inputs), modality))
+    def _lookup(self, inputs, kind, normalize):
+        self.calls.append((list(inputs), kind))
         out = np.stack([self.table[x] for x in inputs]).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
+
+    def encode_texts(self, texts, batch_size=32, normalize=True, show_progress=False):
+        return self._lookup(texts, "text", normalize)
+
+    def encode_files(self, paths, modality=None, batch_size=32, normalize=True, show_progress=False):
+        return self._lookup(paths, "files", normalize)
 
 
 def test_build_prompts_any_language():
@@ -82,7 +89,7 @@ def test_planted_class_wins_and_ensembling_fixes_a_bad_template(rng):
     assert (single.argmax(axis=1) != truth).any()  # the bad template alone gets jazz wrong
 
     # precomputed embeddings give the same scores
-    classes = ensemble_prompts(model.encode(build_prompts(LABELS, templates)), len(LABELS))
+    classes = ensemble_prompts(model.encode_texts(build_prompts(LABELS, templates)), len(LABELS))
     np.testing.assert_allclose(zero_shot_scores(items, classes), scores, atol=1e-6)
     best = top_k(scores, LABELS, 2)
     assert [b[0]["label"] for b in best] == [LABELS[t] for t in truth]

@@ -18,6 +18,7 @@ from clamp3.corpus import BuildOptions, PieceRef, build_corpus  # noqa: E402
 from clamp3.corpus.assemble import split_of  # noqa: E402
 from clamp3.corpus.pool import TimeLimitExceeded, run_tasks, time_limit  # noqa: E402
 from clamp3.corpus.texts import LANGUAGES  # noqa: E402
+from clamp3.utils.errorlog import read_errors  # noqa: E402
 from clamp3.utils.io import read_jsonl  # noqa: E402
 
 GOOD = [
@@ -115,10 +116,10 @@ def test_eval_folders_mirror_each_split(symbolic_corpus):
 
 def test_bad_piece_is_logged_and_replaced(symbolic_corpus):
     out, summary = symbolic_corpus
-    errors = read_jsonl(out / "errors.jsonl")
-    assert [e["id"] for e in errors] == [BAD.id]
-    assert errors[0]["stage"] == "parse" and "99999" in errors[0]["reason"]
-    assert BAD.id in errors[0]["message"] and BAD.source in errors[0]["message"]
+    errors = read_errors(out / "errors.jsonl")  # the one errors.jsonl format: path, reason, time + extra
+    assert [(e.path, e.extra["id"]) for e in errors] == [(BAD.source, BAD.id)]
+    assert errors[0].extra["stage"] == "parse" and "99999" in errors[0].reason
+    assert BAD.id in errors[0].extra["message"] and BAD.source in errors[0].extra["message"]
     assert [e["id"] for e in summary.failed] == [BAD.id]
     assert len(summary.built) == 4  # the next candidate took the bad piece's place
     assert not (out / "pieces" / BAD.id / "facts.json").exists()

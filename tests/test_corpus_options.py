@@ -14,7 +14,8 @@ pytest.importorskip("soundfile")
 from clamp3.corpus import BuildOptions, PieceRef, build_corpus, render  # noqa: E402
 from clamp3.corpus import build as build_module  # noqa: E402
 from clamp3.corpus.assemble import assemble  # noqa: E402
-from clamp3.corpus.options import ConfigError, check_options  # noqa: E402
+from clamp3.corpus.build import check_options
+from clamp3.corpus.options import ConfigError  # noqa: E402
 from clamp3.utils.errors import InputError  # noqa: E402
 from clamp3.utils.io import read_jsonl  # noqa: E402
 

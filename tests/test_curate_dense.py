@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from curate_support import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 
 from clamp3.curate import (
     ChatClient,
@@ -27,7 +28,6 @@ from clamp3.curate.retrieve import (
     item_query,
     reciprocal_rank_fusion,
 )
-from clamp3.curate.testing import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 from clamp3.curate.transport import LLMConfigError
 from clamp3.utils.errors import InputError
 

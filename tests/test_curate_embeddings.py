@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from curate_support import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
 
 from clamp3.curate.documents import Passage, read_documents
 from clamp3.curate.embedding_cache import EmbeddingCache, embed_passages
-from clamp3.curate.embeddings import EmbeddingClient, l2_normalise
-from clamp3.curate.testing import ChatServer, FakeCurator, HashedEmbedder, write_demo_corpus
+from clamp3.curate.embeddings import EmbeddingClient, unit_float32
 from clamp3.curate.transport import (
     BudgetExhausted,
     LLMConfigError,
@@ -46,7 +46,7 @@ def test_batches_are_sent_in_order_normalised_and_rows_follow_index():
     assert [r["input"] for r in sent] == [texts[0:2], texts[2:4], texts[4:5]]
     assert {r["model"] for r in sent} == {"hash-v1"}
     assert vectors.dtype == np.float32 and vectors.shape == (5, fake.dim)
-    expected = l2_normalise(np.array([fake.vector(t) for t in texts]))
+    expected = unit_float32(np.array([fake.vector(t) for t in texts]))
     np.testing.assert_array_equal(vectors, expected)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
     assert vectors[0] @ vectors[1] > 0 and vectors[0] @ vectors[2] == 0  # "song" shared / nothing shared
@@ -62,7 +62,7 @@ def test_transient_failures_are_retried_and_every_attempt_takes_budget():
         with pytest.raises(BudgetExhausted):
             client.embed_batch(["gamma"])
         assert len(server.log) == 5  # nothing was sent once the budget was spent
-    np.testing.assert_array_equal(vector[0], l2_normalise(np.array([fake.vector("alpha")]))[0])
+    np.testing.assert_array_equal(vector[0], unit_float32(np.array([fake.vector("alpha")]))[0])
 
     with (
         _serve(HashedEmbedder(plan={"x": ["500"]})) as server,
@@ -202,7 +202,7 @@ def test_shard_format_is_as_documented(tmp_path):
     by_key = {k.tobytes(): v for k, v in zip(keys, vectors)}
     for p in passages:
         key = hashlib.sha256(b"org/Model v2\0" + f"{p.title}\n{p.text}".encode()).digest()
-        expected = l2_normalise(np.array([fake.vector(f"{p.title}\n{p.text}")]))[0]
+        expected = unit_float32(np.array([fake.vector(f"{p.title}\n{p.text}")]))[0]
         np.testing.assert_array_equal(by_key[key], expected)
 
 

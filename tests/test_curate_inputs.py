@@ -111,7 +111,7 @@ def test_read_documents_from_folder_and_dump(tmp_path):
 
 
 def test_bm25_ranks_the_matching_passage_first_and_drops_unrelated(tmp_path):
-    from clamp3.curate.testing import write_demo_corpus
+    from curate_support import write_demo_corpus
 
     catalogue, docs = write_demo_corpus(tmp_path, 6)
     items, _ = read_catalogue(catalogue)

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
+from curate_support import ChatServer, Reply
 
 from clamp3.curate.llm import ChatClient
-from clamp3.curate.testing import ChatServer, Reply
 from clamp3.curate.transport import (
     BudgetExhausted,
     LLMConfigError,

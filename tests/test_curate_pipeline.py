@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from curate_support import ChatServer, FakeCurator, Reply, write_demo_corpus
 
 from clamp3.curate import ChatClient, CurateSettings, RequestBudget, RetryPolicy, curate, output_paths
 from clamp3.curate.annotator import target_language
 from clamp3.curate.quality import detect_language
-from clamp3.curate.testing import ChatServer, FakeCurator, Reply, write_demo_corpus
 from clamp3.curate.transport import LLMConfigError
 from clamp3.utils.errors import InputError
 

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
+from curate_support import ChatServer, FakeCurator, write_demo_corpus
 
 from clamp3.curate import ChatClient, CurateSettings, RetryPolicy, curate, output_paths
-from clamp3.curate.testing import ChatServer, FakeCurator, write_demo_corpus
 
 N_ITEMS = 30
 # Content-only faults (the same answer for the same request however often it is asked), so an

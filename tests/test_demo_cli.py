@@ -6,20 +6,15 @@ and ``--quiet`` logs nothing below a warning."""
 from __future__ import annotations
 
 import http.server
-import json
 import logging
-import shutil
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
+from demo_support import ready_corpus
 
 from clamp3.cli.main import main
 from clamp3.demo import pipeline
 from clamp3.utils.errors import InputError
-
-LANGS = ("en", "de", "fr", "es", "zh")
 
 
 @pytest.fixture()
@@ -90,15 +85,13 @@ def hub_down(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(
-        "clamp3.checkpoints.hub_unreachable", lambda endpoint: f"{endpoint} is unreachable: test"
-    )
+    monkeypatch.setattr("clamp3.hub.hub_unreachable", lambda endpoint: f"{endpoint} is unreachable: test")
 
 
 def test_demo_with_saas_and_no_hub_fails_at_once_before_the_corpus(tmp_path, capsys, no_build, hub_down):
     work = tmp_path / "work"
     assert main(["demo", "--workdir", str(work), "--model", "saas"]) == 2
-    _one_line_error(capsys, "the 'saas' weights are not in the Hugging Face cache")
+    _one_line_error(capsys, "the 'saas' weights: sander-wood/clamp3 weights_clamp3_saas_")
     assert not work.exists()
 
 
@@ -109,13 +102,13 @@ def test_hf_hub_offline_skips_the_probe(monkeypatch, hub_down):
     from clamp3.utils.errors import CheckpointError
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr("clamp3.checkpoints.hub_unreachable", lambda endpoint: pytest.fail("probed"))
+    monkeypatch.setattr("clamp3.hub.hub_unreachable", lambda endpoint: pytest.fail("probed"))
     with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set"):
         download_official("c2")
 
 
 def test_hub_probe_tells_a_closed_port_from_a_server(monkeypatch):
-    from clamp3.checkpoints import hub_unreachable
+    from clamp3.hub import hub_unreachable
 
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
@@ -138,44 +131,13 @@ def test_hub_probe_tells_a_closed_port_from_a_server(monkeypatch):
 
 
 # ------------------------------------------------------------------ demo on a ready-made corpus
-def _ready_corpus(work: Path, parity_dir: Path, n_test: int, pieces: int) -> None:
-    """``work/corpus`` as ``clamp3 demo --pieces PIECES --seconds-max 4`` would leave it (so the
-    demo reuses it), with ``n_test`` test pieces: parity ABC / MTF, sine WAVs, 5 languages."""
-    sf = pytest.importorskip("soundfile")
-    corpus = work / "corpus"
-    test = corpus / "eval" / "test"
-    abcs = sorted((parity_dir / "prep" / "abc_interleaved").glob("*.abc"))[:n_test]
-    mtfs = sorted((parity_dir / "prep" / "mtf").glob("*.mtf"))[:n_test]
-    records = []
-    for i, (abc, mtf) in enumerate(zip(abcs, mtfs)):
-        pid = f"piece{i}"
-        for folder, src in (("sheet", abc), ("midi", mtf)):
-            (test / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, test / folder / f"{pid}{src.suffix}")
-        (test / "audio").mkdir(parents=True, exist_ok=True)
-        t = np.arange(24000 * 2) / 24000
-        sf.write(test / "audio" / f"{pid}.wav", 0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t), 24000)
-        for lang in LANGS:
-            (test / f"text_{lang}").mkdir(parents=True, exist_ok=True)
-            (test / f"text_{lang}" / f"{pid}.txt").write_text(f"{lang} piece {i}\n", encoding="utf-8")
-        records.append({"id": pid, "title": f"Title {i}"})
-    corpus.mkdir(parents=True, exist_ok=True)
-    (corpus / "m4rag_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    train = [f"train{i}" for i in range(pieces - len(records))]
-    splits = {"train": train, "validation": [], "test": [r["id"] for r in records]}
-    (corpus / "splits.json").write_text(json.dumps(splits), encoding="utf-8")
-    options = {"seconds_max": 4.0, "audio": True, "synth": "auto", "features": "mini"}
-    manifest = {"pieces": pieces, "options": options}
-    (corpus / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-
-
 def test_a_too_small_test_split_stops_the_demo_before_training(tmp_path, capsys, parity_dir, monkeypatch):
     pytest.importorskip("music21")
     monkeypatch.setattr(
         pipeline, "train_demo_model", lambda *a: pytest.fail("trained on a corpus without a test split")
     )
     work = tmp_path / "work"
-    _ready_corpus(work, parity_dir, n_test=0, pieces=30)
+    ready_corpus(work, parity_dir, n_test=0, pieces=30)
     assert main(["demo", "--workdir", str(work), "--pieces", "30", "--seconds-max", "4", "--quiet"]) == 2
     needed = pipeline.pieces_for_split("test", pipeline.MIN_SPLIT_PIECES)
     err = capsys.readouterr().err
@@ -184,7 +146,7 @@ def test_a_too_small_test_split_stops_the_demo_before_training(tmp_path, capsys,
     )
     assert f"needs at least 2; use --pieces {needed} or more" in err and err.count("\n") == 1
     # one test piece is not enough either: a ranking of one candidate always scores 1.0
-    _ready_corpus(work, parity_dir, n_test=1, pieces=30)
+    ready_corpus(work, parity_dir, n_test=1, pieces=30)
     with pytest.raises(InputError, match="the test split has 1 piece"):
         pipeline.check_split(work / "corpus", "test")
 
@@ -204,7 +166,7 @@ def test_pieces_for_split_is_the_shortest_prefix_with_enough_pieces():
 
 def test_quiet_demo_logs_no_info_lines(tmp_path, capsys, caplog, parity_dir, tiny_model_dir):
     work = tmp_path / "work"
-    _ready_corpus(work, parity_dir, n_test=3, pieces=30)
+    ready_corpus(work, parity_dir, n_test=3, pieces=30)
     argv = [
         "demo",
         "--workdir",

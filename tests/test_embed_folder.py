@@ -258,11 +258,12 @@ def test_resume_refuses_another_model_or_pooling(tiny_model_dir, tiny_tokenizer,
 
     assert main([*base, str(tiny_model_dir), "--unpooled"]) == 2
     err = capsys.readouterr().err
-    assert f"holds embeddings of model {tiny_model_dir.resolve()} (pooled)" in err
-    assert "use a new folder or --overwrite" in err
+    assert "holds pooled embeddings, not unpooled; use a new folder or --overwrite" in err
     other = _save_tiny(tmp_path / "other", tiny_tokenizer, seed=1)
     assert main([*base, str(other)]) == 2
-    assert "holds embeddings of model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"come from model {tiny_model_dir.resolve()} [fingerprint tiny:" in err
+    assert f"but this run from model {other.resolve()}" in err and "use a new folder or --overwrite" in err
     # The same weights at another path are the same model: the rerun skips everything.
     shutil.copytree(tiny_model_dir, tmp_path / "copy")
     assert main([*base, str(tmp_path / "copy")]) == 0
@@ -290,7 +291,7 @@ def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
     import clamp3.embed_folder as embed_module
-    from clamp3 import Clamp3Model
+    from clamp3 import Clamp3Model, Clamp3Pipeline
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -299,7 +300,7 @@ def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
     (src / "c_empty.txt").write_text("", encoding="utf-8")
     model = Clamp3Model.from_pretrained(tiny_model_dir)
     seen_while_running = []
-    real_embed = embed_module.embed_prepared
+    real_embed = Clamp3Pipeline.embed_prepared
 
     def watching(*args, **kwargs):  # runs while b_good.txt is embedded, before the run ends
         seen_while_running.append(
@@ -307,7 +308,7 @@ def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
         )
         return real_embed(*args, **kwargs)
 
-    monkeypatch.setattr(embed_module, "embed_prepared", watching)
+    monkeypatch.setattr(Clamp3Pipeline, "embed_prepared", watching)
     report = embed_module.embed_folder(model, src, out, chunk_size=1, show_progress=False)
     assert report.failed == 2 and report.embedded == 1
     logged, printed = next(entry for entry in seen_while_running if entry[0])

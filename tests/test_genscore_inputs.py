@@ -6,28 +6,32 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import InMemoryModel, write_embedding_folder
 
 from clamp3.cli.main import main
 from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
 from clamp3.evaluate.items import select_pieces
-from clamp3.evaluate.modelcheck import ModelCheck, ModelIdentity
+from clamp3.model_identity import ModelMismatch, fingerprint
 from clamp3.utils.errors import InputError
 
 PROMPTS = {"p01": "a calm piano waltz", "p02": "fast rock with drums"}
 
 
-class FileModel:
-    """Encodes a file to a fixed vector per file name and a prompt to a fixed vector per text;
+class FileModel(InMemoryModel):
+    """Stands in for a Clamp3Pipeline. Encodes a file to a fixed vector per file name and a prompt to a fixed vector per text;
     records every input so a test can see what was encoded."""
 
     def __init__(self, files: dict[str, np.ndarray], texts: dict[str, np.ndarray]):
         self.files, self.texts, self.seen = files, texts, []
 
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
-        self.seen.extend(inputs)
-        table = self.texts if modality == "text" else self.files
-        keys = inputs if modality == "text" else [str(x).rsplit("/", 1)[-1] for x in inputs]
-        return np.stack([table[k] for k in keys]).astype(np.float32)
+    def encode_texts(self, texts, batch_size=32, normalize=True, show_progress=False):
+        self.seen.extend(texts)
+        return np.stack([self.texts[k] for k in texts]).astype(np.float32)
+
+    def encode_files(self, paths, modality=None, batch_size=32, normalize=True, show_progress=False):
+        paths = list(paths)
+        self.seen.extend(paths)
+        return np.stack([self.files[str(x).rsplit("/", 1)[-1]] for x in paths]).astype(np.float32)
 
 
 def write_tree(root, names):
@@ -117,19 +121,9 @@ def test_reference_must_hold_the_generated_modality(tmp_path, vectors):
     assert result["frechet"]["n_reference"] == 2  # --modality symbolic leaves the audio reference out
 
 
-def embedding_folder(root, rows, model=None, extra=None):
-    """``clamp3 embed`` layout: ``rows`` = [(relpath, modality, vector)], manifest with ``model``."""
-    root.mkdir(parents=True)
-    lines = []
-    for rel, modality, vector in rows:
-        npy = rel.rsplit(".", 1)[0] + ".npy"
-        np.save(root / npy, np.asarray(vector, np.float32)[None])
-        record = {"path": rel, "npy": npy, "modality": modality, **(extra or {})}
-        if model is not None:
-            record["model"] = model
-        lines.append(json.dumps(record))
-    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+def embedding_folder(root, rows, model="saas", print_=None):
+    """``clamp3 embed`` layout: ``rows`` = [(relpath, modality, vector)]."""
+    return write_embedding_folder(root, rows, model, print_ or f"{model}:0")
 
 
 def test_embedding_folders_keep_only_pieces(tmp_path, vectors):
@@ -137,14 +131,9 @@ def test_embedding_folders_keep_only_pieces(tmp_path, vectors):
     rows = [
         (n, m, files[n]) for n, m in (("p01.mid", "symbolic"), ("p02.mid", "symbolic"), ("notes.txt", "text"))
     ]
-    gen = embedding_folder(tmp_path / "gen", rows, model="saas")
-    result = run_gen_score(
-        gen,
-        FileModel(files, texts),
-        prompts_file=write_prompts(tmp_path / "p.jsonl"),
-        embeddings=True,
-        model_check=ModelCheck(ModelIdentity("saas")),
-    )
+    model = FileModel(files, texts)
+    gen = embedding_folder(tmp_path / "gen", rows, model="saas", print_=fingerprint(model))
+    result = run_gen_score(gen, model, prompts_file=write_prompts(tmp_path / "p.jsonl"), embeddings=True)
     assert result["clamp3_score"]["n"] == 2 and result["ignored_files"] == ["notes.txt"]
     assert result["model_check"] == {"prompts": "same"}
 
@@ -165,33 +154,25 @@ def test_embedding_models_must_agree(tmp_path, rng, capsys):
     ]
     assert main([*argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "generated embeddings come from model saas but the reference embeddings from model c2" in err
+    assert "generated embeddings come from model saas [fingerprint saas:0] but the reference" in err
     assert "--allow-model-mismatch" in err
     assert main([*argv, "--no-progress", "--allow-model-mismatch"]) == 0
-    # the prompt model is the --model argument; another model's embeddings are refused
+    # the prompt model is the model given; another model's embeddings are refused
     prompts = write_prompts(tmp_path / "p.jsonl")
-    with pytest.raises(InputError, match="the prompts \\(encoded with --model\\) from model /abs/other"):
-        run_gen_score(
-            gen,
-            None,
-            prompts_file=prompts,
-            embeddings=True,
-            model_check=ModelCheck(ModelIdentity("/abs/other")),
-        )
+    with pytest.raises(
+        ModelMismatch, match="the prompts \\(encoded with --model\\) from model \\(unsaved\\)"
+    ):
+        run_gen_score(gen, FileModel({}, {}), prompts_file=prompts, embeddings=True)
 
 
-def test_new_manifests_with_fingerprints_compare_by_fingerprint(tmp_path, rng):
+def test_fingerprints_decide_whatever_the_recorded_path(tmp_path, rng):
     rows = [(f"g{i}.mid", "symbolic", rng.normal(size=4)) for i in range(6)]
-    old = embedding_folder(tmp_path / "old", rows, model="saas")
-    new = embedding_folder(tmp_path / "new", rows, model="saas", extra={"model_fingerprint": "f00d"})
-    moved = embedding_folder(tmp_path / "moved", rows, model={"path": "/copy/of/saas", "fingerprint": "f00d"})
-    other = embedding_folder(tmp_path / "other", rows, model="saas", extra={"model_fingerprint": "beef"})
+    new = embedding_folder(tmp_path / "new", rows, model="/models/saas", print_="saas:f00d")
+    moved = embedding_folder(tmp_path / "moved", rows, model="/copy/of/saas", print_="saas:f00d")
+    other = embedding_folder(tmp_path / "other", rows, model="/models/saas", print_="saas:beef")
     settings = GenScoreSettings(fd_bootstrap=0)
-    assert run_gen_score(old, None, reference=new, embeddings=True, settings=settings)["model_check"] == {
-        "reference": "same"  # old record (name only) vs new record: the names decide
-    }
     assert run_gen_score(new, None, reference=moved, embeddings=True, settings=settings)["model_check"] == {
         "reference": "same"  # same weights at another path
     }
-    with pytest.raises(InputError, match="fingerprint beef"):
+    with pytest.raises(ModelMismatch, match="fingerprint saas:beef"):
         run_gen_score(new, None, reference=other, embeddings=True, settings=settings)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import InMemoryModel
 
 from clamp3.cli.main import main
 from clamp3.evaluate.frechet import frechet_distance
@@ -99,12 +100,11 @@ def test_matching_rules():
     assert unmatched == ["zzz.wav"] and missing == ["p04"]
 
 
-class LookupModel:
+class LookupModel(InMemoryModel):
     def __init__(self, table):
         self.table = table
 
-    def encode(self, inputs, modality=None, batch_size=32, normalize=True, show_progress=False):
-        assert modality == "text"
+    def encode_texts(self, inputs, batch_size=32, normalize=True, show_progress=False):
         out = np.stack([self.table[x] for x in inputs])
         return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
 
@@ -190,12 +190,12 @@ def test_gen_score_cli_with_tiny_model(tiny_model_dir, tmp_path):
     assert fd["distance"] >= 0 and fd["n_generated"] == fd["n_reference"] == 4 and fd["dim"] == 32
 
     # per-item values equal cosines of encode() outputs
-    from clamp3 import Clamp3Model
+    from clamp3 import Clamp3Pipeline
 
-    model = Clamp3Model.from_pretrained(tiny_model_dir)
+    pipeline = Clamp3Pipeline.from_pretrained(tiny_model_dir)
     by_id = {item["id"]: item["score"] for item in result["items"]}
-    pieces = model.encode([str(gen / "song1.abc")])
-    text = model.encode(["una canción"], modality="text")
+    pieces = pipeline.encode_files([gen / "song1.abc"])
+    text = pipeline.encode_texts(["una canción"])
     assert by_id["song1"] == pytest.approx(float(pieces[0] @ text[0]), abs=1e-5)
 
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from embedding_support import manifest_record, write_manifest
 
 from clamp3.cli.main import main
 
@@ -21,8 +22,8 @@ def _folder(root, rng, n=60, dim=32):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(root / f"{rel}.npy", vectors[i][None, :])
         modality = "symbolic" if i % 2 else "audio"
-        records.append({"path": f"{rel}.mid", "npy": f"{rel}.npy", "modality": modality, "model": "m"})
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        records.append(manifest_record(f"{rel}.mid", f"{rel}.npy", modality))
+    write_manifest(root, records)
     return vectors
 
 

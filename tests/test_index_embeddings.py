@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from embedding_support import manifest_record, write_manifest
 
 from clamp3.index import load_embeddings
+from clamp3.model_identity import ModelIdentity, ModelMismatch
 from clamp3.utils.errors import InputError
 
 
@@ -23,15 +23,15 @@ def test_keys_shapes_and_manifest(tmp_path, rng):
     _save(tmp_path / "z.npy", c[None, :])
     _save(tmp_path / ".hidden" / "x.npy", c)  # hidden folders are skipped
     manifest = [
-        {"path": "pop/song.en.txt", "npy": "pop/song.en.npy", "modality": "text", "model": "m1"},
-        {"path": "jazz/tune.mid", "npy": "jazz/tune.npy", "modality": "symbolic", "model": "m1"},
+        manifest_record("pop/song.en.txt", "pop/song.en.npy", "text", model="m1"),
+        manifest_record("jazz/tune.mid", "jazz/tune.npy", "symbolic", model="m1"),
     ]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in manifest))
+    write_manifest(tmp_path, manifest)
     emb = load_embeddings(tmp_path)
     assert emb.keys == ["jazz/tune", "pop/song.en", "z"]
     assert emb.paths == ["jazz/tune.mid", "pop/song.en.txt", "z.npy"]
     assert emb.modalities == ["symbolic", "text", None]
-    assert emb.model == "m1" and emb.dim == 12 and emb.vectors.dtype == np.float32
+    assert emb.identity.id == "m1" and emb.dim == 12 and emb.vectors.dtype == np.float32
     np.testing.assert_array_equal(emb.vectors, np.stack([b, a, c]))
 
 
@@ -77,12 +77,9 @@ def test_bad_files_name_the_file_and_reason(tmp_path, rng, content, reason):
 def test_several_models_in_one_folder_is_an_error(tmp_path, rng):
     _save(tmp_path / "a.npy", rng.standard_normal((1, 4)))
     _save(tmp_path / "b.npy", rng.standard_normal((1, 4)))
-    lines = [
-        {"path": "a.txt", "npy": "a.npy", "model": "m1"},
-        {"path": "b.txt", "npy": "b.npy", "model": "m2"},
-    ]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    with pytest.raises(InputError, match="several models"):
+    write_manifest(tmp_path, [manifest_record("a.txt", "a.npy", "text", "m1", "m:1")])
+    write_manifest(tmp_path, [manifest_record("b.txt", "b.npy", "text", "m2", "m:2")])
+    with pytest.raises(ModelMismatch, match="m1 \\[fingerprint m:1\\] but others in the same folder"):
         load_embeddings(tmp_path)
 
 
@@ -90,25 +87,16 @@ def test_every_rank_manifest_is_read_and_models_compare_by_fingerprint(tmp_path,
     for name in ("a", "b", "c"):
         _save(tmp_path / f"{name}.npy", rng.standard_normal((1, 4)))
     # One model that moved between runs: two paths, one fingerprint.
-    rank0 = [
-        {
-            "path": "a.mid",
-            "npy": "a.npy",
-            "modality": "symbolic",
-            "model": "/old/m",
-            "model_fingerprint": "m:1",
-        }
-    ]
+    write_manifest(tmp_path, [manifest_record("a.mid", "a.npy", "symbolic", "/old/m", "m:1")])
     rank1 = [
-        {"path": "b.txt", "npy": "b.npy", "modality": "text", "model": "/new/m", "model_fingerprint": "m:1"},
-        {"path": "c.wav", "npy": "c.npy", "modality": "audio", "model": "/new/m", "model_fingerprint": "m:1"},
+        manifest_record("b.txt", "b.npy", "text", "/new/m", "m:1"),
+        manifest_record("c.wav", "c.npy", "audio", "/new/m", "m:1"),
     ]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank0))
-    (tmp_path / "manifest.rank-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank1))
+    write_manifest(tmp_path, rank1, rank=1)
     emb = load_embeddings(tmp_path)
     assert emb.paths == ["a.mid", "b.txt", "c.wav"] and emb.modalities == ["symbolic", "text", "audio"]
-    assert (emb.model, emb.fingerprint) == ("/new/m", "m:1")
-    rank1[1]["model_fingerprint"] = "m:2"
-    (tmp_path / "manifest.rank-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rank1))
-    with pytest.raises(InputError, match="several models in one folder: m:1, m:2"):
+    assert emb.identity == ModelIdentity("/new/m", "m:1")
+    (tmp_path / "manifest.rank-1.jsonl").unlink()
+    write_manifest(tmp_path, [rank1[0], manifest_record("c.wav", "c.npy", "audio", "/new/m", "m:2")], rank=1)
+    with pytest.raises(ModelMismatch, match="several|fingerprint m:2"):
         load_embeddings(tmp_path)

@@ -10,6 +10,7 @@ import pytest
 
 from clamp3.index import SearchIndex, normalize
 from clamp3.index.kinds import recall_at_k
+from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
 
 pytest.importorskip("faiss")
@@ -79,7 +80,7 @@ def test_append_equals_full_rebuild(rng, tmp_path, kind):
 
 def test_save_load_round_trip_and_meta(rng, tmp_path):
     db = rng.standard_normal((50, 16)).astype(np.float32)
-    index = SearchIndex.create(16, model="tiny-test")
+    index = SearchIndex.create(16, identity=ModelIdentity("tiny-test"))
     index.add(
         db,
         [

@@ -12,6 +12,7 @@ import pytest
 
 from clamp3.cli.main import main
 from clamp3.preprocess import bulk, convert_tree
+from clamp3.utils.errorlog import read_errors
 from clamp3.utils.io import read_jsonl
 
 
@@ -66,11 +67,11 @@ def test_an_unlistable_subdirectory_is_a_failure(parity_dir, tmp_path, monkeypat
     monkeypatch.setattr(os, "scandir", scandir)
     assert main(["convert", str(src), str(out), "--workers", "1", "--quiet"]) == 1
     assert (out / "open" / "m21_test01.mtf").is_file()
-    (error,) = read_jsonl(out / "errors.jsonl")
-    assert error == {
-        "path": str(locked),
-        "reason": "cannot list directory, its files were not converted: Permission denied",
-    }
+    (error,) = read_errors(out / "errors.jsonl")
+    assert (error.path, error.reason) == (
+        str(locked),
+        "cannot list directory, its files were not converted: Permission denied",
+    )
     stderr = capsys.readouterr().err
     assert "2 files: 1 converted, 0 already done, 1 failed" in stderr and str(locked) in stderr
 

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.weights
 
 @pytest.fixture(scope="module")
 def saas():
-    from clamp3 import Clamp3Model
+    from clamp3 import Clamp3Pipeline
 
-    return Clamp3Model.from_pretrained("saas")
+    return Clamp3Pipeline.from_pretrained("saas")
 
 
 def test_real_tokenizer_matches_the_xlmr_convention(saas):
@@ -37,18 +37,18 @@ def test_matching_descriptions_rank_their_scores_first(saas, parity_dir):
         "Scott Joplin's ragtime for solo piano, syncopated and lively.",
         "An Irish folk dance tune from O'Neill's collection.",
     ]
-    music = saas.encode(scores)
-    queries = saas.encode(texts)
+    music = saas.encode_files(scores)
+    queries = saas.encode_texts(texts)
     similarity = queries @ music.T
     assert np.isfinite(similarity).all()
     assert (similarity.argmax(1) == np.arange(3)).sum() >= 2
 
 
 def test_c2_loads_and_embeds_multilingual_text():
-    from clamp3 import Clamp3Model
+    from clamp3 import Clamp3Pipeline
 
-    model = Clamp3Model.from_pretrained("c2")
-    vectors = model.encode(
+    model = Clamp3Pipeline.from_pretrained("c2")
+    vectors = model.encode_texts(
         ["ein fröhliches Volkslied", "une chanson populaire joyeuse", "a sad funeral march"]
     )
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from serve_support import QUERY_TEXT, client_for, library, make_app, tiny_model  # noqa: F401
 
+from clamp3 import Clamp3Pipeline
+
 pytest.importorskip("fastapi")
 
 
@@ -43,7 +45,7 @@ def test_text_search_scores_are_cosines_with_the_stored_vectors(client, library,
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert results[0]["path"] == "texts/waltz.txt"  # the text item holding exactly the query
-    query = tiny_model.encode([QUERY_TEXT], modality="text")[0]
+    query = Clamp3Pipeline(tiny_model).encode_texts([QUERY_TEXT])[0]
     for r in results:
         assert r["score"] == pytest.approx(float(query @ _stored(library, r["path"])), abs=1e-5)
     scores = [r["score"] for r in results]
@@ -175,8 +177,9 @@ def test_render_refuses_audio_and_text(client):
 def test_openapi_schema_and_page(client):
     schema = client.get("/openapi.json").json()
     for path in ("/api/health", "/api/search", "/api/search/file", "/api/items/{item_id}", "/api/items/{item_id}/file",
-                 "/api/items/{item_id}/render", "/api/items/{item_id}/similar", "/api/admin/reload", "/api/admin/extend"):  # fmt: skip
+                 "/api/items/{item_id}/render", "/api/items/{item_id}/similar", "/api/admin/reload"):  # fmt: skip
         assert path in schema["paths"], path
+    assert "/api/admin/extend" not in schema["paths"]  # the index is extended by `clamp3 index --append`
     page = client.get("/")
     assert page.status_code == 200 and b'id="q"' in page.content
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -219,7 +222,7 @@ def test_batched_text_vectors_equal_one_at_a_time(tiny_model):  # noqa: F811
         encoder.close()
     for q in queries:
         # Plain strings: "/etc/passwd" must be embedded as those 11 characters, not as the file.
-        ids = tiny_model.tokenizer.encode(q)
+        ids = encoder.pipeline.tokenizer.encode(q)
         expected = tiny_model.embed_text_ids([ids])[0]
         np.testing.assert_allclose(got[q], expected / np.linalg.norm(expected), atol=1e-5)
 

@@ -1,5 +1,6 @@
-"""Reloading and extending the index while a live server answers a steady stream of requests:
-no request fails, the new items become searchable and servable, old snapshots stay usable."""
+"""Extending the index (``index --append``) and reloading it while a live server answers a
+steady stream of requests: no request fails, the new items become searchable and servable, old
+snapshots stay usable. The service never writes the index itself."""
 
 from __future__ import annotations
 
@@ -40,10 +41,17 @@ def _add_media(folder, library, names: list[str]) -> None:  # noqa: F811
         shutil.copy(library.media / name, folder / name.split("/")[-1])
 
 
-def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa: F811
+def _append(lib, model) -> int:
+    """The documented pipeline: embed the media root again (a rerun embeds only new files) and
+    ``index --append``; returns the rows added."""
     from clamp3.embed_folder import embed_folder
     from clamp3.index import build_index
 
+    embed_folder(model, lib.media, lib.emb, show_progress=False, model_id=str(lib.model_dir))
+    return build_index(lib.emb, lib.idx, append=True, progress=False).added
+
+
+def test_append_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa: F811
     lib = library.copy(tmp_path / "lib")
     outcomes: list = []
     stop = threading.Event()
@@ -52,26 +60,13 @@ def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
         for w in workers:
             w.start()
         try:
-            # 1. extend: a new sub-folder embedded on its own, added through the API
             _add_media(lib.media / "new", library, ["midi/m21_test01.mid", "audio/sines_16k_mono_3s7.wav"])
             (lib.media / "new" / "tango.txt").write_text("a brand new tango for bandoneon", encoding="utf-8")
-            embed_folder(
-                tiny_model,
-                lib.media / "new",
-                tmp_path / "emb_new",
-                show_progress=False,
-                model_id=str(lib.model_dir),
-            )
-            body = {"embeddings": str(tmp_path / "emb_new"), "media_prefix": "new"}
-            extended = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
-            assert extended == {"items_before": 10, "items": 13, "added": 3, "errors": []}
-            again = httpx.post(f"{base}/api/admin/extend", json=body, headers=AUTH, timeout=60).json()
-            assert again["added"] == 0 and again["items"] == 13
-            # 2. reload: the usual pipeline (embed the media root again, index --append), then reload
+            assert _append(lib, tiny_model) == 3
+            reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
+            assert reloaded == {"items_before": 10, "items": 13, "added": 3}
             _add_media(lib.media / "more", library, ["scores/bach_bwv66_6.mxl", "midi/m21_test08.mtf"])
-            embed_folder(tiny_model, lib.media, lib.emb, show_progress=False, model_id=str(lib.model_dir))
-            report = build_index(lib.emb, lib.idx, append=True, progress=False)
-            assert report.added == 2  # new/ was already added under the same keys by extend
+            assert _append(lib, tiny_model) == 2
             reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
             assert reloaded["items_before"] == 13 and reloaded["items"] == 15
             for _ in range(3):  # repeated swaps under load
@@ -93,21 +88,13 @@ def test_extend_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
 
 
 def test_in_flight_snapshot_survives_a_swap(library, tiny_model, tmp_path):  # noqa: F811
-    from clamp3.embed_folder import embed_folder
-
     lib = library.copy(tmp_path / "lib")
-    _add_media(tmp_path / "extra", library, ["midi/m21_k525short.mid"])
-    embed_folder(
-        tiny_model,
-        tmp_path / "extra",
-        tmp_path / "emb_extra",
-        show_progress=False,
-        model_id=str(lib.model_dir),
-    )
     with app_for(lib, tiny_model) as app:
         catalog = app.state.catalog
         held = catalog.snapshot  # what a request in flight holds
-        assert catalog.extend(tmp_path / "emb_extra", "extra")["added"] == 1
+        _add_media(lib.media / "extra", library, ["midi/m21_k525short.mid"])
+        assert _append(lib, tiny_model) == 1
+        assert catalog.reload()["added"] == 1
         assert catalog.snapshot is not held and catalog.snapshot.size == 11
         assert held.size == 10 and len(held.index) == 11  # the old snapshot was never mutated
         vector = catalog.encoder.text("waltz")

@@ -320,19 +320,6 @@ def test_admin_needs_the_token(client, library, tiny_model):  # noqa: F811
         )
 
 
-def test_admin_extend_refuses_bad_input(client, library):  # noqa: F811
-    auth = {"authorization": "Bearer s3cret-token"}
-    missing = client.post("/api/admin/extend", json={"embeddings": "/no/such/folder"}, headers=auth)
-    _is_json_error(missing, 422)
-    escape = client.post(
-        "/api/admin/extend", json={"embeddings": str(library.emb), "media_prefix": "../x"}, headers=auth
-    )
-    _is_json_error(escape, 422, "unprocessable")
-    _is_json_error(
-        client.post("/api/admin/extend", json={"embeddings": ""}, headers=auth), 422, "invalid_request"
-    )
-
-
 def test_upload_area_must_be_outside_the_media_root(tmp_path):
     from clamp3.serve.uploads import UploadArea
 

@@ -95,7 +95,7 @@ def test_long_audio_is_refused_from_its_header_before_decoding(library, tiny_mod
         raise AssertionError("the recording was decoded")
 
     with app_for(library, tiny_model, max_audio_seconds=10) as app, client_for(app) as c:
-        monkeypatch.setattr(tiny_model.audio_frontend, "features_from_file", never)
+        monkeypatch.setattr("clamp3.audio.base.WindowFrontend.features_from_file", never)
         monkeypatch.setattr("clamp3.audio.io.load_audio", never)
         data = (library.media / WAV_12S).read_bytes()
         refused = c.post("/api/search/file", files={"file": ("long.wav", data)})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clamp3.tokenizer import SEPARATOR
+from clamp3.inputs import SEPARATOR
 from clamp3.train.augment import crop_start, eval_text, remove_instrument_info, text_dropout
 from clamp3.train.data import BatchPlan, EvalBatches, pad_stack
 from clamp3.train.records import load_records, split_indices

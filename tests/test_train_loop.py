@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clamp3 import Clamp3Model
+from clamp3 import Clamp3Model, Clamp3Pipeline
 from clamp3.train import config_from_dict, train
 from clamp3.train.logger import read_log
 
@@ -101,7 +101,7 @@ def test_stages_chain_and_the_result_loads_and_embeds(toy, tmp_path, tiny_tokeni
     symbolic = model.embed_patches([patches])[0]
     assert text.shape == audio.shape == symbolic.shape == (32,)
     assert np.isfinite(np.stack([text, audio, symbolic])).all()
-    assert model.tokenizer.encode("a quiet waltz") == ids
+    assert Clamp3Pipeline(model).tokenizer.encode("a quiet waltz") == ids
 
 
 def test_an_existing_run_is_not_overwritten(toy, tmp_path):

@@ -54,6 +54,15 @@ def test_config_changes_name_every_differing_key():
     assert config_changes(saved, current)["stages[1].name"] == ("<absent>", "b")
 
 
+def test_an_option_added_later_at_its_unset_default_is_no_change():
+    saved = {"stages": [{"name": "a", "optim": {"lr": 1e-5}}]}
+    current = {"stages": [{"name": "a", "optim": {"lr": 1e-5}, "group_by": None}]}
+    assert config_changes(saved, current) == {}
+    current["stages"][0]["group_by"] = "facts.collection"
+    assert config_changes(saved, current) == {"stages[0].group_by": ("<absent>", "facts.collection")}
+    assert config_changes(current, saved) == {"stages[0].group_by": ("facts.collection", "<absent>")}
+
+
 def test_resume_with_a_changed_config_is_refused_unless_allowed(toy, tmp_path):
     run = tmp_path / "run"
     assert train(config_from_dict(_data(toy, run)), stop_after=2) is None

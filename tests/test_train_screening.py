@@ -33,10 +33,10 @@ def test_file_problem_names_each_kind_of_bad_file(tmp_path):
         "ok.npy": None,
         "empty.abc": "nothing to patchify",
         "latin1.mtf": "cannot read the file",
-        "wide.npy": "expected features of shape (n, 32), got (3, 16)",
+        "wide.npy": "or (n, 32), got (3, 16)",
         "none.npy": "got (0, 32)",
         "nan.npy": "NaN or infinity",
-        "cut.npy": "cannot read the feature file",
+        "cut.npy": "not a readable .npy array",
         "missing.abc": "does not exist",
     }
     for name, reason in expected.items():
@@ -130,7 +130,7 @@ def test_bad_items_fail_stops_before_training(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save(root)
     _spoil(root)
     run = tmp_path / "run"
-    with pytest.raises(InputError, match=r"0005.npy: features contain NaN.*1 bad file\(s\) in all"):
+    with pytest.raises(InputError, match=r"0005.npy: audio features contain NaN.*1 bad file\(s\) in all"):
         train(_config(root, run, modality="audio", bad_items="fail"))
     assert not (run / "stages").exists() and "0005.npy" in (run / "bad_items.jsonl").read_text()
 

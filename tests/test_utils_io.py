@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
+from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl, json_text, read_jsonl, write_json_atomic
 
 # What os.walk / Path give for the file-name bytes b"caf\xe9.mid" (Latin-1, not UTF-8).
@@ -31,3 +34,33 @@ def test_json_files_and_text_take_any_path(tmp_path):
     assert json_text(data, indent=2) == json.dumps(data, indent=2, ensure_ascii=False).replace(
         NOT_UTF8, "caf\\udce9.mid"
     )
+
+
+def test_a_truncated_last_line_is_ignored_and_the_next_append_starts_a_new_line(tmp_path):
+    log = tmp_path / "manifest.jsonl"
+    append_jsonl(log, {"path": "a.mid"})
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"path": "b.m')  # what a writer killed mid-line leaves
+    assert read_jsonl(log) == [{"path": "a.mid"}]
+    append_jsonl(log, {"path": "c.mid"})  # the remnant becomes a line of its own
+    with pytest.raises(InputError) as caught:
+        read_jsonl(log)  # ... which is now damage in the middle, reported, not skipped
+    assert (caught.value.path, caught.value.reason.split(":")[0]) == (str(log), "line 2")
+
+
+def test_a_malformed_line_in_the_middle_names_the_file_and_line(tmp_path):
+    log = tmp_path / "errors.jsonl"
+    log.write_text('{"path": "a"}\n\n{"path": "b"\n{"path": "c"}\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read_jsonl(log)
+    assert caught.value.path == str(log) and caught.value.reason.startswith("line 3: not valid JSON")
+    log.write_text('{"path": "a"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2: expected a JSON object"):
+        read_jsonl(log)
+
+
+def test_lines_end_at_newline_only(tmp_path):
+    log = tmp_path / "manifest.jsonl"
+    record = {"path": "odd\u2028name\x1c.mid"}  # separators str.splitlines would split at
+    append_jsonl(log, record)
+    assert read_jsonl(log) == [record]

@@ -21,8 +21,8 @@ _EXPORTS = {
     "load_preset": "clamp3.config",
     "Clamp3Model": "clamp3.model",
     "Clamp3Output": "clamp3.model",
-    "encode": "clamp3.encode",
-    "detect_modality": "clamp3.encode",
+    "Clamp3Pipeline": "clamp3.pipeline",
+    "InputError": "clamp3.utils.errors",
 }
 
 __all__ = [
@@ -30,11 +30,11 @@ __all__ = [
     "Clamp3Config",
     "Clamp3Model",
     "Clamp3Output",
+    "Clamp3Pipeline",
     "EncoderConfig",
+    "InputError",
     "SymbolicTowerConfig",
     "TextTowerConfig",
-    "detect_modality",
-    "encode",
     "list_presets",
     "load_preset",
 ]
@@ -49,8 +49,9 @@ if TYPE_CHECKING:
         list_presets,
         load_preset,
     )
-    from clamp3.encode import detect_modality, encode
     from clamp3.model import Clamp3Model, Clamp3Output
+    from clamp3.pipeline import Clamp3Pipeline
+    from clamp3.utils.errors import InputError
 
 
 def __getattr__(name: str) -> Any:

@@ -91,56 +91,29 @@ def resolve(source: str | os.PathLike, config: Clamp3Config | str | None = None)
 
 def download_official(tag: str) -> Path:
     """Path of the official weights for ``tag`` in the Hugging Face cache, downloading them
-    when the hub is reachable. Offline and not cached: a ``CheckpointError`` saying what to
-    fetch, within about ``HUB_PROBE_TIMEOUT`` seconds (huggingface_hub alone retries an
-    unreachable hub for ~25-40 s before giving up)."""
-    from huggingface_hub import constants, hf_hub_download
+    when the hub is reachable (:func:`clamp3.hub.fetch`). Offline and not cached: a
+    ``CheckpointError`` saying what to fetch, within seconds."""
+    from clamp3.hub import fetch
 
     repo, filename = OFFICIAL_FILES[tag]
-    try:
-        # Cache first, without the network: an official file never changes under its name.
-        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
-    except Exception:  # not cached (or an unreadable cache entry): try the hub below
-        pass
-    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
-    if reason is None:
-        try:
-            return Path(hf_hub_download(repo_id=repo, filename=filename))
-        except Exception as exc:  # the hub refused, or the connection broke: same advice
-            reason = type(exc).__name__
-    url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
-    raise CheckpointError(
-        f"the {tag!r} weights are not in the Hugging Face cache and could not be downloaded "
-        f"({reason}). Fetch {url} on a connected machine, then either run "
-        f"`hf download {repo} {filename}` there and copy the cache "
-        f"(~/.cache/huggingface/hub) here, or pass the file's path instead of {tag!r} "
-        f"(`clamp3 convert-checkpoint FILE DIR` turns it into a fast-loading directory)."
+    return fetch(
+        repo,
+        filename,
+        what=f"the {tag!r} weights",
+        instead=f"and pass the file's path instead of {tag!r} (`clamp3 convert-checkpoint FILE DIR` "
+        "turns it into a fast-loading directory)",
     )
-
-
-HUB_PROBE_TIMEOUT = 5.0  # seconds; the hub answers a HEAD request in well under one
-
-
-def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
-    """One HEAD request to ``endpoint`` without retries: None when any HTTP answer comes back
-    (the hub is reachable), else why not (no DNS, refused, timed out). Proxies come from the
-    environment, as for huggingface_hub."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return None  # an error status is still an answer from the server
-    except (OSError, ValueError) as exc:  # URLError, timeouts and refusals are OSErrors
-        return f"{endpoint} is unreachable: {getattr(exc, 'reason', exc)}"
-    return None
 
 
 def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
     from safetensors import safe_open
 
     cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if (path / "onnx.json").is_file() and not weights.is_file():
+        raise CheckpointError(
+            f"{path}: an ONNX export (export-onnx), not torch weights: load it with "
+            "Clamp3Pipeline.from_pretrained or clamp3.onnx.OnnxModel"
+        )
     for required in (cfg_file, weights):
         if not required.is_file():
             raise CheckpointError(f"{path}: missing {required.name} (expected a save_pretrained directory)")

@@ -4,14 +4,15 @@ On-disk layout of the output (compatible with the official ``extract_clamp3.py``
 
     OUT/<relative path without extension>.npy   float32 (1, D) global vector, not normalised
                                                  (or (1, n, H) last hidden states with pooled=False)
-    OUT/manifest.jsonl                           one record per embedded file (see ``_record``)
-    OUT/errors.jsonl                             one record per failed file: path, reason, time
+    OUT/manifest.jsonl                           one record per embedded file (``clamp3.formats``)
+    OUT/errors.jsonl                             one record per failed file (``clamp3.utils.errorlog``)
     (``manifest.rank-K.jsonl`` / ``errors.rank-K.jsonl`` for rank K > 0 of a distributed run)
 
 Every ``.npy`` is written atomically and its manifest record appended after it, so a killed run
 leaves only complete files. A rerun skips every file whose record matches the input's size and
 modification time and whose ``.npy`` exists, and embeds the rest; it refuses to add to a folder
-whose records name another model (by fingerprint) or the other pooling, unless ``overwrite``.
+whose records name another model (``clamp3.model_identity``) or the other pooling, unless
+``overwrite``.
 
 A failure is appended to ``errors.jsonl`` (one flushed line, so it survives a kill) and printed
 the moment it happens. A rerun keeps the records of files that still fail and drops those of
@@ -25,7 +26,6 @@ output), so an output kept beside the music is never embedded as input.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -35,23 +35,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.encode import FILE_EXTENSIONS, Prepared, Preparer, detect_modality, embed_prepared
-from clamp3.model_identity import ModelIdentity, identify
-from clamp3.utils.errors import InputError
-from clamp3.utils.io import (
-    append_jsonl,
-    atomic_path,
-    read_jsonl,
-    remove_stale_temporaries,
-    save_npy_atomic,
+from clamp3.encode import Preparer
+from clamp3.formats import (
+    ManifestRecord,
+    append_record,
+    folder_identity,
+    is_embedding_folder,
+    log_names,
+    manifest_files,
+    manifest_rank,
+    read_manifest,
+    read_manifest_file,
 )
+from clamp3.inputs import Prepared, is_supported, kind_of, modality_of
+from clamp3.model_identity import ModelIdentity, identify, require_same_model
+from clamp3.pipeline import Clamp3Pipeline, as_pipeline
+from clamp3.utils.errorlog import append_error, read_errors
+from clamp3.utils.errors import InputError
+from clamp3.utils.io import append_jsonl, atomic_path, remove_stale_temporaries, save_npy_atomic
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
 
 
 _PROCESS_START = time.time()
-MANIFEST = "manifest.jsonl"
 
 
 @dataclass
@@ -71,33 +78,6 @@ class EmbedReport:
         return len(self.failures)
 
 
-def _rank_of(manifest: Path) -> int | None:
-    """0 for ``manifest.jsonl``, K for ``manifest.rank-K.jsonl``, None for other names."""
-    if manifest.name == MANIFEST:
-        return 0
-    middle = manifest.name.removeprefix("manifest.rank-").removesuffix(".jsonl")
-    return int(middle) if middle.isdigit() else None
-
-
-def manifest_files(out_dir: Path) -> list[Path]:
-    """``manifest.jsonl`` and every ``manifest.rank-K.jsonl`` of ``out_dir``, in rank order."""
-    found = [(_rank_of(p), p) for p in out_dir.glob("manifest*.jsonl")]
-    return [p for rank, p in sorted((r, p) for r, p in found if r is not None)]
-
-
-def is_embedding_folder(folder: Path) -> bool:
-    """True when ``folder`` holds a clamp3 manifest (a record with ``path`` and ``npy``)."""
-    for manifest in manifest_files(folder):
-        with open(manifest, encoding="utf-8", errors="replace") as handle:
-            try:
-                first = json.loads(handle.readline())
-            except ValueError:
-                continue
-        if isinstance(first, dict) and "npy" in first and "path" in first:
-            return True
-    return False
-
-
 def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = None) -> list[Path]:
     """Supported files under ``root`` (recursive, sorted), skipping hidden files and folders,
     ``exclude`` (the output folder) and sub-folders that hold a clamp3 manifest."""
@@ -112,9 +92,9 @@ def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = 
         )
         for name in sorted(filenames):
             path = here / name
-            if name.startswith(".") or path.suffix.lower() not in FILE_EXTENSIONS:
+            if name.startswith(".") or not is_supported(path):
                 continue
-            if modality is None or detect_modality(path) == modality:
+            if modality is None or modality_of(path) == modality:
                 found.append(path)
     return found
 
@@ -124,18 +104,10 @@ def shard_from_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _log_names(rank: int) -> tuple[str, str]:
-    suffix = "" if rank == 0 else f".rank-{rank}"
-    return f"manifest{suffix}.jsonl", f"errors{suffix}.jsonl"
-
-
-def read_manifests(out_dir: Path) -> dict[str, dict]:
-    """Manifest records of every rank, keyed by input path relative to the input root."""
-    records: dict[str, dict] = {}
-    for path in manifest_files(out_dir):
-        for record in read_jsonl(path):
-            records[record["path"]] = record
-    return records
+def read_manifests(out_dir: Path) -> dict[str, ManifestRecord]:
+    """Manifest records of every rank, keyed by input path relative to the input root (the
+    last record of a path wins)."""
+    return {record.path: record for record in read_manifest(out_dir)}
 
 
 def _sha256(path: Path) -> str:
@@ -146,29 +118,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_done(record: dict | None, path: Path, out_dir: Path) -> bool:
-    if not record or not (out_dir / record["npy"]).is_file():
+def _is_done(record: ManifestRecord | None, path: Path, out_dir: Path) -> bool:
+    if not record or not (out_dir / record.npy).is_file():
         return False
     stat = path.stat()
-    return record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+    return record.size == stat.st_size and record.mtime_ns == stat.st_mtime_ns
 
 
-def _describe(model_id: str, pooled: bool) -> str:
-    return f"model {model_id or '(unsaved)'} ({'pooled' if pooled else 'unpooled'})"
-
-
-def check_compatible(records: dict[str, dict], identity: ModelIdentity, pooled: bool, out: Path) -> None:
+def check_compatible(
+    records: dict[str, ManifestRecord], identity: ModelIdentity, pooled: bool, out: Path
+) -> None:
     """Refuse (``InputError``) to add embeddings to a folder whose records come from another
-    model (fingerprint) or the other pooling: the folder would mix incomparable vectors."""
-    for record in records.values():
-        # Records without a fingerprint predate it: their model cannot be vouched for.
-        was_pooled = bool(record.get("pooled", len(record.get("shape", [1, 1])) == 2))
-        if record.get("model_fingerprint") != identity.fingerprint or was_pooled != pooled:
-            raise InputError(
-                out,
-                f"holds embeddings of {_describe(record.get('model') or 'unknown', was_pooled)}, "
-                f"not of {_describe(identity.id, pooled)}; use a new folder or --overwrite",
-            )
+    model (:func:`clamp3.model_identity.require_same_model`) or the other pooling: the folder
+    would mix incomparable vectors."""
+    way_out = "use a new folder or --overwrite"
+    stored = folder_identity(list(records.values()), out, way_out)
+    require_same_model((f"the embeddings in {out}", stored), ("this run", identity), out, way_out=way_out)
+    other = next((r for r in records.values() if r.pooled != pooled), None)
+    if other is not None:
+        kinds = {True: "pooled", False: "unpooled"}
+        raise InputError(out, f"holds {kinds[other.pooled]} embeddings, not {kinds[pooled]}; {way_out}")
 
 
 def plan(
@@ -199,23 +168,19 @@ def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
 def _discard_outputs(out: Path, rank: int, world: int) -> None:
     """--overwrite: delete this rank's manifest and the .npy files it lists (they may come from
     another model); rank 0 also clears the ranks an earlier, wider launch left."""
-    own = out / _log_names(rank)[0]
-    stale = [p for p in manifest_files(out) if rank == 0 and (_rank_of(p) or 0) >= world]
+    own = out / log_names(rank)[0]
+    stale = [p for p in manifest_files(out) if rank == 0 and (manifest_rank(p) or 0) >= world]
     for manifest in [own, *stale]:
-        for record in read_jsonl(manifest):
-            if "npy" in record:
-                (out / record["npy"]).unlink(missing_ok=True)
+        for record in read_manifest_file(manifest):
+            (out / record.npy).unlink(missing_ok=True)
         manifest.unlink(missing_ok=True)
 
 
 def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[Path]]:
     """(input root, files): a folder's supported files, or one file with its folder as root."""
     if source.is_file():
-        if source.suffix.lower() not in FILE_EXTENSIONS:
-            raise InputError(
-                source, f"unsupported file type; supported: {', '.join(sorted(FILE_EXTENSIONS))}"
-            )
-        return source.parent, [source] if modality is None or detect_modality(source) == modality else []
+        found = kind_of(source).modality  # InputError for an unsupported type
+        return source.parent, [source] if modality in (None, found) else []
     if not source.is_dir():
         raise InputError(source, "no such file or folder")
     return source, list_inputs(source, modality, exclude=out)
@@ -225,11 +190,17 @@ class _Run:
     """One ``embed_folder`` call: writes outputs, manifest lines and error lines as it goes."""
 
     def __init__(
-        self, model: Clamp3Model, out: Path, rank: int, pooled: bool, identity: ModelIdentity, root: Path
+        self,
+        pipeline: Clamp3Pipeline,
+        out: Path,
+        rank: int,
+        pooled: bool,
+        identity: ModelIdentity,
+        root: Path,
     ):
-        self.model, self.out, self.pooled, self.identity = model, out, pooled, identity
+        self.pipeline, self.out, self.pooled, self.identity = pipeline, out, pooled, identity
         self.root = str(root.resolve())
-        self.manifest, self.errors = (out / name for name in _log_names(rank))
+        self.manifest, self.errors = (out / name for name in log_names(rank))
         self.report = EmbedReport()
         self.embedded: set[str] = set()
 
@@ -237,34 +208,34 @@ class _Run:
         from tqdm.auto import tqdm
 
         self.report.failures.append((rel, reason))
-        append_jsonl(self.errors, {"path": rel, "reason": reason, "time": time.time()})
+        append_error(self.errors, rel, reason)
         tqdm.write(f"error: {rel}: {reason}", file=sys.stderr)
 
     def start_error_log(self, pending: set[str]) -> None:
         """Keep the old records of files about to be retried; drop the rest (fixed or gone)."""
-        _rewrite_jsonl(self.errors, [r for r in read_jsonl(self.errors) if r.get("path") in pending])
+        _rewrite_jsonl(self.errors, [r.to_json() for r in read_errors(self.errors) if r.path in pending])
 
     def finish_error_log(self) -> None:
         """One record per file still failing: the latest, without files embedded since."""
-        latest = {r["path"]: r for r in read_jsonl(self.errors) if "path" in r}
+        latest = {r.path: r.to_json() for r in read_errors(self.errors)}
         _rewrite_jsonl(self.errors, [r for p, r in latest.items() if p not in self.embedded])
 
-    def record(self, rel: str, npy: str, path: Path, item: Prepared, shape: tuple) -> dict:
+    def record(self, rel: str, npy: str, path: Path, item: Prepared, shape: tuple) -> ManifestRecord:
         stat = path.stat()
-        return {
-            "path": rel,
-            "npy": npy,
-            "modality": item.modality,
-            "n_items": item.n_items,
-            "shape": list(shape),
-            "sha256": _sha256(path),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "model": self.identity.id,
-            "model_fingerprint": self.identity.fingerprint,
-            "pooled": self.pooled,
-            "input_root": self.root,
-        }
+        return ManifestRecord(
+            path=rel,
+            npy=npy,
+            modality=item.modality,
+            n_items=item.n_items,
+            shape=tuple(shape),
+            sha256=_sha256(path),
+            size=stat.st_size,
+            mtime_ns=stat.st_mtime_ns,
+            model=self.identity.id,
+            model_fingerprint=str(self.identity.fingerprint),
+            pooled=self.pooled,
+            input_root=self.root,
+        )
 
     def embed_chunk(
         self, preparer: Preparer, chunk: list[tuple[Path, str, str]], modality: str | None, batch_size: int
@@ -277,12 +248,12 @@ class _Run:
             else:
                 good.append((path, rel, npy, item))
         try:
-            vectors = embed_prepared(self.model, [g[3] for g in good], batch_size, pooled=self.pooled)
+            vectors = self.pipeline.embed_prepared([g[3] for g in good], batch_size, pooled=self.pooled)
         except Exception:  # e.g. an item the tower rejects: embed one by one to isolate it
             vectors = []
             for _, rel, _, item in good:
                 try:
-                    vectors.append(embed_prepared(self.model, [item], batch_size, pooled=self.pooled)[0])
+                    vectors.append(self.pipeline.embed_prepared([item], batch_size, pooled=self.pooled)[0])
                 except Exception as exc:
                     self.fail(rel, f"embedding failed: {exc}")
                     vectors.append(None)
@@ -291,13 +262,13 @@ class _Run:
                 continue
             array = vector[None].astype(np.float32)
             save_npy_atomic(self.out / npy, array)
-            append_jsonl(self.manifest, self.record(rel, npy, path, item, array.shape))
+            append_record(self.manifest, self.record(rel, npy, path, item, array.shape))
             self.embedded.add(rel)
             self.report.embedded += 1
 
 
 def embed_folder(
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -330,7 +301,8 @@ def embed_folder(
     rank, world = shard or (0, 1)
     root, files = _inputs(source, out, modality)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(model, out, rank, pooled, identify(model, model_id or None), root)
+    pipeline = as_pipeline(model)
+    run = _Run(pipeline, out, rank, pooled, identify(pipeline.model, model_id or None), root)
     # .npy temporaries of a killed run; other ranks' files being written now are newer.
     remove_stale_temporaries(out, (".npy", ".jsonl"), older_than=_PROCESS_START)
     if overwrite:
@@ -347,7 +319,7 @@ def embed_folder(
     for rel, reason in collisions:
         run.fail(rel, reason)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
-    with Preparer(model, workers, timeout) as preparer:
+    with Preparer(pipeline, workers, timeout) as preparer:
         try:
             for lo in range(0, len(pending), chunk_size):
                 chunk = pending[lo : lo + chunk_size]

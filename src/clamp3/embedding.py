@@ -9,15 +9,35 @@ attention and masked pooling make padding invisible, so the numbers equal one it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from clamp3.config import Clamp3Config
+from clamp3.inputs import add_boundary_rows, check_feature_rows
 from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
 
-if TYPE_CHECKING:
-    from clamp3.model import Clamp3Model
+
+class FeatureModel(Protocol):
+    """What item-level embedding needs of a model (``Clamp3Model`` is one). A protocol rather
+    than the class, so that this module does not import ``clamp3.model``, which imports it."""
+
+    config: Clamp3Config
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def require(self, modality: str) -> None: ...
+
+    def get_features(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def hidden_states(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> FeatureModel: ...
+
+    def train(self, mode: bool = True) -> FeatureModel: ...
 
 
 def prepare_text(ids: Sequence[int]) -> torch.Tensor:
@@ -40,19 +60,13 @@ def prepare_patches(patches: np.ndarray, patch_size: int = 64) -> torch.Tensor:
 
 def prepare_audio(features: np.ndarray, feature_dim: int = 768) -> torch.Tensor:
     """Feature rows (n_windows, F) (or the official (1, n_windows, F)) -> (n_windows + 2, F)
-    float32 with a zero row before and after, the official BOS/EOS."""
-    array = np.asarray(features, dtype=np.float32)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
-        raise ValueError(f"audio features must have shape (n >= 1, {feature_dim}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("audio features contain NaN or infinity")
-    zero = np.zeros((1, feature_dim), dtype=np.float32)
-    return torch.from_numpy(np.concatenate([zero, array, zero], axis=0))
+    float32 with a zero row before and after, the official BOS/EOS. A wrong shape or a
+    non-finite value is an ``InputError`` (a ``ValueError``)."""
+    rows = check_feature_rows(features, feature_dim, "<audio features>")
+    return torch.from_numpy(add_boundary_rows(rows))
 
 
-def _pad_value(model: Clamp3Model, modality: str) -> int:
+def _pad_value(model: FeatureModel, modality: str) -> int:
     return model.config.tower("text").pad_token_id if modality == "text" else 0
 
 
@@ -97,7 +111,7 @@ def plan_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) 
 
 @torch.inference_mode()
 def run_segments(
-    model: Clamp3Model,
+    model: FeatureModel,
     modality: str,
     pieces: list[torch.Tensor],
     pooled: bool,
@@ -109,7 +123,7 @@ def run_segments(
     state (l, H), float32. Pieces are batched longest first (:func:`plan_batches`).
     """
     model.require(modality)
-    device = model._anchor.device
+    device = model.device
     results: list[np.ndarray | None] = [None] * len(pieces)
     pad = _pad_value(model, modality)
     for idx in plan_batches([p.shape[0] for p in pieces], batch_size):
@@ -127,7 +141,7 @@ def run_segments(
 
 
 def embed_items(
-    model: Clamp3Model,
+    model: FeatureModel,
     modality: str,
     items: list[torch.Tensor],
     pooled: bool = True,

@@ -2,7 +2,9 @@
 
 Prepared tensors in, features out (``get_*_features``, ``*_hidden_states``); item-level
 embedding with the official segmentation lives in :mod:`clamp3.embedding` and is reached
-through ``embed_text_ids`` / ``embed_patches`` / ``embed_audio_features``.
+through ``embed_text_ids`` / ``embed_patches`` / ``embed_audio_features``. Raw inputs (strings,
+files, recordings) are the pipeline's (:class:`clamp3.pipeline.Clamp3Pipeline`): this module
+knows tensors only.
 
 Towers are materialised lazily from the weight source: a text-only job never reads, builds
 or allocates the symbolic or audio tower.
@@ -21,6 +23,7 @@ from torch import nn
 
 from clamp3 import checkpoints
 from clamp3.config import Clamp3Config, load_preset
+from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 from clamp3.towers import build_audio_tower, build_symbolic_tower, build_text_tower
 from clamp3.utils.meta import params_on_meta
 
@@ -51,8 +54,6 @@ class Clamp3Model(nn.Module):
         super().__init__()
         self.config = config
         self._source: checkpoints.WeightSource | None = None
-        self._tokenizer = None
-        self._audio_frontend = None
         # Follows .to(device/dtype) so lazily built towers land where the rest of the model is.
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         for modality in config.modalities if modalities is None else modalities:
@@ -168,10 +169,10 @@ class Clamp3Model(nn.Module):
             save_file(tensors, str(tmp), metadata={"format": "pt", "clamp3_config": self.config.name})
         with atomic_path(out / checkpoints.CONFIG_NAME) as tmp:
             self.config.save(tmp)
-        if self._source is not None and self._source.directory is not None:
+        if self.asset_directory is not None:  # the tokenizer travels with the weights
             from clamp3.tokenizer import copy_tokenizer_files
 
-            copy_tokenizer_files(self._source.directory, out)
+            copy_tokenizer_files(self.asset_directory, out)
         return out
 
     @classmethod
@@ -181,56 +182,39 @@ class Clamp3Model(nn.Module):
             torch.manual_seed(seed)
         return cls(load_preset(name))
 
+    # ----------------------------------------------------------------------------- where from
+    @property
+    def weight_source(self) -> checkpoints.WeightSource | None:
+        """Where the weights were loaded from (``None`` for a model built in memory); read by
+        :mod:`clamp3.model_identity` to fingerprint towers that are not loaded yet."""
+        return self._source
+
     @property
     def source_directory(self) -> Path | None:
+        """The ``save_pretrained`` directory the weights come from (``None`` for an official
+        checkpoint file or a model built in memory)."""
         return self._source.directory if self._source is not None else None
 
-    # ----------------------------------------------------------------------------- raw inputs
     @property
-    def tokenizer(self):
-        """The text tokenizer (``clamp3.tokenizer.TextTokenizer``): the ``tokenizer.json`` saved
-        next to the weights, else the config's hub tokenizer from the Hugging Face cache."""
-        if self._tokenizer is None:
-            from clamp3.tokenizer import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.config.tower("text"), self.source_directory)
-        return self._tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value) -> None:
-        self._tokenizer = value
+    def asset_directory(self) -> Path | None:
+        """Where files that travel with the weights are looked for (``tokenizer.json``, a
+        ``mert/`` folder): the model directory, or the folder holding an official checkpoint."""
+        if self._source is None:
+            return None
+        if self._source.directory is not None:
+            return self._source.directory
+        origin = Path(self._source.origin)  # the official checkpoint file
+        return origin.parent if origin.is_file() else None
 
     @property
-    def audio_frontend(self):
-        """Waveform -> feature rows for the audio tower (MERT-v1-95M, or the offline log-mel
-        front-end of the mini presets), loaded on first use on this model's device."""
-        if self._audio_frontend is None:
-            from clamp3.audio import load_frontend
+    def device(self) -> torch.device:
+        """The device the model's towers (including lazily built ones) live on."""
+        return self._anchor.device
 
-            self._audio_frontend = load_frontend(
-                self.config.tower("audio"), self.source_directory, device=self._anchor.device
-            )
-        return self._audio_frontend
-
-    @audio_frontend.setter
-    def audio_frontend(self, value) -> None:
-        self._audio_frontend = value
-
-    def encode(
-        self,
-        inputs,
-        modality: str | None = None,
-        batch_size: int = 32,
-        normalize: bool = True,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        """File paths and/or text strings -> float32 (N, D), L2-normalised by default.
-
-        See :func:`clamp3.encode.encode` for the accepted inputs.
-        """
-        from clamp3.encode import encode
-
-        return encode(self, inputs, modality, batch_size, normalize, show_progress)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the towers (float32 unless moved with ``.to(dtype=...)``)."""
+        return self._anchor.dtype
 
     # ----------------------------------------------------------------------------- tensors
     def text_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -246,7 +230,7 @@ class Clamp3Model(nn.Module):
     def audio_hidden_states(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """rows (B, L, feature_dim) float, attention_mask (B, L) -> last hidden state (B, L, H)."""
         self.require("audio")
-        rows = rows.to(self._anchor.dtype)
+        rows = rows.to(self.dtype)
         return self.audio_model(inputs_embeds=rows, attention_mask=attention_mask).last_hidden_state
 
     def hidden_states(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -296,16 +280,12 @@ class Clamp3Model(nn.Module):
         self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
         """Token-id lists (with ``<s>``...``</s>``) -> (D,) each, or (n, H) when not pooled."""
-        from clamp3.embedding import embed_items, prepare_text
-
         return embed_items(self, "text", [prepare_text(ids) for ids in batch], pooled, batch_size)
 
     def embed_patches(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
         """Patch arrays (n, 64) with BOS/EOS patches -> (D,) each, or (n, H) when not pooled."""
-        from clamp3.embedding import embed_items, prepare_patches
-
         size = self.config.tower("symbolic").patch_size
         return embed_items(self, "symbolic", [prepare_patches(p, size) for p in batch], pooled, batch_size)
 
@@ -316,7 +296,5 @@ class Clamp3Model(nn.Module):
 
         The two zero rows (BOS/EOS) are added here, as the official extractor does.
         """
-        from clamp3.embedding import embed_items, prepare_audio
-
         dim = self.config.tower("audio").feature_dim
         return embed_items(self, "audio", [prepare_audio(f, dim) for f in batch], pooled, batch_size)

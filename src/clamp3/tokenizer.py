@@ -21,7 +21,6 @@ from clamp3.config import TextTowerConfig
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-SEPARATOR = "</s>"
 
 
 class TokenizerNotFound(FileNotFoundError):
@@ -63,39 +62,32 @@ class TextTokenizer:
         return target
 
 
-def join_text_lines(lines: Iterable[str]) -> str:
-    """The official multi-line text input, made deterministic: non-empty lines, duplicates
-    removed keeping the first occurrence (the official uses a ``set``, whose order changes
-    from run to run), joined with ``</s>``."""
-    seen: dict[str, None] = {}
-    for line in lines:
-        line = line.rstrip("\r\n")
-        if line and line not in seen:
-            seen[line] = None
-    return SEPARATOR.join(seen)
-
-
 def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None = None) -> TextTokenizer:
-    """The tokenizer saved next to the weights, else ``config.tokenizer`` from the hub cache."""
+    """The tokenizer saved next to the weights (``directory``: a model directory or the folder
+    of an official checkpoint), else ``config.tokenizer`` through :func:`clamp3.hub.fetch`
+    (cache first; offline, one ``TokenizerNotFound`` within seconds)."""
     if directory is not None and (Path(directory) / TOKENIZER_FILE).is_file():
         return TextTokenizer.from_file(Path(directory) / TOKENIZER_FILE)
     if config.tokenizer == "local":
+        if directory is None:  # a model built in memory (from_preset, training)
+            raise TokenizerNotFound(
+                "this model has its own tokenizer and was not loaded from a folder holding it; "
+                "pass one: Clamp3Pipeline(model, tokenizer=TextTokenizer.from_file(...))"
+            )
         raise TokenizerNotFound(
             f"{directory}: this model's tokenizer should be saved next to its weights as "
             f"{TOKENIZER_FILE}, and it is not there"
         )
-    from huggingface_hub import hf_hub_download
+    from clamp3.hub import fetch
 
-    try:
-        path = hf_hub_download(repo_id=config.tokenizer, filename=TOKENIZER_FILE)
-    except Exception as exc:
-        raise TokenizerNotFound(
-            f"the text tokenizer {config.tokenizer!r} is not in the Hugging Face cache and could "
-            f"not be downloaded ({type(exc).__name__}). Fetch "
-            f"https://huggingface.co/{config.tokenizer}/resolve/main/{TOKENIZER_FILE} and put it "
-            f"next to the model weights as {TOKENIZER_FILE}, or run `hf download "
-            f"{config.tokenizer} {TOKENIZER_FILE}` on a connected machine and copy the cache."
-        ) from exc
+    beside = (
+        f"and put it next to the model weights ({directory}) as {TOKENIZER_FILE}"
+        if directory
+        else (f"and put it next to the model weights as {TOKENIZER_FILE}")
+    )
+    path = fetch(
+        config.tokenizer, TOKENIZER_FILE, what="the text tokenizer", error=TokenizerNotFound, instead=beside
+    )
     return TextTokenizer.from_file(path)
 
 

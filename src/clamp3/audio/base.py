@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from clamp3.audio.batching import WindowBatcher
 from clamp3.audio.io import SAMPLE_RATE, load_audio
@@ -45,6 +46,11 @@ class WindowFrontend(ABC):
     @abstractmethod
     def encode_windows(self, windows: np.ndarray) -> np.ndarray:
         """(B, L) float32 normalised windows, all of length L -> (K, B, D) float32 rows."""
+
+    def to(self, device: str | torch.device) -> WindowFrontend:
+        """Run on ``device`` from now on; returns ``self``. Front-ends without weights (log-mel)
+        compute on the CPU and ignore it."""
+        return self
 
     # ----------------------------------------------------------------------------- one track
     def layer_features_from_waveform(self, wave_24k: np.ndarray, name: str = "<waveform>") -> np.ndarray:

@@ -4,21 +4,19 @@
 what the official ``extract_mert.py --mean_features`` writes (it takes only ``wav``/``mp3`` and is
 case-sensitive; here all four formats, any case). Outputs are written atomically; a rerun skips
 files whose output exists, so an interrupted run resumes where it stopped. Failures are appended
-to ``OUT/errors.jsonl`` (``path`` relative to IN, ``error``, ``time``) and the run goes on.
+to ``OUT/errors.jsonl`` (``clamp3.utils.errorlog``; ``path`` relative to IN) and the run goes on.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.audio.base import WindowFrontend
 from clamp3.audio.io import is_audio_file
-from clamp3.utils.io import append_jsonl, save_npy_atomic
-
-ERRORS_NAME = "errors.jsonl"
+from clamp3.utils.errorlog import ERRORS_NAME, append_error
+from clamp3.utils.io import save_npy_atomic
 
 
 @dataclass
@@ -82,5 +80,4 @@ def extract_tree(
 
 def _fail(report: ExtractReport, out_dir: Path, rel: Path, reason: str) -> None:
     report.failed.append((str(rel), reason))
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    append_jsonl(out_dir / ERRORS_NAME, {"path": str(rel), "error": reason, "time": stamp})
+    append_error(out_dir / ERRORS_NAME, rel.as_posix(), reason)

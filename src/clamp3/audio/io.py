@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from clamp3.audio.resample import StreamingResampler, output_length
+from clamp3.inputs import extensions
 from clamp3.utils.errors import InputError
 
 SAMPLE_RATE = 24000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_EXTENSIONS = extensions(kinds=("recording",))  # the recordings of the input table
 _BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per decode step
 
 

@@ -135,26 +135,17 @@ def resolve_mert_files(name_or_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _from_hub(repo: str) -> tuple[Path, Path]:
-    from huggingface_hub import hf_hub_download
+    from clamp3.hub import fetch
 
-    try:
-        config = Path(hf_hub_download(repo, "config.json"))
-        for i, filename in enumerate(WEIGHT_FILES):
-            try:
-                return config, Path(hf_hub_download(repo, filename))
-            except Exception:
-                if i == len(WEIGHT_FILES) - 1:
-                    raise
-    except Exception as exc:  # offline and not cached, unknown repo, no network: same advice
-        url = f"https://huggingface.co/{repo}"
-        raise CheckpointError(
-            f"{repo}: MERT weights are not in the Hugging Face cache and could not be downloaded "
-            f"({type(exc).__name__}). Fetch config.json and pytorch_model.bin from {url} and put "
-            "them in a folder, then pass that folder (or place it as `mert/` inside the CLaMP 3 model "
-            f"directory); or run `hf download {repo} config.json pytorch_model.bin` on a "
-            "connected machine and copy its cache (~/.cache/huggingface/hub) to this one."
-        ) from exc
-    raise AssertionError("unreachable")
+    instead = (
+        "and put config.json and the weights in a folder, then pass that folder (or place it as "
+        "`mert/` beside the CLaMP 3 weights)"
+    )
+    what = "MERT weights"
+    # pytorch_model.bin first: the file the official MERT-v1-95M repository has always held.
+    weights = WEIGHT_FILES[::-1]
+    config = fetch(repo, "config.json", what=what, instead=instead, also=weights[:1])
+    return config, fetch(repo, weights, what=what, instead=instead, also=("config.json",))
 
 
 class MertExtractor(WindowFrontend):
@@ -184,6 +175,7 @@ class MertExtractor(WindowFrontend):
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
         self.feature_dim = int(model.config.hidden_size)
         self.num_layers = int(model.config.num_hidden_layers) + 1
+        self._default_batch = batch_size is None
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 8)
 
     @classmethod
@@ -200,6 +192,14 @@ class MertExtractor(WindowFrontend):
         model = build_mert_model(json.loads(config_path.read_text(encoding="utf-8")))
         load_mert_state(model, _read_state(weights_path), origin=str(weights_path))
         return cls(model, device=device, dtype=dtype, batch_size=batch_size)
+
+    def to(self, device: str | torch.device) -> MertExtractor:
+        """Move MERT to ``device`` (its dtype stays); returns ``self``."""
+        self.device = torch.device(device)
+        self.model.to(device=self.device)
+        if self._default_batch:  # the per-device default (class docstring) follows the device
+            self.batch_size = 1 if self.device.type == "cpu" else 8
+        return self
 
     def encode_windows(self, windows: np.ndarray) -> np.ndarray:
         """(B, L) float32 normalised windows -> (13, B, 768) float32 time-mean hidden states."""

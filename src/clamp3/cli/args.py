@@ -47,3 +47,12 @@ def positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
+
+
+def add_model_mismatch_flag(
+    p: argparse.ArgumentParser, what: str = "the inputs name different models"
+) -> None:
+    """``--allow-model-mismatch``: the one override of :func:`clamp3.model_identity.require_same_model`."""
+    from clamp3.model_identity import OVERRIDE_FLAG
+
+    p.add_argument(OVERRIDE_FLAG, action="store_true", help=f"proceed (with a warning) when {what}")

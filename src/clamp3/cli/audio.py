@@ -37,8 +37,9 @@ def _extract(args: argparse.Namespace) -> int:
     import sys
 
     from clamp3.audio import LogMelFrontend, MertExtractor
-    from clamp3.audio.extract import ERRORS_NAME, extract_tree
+    from clamp3.audio.extract import extract_tree
     from clamp3.checkpoints import CheckpointError
+    from clamp3.utils.errorlog import ERRORS_NAME
 
     try:
         if args.model.startswith("logmel:"):

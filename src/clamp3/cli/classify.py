@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from clamp3.cli.args import non_negative_int, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
 from clamp3.cli.embed import add_model_arguments, load_model
 from clamp3.utils.errors import InputError
 
@@ -45,14 +45,6 @@ def _output_dir(text: str) -> str:
     """argparse type: an output folder that may be created, inside an existing folder."""
     _output_file(str(Path(text) / "probe.json"))
     return text
-
-
-def _add_model_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--allow-model-mismatch",
-        action="store_true",
-        help="proceed (with a warning) when manifests name different models",
-    )
 
 
 def _require_truth_for_plot(args: argparse.Namespace) -> None:
@@ -117,7 +109,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_reports_errors(_probe_predict))
 
@@ -143,7 +135,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--embeddings", action="store_true", help="inputs are embedding folders from 'clamp3 embed'"
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument(
         "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
     )
@@ -171,7 +163,7 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="score only pieces of this modality (default: the one the folder holds; a mix is refused)",
     )
-    _add_model_check(p)
+    add_model_mismatch_flag(p)
     p.add_argument(
         "--bootstrap", type=non_negative_int, default=1000, help="resamples for the score's CI (default 1000)"
     )
@@ -247,7 +239,6 @@ def _probe_predict(args: argparse.Namespace) -> int:
 
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
-    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
     from clamp3.evaluate.runs import run_zero_shot
     from clamp3.evaluate.zeroshot import build_prompts
 
@@ -271,7 +262,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         plot=args.plot,
         batch_size=args.batch_size,
         show_progress=not args.no_progress,
-        model_check=ModelCheck(argument_identity(args.model), args.allow_model_mismatch),
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.json is None:
         for record in result["predictions"]:
@@ -285,7 +276,6 @@ def _zero_shot(args: argparse.Namespace) -> int:
 
 def _gen_score(args: argparse.Namespace) -> int:
     from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
-    from clamp3.evaluate.modelcheck import ModelCheck, argument_identity
 
     if args.prompts is None and args.reference is None:
         print("clamp3 gen-score: give --prompts, --reference or both", file=sys.stderr)
@@ -306,10 +296,7 @@ def _gen_score(args: argparse.Namespace) -> int:
         reference=args.reference,
         embeddings=args.embeddings,
         settings=settings,
-        # the prompts are encoded with --model; without prompts it plays no part in the check
-        model_check=ModelCheck(
-            argument_identity(args.model) if args.prompts is not None else None, args.allow_model_mismatch
-        ),
+        allow_model_mismatch=args.allow_model_mismatch,
         json_out=args.json,
         show_progress=not args.no_progress,
     )

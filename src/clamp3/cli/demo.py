@@ -9,6 +9,7 @@ from pathlib import Path
 from clamp3.cli.args import positive_float, positive_int
 from clamp3.cli.corpus import quiet_logging
 from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.demo.pipeline import DEFAULT_THREADS
 
 # Bad settings and inputs end the command with one line and exit status 2 (docs/demo.md), not a
 # traceback: ValueError covers InputError, CheckpointError and the corpus's ConfigError; the
@@ -44,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,500,150)",
     )
     p.add_argument("--batch-size", type=positive_int, default=None, help="contrastive batch (default 32)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: idle cores)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_THREADS,
+        help=f"torch threads (default {DEFAULT_THREADS}, fixed)",
+    )
     p.add_argument(
         "--workers", type=positive_int, default=None, help="corpus build processes (default: CPU count)"
     )
@@ -57,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve the test pieces with the trained model on the search page (Ctrl-C stops it)",
+    )
+    p.add_argument("--port", type=positive_int, default=8000, help="port of the search page (default 8000)")
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser(
@@ -120,7 +132,31 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.quiet:
         timings = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
         print(f"\n{timings}", file=sys.stderr)
+    if args.serve:
+        return _serve_demo(args, result.model)
+    again = ["clamp3", "demo", "--serve"] + (
+        ["--workdir", args.workdir] if args.workdir != "runs/demo" else []
+    )
+    print(f"\nsearch the test pieces on a web page: {' '.join(again)}")
     return 0
+
+
+def _serve_demo(args: argparse.Namespace, model: str) -> int:
+    """Embed, index and serve the demo's test pieces through the same commands users run."""
+    from clamp3.cli.main import main
+    from clamp3.demo.search import prepare_media, search_command
+
+    try:
+        prepare_media(Path(args.workdir))
+    except SETTING_ERRORS as exc:
+        return _fail(args, exc)
+    *build, serve = search_command(Path(args.workdir), model, args.port)
+    for argv in build:
+        status = main(argv + (["--no-progress"] if args.quiet and argv[0] == "embed" else []))
+        if status != 0:
+            return status
+    print(f"search page: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
+    return main(serve)
 
 
 def _benchmark(args: argparse.Namespace) -> int:

@@ -129,12 +129,12 @@ def _embed(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
     )
     if report.found == 0:
-        from clamp3.encode import FILE_EXTENSIONS
+        from clamp3.inputs import extensions
 
         kind = f"{args.modality} " if args.modality else ""
         print(
             f"warning: {args.input}: no supported {kind}files to embed "
-            f"(looked for {' '.join(sorted(FILE_EXTENSIONS))}); nothing embedded",
+            f"(looked for {' '.join(sorted(extensions(args.modality)))}); nothing embedded",
             file=sys.stderr,
         )
         return 1

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from clamp3.cli.args import positive_int
+from clamp3.cli.args import add_model_mismatch_flag, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.utils.errors import InputError
 
@@ -88,6 +88,7 @@ def _register_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reference_dir", metavar="R_DIR")
     p.add_argument("--group", action="store_true", help="score the two folders' mean vectors")
     p.add_argument("--out", default=None, metavar="FILE", help="write JSONL (pairwise) / JSON (group) here")
+    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.set_defaults(handler=_score)
 
 
@@ -106,6 +107,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query_dir", metavar="Q_DIR")
     p.add_argument("reference_dir", metavar="R_DIR")
     p.add_argument("--ties", choices=["expected", "optimistic"], default="expected")
+    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.add_argument("--ranks", default=None, metavar="FILE", help="per-query ranks as JSONL")
     p.add_argument("--json", default=None, metavar="FILE", help="metrics as JSON")
     p.add_argument(
@@ -165,12 +167,12 @@ def _score(args: argparse.Namespace) -> int:
     from clamp3.utils.io import write_json_atomic, write_text_atomic
 
     if args.group:
-        result = score_groups(args.query_dir, args.reference_dir)
+        result = score_groups(args.query_dir, args.reference_dir, args.allow_model_mismatch)
         if args.out:
             write_json_atomic(args.out, result)
         print(json.dumps(result))
         return 0
-    scores = score_pairs(args.query_dir, args.reference_dir)
+    scores = score_pairs(args.query_dir, args.reference_dir, args.allow_model_mismatch)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scores.records)
     if args.out:
         write_text_atomic(args.out, lines)
@@ -189,7 +191,13 @@ def _eval(args: argparse.Namespace) -> int:
     from clamp3.evaluate.score import evaluate_retrieval
     from clamp3.utils.io import write_json_atomic, write_text_atomic
 
-    result = evaluate_retrieval(args.query_dir, args.reference_dir, ties=args.ties, progress=not args.quiet)
+    result = evaluate_retrieval(
+        args.query_dir,
+        args.reference_dir,
+        ties=args.ties,
+        progress=not args.quiet,
+        allow_model_mismatch=args.allow_model_mismatch,
+    )
     if args.ranks:
         write_text_atomic(
             args.ranks, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)

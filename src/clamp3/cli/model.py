@@ -28,9 +28,12 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({model.config.name}: {', '.join(model.config.modalities)})")
     if model.config.text is not None and not (out / "tokenizer.json").is_file():
         # Keep the tokenizer next to the weights so the directory works offline on its own.
+        from clamp3.pipeline import Clamp3Pipeline
+
         try:
-            model.tokenizer.save(out)
-            print(f"copied the text tokenizer ({model.tokenizer.source}) into {out}")
+            tokenizer = Clamp3Pipeline(model).tokenizer
+            tokenizer.save(out)
+            print(f"copied the text tokenizer ({tokenizer.source}) into {out}")
         except TokenizerNotFound as exc:
             print(f"note: tokenizer not copied: {exc}")
     return 0

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, positive_float, positive_int
 from clamp3.cli.embed import add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
+    add_model_mismatch_flag(p, "the index was embedded by another model than --model")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -110,6 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_audio_seconds=args.max_audio_seconds,
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
         import torch

@@ -9,7 +9,8 @@ Layout under ``OUT`` (all paths inside JSONL records are relative to ``OUT``)::
     eval/<split>/sheet/<id>.abc  midi/<id>.mtf  audio/<id>.wav  [audio_features/<id>.npy]
     eval/<split>/text_<lang>/<id>.txt   the description in that language, one line
     manifest.json        options, counts, tools and versions, build time
-    errors.jsonl         one line per piece that failed (stage, reason)
+    errors.jsonl         one line per piece that failed (``clamp3.utils.errorlog``: path, reason,
+                         time, then id, number, stage, message, trace)
 
 The split of a piece depends only on a hash of its group (variants of one chorale share a
 group), so it never changes when the corpus grows or is rebuilt.
@@ -27,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from clamp3.corpus.select import stable_hash
+from clamp3.corpus.textfix import find_unclean
 from clamp3.corpus.texts import LANGUAGES, all_texts
+from clamp3.utils.errorlog import ERRORS_NAME
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic, write_text_atomic
 
 PIECES_DIR = "pieces"
-ERRORS_FILE = "errors.jsonl"
 FILES = {
     "musicxml": "score.musicxml",
     "abc": "score.abc",
@@ -127,7 +129,7 @@ def assemble(
     if not piece_ids:
         raise InputError(
             out,
-            f"no piece was built: every candidate failed, now or in an earlier run (see {out / ERRORS_FILE}; "
+            f"no piece was built: every candidate failed, now or in an earlier run (see {out / ERRORS_NAME}; "
             "--retry-failed tries logged pieces again)",
         )
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
@@ -135,6 +137,12 @@ def assemble(
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
         facts["split"] = split_of(facts["group"])
         record = make_record(facts, all_texts(facts, languages), _piece_files(out, piece_id))
+        unclean = find_unclean(record)
+        if unclean:  # facts are checked when built; this guards the templates and older corpora
+            raise ValueError(
+                f"{piece_id}: text with control or replacement characters: {unclean[0]} (a corpus built "
+                "before the code-page repair: build it again in a new folder)"
+            )
         by_split[facts["split"]].append(record)
     for name, records in by_split.items():
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clamp3.corpus.assemble import ERRORS_FILE, FILES, PIECES_DIR, assemble
-from clamp3.corpus.options import BuildOptions, ConfigError, check_options
+from clamp3.corpus.assemble import FILES, PIECES_DIR, assemble
+from clamp3.corpus.options import BuildOptions, ConfigError
 from clamp3.corpus.pool import TimeLimitExceeded, cpu_seconds, run_tasks, time_limit
 from clamp3.corpus.select import PieceRef, select_pieces
-from clamp3.utils.io import append_jsonl, read_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
+from clamp3.utils.errorlog import ERRORS_NAME, error_record, read_errors
+from clamp3.utils.io import append_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -157,14 +158,21 @@ def _parse(ref: PieceRef) -> Any:
         raise ValueError("the file holds several scores (an opus), not one piece")
     if not score.parts:
         raise ValueError("the score has no parts")
+    from clamp3.corpus.textfix import repair_metadata
+
+    repair_metadata(score)  # before anything reads or writes it: titles, texts, MusicXML
     return score
 
 
 def _describe(score: Any, ref: PieceRef) -> dict[str, Any]:
     from clamp3.corpus.describe import describe
+    from clamp3.corpus.textfix import find_unclean
 
     facts = describe(score, ref)
     facts["group"] = ref.group
+    unclean = find_unclean(facts)
+    if unclean:
+        raise ValueError(f"control or replacement characters left after repair: {'; '.join(unclean[:3])}")
     return facts
 
 
@@ -273,16 +281,34 @@ def _worker_died(ref: PieceRef) -> dict[str, Any]:
 
 
 def _error_record(err: PieceError) -> dict[str, Any]:
-    return {
-        "id": err.ref.id,
-        "source": err.ref.source,
-        "number": err.ref.number,
-        "stage": err.stage,
-        "reason": err.reason,
-        "message": str(err),
-        "trace": err.trace,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    """The ``errors.jsonl`` record (``clamp3.utils.errorlog``): ``path`` is the music21 corpus
+    path; the piece's ``id``, tune ``number``, ``stage``, ``message`` and ``trace`` follow."""
+    ref = err.ref
+    extra = {"id": ref.id, "number": ref.number, "stage": err.stage, "message": str(err), "trace": err.trace}
+    return error_record(ref.source, err.reason, **extra)
+
+
+def check_options(options: BuildOptions) -> None:
+    """Fail fast, before any worker starts: the synthesizer must be usable and the feature
+    preset must exist and have an audio tower with a known front-end. Raises
+    :class:`ConfigError`. Front-end weights (MERT) are not loaded here; a worker that cannot
+    load them raises :class:`ConfigError` too, which ends the build."""
+    if options.audio:
+        from clamp3.corpus.render import choose_synth
+
+        choose_synth(options.synth)
+    if options.features:
+        from clamp3.audio.frontends import FRONTENDS
+        from clamp3.config import load_preset
+
+        try:
+            audio = load_preset(options.features).tower("audio")
+        except ValueError as exc:  # unknown preset, or a preset without an audio tower
+            raise ConfigError("features", str(exc)) from None
+        if audio.frontend not in FRONTENDS:
+            raise ConfigError(
+                "features", f"preset {options.features!r} has an unknown front-end {audio.frontend!r}"
+            )
 
 
 def build_corpus(
@@ -318,7 +344,7 @@ def build_corpus(
     Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
     order = candidates if candidates is not None else select_pieces(None)
     target = len(order) if pieces is None else min(pieces, len(order))
-    known_failed = set() if retry_failed else {e["id"] for e in read_jsonl(Path(out) / ERRORS_FILE)}
+    known_failed = set() if retry_failed else {e.extra["id"] for e in read_errors(Path(out) / ERRORS_NAME)}
     workers = workers or os.cpu_count() or 1
     summary = BuildSummary(out=out)
     done: set[str] = set()
@@ -372,7 +398,7 @@ def _record(result: dict[str, Any], out: str, summary: BuildSummary, done: set[s
     elif "config" in result:
         raise ConfigError(*result["config"])
     else:
-        append_jsonl(Path(out) / ERRORS_FILE, result["error"])
+        append_jsonl(Path(out) / ERRORS_NAME, result["error"])
         summary.failed.append(result["error"])
         logger.warning("skipped %s", result["error"]["message"])
         bar.set_postfix(failed=len(summary.failed))

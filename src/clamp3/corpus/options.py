@@ -41,26 +41,3 @@ class BuildOptions:
             raise ConfigError("seconds_max", f"must be a positive number of seconds, got {self.seconds_max}")
         if self.synth not in SYNTHS:
             raise ConfigError("synth", f"unknown synthesizer {self.synth!r}; use {', '.join(SYNTHS)}")
-
-
-def check_options(options: BuildOptions) -> None:
-    """Fail fast, before any worker starts: the synthesizer must be usable and the feature
-    preset must exist and have an audio tower with a known front-end. Raises
-    :class:`ConfigError`. Front-end weights (MERT) are not loaded here; a worker that cannot
-    load them raises :class:`ConfigError` too, which ends the build."""
-    if options.audio:
-        from clamp3.corpus.render import choose_synth
-
-        choose_synth(options.synth)
-    if options.features:
-        from clamp3.audio.frontends import FRONTENDS
-        from clamp3.config import load_preset
-
-        try:
-            audio = load_preset(options.features).tower("audio")
-        except ValueError as exc:  # unknown preset, or a preset without an audio tower
-            raise ConfigError("features", str(exc)) from None
-        if audio.frontend not in FRONTENDS:
-            raise ConfigError(
-                "features", f"preset {options.features!r} has an unknown front-end {audio.frontend!r}"
-            )

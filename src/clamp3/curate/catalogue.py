@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clamp3.inputs import PREPARED_KINDS, extensions
 from clamp3.utils.errors import InputError
 
 _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
@@ -32,7 +33,7 @@ _TITLE_KEYS = ("title", "name")
 _ARTIST_KEYS = ("artists", "artist", "composers", "composer", "performers", "performer")
 _LIST_SEPARATOR = ";"
 # What the trainer reads (official-implementation.md §4.1): ABC / MTF text or MERT feature arrays.
-MUSIC_EXTENSIONS = (".abc", ".mtf", ".npy")
+MUSIC_EXTENSIONS = extensions(kinds=PREPARED_KINDS)
 
 MetadataValue = str | list[str]
 

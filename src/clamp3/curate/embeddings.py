@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from clamp3.curate.transport import ApiClient, RequestBudget, RetryPolicy
+from clamp3.utils.vectors import l2_normalize
 
 
 class EmbeddingClient(ApiClient):
@@ -81,11 +82,10 @@ def _vectors(body: Any, count: int) -> np.ndarray:
     matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
         raise ValueError("embeddings must be equal-length lists of finite numbers")
-    return l2_normalise(matrix)
+    return unit_float32(matrix)
 
 
-def l2_normalise(matrix: np.ndarray) -> np.ndarray:
-    """``(N, D)`` -> float32 rows of unit L2 norm (computed in float64; zero rows stay zero)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+def unit_float32(matrix: np.ndarray) -> np.ndarray:
+    """``(N, D)`` -> float32 rows of unit L2 norm, computed in float64 (the service's numbers
+    arrive as float64 JSON) with the package's one normaliser."""
+    return l2_normalize(matrix, np.float64).astype(np.float32)

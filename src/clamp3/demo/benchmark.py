@@ -8,7 +8,8 @@ piece of the split that has both files; the correct one is the same piece.
 Work folder (``OUT``, shared by every model; reruns reuse what exists)::
 
     OUT/embeddings/<model>/<kind>/<id>.npy   clamp3 embed output per kind (text_<lang>, sheet, midi, audio)
-    OUT/embeddings/<model>/model.json        label and weight fingerprint (a new model drops the folder)
+    OUT/embeddings/<model>/model.json        label and weight fingerprint (``clamp3.model_identity``;
+                                             a new model drops the folder)
     OUT/index/<model>/<kind>/                clamp3 index of sheet, midi and audio (example queries)
     OUT/benchmark.json                       {"format", "models": {<label>: entry}}; rows keyed by model
     OUT/benchmark.txt                        the latest table, every model side by side, examples
@@ -20,7 +21,6 @@ is the exact expectation for ``N`` candidates: MRR = H_N / N, Hit@k = min(k, N) 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clamp3.evaluate import metrics
+from clamp3.model_identity import fingerprint
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import read_jsonl, write_json_atomic
 
@@ -115,20 +116,6 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "model"
 
 
-def model_fingerprint(model: Clamp3Model) -> str:
-    """SHA-1 over every weight's bytes (all towers loaded): equal iff the weights are equal, so
-    cached embeddings are never reused for a retrained model saved under the same label."""
-    import torch
-
-    model.load_all()
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def audio_input(corpus: Path, model: Clamp3Model) -> str:
     """``audio_features`` when the corpus's stored features come from this model's audio
     front-end (same front-end and width, e.g. ``mini`` log-mel), else ``audio``: the WAV files,
@@ -194,13 +181,15 @@ def embed_kinds(
     """``clamp3 embed`` of every kind's folder; returns the (file, reason) failures, which are
     left out of the directions they belong to (the rest of the run goes on)."""
     from clamp3.embed_folder import embed_folder
+    from clamp3.pipeline import as_pipeline
 
+    pipeline = as_pipeline(model)  # one tokenizer and audio front-end for every kind
     failures = []
     for kind, folder in folders.items():
         if progress:
             log.info("embedding %s (%s)", kind, folder)
         report = embed_folder(
-            model, folder, emb_root / kind, batch_size=batch_size, model_id=label, show_progress=progress
+            pipeline, folder, emb_root / kind, batch_size=batch_size, model_id=label, show_progress=progress
         )
         failures += [(f"{kind}/{rel}", reason) for rel, reason in report.failures]
     return failures
@@ -272,7 +261,7 @@ def run_benchmark(
     corpus, out = Path(corpus), Path(out)
     languages = tuple(languages or LANGUAGES)
     folders = input_folders(corpus, split, languages, model)
-    emb_root, index_root = prepare_cache(out, label, model_fingerprint(model))
+    emb_root, index_root = prepare_cache(out, label, fingerprint(model))
     failures = embed_kinds(model, folders, emb_root, label, batch_size, show_progress)
     vectors = {kind: load_vectors(emb_root / kind, folders[kind]) for kind in folders}
     rows, ranks = [], {}
@@ -354,19 +343,3 @@ def example_queries(
         head = {"language": lang, "target": kind, "id": piece, "title": titles.get(piece, "")}
         out.append({**head, "query": text, "rank_of_correct": rank, "results": results})
     return out
-
-
-def read_benchmark(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON of :func:`run_benchmark` (an empty one when the file does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return {"format": "clamp3-benchmark/1", "models": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def merge_entry(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Write ``entry`` into the JSON at ``path`` under its model label (atomically)."""
-    data = read_benchmark(path)
-    data.setdefault("models", {})[entry["model"]] = entry
-    write_json_atomic(path, data)
-    return data

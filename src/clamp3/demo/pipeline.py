@@ -39,6 +39,12 @@ SAVE_EVERY = 100  # checkpoints: a killed demo resumes within 100 steps
 MIN_SPLIT_PIECES = 2
 
 
+# One torch thread: the mini model runs as fast on one thread as on two contended cores, the
+# training loader takes the second core, and a fixed count keeps the table identical run to run
+# (docs/demo.md, "--threads").
+DEFAULT_THREADS = 1
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """What the demo builds and trains.
@@ -46,8 +52,8 @@ class DemoOptions:
     ``pieces``: corpus size (the test split is ~10 %); ``seconds_max``: audio per piece;
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
-    threads for training and embedding (None: the cores other processes leave idle, at least
-    one); ``workers``: corpus build processes (None: CPU count); ``model``: benchmark this
+    threads for training and embedding (fixed, so two runs print the same table whatever the
+    machine's load: thread count changes the order of float sums); ``workers``: corpus build processes (None: CPU count); ``model``: benchmark this
     model instead of training one; ``split``: the corpus split the table is measured on.
     """
 
@@ -56,7 +62,7 @@ class DemoOptions:
     seconds_max: float = 20.0
     steps: tuple[int, ...] | None = None
     batch_size: int | None = None
-    threads: int | None = None
+    threads: int = DEFAULT_THREADS
     workers: int | None = None
     model: str | None = None
     device: str | None = None
@@ -79,17 +85,6 @@ class DemoResult:
     @property
     def table(self) -> str:
         return self.benchmark.table
-
-
-def choose_threads() -> int:
-    """Cores not busy with other processes (1-minute load average), at least 1: tiny models
-    run several times faster on one thread than on two contended cores (docs/train.md)."""
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        return 1
-    return max(1, min(cores, int(cores - busy + 0.5)))
 
 
 def demo_stages(options: DemoOptions) -> tuple[list, list]:
@@ -117,7 +112,9 @@ def settings(options: DemoOptions) -> dict[str, Any]:
     if options.model is not None:
         return {"corpus": corpus}
     m3, align = demo_stages(options)
-    stages = [dataclasses.asdict(stage) for stage in m3 + align]
+    # Options left unset (None) are left out, so a stage option added later at its default
+    # does not make an existing folder look like another demo.
+    stages = [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in m3 + align]
     # Through JSON, so the comparison with the stored copy sees lists where tuples were.
     return json.loads(json.dumps({"corpus": corpus, "training": stages}))
 
@@ -315,7 +312,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     # seconds, not after the corpus build (towers load lazily, so this reads no weights yet).
     given = Clamp3Model.from_pretrained(options.model, device=options.device) if options.model else None
     check_workdir(work, options)
-    threads = options.threads or choose_threads()  # measured before the build loads the cores
+    threads = options.threads
     result = DemoResult(work, options.model or "")
     start = time.perf_counter()
     _step(result, "corpus", lambda: ensure_corpus(work, options))

@@ -4,11 +4,13 @@ and Hit@10 next to the random baseline."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from clamp3.utils.io import atomic_path, write_text_atomic
+from clamp3.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +138,6 @@ def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[
     with ``plot``, ``benchmark.png`` over every model in the JSON. Returns (JSON path, PNG
     path or None when matplotlib is missing or ``plot`` is off, the table text, the
     side-by-side text or "")."""
-    from clamp3.demo.benchmark import merge_entry
-
     out.mkdir(parents=True, exist_ok=True)
     data = merge_entry(out / JSON_NAME, entry)
     table = format_table(entry)
@@ -187,3 +187,19 @@ def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
     plt.close(fig)
     return path
+
+
+def read_benchmark(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON of :func:`run_benchmark` (an empty one when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"format": "clamp3-benchmark/1", "models": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def merge_entry(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Write ``entry`` into the JSON at ``path`` under its model label (atomically)."""
+    data = read_benchmark(path)
+    data.setdefault("models", {})[entry["model"]] = entry
+    write_json_atomic(path, data)
+    return data

@@ -36,12 +36,15 @@ import numpy as np
 
 from clamp3.evaluate.items import PIECE_MODALITIES, Items, check_output_file, load_items, select_pieces
 from clamp3.evaluate.labels import normalize_relpath
-from clamp3.evaluate.modelcheck import ModelCheck, folder_identity, require_same_model
+from clamp3.formats import load_folder_identity
+from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
+from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +132,7 @@ def pair_cosines(prompt_embeddings: np.ndarray, piece_embeddings: np.ndarray) ->
     b = np.asarray(piece_embeddings, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"need two aligned (N, D) arrays, got {a.shape} and {b.shape}")
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return np.clip(np.sum(a * b, axis=1) / norms, -1.0, 1.0)
+    return np.clip(np.sum(l2_normalize(a, np.float64) * l2_normalize(b, np.float64), axis=1), -1.0, 1.0)
 
 
 def bootstrap_mean_ci(
@@ -212,7 +214,7 @@ class GenScoreSettings:
 
 def _load_pieces(
     source: str | os.PathLike,
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     settings: GenScoreSettings,
     show_progress: bool,
@@ -235,28 +237,28 @@ def _load_pieces(
 def _check_models(
     generated: str | os.PathLike,
     reference: str | os.PathLike | None,
-    with_prompts: bool,
+    prompt_model: ModelIdentity | None,
     embeddings: bool,
-    check: ModelCheck,
+    allow_mismatch: bool,
 ) -> dict[str, str]:
-    """Embedding folders must come from the prompt model and from one another (``InputError``)."""
+    """Embedding folders must come from the prompt model and from one another (``ModelMismatch``)."""
     if not embeddings:
         return {}  # files are all encoded here, by the one model
-    gen_id = folder_identity(generated)
+    gen_id = load_folder_identity(generated)
     verdicts = {}
-    if with_prompts:
+    if prompt_model is not None:
         verdicts["prompts"] = require_same_model(
             ("the generated embeddings", gen_id),
-            ("the prompts (encoded with --model)", check.model),
-            check.allow_mismatch,
+            ("the prompts (encoded with --model)", prompt_model),
             generated,
+            allow_mismatch=allow_mismatch,
         )
     if reference is not None:
         verdicts["reference"] = require_same_model(
             ("the generated embeddings", gen_id),
-            ("the reference embeddings", folder_identity(reference)),
-            check.allow_mismatch,
+            ("the reference embeddings", load_folder_identity(reference)),
             reference,
+            allow_mismatch=allow_mismatch,
         )
     return verdicts
 
@@ -268,7 +270,7 @@ def run_gen_score(
     reference: str | os.PathLike | None = None,
     embeddings: bool = False,
     settings: GenScoreSettings | None = None,
-    model_check: ModelCheck | None = None,
+    allow_model_mismatch: bool = False,
     json_out: str | os.PathLike | None = None,
     show_progress: bool = False,
 ) -> dict:
@@ -277,9 +279,9 @@ def run_gen_score(
     ``generated`` and ``reference`` are folders of files (encoded with ``model``) or, with
     ``embeddings=True``, embedding folders from ``clamp3 embed``; only symbolic or audio items
     of one modality count as pieces (``clamp3.evaluate.items.select_pieces``), and the reference must hold the
-    same modality. Prompts are always encoded with ``model``, whose identity
-    (``model_check.model``) embedding folders must share, as generated and reference folders
-    must share theirs (``InputError`` unless ``model_check.allow_mismatch``). Returns (and writes
+    same modality. Prompts are always encoded with ``model``, whose identity embedding folders
+    must share, as generated and reference folders must share theirs (``ModelMismatch`` unless
+    ``allow_model_mismatch``). Returns (and writes
     to ``json_out``) ``clamp3_score`` + ``prompts`` + ``items`` when prompts are given and
     ``frechet`` when a reference is given.
     """
@@ -292,8 +294,12 @@ def run_gen_score(
         raise ValueError(f"modality must be one of {PIECE_MODALITIES}, got {settings.modality!r}")
     if json_out is not None:
         check_output_file(json_out)
-    check = model_check or ModelCheck()
-    verdicts = _check_models(generated, reference, prompts_file is not None, embeddings, check)
+    prompt_model = identify(model) if prompts_file is not None and model is not None else None
+    verdicts = _check_models(generated, reference, prompt_model, embeddings, allow_model_mismatch)
+    if model is not None:  # one pipeline (one tokenizer and front-end) for every stage below
+        from clamp3.pipeline import as_pipeline
+
+        model = as_pipeline(model)
     gen, modality = _load_pieces(generated, model, embeddings, settings, show_progress)
     result: dict = {
         "generated": str(generated),
@@ -320,7 +326,7 @@ def _frechet_to_reference(
     gen: Items,
     modality: str | None,
     reference: str | os.PathLike,
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     settings: GenScoreSettings,
     show_progress: bool,
@@ -337,14 +343,14 @@ def _frechet_to_reference(
         )
     x, y = gen.vectors, ref.vectors
     if settings.normalize_fd:
-        x, y = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in (x, y))
+        x, y = l2_normalize(x, np.float64), l2_normalize(y, np.float64)
     fd = frechet_bootstrap(x, y, settings.fd_bootstrap, seed=settings.seed, show_progress=show_progress)
     return {"reference": str(reference), **fd, "normalized": settings.normalize_fd}
 
 
 def _score_prompts(
     gen: Items,
-    model: Clamp3Model,
+    model: Clamp3Pipeline,
     prompts_file: str | os.PathLike,
     generated: str | os.PathLike,
     settings: GenScoreSettings,
@@ -358,8 +364,8 @@ def _score_prompts(
         log.warning("%d generated files match no prompt id (e.g. %s)", len(unmatched), unmatched[0])
     ids = sorted({pid for _, pid in matches})
     row = {pid: k for k, pid in enumerate(ids)}
-    # modality="text": a prompt must never be mistaken for a file name.
-    prompt_vectors = model.encode([prompts[i] for i in ids], modality="text", batch_size=settings.batch_size)
+    # encode_texts: a prompt is never mistaken for a file name.
+    prompt_vectors = model.encode_texts([prompts[i] for i in ids], batch_size=settings.batch_size)
     score = clamp3_score(
         prompt_vectors[[row[pid] for _, pid in matches]],
         gen.vectors[[i for i, _ in matches]],

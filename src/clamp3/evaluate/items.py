@@ -20,6 +20,7 @@ from clamp3.utils.errors import InputError
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 PIECE_MODALITIES = ("symbolic", "audio")  # what a generated piece can be; text never is
 
@@ -71,7 +72,7 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
     A folder contributes every supported file below it (recursively, hidden entries skipped),
     named relative to that folder; a file is named as given.
     """
-    from clamp3.encode import FILE_EXTENSIONS
+    from clamp3.inputs import is_supported
 
     found: dict[Path, str] = {}
     for source in sources:
@@ -85,7 +86,7 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 path = Path(dirpath) / name
-                if not name.startswith(".") and path.suffix.lower() in FILE_EXTENSIONS:
+                if not name.startswith(".") and is_supported(path):
                     found.setdefault(path, path.relative_to(root).as_posix())
     if not found:
         raise InputError(", ".join(map(str, sources)), "no supported input files found")
@@ -93,10 +94,10 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
 
 
 def _modality_of(path: str) -> str | None:
-    from clamp3.encode import modality_of_path
+    from clamp3.inputs import modality_of
 
     try:
-        return modality_of_path(path)
+        return modality_of(path)
     except InputError:
         return None
 
@@ -145,7 +146,7 @@ def select_pieces(
 
 def load_items(
     sources: Sequence[str | os.PathLike],
-    model: Clamp3Model | None,
+    model: Clamp3Model | Clamp3Pipeline | None,
     embeddings: bool,
     batch_size: int = 32,
     show_progress: bool = False,
@@ -182,7 +183,9 @@ def load_items(
     keep = select([rel for _, rel in files], kinds)
     ignored = [files[i][1] for i in sorted(set(range(len(files))) - set(keep))]
     files = [files[i] for i in keep]
-    vectors = model.encode(
-        [str(path) for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
+    from clamp3.pipeline import as_pipeline
+
+    vectors = as_pipeline(model).encode_files(
+        [path for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
     )
     return Items([rel for _, rel in files], vectors, [kinds[i] for i in keep], ignored)

@@ -35,14 +35,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clamp3.utils.vectors import l2_normalize
+
 TIE_MODES = ("expected", "optimistic")
 DEFAULT_KS = (1, 10, 100)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """(N, D) -> float64 (N, D) with unit L2 rows; all-zero rows stay zero."""
-    array = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-    return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-300)
+    """(N, D) -> float64 (N, D) with unit L2 rows (:func:`clamp3.utils.vectors.l2_normalize`)."""
+    return l2_normalize(np.atleast_2d(vectors), np.float64)
 
 
 def cosine_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ import numpy as np
 
 from clamp3.evaluate.items import check_output_file, load_items
 from clamp3.evaluate.labels import labels_for, multi_label_targets, require_all, single_label_targets
-from clamp3.evaluate.modelcheck import ModelCheck, folder_identity, require_same_model
+from clamp3.formats import load_folder_identity
+from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
 
@@ -60,7 +61,6 @@ def run_probe_train(
     from clamp3.index.embeddings import load_embeddings
 
     check_output_file(Path(out_dir) / PROBE_CONFIG)
-    identity = folder_identity(emb_dir)
     found = load_embeddings(emb_dir, progress=show_progress)
     source = labels_csv if labels_csv is not None else emb_dir
     labels = labels_for(found.paths, labels_csv, from_folders)
@@ -74,8 +74,8 @@ def run_probe_train(
         embeddings=str(emb_dir),
         labels=str(labels_csv) if labels_csv is not None else "folders",
         n_items=len(found),
-        model=found.model,
-        model_identity=identity.to_json() if identity else None,
+        model=found.identity.id if found.identity else None,
+        model_identity=found.identity.to_json() if found.identity else None,
         counts={name: int(c) for name, c in zip(names, counts)},
     )
     probe.info.update(provenance())
@@ -126,9 +126,8 @@ def run_probe_predict(
     ``top_k`` >= 1 labels are listed per item (single-label). ``plot`` (a confusion-matrix PNG)
     needs known labels and a single-label probe, else ``ValueError``. Embeddings of another model
     than the probe's training embeddings (manifest ``model`` vs ``probe.json`` ``data``) raise
-    ``InputError`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
+    ``ModelMismatch`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
     """
-    from clamp3.evaluate.modelcheck import probe_identity
     from clamp3.evaluate.probe import LinearProbe
     from clamp3.index.embeddings import load_embeddings
 
@@ -139,11 +138,12 @@ def run_probe_predict(
     probe = LinearProbe.load(probe_dir)
     if plot is not None and probe.multi_label:
         raise ValueError("--plot draws a single-label confusion matrix; this probe is multi-label")
+    trained_on = ModelIdentity.from_json((probe.info.get("data") or {}).get("model_identity"))
     verdict = require_same_model(
-        (f"the probe's training embeddings ({probe_dir})", probe_identity(probe.info)),
-        (f"the embeddings of {emb_dir}", folder_identity(emb_dir)),
-        allow_model_mismatch,
+        (f"the probe's training embeddings ({probe_dir})", trained_on),
+        (f"the embeddings of {emb_dir}", load_folder_identity(emb_dir)),
         emb_dir,
+        allow_mismatch=allow_model_mismatch,
     )
     found = load_embeddings(emb_dir, dim=probe.input_dim, progress=show_progress)
     result = {
@@ -212,13 +212,13 @@ def run_zero_shot(
     plot: str | os.PathLike | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
-    model_check: ModelCheck | None = None,
+    allow_model_mismatch: bool = False,
 ) -> dict:
     """Zero-shot classify files (or embedding folders) against ``labels``; metrics with known labels.
 
     ``top_k`` >= 1; ``plot`` needs known labels (else ``ValueError``). With ``embeddings``, each
-    folder's manifest model must be ``model_check.model`` (the model encoding the labels), else
-    ``InputError`` unless ``model_check.allow_mismatch``.
+    folder's manifest model must be ``model`` (which encodes the labels), else ``ModelMismatch``
+    unless ``allow_model_mismatch``.
     """
     from clamp3.evaluate.zeroshot import encode_classes, zero_shot_scores
     from clamp3.evaluate.zeroshot import top_k as best_labels
@@ -228,7 +228,10 @@ def run_zero_shot(
     _check_plot(plot, has_truth)
     if json_out is not None:
         check_output_file(json_out)
-    verdicts = _check_embedding_models(sources, model_check or ModelCheck()) if embeddings else []
+    from clamp3.pipeline import as_pipeline
+
+    verdicts = _check_embedding_models(sources, identify(model), allow_model_mismatch) if embeddings else []
+    model = as_pipeline(model)  # one tokenizer and audio front-end for the labels and the files
     classes = encode_classes(model, labels, templates, batch_size)
     names = [label.strip() for label in labels]
     items = load_items(sources, model, embeddings, batch_size, show_progress)
@@ -277,28 +280,30 @@ def _zero_shot_metrics(
     return single_label_metrics(targets, known_scores.argmax(axis=1), names, known_scores)
 
 
-def _check_embedding_models(sources: Sequence[str | os.PathLike], check: ModelCheck) -> list[str]:
+def _check_embedding_models(
+    sources: Sequence[str | os.PathLike], label_model: ModelIdentity, allow_mismatch: bool
+) -> list[str]:
     """Each embedding folder against the label model and against the first folder.
 
-    Returns one verdict per folder (see ``require_same_model``); a mismatch raises ``InputError``
-    unless ``check.allow_mismatch``.
+    Returns one verdict per folder (see ``require_same_model``); a mismatch raises
+    ``ModelMismatch`` unless ``allow_mismatch``.
     """
-    identities = [folder_identity(source) for source in sources]
+    identities = [load_folder_identity(source) for source in sources]
     verdicts = []
     for source, identity in zip(sources, identities):
         if identity is not None and source != sources[0]:
             require_same_model(
                 (f"the embeddings of {sources[0]}", identities[0]),
                 (f"those of {source}", identity),
-                check.allow_mismatch,
                 source,
+                allow_mismatch=allow_mismatch,
             )
         verdicts.append(
             require_same_model(
                 (f"the embeddings of {source}", identity),
-                ("the labels (encoded with --model)", check.model),
-                check.allow_mismatch,
+                ("the labels (encoded with --model)", label_model),
                 source,
+                allow_mismatch=allow_mismatch,
             )
         )
     return verdicts

@@ -17,6 +17,7 @@ import numpy as np
 
 from clamp3.evaluate import metrics
 from clamp3.index.embeddings import EmbeddingSet, load_embeddings
+from clamp3.model_identity import require_same_model
 from clamp3.utils.errors import InputError
 
 QUERY_CHUNK = 1024  # queries per similarity block: bounds memory at QUERY_CHUNK x R float64
@@ -88,10 +89,31 @@ class PairScores:
     unmatched_references: list[str]
 
 
-def score_pairs(query_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> PairScores:
+def load_pair(
+    query_dir: str | os.PathLike,
+    reference_dir: str | os.PathLike,
+    allow_model_mismatch: bool = False,
+    progress: bool = False,
+) -> tuple[EmbeddingSet, EmbeddingSet]:
+    """Both folders, refused (``ModelMismatch``) when different models embedded them, unless
+    ``allow_model_mismatch`` (:func:`clamp3.model_identity.require_same_model`)."""
+    queries = load_embeddings(query_dir, progress=progress)
+    references = load_embeddings(reference_dir, progress=progress)
+    require_same_model(
+        (f"the queries of {query_dir}", queries.identity),
+        (f"the references of {reference_dir}", references.identity),
+        reference_dir,
+        allow_mismatch=allow_model_mismatch,
+    )
+    return queries, references
+
+
+def score_pairs(
+    query_dir: str | os.PathLike, reference_dir: str | os.PathLike, allow_model_mismatch: bool = False
+) -> PairScores:
     """Cosine of each query file with its matched reference file; unmatched files are listed,
     not fatal (no prompt), but a run with no pair at all raises ``InputError``."""
-    queries, references = load_embeddings(query_dir), load_embeddings(reference_dir)
+    queries, references = load_pair(query_dir, reference_dir, allow_model_mismatch)
     m = match(queries, references)
     if not len(m.query_rows):
         raise InputError(query_dir, f"no query file matches a file of {reference_dir}")
@@ -110,10 +132,12 @@ def score_pairs(query_dir: str | os.PathLike, reference_dir: str | os.PathLike) 
     return PairScores(records, m.unmatched_queries, m.unmatched_references)
 
 
-def score_groups(query_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> dict[str, Any]:
+def score_groups(
+    query_dir: str | os.PathLike, reference_dir: str | os.PathLike, allow_model_mismatch: bool = False
+) -> dict[str, Any]:
     """Group mode (official): cosine between the mean of all query vectors and the mean of all
     reference vectors, means taken over the stored (not normalised) vectors."""
-    queries, references = load_embeddings(query_dir), load_embeddings(reference_dir)
+    queries, references = load_pair(query_dir, reference_dir, allow_model_mismatch)
     if queries.dim != references.dim:
         raise InputError(query_dir, f"{queries.dim}-d query vectors vs {references.dim}-d references")
     means = [s.vectors.mean(axis=0, dtype=np.float64) for s in (queries, references)]
@@ -158,6 +182,7 @@ def evaluate_retrieval(
     ties: str = "expected",
     ks: tuple[int, ...] = metrics.DEFAULT_KS,
     progress: bool = False,
+    allow_model_mismatch: bool = False,
 ) -> RetrievalEvaluation:
     """Rank all references for every query; MRR and Hit@k of the matched reference.
 
@@ -167,13 +192,13 @@ def evaluate_retrieval(
     expectation under random tie-breaking, or ``optimistic``).
     Each record: ``query``, ``reference``, ``key``, ``rank``, ``score`` (cosine with the correct
     reference), ``n_greater``, ``n_tied`` (other references with exactly that score).
+    Folders embedded by different models raise ``ModelMismatch`` unless ``allow_model_mismatch``.
     """
     from tqdm.auto import tqdm
 
     if ties not in metrics.TIE_MODES:
         raise ValueError(f"unknown tie mode {ties!r}; choose from {', '.join(metrics.TIE_MODES)}")
-    queries = load_embeddings(query_dir, progress=progress)
-    references = load_embeddings(reference_dir, progress=progress)
+    queries, references = load_pair(query_dir, reference_dir, allow_model_mismatch, progress)
     m = match(queries, references)
     if m.unmatched_queries or m.unmatched_references:
         parts = []

@@ -13,16 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clamp3.utils.vectors import l2_normalize
+
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 DEFAULT_TEMPLATES = ("{label}",)
 PLACEHOLDER = "{label}"
-
-
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 def build_prompts(labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[str]:
@@ -50,8 +48,8 @@ def ensemble_prompts(prompt_embeddings: np.ndarray, n_labels: int) -> np.ndarray
     prompts = np.asarray(prompt_embeddings, dtype=np.float32)
     if prompts.ndim != 2 or n_labels < 1 or len(prompts) % n_labels:
         raise ValueError(f"{len(prompts)} prompt embeddings do not split evenly into {n_labels} labels")
-    per_label = _normalize(prompts).reshape(n_labels, len(prompts) // n_labels, prompts.shape[1])
-    return _normalize(per_label.mean(axis=1))
+    per_label = l2_normalize(prompts).reshape(n_labels, len(prompts) // n_labels, prompts.shape[1])
+    return l2_normalize(per_label.mean(axis=1))
 
 
 def zero_shot_scores(item_embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
@@ -63,36 +61,41 @@ def zero_shot_scores(item_embeddings: np.ndarray, class_embeddings: np.ndarray) 
     classes = np.asarray(class_embeddings, dtype=np.float32)
     if items.ndim != 2 or classes.ndim != 2 or items.shape[1] != classes.shape[1]:
         raise ValueError(f"need (N, D) items and (C, D) classes, got {items.shape} and {classes.shape}")
-    return np.clip(_normalize(items) @ _normalize(classes).T, -1.0, 1.0)
+    return np.clip(l2_normalize(items) @ l2_normalize(classes).T, -1.0, 1.0)
 
 
 def encode_classes(
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     labels: Sequence[str],
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     batch_size: int = 32,
 ) -> np.ndarray:
     """Unit class vectors (C, D): every prompt through the text tower, then ensembled."""
     prompts = build_prompts(labels, templates)
-    # modality="text": a label such as "score.abc" must stay a prompt, never become a path.
-    embeddings = model.encode(prompts, modality="text", batch_size=batch_size, normalize=True)
+    from clamp3.pipeline import as_pipeline
+
+    # encode_texts: a label such as "score.abc" stays a prompt, never becomes a path.
+    embeddings = as_pipeline(model).encode_texts(prompts, batch_size=batch_size, normalize=True)
     return ensemble_prompts(embeddings, len(labels))
 
 
 def zero_shot_classify(
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     inputs: Sequence[str],
     labels: Sequence[str],
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     batch_size: int = 32,
     show_progress: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Classify files (anything ``model.encode`` accepts) against ``labels``.
+    """Classify files (anything ``Clamp3Pipeline.encode_files`` reads) against ``labels``.
 
     Returns cosine scores (N, C) in [-1, 1] and the label names in column order.
     """
-    classes = encode_classes(model, labels, templates, batch_size)
-    items = model.encode(list(inputs), batch_size=batch_size, normalize=True, show_progress=show_progress)
+    from clamp3.pipeline import as_pipeline
+
+    pipeline = as_pipeline(model)
+    classes = encode_classes(pipeline, labels, templates, batch_size)
+    items = pipeline.encode_files(list(inputs), batch_size=batch_size, show_progress=show_progress)
     return zero_shot_scores(items, classes), [label.strip() for label in labels]
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from clamp3.index.embeddings import EmbeddingSet, load_embeddings
 from clamp3.index.search_index import META_FILE, SearchIndex
+from clamp3.model_identity import require_same_model
+from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl
-
-ERRORS_FILE = "errors.jsonl"
 
 
 @dataclass
@@ -28,17 +27,14 @@ class BuildReport:
     errors: list[InputError] = field(default_factory=list)
 
 
-def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path) -> None:
-    """Refuse to add another model's vectors: fingerprints decide when both sides have one (a
-    model that moved keeps its fingerprint), the recorded ids otherwise."""
-    if index.model_fingerprint and embeddings.fingerprint:
-        same = index.model_fingerprint == embeddings.fingerprint
-    else:
-        same = not (index.model and embeddings.model) or index.model == embeddings.model
-    if not same:
-        raise InputError(
-            emb_dir, f"embedded with model {embeddings.model!r} but the index holds {index.model!r} vectors"
-        )
+def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path, index_dir: Path) -> None:
+    """Refuse to add another model's vectors (:func:`clamp3.model_identity.require_same_model`)."""
+    require_same_model(
+        (f"the vectors of the index {index_dir}", index.identity),
+        (f"the embeddings of {emb_dir}", embeddings.identity),
+        emb_dir,
+        way_out="index them into a new folder, or rebuild with --overwrite",
+    )
 
 
 def build_index(
@@ -57,7 +53,8 @@ def build_index(
     an existing index is extended with the keys it does not hold yet (rerunning is a no-op; an
     interrupted run resumes); a missing one is built. Without ``append``, an existing index is
     an error unless ``overwrite``. Unreadable embeddings are skipped and reported; vectors of a
-    dimension other than the index's, or from another model (per the manifest), are refused.
+    dimension other than the index's, or from another model (per the manifest), are refused
+    (``ModelMismatch``).
     """
     emb_root, out = Path(emb_dir), Path(index_dir)
     exists = (out / META_FILE).is_file()
@@ -79,15 +76,14 @@ def build_index(
         index = SearchIndex.create(
             embeddings.dim,
             approximate or "flat",
-            model=embeddings.model,
-            model_fingerprint=embeddings.fingerprint,
+            identity=embeddings.identity,
             input_root=embeddings.input_root,
             train_vectors=embeddings.vectors if approximate == "ivf" else None,
             target_recall=target_recall,
         )
-    _check_model(index, embeddings, emb_root)
+    _check_model(index, embeddings, emb_root, out)
     added = index.add(embeddings.vectors, embeddings.records(), progress=progress)
     index.save(out)
     for err in embeddings.errors:
-        append_jsonl(out / ERRORS_FILE, {"path": err.path, "reason": err.reason})
+        append_error(out / ERRORS_NAME, err.path, err.reason)
     return BuildReport(out, index.kind, added, len(embeddings) - added, len(index), embeddings.errors)

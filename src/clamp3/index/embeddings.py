@@ -3,10 +3,9 @@
 Layout read (see ``docs/index.md``)::
 
     EMB_DIR/<relative path without extension>.npy   float32 (1, D) or (D,), one vector per file
-    EMB_DIR/manifest.jsonl                          optional; one object per embedded file:
-                                                    path, npy, modality, n_items, sha256, model,
-                                                    model_fingerprint, pooled, input_root
+    EMB_DIR/manifest.jsonl                          optional; one record per embedded file
     EMB_DIR/manifest.rank-K.jsonl                   the same, from rank K of a distributed run
+                                                    (both read by ``clamp3.formats``)
 
 Every ``.npy`` below ``EMB_DIR`` is read (recursively, hidden files and folders skipped). Its
 **key** is its path relative to ``EMB_DIR`` without the ``.npy`` suffix, with ``/`` separators.
@@ -25,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clamp3.embed_folder import manifest_files
+from clamp3.formats import ManifestRecord, folder_identity, read_manifest
+from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import read_jsonl
 
 
 @dataclass
@@ -36,9 +35,9 @@ class EmbeddingSet:
 
     ``vectors`` is float32 (N, D), exactly as stored (not normalised); row ``i`` belongs to
     ``keys[i]`` / ``paths[i]`` / ``npys[i]`` / ``modalities[i]``. ``errors`` lists the files that
-    were skipped (only when loaded with ``skip_errors=True``). ``models`` are the model ids the
-    manifests name (sorted); ``model``, ``fingerprint`` and ``input_root`` come from the most
-    recently written record (``None`` without a manifest).
+    were skipped (only when loaded with ``skip_errors=True``). ``identity`` is the one model of
+    the loaded files' manifest records and ``input_root`` the latest record's (``None`` without
+    a manifest).
     """
 
     root: Path
@@ -47,10 +46,8 @@ class EmbeddingSet:
     npys: list[str]
     modalities: list[str | None]
     vectors: np.ndarray
-    models: list[str] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
-    model: str | None = None
-    fingerprint: str | None = None
+    identity: ModelIdentity | None = None
     input_root: str | None = None
 
     def __len__(self) -> int:
@@ -102,31 +99,13 @@ def read_vector(path: Path, dim: int | None = None) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _manifest_by_npy(root: Path) -> dict[str, dict]:
-    # Every rank writes its own manifest. Reruns of ``embed`` may append a file twice; the last
-    # record describes the file on disk.
-    records: dict[str, dict] = {}
-    for path in manifest_files(root):
-        for record in read_jsonl(path):
-            if "npy" in record:
-                records.pop(str(record["npy"]), None)  # re-inserted last: dict order = write order
-                records[str(record["npy"])] = record
+def _manifest_by_npy(root: Path) -> dict[str, ManifestRecord]:
+    # Reruns of ``embed`` may append a file twice; the last record describes the file on disk.
+    records: dict[str, ManifestRecord] = {}
+    for record in read_manifest(root):
+        records.pop(record.npy, None)  # re-inserted last: dict order = write order
+        records[record.npy] = record
     return records
-
-
-def _model_of(records: list[dict], root: Path) -> tuple[list[str], str | None, str | None, str | None]:
-    """(sorted model ids, latest id, fingerprint, input root) of the records of the loaded files.
-
-    Several fingerprints, or several ids without fingerprints, mean the folder mixes models:
-    ``InputError``. One fingerprint under several ids is one model that moved; the latest id
-    (the last record of the last manifest) is where it was found most recently.
-    """
-    ids = sorted({str(r["model"]) for r in records if r.get("model")})
-    prints = sorted({str(r["model_fingerprint"]) for r in records if r.get("model_fingerprint")})
-    if len(prints) > 1 or (not prints and len(ids) > 1):
-        raise InputError(root, f"embeddings from several models in one folder: {', '.join(prints or ids)}")
-    latest = next((r for r in reversed(records) if r.get("model")), {})
-    return ids, latest.get("model"), (prints or [None])[0], latest.get("input_root")
 
 
 def load_embeddings(
@@ -163,17 +142,16 @@ def load_embeddings(
             continue
         dim = vector.shape[0]
         npy = file.relative_to(root).as_posix()
-        record = manifest.get(npy, {})
+        record = manifest.get(npy)
         keys.append(npy[: -len(".npy")])
         npys.append(npy)
-        paths.append(str(record.get("path", npy)))
-        modalities.append(record.get("modality"))
+        paths.append(record.path if record else npy)
+        modalities.append(record.modality if record else None)
         rows.append(vector)
     if not rows:
         raise InputError(root, f"no readable embeddings ({len(errors)} bad files, first: {errors[0]})")
     loaded = set(npys)
     records = [r for n, r in manifest.items() if n in loaded]
-    models, model, fingerprint, input_root = _model_of(records, root)
-    return EmbeddingSet(
-        root, keys, paths, npys, modalities, np.stack(rows), models, errors, model, fingerprint, input_root
-    )
+    identity = folder_identity(records, root)
+    input_root = records[-1].input_root if records else None
+    return EmbeddingSet(root, keys, paths, npys, modalities, np.stack(rows), errors, identity, input_root)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from clamp3.utils.vectors import l2_normalize
+
 KINDS = ("flat", "hnsw", "ivf")
 HNSW_M = 32  # links per node: the usual choice for 768-d vectors (memory ~ 2*M*4 bytes per row)
 HNSW_EF_CONSTRUCTION = 80  # build-time beam; above ~80 the build slows more than recall grows
@@ -129,7 +131,7 @@ def probe_queries(vectors: np.ndarray, n_queries: int, seed: int = 0) -> np.ndar
     nearest = np.clip(sims.max(axis=1, keepdims=True), -1.0, 1.0)
     noise = rng.standard_normal(base.shape)
     noise -= (noise * base).sum(axis=1, keepdims=True) * base
-    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    noise = l2_normalize(noise, np.float64)
     probes = nearest * base + np.sqrt(1.0 - nearest**2) * noise
     return np.ascontiguousarray(probes, dtype=np.float32)
 

@@ -11,10 +11,14 @@ import numpy as np
 
 from clamp3.index.embeddings import read_vector
 from clamp3.index.search_index import SearchIndex
+from clamp3.inputs import is_supported, modality_of
 from clamp3.utils.errors import InputError
+from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.model_identity import ModelIdentity
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -37,62 +41,78 @@ def needs_model(query: str | os.PathLike, dim: int) -> bool:
     return not (path.suffix.lower() == ".npy" and path.is_file() and _stored_embedding(path, dim) is not None)
 
 
-def load_model(model: Clamp3Model | str | os.PathLike, device: str | None = None) -> Clamp3Model:
-    """A model object, or one loaded from a directory / tag (towers are loaded on first use;
-    an ``export-onnx`` directory runs on ONNX Runtime)."""
-    from clamp3 import backends
+def load_pipeline(
+    model: Clamp3Model | Clamp3Pipeline | str | os.PathLike, device: str | None = None
+) -> Clamp3Pipeline:
+    """The pipeline of a model object, or of one loaded from a directory / tag (towers are
+    loaded on first use; an ``export-onnx`` directory runs on ONNX Runtime, without torch)."""
+    from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 
-    return backends.load(model, device=device)
+    if not isinstance(model, (str, os.PathLike)):
+        return as_pipeline(model)
+    return Clamp3Pipeline.from_pretrained(model, device=device)
 
 
-def warn_if_other_model(model: Clamp3Model, fingerprint: str | None) -> None:
-    """Log a warning when ``model``'s fingerprint is not ``fingerprint`` (the index's): its
-    query vectors live in another space, so the scores would mean nothing. A warning, not an
-    error: a converted copy of the same weights (``.pth`` -> directory) has another fingerprint."""
-    from clamp3.model_identity import identify
+def names_a_file(query: str | os.PathLike) -> bool:
+    """How ``clamp3 search QUERY`` reads its one argument (the pipeline itself never guesses):
+    a path object, a string naming an existing file with an extension, or a string without
+    whitespace ending in a supported extension is a file (a missing ``song.mid`` is reported,
+    not searched as words); anything else is text, even when a file of that name exists
+    (``waltz`` stays text)."""
+    if isinstance(query, os.PathLike):
+        return True
+    if not Path(query).suffix:
+        return False
+    return os.path.isfile(query) or (not any(c.isspace() for c in query) and is_supported(query))
 
-    if fingerprint is None:
-        return
+
+def warn_if_other_model(model: Clamp3Model, index_model: ModelIdentity | None) -> None:
+    """Log a warning when ``model`` is not the model that embedded the index (the rule of
+    :func:`clamp3.model_identity.same_model`): its query vectors live in another space, so the
+    scores would mean nothing. A warning, not an error, as the query is the user's choice."""
+    from clamp3.model_identity import identify, same_model
+
     found = identify(model)
-    if found.fingerprint != fingerprint:
+    if index_model is not None and same_model(found, index_model) is False:
         log.warning(
-            "the query model %s (fingerprint %s) is not the model that embedded the index (%s); "
+            "the query model %s is not the model that embedded the index (%s); "
             "scores compare vectors of two models",
-            found.id or "(unsaved)",
-            found.fingerprint,
-            fingerprint,
+            found.describe(),
+            index_model.describe(),
         )
 
 
 def query_vector(
     query: str | os.PathLike,
     dim: int,
-    model: Clamp3Model | str | os.PathLike | None = None,
+    model: Clamp3Model | Clamp3Pipeline | str | os.PathLike | None = None,
     device: str | None = None,
-    fingerprint: str | None = None,
+    index_model: ModelIdentity | None = None,
 ) -> tuple[np.ndarray, str]:
     """``query`` -> (unit vector float32 (dim,), what it was: ``"embedding"``, ``"text"``,
     ``"symbolic"`` or ``"audio"``).
 
     An existing ``.npy`` of one ``dim``-d vector is used as it is (no model needed). Anything
-    else goes through the model's ``encode``: files by extension, other strings as text in any
-    language. A string that looks like a music file name but does not exist is an error
-    (``encode`` refuses it), not a text query. ``fingerprint`` is the index's model
-    fingerprint (see :func:`warn_if_other_model`).
+    else goes through the pipeline: files (:func:`names_a_file`) by extension, other strings as
+    text in any language. A string that looks like a music file name but does not exist is an
+    error, not a text query. ``index_model`` is the model that embedded the index (see
+    :func:`warn_if_other_model`).
     """
-    from clamp3.encode import detect_modality
-
     path = Path(query)
     if path.suffix.lower() == ".npy" and path.is_file():
         stored = _stored_embedding(path, dim)
         if stored is not None:
-            return stored / max(float(np.linalg.norm(stored)), 1e-12), "embedding"
-    modality = detect_modality(query)
+            return l2_normalize(stored), "embedding"
+    is_file = names_a_file(query)
+    modality = modality_of(query) if is_file else "text"
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
-    loaded = load_model(model, device)
-    warn_if_other_model(loaded, fingerprint)
-    vector = loaded.encode([query], normalize=True)[0]
+    pipeline = load_pipeline(model, device)
+    warn_if_other_model(pipeline.model, index_model)
+    if is_file:
+        vector = pipeline.encode_files([query])[0]
+    else:
+        vector = pipeline.encode_texts([str(query)])[0]
     if vector.shape[0] != dim:
         raise InputError(
             str(query), f"the model gives {vector.shape[0]}-d vectors but the index holds {dim}-d"
@@ -104,7 +124,7 @@ def search(
     query: str | os.PathLike,
     index: SearchIndex | str | os.PathLike,
     *,
-    model: Clamp3Model | str | os.PathLike | None = None,
+    model: Clamp3Model | Clamp3Pipeline | str | os.PathLike | None = None,
     top_k: int = 10,
     modality: str | None = None,
     device: str | None = None,
@@ -119,6 +139,6 @@ def search(
     if not isinstance(index, SearchIndex):
         index = SearchIndex.load(index)
     source = model if model is not None else index.model
-    vector, _ = query_vector(query, index.dim, source, device, fingerprint=index.model_fingerprint)
+    vector, _ = query_vector(query, index.dim, source, device, index_model=index.identity)
     hits = index.search(vector[None, :], top_k, modality=modality)[0]
     return [{"rank": rank, **hit.to_dict()} for rank, hit in enumerate(hits, start=1)]

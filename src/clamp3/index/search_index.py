@@ -35,8 +35,10 @@ import numpy as np
 
 from clamp3.index import kinds
 from clamp3.index.locking import ReadWriteLock
+from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import atomic_path, json_text, read_jsonl, write_json_atomic
+from clamp3.utils.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,9 @@ class Hit:
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous.
-    All-zero rows stay zero (they score 0 against everything)."""
-    array = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(array / np.maximum(norms, np.finfo(np.float32).tiny))
+    """Rows of (N, D) (or one (D,)) scaled to unit L2 norm -> float32 (N, D), C-contiguous
+    (:func:`clamp3.utils.vectors.l2_normalize`). All-zero rows stay zero."""
+    return l2_normalize(np.atleast_2d(vectors))
 
 
 def _now() -> str:
@@ -95,16 +95,15 @@ class SearchIndex:
         dim: int,
         kind: str = "flat",
         *,
-        model: str | None = None,
-        model_fingerprint: str | None = None,
+        identity: ModelIdentity | None = None,
         input_root: str | None = None,
         train_vectors: np.ndarray | None = None,
         target_recall: float = 0.95,
     ) -> SearchIndex:
         """An empty index of ``kind`` (``flat``, ``hnsw``, ``ivf``) for ``dim``-d vectors.
 
-        ``model`` / ``model_fingerprint`` / ``input_root`` record where the vectors came from
-        (the embedding manifest's fields; see :mod:`clamp3.model_identity`).
+        ``identity`` (the embedding model; see :mod:`clamp3.model_identity`) and ``input_root``
+        record where the vectors came from (stored as ``model`` / ``model_fingerprint``).
 
         ``ivf`` learns its lists from ``train_vectors`` (N, dim) (normalised here); pass the
         vectors you are about to add. ``target_recall`` is the recall@10 the approximate kinds
@@ -114,8 +113,8 @@ class SearchIndex:
         index = kinds.new_index(kind, dim, train)
         meta = {
             "format": FORMAT_VERSION,
-            "model": model,
-            "model_fingerprint": model_fingerprint,
+            "model": identity.id if identity else None,
+            "model_fingerprint": identity.fingerprint if identity else None,
             "input_root": input_root,
             "dimension": int(dim),
             "metric": "cosine",
@@ -207,6 +206,11 @@ class SearchIndex:
     @property
     def model_fingerprint(self) -> str | None:
         return self._meta.get("model_fingerprint")
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        """The embedding model recorded in ``meta.json`` (``None`` when it names none)."""
+        return ModelIdentity.from_fields(self.model, self.model_fingerprint)
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """``OnnxModel``: an exported directory run with ONNX Runtime, torch-free for text.
 
-The same item-level contract as :class:`clamp3.model.Clamp3Model` (``embed_text_ids``,
-``embed_patches``, ``embed_audio_features``, ``encode``), with the official segmentation and
+The item-level contract of :class:`clamp3.model.Clamp3Model` (``embed_text_ids``,
+``embed_patches``, ``embed_audio_features``; texts and files go through
+:class:`clamp3.pipeline.Clamp3Pipeline`, which takes this model as it takes the torch one:
+``Clamp3Pipeline.from_pretrained(export_dir)``), with the official segmentation and
 length-weighted pooling of :mod:`clamp3.segments` (the very functions the torch path uses), so
 an fp32 export gives torch's vectors within 1e-4. The tokenizer is ``tokenizer.json`` through the
 ``tokenizers`` package; neither torch nor transformers is imported for text, patches or stored
@@ -80,8 +82,6 @@ class OnnxModel:
         self.device = device
         self.threads = threads
         self._sessions: dict[str, TowerSession] = {}
-        self._tokenizer = None
-        self._audio_frontend = None
 
     @classmethod
     def from_pretrained(
@@ -111,35 +111,29 @@ class OnnxModel:
         return ModelIdentity(str(self.directory.resolve()), self.manifest.fingerprint)
 
     @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from clamp3.tokenizer import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.config.tower("text"), self.directory)
-        return self._tokenizer
+    def asset_directory(self) -> Path:
+        """Where the tokenizer (and the audio front-end, ``mert.onnx``) are: the export."""
+        return self.directory
 
     @property
-    def audio_frontend(self):
-        """The audio front-end: the exported ``mert.onnx`` when the export has it, else the
-        torch front-end of the config (MERT from the hub cache, or log-mel). Stored MERT
-        features (.npy) need neither."""
-        if self._audio_frontend is None:
-            entry = self.manifest.towers.get("mert")
-            if entry is not None:
-                from clamp3.onnx.mert import OnnxMertFrontend
+    def weight_source(self) -> None:
+        return None  # no torch weights: the identity comes from the manifest (:meth:`identity`)
 
-                session = TowerSession(self.directory / entry.graph, "mert", self.device, self.threads)
-                self._audio_frontend = OnnxMertFrontend(session, self.config.tower("audio").feature_dim)
-            else:
-                from clamp3.audio import load_frontend
+    def to(self, device: str | None = None) -> OnnxModel:
+        """Sessions already open stay where they are; towers opened later use ``device``."""
+        self.device = None if device is None else str(device)
+        return self
 
-                cfg = self.config.tower("audio")
-                self._audio_frontend = load_frontend(cfg, self.directory, device=self.device or "cpu")
-        return self._audio_frontend
+    def load_audio_frontend(self):
+        """The exported MERT front-end (``mert.onnx``) as a :class:`clamp3.audio.WindowFrontend`,
+        or ``None`` when the export has none (the pipeline then loads the torch front-end)."""
+        entry = self.manifest.towers.get("mert")
+        if entry is None:
+            return None
+        from clamp3.onnx.mert import OnnxMertFrontend
 
-    @audio_frontend.setter
-    def audio_frontend(self, value) -> None:
-        self._audio_frontend = value
+        session = TowerSession(self.directory / entry.graph, "mert", self.device, self.threads)
+        return OnnxMertFrontend(session, self.config.tower("audio").feature_dim)
 
     # ------------------------------------------------------------------ towers
     def has_tower(self, modality: str) -> bool:
@@ -235,17 +229,3 @@ class OnnxModel:
         for modality in self.modalities:
             self.require(modality)
         return self
-
-    def encode(
-        self,
-        inputs,
-        modality: str | None = None,
-        batch_size: int = 32,
-        normalize: bool = True,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        """File paths and/or text strings -> float32 (N, D), exactly as
-        :func:`clamp3.encode.encode` (the same preparation and input table)."""
-        from clamp3.encode import encode
-
-        return encode(self, inputs, modality, batch_size, normalize, show_progress)  # type: ignore[arg-type]

@@ -31,11 +31,12 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from clamp3.inputs import extensions
 from clamp3.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-MUSICXML_EXTENSIONS = (".xml", ".musicxml", ".mxl")
+MUSICXML_EXTENSIONS = extensions(kinds=("musicxml",))
 
 # Lines dropped before interleaving (official ``batch_interleaved_abc.py``).
 _DROPPED_FIELDS = ["X:", "T:", "C:", "W:", "w:", "Z:", "%%MIDI"]

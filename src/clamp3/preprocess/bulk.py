@@ -28,6 +28,7 @@ from pathlib import Path
 
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
+from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.io import append_jsonl, json_text, read_jsonl, remove_stale_temporaries, write_text_atomic
 from clamp3.utils.reasons import describe_exception
 from clamp3.utils.workers import fork_pool, stop_workers, time_limit
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 TARGETS = ("symbolic", "midi", "musicxml")
 # atomic_path() temporaries: ".<name>.<random>.tmp" next to the target
 _OUTPUT_SUFFIXES = (".abc", ".mtf", ".mid", ".xml")
-ERRORS_NAME = "errors.jsonl"
 WARNINGS_NAME = "warnings.jsonl"
 
 
@@ -298,7 +298,7 @@ def _start_logs(out_dir: Path, skipped: set[Job]) -> None:
 def _record(summary: ConvertSummary, out_dir: Path, source: str, error: str | None, warnings: list) -> None:
     if error is not None:
         summary.failed.append((source, error))
-        append_jsonl(out_dir / ERRORS_NAME, {"path": source, "reason": error})
+        append_error(out_dir / ERRORS_NAME, source, error)
         return
     summary.converted += 1
     if warnings:

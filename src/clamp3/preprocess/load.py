@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clamp3.inputs import extensions
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS, interleave_abc, musicxml_to_abc
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS, midi_to_mtf
 from clamp3.preprocess.patches import patchify
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
     from clamp3.config import SymbolicTowerConfig
 
-SYMBOLIC_EXTENSIONS = (*MUSICXML_EXTENSIONS, ".abc", *MIDI_EXTENSIONS, ".mtf")
+SYMBOLIC_EXTENSIONS = extensions("symbolic")
 
 
 def load_symbolic(path: str | os.PathLike, config: SymbolicTowerConfig | None = None) -> np.ndarray:

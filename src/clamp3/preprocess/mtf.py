@@ -19,10 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clamp3.inputs import extensions
 from clamp3.utils.errors import InputError
 from clamp3.utils.reasons import describe_exception
 
-MIDI_EXTENSIONS = (".mid", ".midi")
+MIDI_EXTENSIONS = extensions(kinds=("midi",))
 
 # Meta message types removed by the official ``--m3_compatible`` option.
 M3_DROPPED_META = frozenset(

@@ -3,7 +3,7 @@
 Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, verovio). The pieces:
 
 =================  ==========================================================================
-``catalog.py``     the service state: index snapshot (swapped atomically), ids, search, reload/extend
+``catalog.py``     the service state: index snapshot (swapped atomically), ids, search, reload
 ``encoder.py``     query vectors: batched text encoding, uploaded files, one model lock
 ``media.py``       indexed files only: safe resolution under the media root, byte ranges
 ``uploads.py``     uploaded query files: type checks (extension + content) in a private temp dir

@@ -2,9 +2,14 @@
 
 A :class:`Snapshot` is an immutable pairing of a loaded ``SearchIndex`` with the item ids of
 its rows. The :class:`Catalog` holds the live snapshot in one attribute: a request reads it
-once and keeps that reference to the end, while ``reload`` / ``extend`` build a complete new
-snapshot on the side and swap it in with a single assignment (under a writer lock, so two
-admin calls never interleave). In-flight requests therefore finish on the index they started
+once and keeps that reference to the end, while ``reload`` builds a complete new snapshot on
+the side and swaps it in with a single assignment (under a writer lock, so two admin calls
+never interleave). The service never writes the index: ``clamp3 index --append`` extends it
+(with that command's checks) and ``reload`` serves the result.
+
+Every load (start and ``reload``) checks that the query model is the model that embedded the
+index (:func:`clamp3.model_identity.require_same_model`): a text query encoded by one model
+against vectors of another would rank at random. In-flight requests therefore finish on the index they started
 with, and no request ever waits for a reload.
 
 Item ids are the first 16 hex digits of SHA-256 of the index key (the relative path without
@@ -30,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clamp3.index import SearchIndex, load_embeddings
+from clamp3.index import SearchIndex
+from clamp3.model_identity import identify, require_same_model
 from clamp3.serve.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from clamp3.serve.media import MediaRoot, media_kind
 from clamp3.utils.errors import InputError
@@ -121,10 +127,18 @@ class Catalog:
     ``encoder`` may be ``None``: then only "more like this" works (no text or file queries).
     """
 
-    def __init__(self, index_dir: str | os.PathLike, media_root: MediaRoot, encoder: QueryEncoder | None):
+    def __init__(
+        self,
+        index_dir: str | os.PathLike,
+        media_root: MediaRoot,
+        encoder: QueryEncoder | None,
+        allow_model_mismatch: bool = False,
+    ):
         self.index_dir = Path(index_dir)
         self.media = media_root
         self.encoder = encoder
+        self.allow_model_mismatch = allow_model_mismatch
+        self._model = identify(encoder.model) if encoder is not None else None
         self._writer = threading.Lock()
         self._snapshot = self._load()
 
@@ -140,6 +154,13 @@ class Catalog:
             raise InputError(
                 self.index_dir, f"holds {index.dim}-d vectors but the model gives {self.encoder.dim}-d"
             )
+        if self._model is not None:
+            require_same_model(
+                (f"the vectors of the index {self.index_dir}", index.identity),
+                ("the query model", self._model),
+                self.index_dir,
+                allow_mismatch=self.allow_model_mismatch,
+            )
         return Snapshot.build(index, self.media)
 
     def reload(self) -> dict[str, Any]:
@@ -151,37 +172,6 @@ class Catalog:
             after = self._snapshot.size
         log.info("index reloaded", extra={"fields": {"items_before": before, "items": after}})
         return {"items_before": before, "items": after, "added": after - before}
-
-    def extend(self, embeddings: str | os.PathLike, media_prefix: str = "") -> dict[str, Any]:
-        """Add a ``clamp3 embed`` output folder to the index, save it, and swap it in.
-
-        ``media_prefix`` is the sub-folder of the media root that was embedded (manifest paths
-        are relative to the embedded folder); it is prepended to keys and paths. Keys already
-        indexed are skipped, so repeating a call is harmless.
-        """
-        prefix = _clean_prefix(media_prefix)
-        found = load_embeddings(embeddings, skip_errors=True)
-        records = found.records()
-        for record in records:
-            record["key"] = f"{prefix}{record['key']}"
-            record["path"] = f"{prefix}{record['path']}"
-        with self._writer:
-            # A private copy: the live index keeps serving while this one grows.
-            fresh = SearchIndex.load(self.index_dir)
-            if found.dim != fresh.dim:
-                raise InputError(embeddings, f"holds {found.dim}-d vectors but the index holds {fresh.dim}-d")
-            if fresh.model and found.model and fresh.model != found.model:
-                raise InputError(
-                    embeddings, f"embedded with {found.model!r}; the index holds {fresh.model!r}"
-                )
-            added = fresh.add(found.vectors, records)
-            fresh.save(self.index_dir)
-            before = self._snapshot.size
-            self._snapshot = Snapshot.build(fresh, self.media)
-            after = self._snapshot.size
-        log.info("index extended", extra={"fields": {"added": added, "items": after}})
-        errors = [str(e) for e in found.errors]
-        return {"items_before": before, "items": after, "added": added, "errors": errors}
 
     def model_label(self) -> str | None:
         """The model's name for clients: the loaded model's config name, else the last part
@@ -303,14 +293,3 @@ class Catalog:
         """The real path of an item's file (checked to lie under the media root)."""
         snap = self._snapshot
         return self.media.resolve(snap.index.entry(snap.row(identifier))["path"])
-
-
-def _clean_prefix(prefix: str) -> str:
-    """``media_prefix`` -> ``""`` or ``"a/b/"``; refuses absolute paths and ``..``."""
-    prefix = prefix.strip().strip("/")
-    if not prefix:
-        return ""
-    pure = PurePosixPath(prefix)
-    if "\\" in prefix or "\x00" in prefix or ".." in pure.parts or pure.is_absolute():
-        raise Unprocessable("media_prefix must be a relative folder inside the media root, without '..'")
-    return pure.as_posix() + "/"

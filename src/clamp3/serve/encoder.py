@@ -6,8 +6,8 @@ requests and nobody waits for a timer. Batching does not change the numbers: seg
 padded with masks that pooling ignores (``clamp3.embedding``). Recent text vectors are kept in
 a small cache, so turning pages of results does not re-run the model.
 
-Text is tokenised directly, never passed to ``encode`` as a string: ``encode`` reads a string
-that names an existing file as that file, and a query such as ``/etc/passwd`` must stay text.
+Text and uploads take the pipeline's separate entry points (``Clamp3Pipeline``): a text query
+is always text, so a query such as ``/etc/passwd`` is words, never a file that is read.
 
 Uploaded files are bounded before the expensive steps (``content.py``): a recording's length is
 checked before decoding, a compressed score's unpacked size while unpacking, and a converted
@@ -30,24 +30,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clamp3.inputs import modality_of
+from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.preprocess.abc import MAX_UNPACKED_BYTES, unpacked_size_limit
 from clamp3.serve.content import MAX_AUDIO_SECONDS, check_audio_length, has_notes
 from clamp3.serve.errors import ServeError, Unavailable, Unprocessable
 from clamp3.utils.errors import InputError
+from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
-    from clamp3.encode import Prepared
+    from clamp3.inputs import Prepared
     from clamp3.model import Clamp3Model
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_ITEMS = 32_768  # patches or audio feature rows of one uploaded query (~64 segments)
-
-
-def unit(vector: np.ndarray) -> np.ndarray:
-    """float32 copy of ``vector`` (D,) with unit L2 norm."""
-    vector = np.asarray(vector, dtype=np.float32)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 class _LRU:
@@ -83,15 +80,16 @@ class QueryEncoder:
 
     def __init__(
         self,
-        model: Clamp3Model,
+        model: Clamp3Model | Clamp3Pipeline,
         max_batch: int = 32,
         cache_size: int = 4096,
         timeout: float = 60.0,
         max_audio_seconds: float = MAX_AUDIO_SECONDS,
         max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     ):
-        self.model = model
-        self.dim = int(model.config.projection_dim)
+        self.pipeline = as_pipeline(model)
+        self.model = self.pipeline.model
+        self.dim = self.pipeline.dim
         self.max_batch = max_batch
         self.timeout = timeout
         self.max_audio_seconds = max_audio_seconds
@@ -109,7 +107,7 @@ class QueryEncoder:
         requests race to build a tower lazily)."""
         with self._model_lock:
             self.model.load_all()
-            _ = self.model.tokenizer
+            _ = self.pipeline.tokenizer
         self.text("warm-up")
 
     # ----------------------------------------------------------------------------- text
@@ -148,14 +146,14 @@ class QueryEncoder:
         texts = list(dict.fromkeys(query for query, _ in batch))  # equal queries run once
         try:
             with self._model_lock:
-                ids = self.model.tokenizer.encode_batch(texts)
+                ids = self.pipeline.tokenizer.encode_batch(texts)
                 vectors = dict(zip(texts, self.model.embed_text_ids(ids), strict=True))
         except Exception as exc:  # hand the failure to every waiting request
             for _, future in batch:
                 future.set_exception(exc)
             return
         for query, future in batch:
-            future.set_result(unit(vectors[query]))
+            future.set_result(l2_normalize(vectors[query]))
 
     # ----------------------------------------------------------------------------- files
     def file(self, path: Path, digest: str, name: str = "the upload") -> np.ndarray:
@@ -169,8 +167,6 @@ class QueryEncoder:
         cached = self._uploads.get(digest)
         if cached is not None:
             return cached
-        from clamp3.encode import embed_prepared
-
         try:
             # Reading and converting the file happens outside the model lock: a slow or
             # pathological upload occupies its own worker thread, never the text searches.
@@ -181,7 +177,7 @@ class QueryEncoder:
                     f"at most {MAX_QUERY_ITEMS}); upload an excerpt"
                 )
             with self._holding(self._model_lock, "the model is busy; try again in a moment"):
-                vector = unit(embed_prepared(self.model, [item])[0])
+                vector = l2_normalize(self.pipeline.embed_prepared([item])[0])
         except ServeError:
             raise
         except InputError as exc:
@@ -196,15 +192,13 @@ class QueryEncoder:
         return vector
 
     def _prepare(self, path: Path) -> Prepared:
-        from clamp3.encode import Preparer, detect_modality
-
-        if detect_modality(str(path)) == "audio":
+        if modality_of(path) == "audio":
             check_audio_length(path, self.max_audio_seconds)  # before any decoding work
             busy = "the audio reader is busy with other uploads; try again in a moment"
             with self._holding(self._frontend_lock, busy):  # MERT is one module, one call at a time
-                return Preparer(self.model).prepare(str(path))
+                return self.pipeline.prepare_file(path)
         with unpacked_size_limit(self.max_unpacked_bytes):
-            item = Preparer(self.model).prepare(str(path))
+            item = self.pipeline.prepare_file(path)
         if not has_notes(item.data):
             raise Unprocessable("no music in the file: it holds no notes once converted")
         return item

@@ -17,24 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from clamp3.inputs import is_supported, kind_of
 from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable
 
-# extension -> (kind, content type). Kinds decide what the page offers: a player for audio,
-# a rendered score for sheet music, a piano roll + download for MIDI/MTF.
-MEDIA_TYPES: dict[str, tuple[str, str]] = {
-    ".wav": ("audio", "audio/wav"),
-    ".flac": ("audio", "audio/flac"),
-    ".mp3": ("audio", "audio/mpeg"),
-    ".ogg": ("audio", "audio/ogg"),
-    ".xml": ("score", "application/vnd.recordare.musicxml+xml"),
-    ".musicxml": ("score", "application/vnd.recordare.musicxml+xml"),
-    ".mxl": ("score", "application/vnd.recordare.musicxml"),
-    ".abc": ("score", "text/vnd.abc; charset=utf-8"),
-    ".mid": ("midi", "audio/midi"),
-    ".midi": ("midi", "audio/midi"),
-    ".mtf": ("midi", "text/plain; charset=utf-8"),
-    ".txt": ("text", "text/plain; charset=utf-8"),
-    ".npy": ("features", "application/octet-stream"),
+# What the page offers per kind of the input table (clamp3.inputs): a player for audio, a
+# rendered score for sheet music, a piano roll + download for MIDI/MTF.
+PAGE_KINDS = {
+    "recording": "audio",
+    "musicxml": "score",
+    "abc": "score",
+    "midi": "midi",
+    "mtf": "midi",
+    "text": "text",
+    "features": "features",
+}
+# The HTTP content type of each extension of the input table.
+CONTENT_TYPES = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".xml": "application/vnd.recordare.musicxml+xml",
+    ".musicxml": "application/vnd.recordare.musicxml+xml",
+    ".mxl": "application/vnd.recordare.musicxml",
+    ".abc": "text/vnd.abc; charset=utf-8",
+    ".mid": "audio/midi",
+    ".midi": "audio/midi",
+    ".mtf": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".npy": "application/octet-stream",
 }
 RENDERABLE_KINDS = frozenset({"score", "midi"})
 CHUNK_SIZE = 64 * 1024
@@ -42,12 +53,12 @@ _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 def media_kind(path: str) -> str:
-    """``audio``, ``score``, ``midi``, ``text``, ``features`` or ``other`` (by extension)."""
-    return MEDIA_TYPES.get(PurePosixPath(path).suffix.lower(), ("other", ""))[0]
+    """``audio``, ``score``, ``midi``, ``text``, ``features`` or ``other`` (by the input table)."""
+    return PAGE_KINDS.get(kind_of(path).name, "other") if is_supported(path) else "other"
 
 
 def content_type(path: str) -> str:
-    return MEDIA_TYPES.get(PurePosixPath(path).suffix.lower(), ("", "application/octet-stream"))[1]
+    return CONTENT_TYPES.get(PurePosixPath(path).suffix.lower(), "application/octet-stream")
 
 
 class MediaRoot:

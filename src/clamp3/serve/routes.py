@@ -24,7 +24,6 @@ from clamp3.serve.schemas import (
     MAX_QUERY_CHARS,
     AdminResult,
     Error,
-    ExtendRequest,
     Health,
     Item,
     Modality,
@@ -255,14 +254,3 @@ ADMIN_ERRORS = {**ERRORS, 401: {"model": Error}, 403: {"model": Error}}
 )
 def admin_reload(request: Request) -> AdminResult:
     return AdminResult(**_catalog(request).reload())
-
-
-@router.post(
-    "/admin/extend",
-    response_model=AdminResult,
-    responses=ADMIN_ERRORS,
-    dependencies=[Depends(require_admin)],
-    summary="Add a `clamp3 embed` output folder to the index, save it and serve it",
-)
-def admin_extend(request: Request, body: ExtendRequest) -> AdminResult:
-    return AdminResult(**_catalog(request).extend(body.embeddings, body.media_prefix))

@@ -26,18 +26,6 @@ class SearchRequest(BaseModel):
     modality: Modality | None = Field(default=None, description="only results of this modality")
 
 
-class ExtendRequest(BaseModel):
-    """An embedding folder written by ``clamp3 embed`` to add to the index."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    embeddings: str = Field(min_length=1, max_length=4096, description="folder path on the server")
-    media_prefix: str = Field(
-        default="",
-        max_length=1024,
-        description="the media-root sub-folder that was embedded ('' when the media root itself was)",
-    )
-
-
 class Result(BaseModel):
     id: str
     rank: int = Field(description="1-based")
@@ -92,7 +80,6 @@ class AdminResult(BaseModel):
     items_before: int
     items: int
     added: int
-    errors: list[str] = []
 
 
 class Error(BaseModel):

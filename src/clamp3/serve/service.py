@@ -31,7 +31,9 @@ def build_app(
 
     ``model`` encodes text and uploaded queries (``None``: only "more like this" works); its
     towers are built before the app is returned, so the first request is as fast as the rest.
-    Raises ``InputError`` when the index cannot be read or its dimension differs from the model's.
+    Raises ``InputError`` when the index cannot be read or its dimension differs from the
+    model's, and ``ModelMismatch`` when another model embedded it (unless
+    ``settings.allow_model_mismatch``).
     """
     settings = settings or Settings()
     media = MediaRoot(media_root)
@@ -45,7 +47,7 @@ def build_app(
     try:
         if encoder is not None:
             encoder.warm_up()
-        catalog = Catalog(index_dir, media, encoder)
+        catalog = Catalog(index_dir, media, encoder, settings.allow_model_mismatch)
         uploads = UploadArea([media.root, Path(index_dir)])
     except BaseException:
         if encoder is not None:

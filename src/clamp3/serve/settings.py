@@ -18,12 +18,14 @@ class Settings:
     """``max_upload_bytes`` caps query uploads; ``max_audio_seconds`` caps an uploaded
     recording's length (read from its header before decoding); ``admin_token`` enables
     ``/api/admin/*`` (``None``: disabled); ``allowed_hosts`` are the ``Host`` names answered
-    (``None``: any)."""
+    (``None``: any); ``allow_model_mismatch`` serves an index embedded by another model than
+    the query model (refused by default: the scores would mean nothing)."""
 
     max_upload_bytes: int = 50 * 2**20
     max_audio_seconds: float = MAX_AUDIO_SECONDS
     admin_token: str | None = None
     allowed_hosts: frozenset[str] | None = LOCAL_HOSTS
+    allow_model_mismatch: bool = False
     json_body_bytes: int = 64 * 1024  # every non-upload request body (JSON) is small
 
     @property

@@ -23,10 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from clamp3.encode import AUDIO_EXTENSIONS, SYMBOLIC_EXTENSIONS
+from clamp3.inputs import extensions
 from clamp3.serve.errors import TooLarge, UnsupportedType
 
-UPLOAD_EXTENSIONS = frozenset(SYMBOLIC_EXTENSIONS | AUDIO_EXTENSIONS)
+# Kinds of the input table (clamp3.inputs) a client may upload: music it has at hand. Texts are
+# typed into the search box; MERT .npy arrays are a pipeline format, not something to sniff.
+UPLOAD_KINDS = ("musicxml", "abc", "midi", "mtf", "recording")
+UPLOAD_EXTENSIONS = extensions(kinds=UPLOAD_KINDS)
 HEAD_BYTES = 64 * 1024  # enough for any XML prolog/DOCTYPE before the root element
 _ABC_FIELD = re.compile(r"^(?:[XTMLKQVP]:|\[V:)", re.MULTILINE)
 _SCORE_ROOT = re.compile(r"<score-(?:partwise|timewise)[\s>]")

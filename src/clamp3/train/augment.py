@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from clamp3.tokenizer import SEPARATOR
+from clamp3.inputs import SEPARATOR
 
 # Record fields that are never text (§4.1); every other str / list-of-str field is.
 NON_TEXT_FIELDS = frozenset({"id", "filepaths", "language", "translations"})

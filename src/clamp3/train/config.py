@@ -86,7 +86,10 @@ class StageConfig:
 
     ``modality`` is the music side of the pairs (``symbolic`` or ``audio``); ``train`` names the
     towers whose encoder and projection learn (``text``, ``symbolic``, ``audio``). The M3 task
-    trains the symbolic encoder with its character decoder.
+    trains the symbolic encoder with its character decoder. ``group_by`` (contrastive stages):
+    a record field, dotted for nested ones (``facts.collection``), whose value groups the
+    records; each batch is then drawn from one group where it can be, so the in-batch negatives
+    are hard ones (:class:`clamp3.train.data.BatchPlan`). None: batches are random (official).
     """
 
     name: str
@@ -96,6 +99,7 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     m3: M3Config = field(default_factory=M3Config)
+    group_by: str | None = None
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -115,6 +119,8 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}")
         if opt.batch_size < 1 or opt.grad_accum < 1 or opt.lr <= 0 or opt.warmup_steps < 0:
             raise ValueError(f"stage {self.name!r}: batch_size, grad_accum and lr must be positive")
+        if self.group_by is not None and (self.task != "contrastive" or not self.group_by.strip(".")):
+            raise ValueError(f"stage {self.name!r}: group_by names a record field of a contrastive stage")
         if self.task == "m3" and not 0 < self.m3.mask_ratio <= 1:
             raise ValueError(f"stage {self.name!r}: mask_ratio must lie in (0, 1]")
 

@@ -9,6 +9,7 @@ needs no loader state, and N processes see exactly the global batches one proces
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ import torch
 
 from clamp3.config import Clamp3Config
 from clamp3.embedding import pad_stack
+from clamp3.inputs import add_boundary_rows, read_feature_file
 from clamp3.train.augment import crop_start, eval_text, full_text, remove_instrument_info, text_dropout
 from clamp3.train.config import ContrastiveConfig
 from clamp3.train.distributed import shard
@@ -87,19 +89,8 @@ def file_patches(
 
 def load_feature_rows(path: Path, feature_dim: int) -> np.ndarray:
     """An audio feature ``.npy`` ((n, F) or the official (1, n, F)) -> (n + 2, F) float32 with
-    the zero BOS/EOS rows (§2.3)."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the feature file ({exc})") from exc
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
-        raise InputError(path, f"expected features of shape (n, {feature_dim}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise InputError(path, "features contain NaN or infinity")
-    zero = np.zeros((1, feature_dim), dtype=np.float32)
-    return np.concatenate([zero, array.astype(np.float32), zero])
+    the zero BOS/EOS rows (§2.3); read and checked as every other caller reads it."""
+    return add_boundary_rows(read_feature_file(path, feature_dim))
 
 
 class PairSource:
@@ -185,6 +176,44 @@ class PairSource:
         return PairBatch(text, text_mask, music, music_mask)
 
 
+def group_order(order: np.ndarray, groups: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """``order`` (a permutation) rearranged so that each full block of ``batch`` comes from one
+    group where possible: per group, its items in ``order``'s order cut into full blocks; the
+    rest (group tails and group -1) in ``order``'s order cut into mixed blocks; the full blocks
+    shuffled, the incomplete remainder last (the epoch drops it)."""
+    blocks: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    for group in np.unique(groups):
+        members = order[groups[order] == group]
+        if group < 0:
+            rest.append(members)
+            continue
+        full = len(members) // batch * batch
+        blocks += [members[i : i + batch] for i in range(0, full, batch)]
+        rest.append(members[full:])
+    pool = np.concatenate(rest) if rest else np.zeros(0, dtype=order.dtype)
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    pool = pool[np.argsort(position[pool])]  # back in the permutation's order
+    full = len(pool) // batch * batch
+    blocks += [pool[i : i + batch] for i in range(0, full, batch)]
+    shuffled = [blocks[i] for i in rng.permutation(len(blocks))]
+    return np.concatenate([*shuffled, pool[full:]]).astype(order.dtype)
+
+
+def record_groups(records: list[dict[str, Any]], key: str) -> tuple[int, ...]:
+    """A group index per record from the value at the dotted ``key`` (e.g. ``facts.collection``);
+    records without it get -1. Indices follow the sorted distinct values, so they are stable."""
+    values = []
+    for record in records:
+        value: Any = record
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(None if value is None else json.dumps(value, sort_keys=True))
+    index = {v: i for i, v in enumerate(sorted({v for v in values if v is not None}))}
+    return tuple(-1 if v is None else index[v] for v in values)
+
+
 def stage_salt(name: str) -> int:
     """A per-stage seed component, so stages of one run draw different orders."""
     return zlib.crc32(name.encode("utf-8"))
@@ -196,6 +225,10 @@ class BatchPlan:
 
     Each epoch is a seeded permutation cut into ``n_items // batch_size`` global batches (the
     remainder is dropped, as the official truncates the data to a multiple of the batch).
+    With ``groups`` (a group index per item, -1 for none), whole batches are drawn from one
+    group wherever the group has a batch's worth of items left: the in-batch negatives are then
+    the hard ones (pieces of the same collection), not pieces any collection label tells apart.
+    Items left over in their group, and ungrouped ones, fill mixed batches; batches are shuffled.
     """
 
     n_items: int
@@ -204,13 +237,18 @@ class BatchPlan:
     salt: int
     rank: int = 0
     world_size: int = 1
+    groups: tuple[int, ...] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
         return self.n_items // self.batch_size
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.salt, epoch]).permutation(self.n_items)
+        rng = np.random.default_rng([self.seed, self.salt, epoch])
+        order = rng.permutation(self.n_items)
+        if self.groups is None:
+            return order
+        return group_order(order, np.asarray(self.groups), self.batch_size, rng)
 
     def item_rng(self, epoch: int, position: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.salt, epoch, position, 1])

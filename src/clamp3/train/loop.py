@@ -34,7 +34,7 @@ from clamp3.train.checkpoint import (
     save_checkpoint,
 )
 from clamp3.train.config import StageConfig, TrainConfig
-from clamp3.train.data import BatchPlan, EvalBatches, MicroBatches, stage_salt
+from clamp3.train.data import BatchPlan, EvalBatches, MicroBatches, record_groups, stage_salt
 from clamp3.train.distributed import DistEnv, all_reduce_sum
 from clamp3.train.interrupt import StopRequests, TrainingInterrupted, ignore_stop_signals
 from clamp3.train.logger import RunLog
@@ -183,7 +183,10 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopR
     state = _start(job, checkpoint, optimizer, scaler)
     n_items = len(job.train_source)
     steps = total_steps(stage, n_items, env.world_size)
-    plan = BatchPlan(n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size)
+    groups = record_groups(job.train_source.records, stage.group_by) if stage.group_by else None
+    plan = BatchPlan(
+        n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size, groups
+    )
     wrapped = _wrap(job.task, env)
     loader = iter(_make_loader(job, plan, state.step * opt.grad_accum, steps * opt.grad_accum))
     show = env.is_main and run.show_progress

@@ -24,21 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from clamp3.inputs import PREPARED_KINDS, extensions, kind_of
 from clamp3.utils.errors import InputError
 
-SYMBOLIC_EXTENSIONS = (".abc", ".mtf")
-AUDIO_EXTENSIONS = (".npy",)
-MUSIC_EXTENSIONS = SYMBOLIC_EXTENSIONS + AUDIO_EXTENSIONS
+MUSIC_EXTENSIONS = extensions(kinds=PREPARED_KINDS)  # what the trainer reads: .abc .mtf .npy
+SYMBOLIC_EXTENSIONS = extensions("symbolic", kinds=PREPARED_KINDS)
 
 
 def modality_of(path: str) -> str | None:
-    """``symbolic`` / ``audio`` from a training file's extension, else None."""
-    suffix = Path(path).suffix.lower()
-    if suffix in SYMBOLIC_EXTENSIONS:
-        return "symbolic"
-    if suffix in AUDIO_EXTENSIONS:
-        return "audio"
-    return None
+    """``symbolic`` / ``audio`` of a training file (by the input table), else None."""
+    return kind_of(path).modality if Path(path).suffix.lower() in MUSIC_EXTENSIONS else None
 
 
 def resolve_file(base_dir: Path, path: str) -> Path:

@@ -56,7 +56,8 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (saved value, current value)} for every result-shaping difference; a key
-    missing on one side shows as ``"<absent>"``."""
+    missing on one side shows as ``"<absent>"``. A key the saved config lacks and the current one
+    leaves unset (None) is no difference: an option added in a later version, at its default."""
     old = _flatten(json.loads(json.dumps(saved)), "", {})  # the same JSON types on both sides
     new = _flatten(json.loads(json.dumps(current)), "", {})
     changes = {}
@@ -64,7 +65,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
         if key.split(".")[0].split("[")[0] in NEUTRAL:
             continue
         before, after = old.get(key, ABSENT), new.get(key, ABSENT)
-        if before != after:
+        if before != after and not (before == ABSENT and after is None):
             changes[key] = (before, after)
     return changes
 

@@ -186,7 +186,7 @@ def resolve_tokenizer(config: TrainConfig, model: Clamp3Model) -> TextTokenizer:
     if config.tokenizer:
         path = Path(config.tokenizer)
         return TextTokenizer.from_file(path / TOKENIZER_FILE if path.is_dir() else path)
-    return load_tokenizer(model.config.tower("text"), model.source_directory)
+    return load_tokenizer(model.config.tower("text"), model.asset_directory)
 
 
 # ------------------------------------------------------------------------------------ data

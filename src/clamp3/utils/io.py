@@ -97,28 +97,52 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk (logs and manifests that survive a kill).
 
     A line is written with a single ``write`` call in append mode, so concurrent writers and
-    a kill can at worst leave a final line without its newline, which readers skip. Any path
-    can be recorded, including file names that are not valid UTF-8 (see :func:`json_text`).
+    a kill can at worst leave a final line without its newline, which :func:`read_jsonl`
+    skips; the next append starts a new line after such a remnant instead of gluing onto it.
+    Any path can be recorded, including file names that are not valid UTF-8 (see :func:`json_text`).
     """
     line = json_text(record) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    with open(path, "ab") as handle:
+        if handle.tell() > 0 and _last_byte(path) != b"\n":
+            line = "\n" + line
+        handle.write(line.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def _last_byte(path: str | os.PathLike) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a truncated last line (a killed writer) is ignored."""
-    records = []
+    """The JSON objects of a JSONL file, in file order (``[]`` for a missing file).
+
+    A last line without its newline that does not parse is what a killed :func:`append_jsonl`
+    leaves: it is ignored. Any other line that is not a JSON object (or not UTF-8) raises
+    ``InputError`` naming the file and the line number: the file is damaged, and skipping the
+    line would silently drop a record. Blank lines are skipped. Lines end at ``\\n`` only
+    (``str.splitlines`` would also split inside strings holding U+2028 or other separators).
+    """
+    from clamp3.utils.errors import InputError
+
     p = Path(path)
     if not p.exists():
-        return records
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
+        return []
+    data = p.read_bytes()
+    lines = data.split(b"\n")
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if number == len(lines):  # no newline after it: an interrupted append
+                break
+            raise InputError(p, f"line {number}: not valid JSON ({exc})") from exc
+        if not isinstance(record, dict):
+            raise InputError(p, f"line {number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
     return records

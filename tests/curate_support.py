@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible server on 127.0.0.1, for tests and dry runs without an LLM.
+"""A scripted OpenAI-compatible server on 127.0.0.1 for the curate tests (not installed with the package).
 
 :class:`ChatServer` serves ``POST /v1/chat/completions`` and, when given an ``embeddings`` script,
 ``POST /v1/embeddings`` (other routes answer 404, as a server without that model would) from a

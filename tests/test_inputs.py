@@ -1,0 +1,131 @@
+"""One input table and one normaliser: every caller classifies files and scales vectors alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clamp3.inputs import KINDS, PREPARED_KINDS, extensions, is_supported, kind_of, modality_of
+from clamp3.utils.errors import InputError
+from clamp3.utils.vectors import NORM_FLOOR, l2_normalize
+
+NAMES = [
+    "a.txt", "b.xml", "c.musicxml", "d.mxl", "e.abc", "f.mid", "g.MIDI", "h.mtf", "i.wav", "j.FLAC",
+    "k.ogg", "l.mp3", "m.npy", "n.docx", "o.png", "p", "q.json",
+]  # fmt: skip
+
+
+def _tree(root: Path) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in NAMES:
+        (root / name).write_bytes(b"")
+    return [root / name for name in NAMES]
+
+
+def test_the_table_is_the_only_list_of_extensions():
+    from clamp3.audio.io import AUDIO_EXTENSIONS, is_audio_file
+    from clamp3.curate.catalogue import MUSIC_EXTENSIONS as CURATED
+    from clamp3.preprocess import SYMBOLIC_EXTENSIONS
+    from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
+    from clamp3.preprocess.mtf import MIDI_EXTENSIONS
+    from clamp3.train.records import MUSIC_EXTENSIONS as TRAINED
+    from clamp3.train.records import modality_of as training_modality
+
+    assert len(extensions()) == len(set(extensions()))  # an extension belongs to one kind
+    assert set(SYMBOLIC_EXTENSIONS) == set(extensions("symbolic"))
+    assert set(MUSICXML_EXTENSIONS) | set(MIDI_EXTENSIONS) | {".abc", ".mtf"} == set(SYMBOLIC_EXTENSIONS)
+    assert set(AUDIO_EXTENSIONS) == {e for e in extensions("audio") if kind_of("x" + e).name == "recording"}
+    assert set(TRAINED) == set(CURATED) == set(extensions(kinds=PREPARED_KINDS))
+    for name in NAMES:
+        known = is_supported(name)
+        assert is_audio_file(name) == (known and kind_of(name).name == "recording")
+        expected = modality_of(name) if known and kind_of(name).name in PREPARED_KINDS else None
+        assert training_modality(name) == expected, name
+    with pytest.raises(ValueError):
+        extensions(kinds=("no-such-kind",))
+
+
+def test_embed_eval_uploads_and_the_pipeline_classify_alike(tmp_path, tiny_model_dir):
+    from clamp3 import Clamp3Pipeline
+    from clamp3.embed_folder import list_inputs
+    from clamp3.evaluate.items import collect_files
+    from clamp3.serve.errors import UnsupportedType
+    from clamp3.serve.uploads import UPLOAD_KINDS, upload_suffix
+
+    paths = _tree(tmp_path / "tree")
+    supported = {p.name for p in paths if is_supported(p)}
+    assert supported == {n for n in NAMES if Path(n).suffix.lower() in extensions()}
+    assert {p.name for p in list_inputs(tmp_path / "tree")} == supported
+    assert {rel for _, rel in collect_files([tmp_path / "tree"])} == supported
+    for modality in ("text", "symbolic", "audio"):
+        found = {p.name for p in list_inputs(tmp_path / "tree", modality)}
+        assert found == {n for n in supported if modality_of(n) == modality}
+    pipeline = Clamp3Pipeline.from_pretrained(tiny_model_dir)
+    for path in paths:
+        with pytest.raises(InputError) as info:  # every file here is empty, so each fails
+            pipeline.encode_files([path])
+        assert ("unsupported file type" in info.value.reason) == (path.name not in supported), path.name
+        if path.name in supported:
+            with pytest.raises(InputError) as other:  # forcing another modality is refused
+                wrong = "text" if modality_of(path) != "text" else "audio"
+                pipeline.prepare_file(path, wrong)
+            assert modality_of(path) in other.value.reason
+        uploadable = path.name in supported and kind_of(path).name in UPLOAD_KINDS
+        if uploadable:
+            assert upload_suffix(path.name) == path.suffix.lower()
+        else:
+            with pytest.raises(UnsupportedType):
+                upload_suffix(path.name)
+    assert {k.name for k in KINDS if k.modality in ("symbolic", "audio")} - set(UPLOAD_KINDS) == {"features"}
+
+
+def test_the_service_names_and_types_files_by_the_table():
+    from clamp3.serve.media import CONTENT_TYPES, PAGE_KINDS, media_kind
+
+    # Subsets: a kind added to the table is served as "other" until the page learns to show it.
+    assert set(PAGE_KINDS) <= {kind.name for kind in KINDS}
+    assert set(CONTENT_TYPES) <= set(extensions())
+    for name in NAMES:
+        expected = PAGE_KINDS[kind_of(name).name] if is_supported(name) else "other"
+        assert media_kind(name) == expected, name
+
+
+def test_one_normaliser_with_one_floor_everywhere():
+    """A vector whose norm is below the floor comes out with norm |v| / floor from every caller
+    (three different epsilons once gave three different answers)."""
+    from clamp3.curate.embeddings import unit_float32
+    from clamp3.evaluate.genscore import pair_cosines
+    from clamp3.evaluate.metrics import unit_rows
+    from clamp3.evaluate.zeroshot import zero_shot_scores
+    from clamp3.index.search_index import normalize
+
+    tiny = np.zeros((1, 4))
+    tiny[0, 0] = NORM_FLOOR / 10  # norm 1e-13
+    unit = np.array([[1.0, 0.0, 0.0, 0.0]])
+    expected = tiny / NORM_FLOOR  # (0.1, 0, 0, 0)
+    for fn in (l2_normalize, normalize, unit_rows, unit_float32):
+        np.testing.assert_allclose(fn(tiny), expected, rtol=1e-6, err_msg=fn.__name__)
+        np.testing.assert_array_equal(fn(np.zeros((1, 4))), np.zeros((1, 4)))
+    np.testing.assert_allclose(pair_cosines(tiny, tiny), [0.01], rtol=1e-6)
+    np.testing.assert_allclose(zero_shot_scores(tiny, unit), [[0.1]], rtol=1e-6)
+    np.testing.assert_allclose(l2_normalize(3 * unit[0]), unit[0])
+    assert l2_normalize(unit).dtype == np.float32 and unit_rows(unit).dtype == np.float64
+
+
+def test_no_other_l2_normaliser_in_the_package():
+    """Only clamp3/utils/vectors.py computes norms to divide by (the index's zero-row check
+    and the trainer's torch ``F.normalize``, whose default floor is the same 1e-12, aside)."""
+    import clamp3
+
+    root = Path(clamp3.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "linalg.norm(" in line and path.relative_to(root).as_posix() not in (
+                "utils/vectors.py",
+                "index/search_index.py",  # norm > 0 check of stored rows, not a division
+            ):
+                found.append(f"{path.relative_to(root)}:{number}")
+    assert not found, found
