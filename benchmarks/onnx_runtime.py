@@ -273,11 +273,12 @@ def tower_throughput(models: dict[str, object], threads: int, cfg) -> dict[str, 
 def retrieval(models: dict[str, object], refs: list[str], queries: list[str]) -> dict[str, float]:
     """MRR of every backend on the synthetic benchmark (expected ranks on ties)."""
     from clamp3.evaluate.metrics import cosine_similarity, metrics_from_counts, rank_counts
+    from clamp3.pipeline import Clamp3Pipeline
 
     out = {}
     for name, model in models.items():
-        r = model.encode(refs, modality="text")  # type: ignore[attr-defined]
-        q = model.encode(queries, modality="text")  # type: ignore[attr-defined]
+        pipeline = Clamp3Pipeline(model)  # type: ignore[arg-type]
+        r, q = pipeline.encode_texts(refs), pipeline.encode_texts(queries)
         out[name] = metrics_from_counts(*rank_counts(cosine_similarity(q, r), np.arange(len(refs))))["mrr"]
     return out
 

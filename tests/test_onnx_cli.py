@@ -110,7 +110,7 @@ def test_service_answers_with_the_export(library):
     from clamp3.serve.service import build_app
 
     app = build_app(library / "idx", library / "docs", load(library / "onnx"))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         answer = client.get("/api/search", params={"q": "a waltz for piano", "k": 2})
         assert answer.status_code == 200, answer.text
         assert "waltz" in json.dumps(answer.json())

@@ -96,12 +96,23 @@ def test_manifest_records_the_checks_and_graphs_use_boolean_masks(exports):
     assert any(n.op_type == "MatMulInteger" for n in int8.node)
 
 
-def test_tokenizer_and_config_are_copied_and_encode_matches_torch(exports, tiny_torch):
+def test_the_pipeline_loads_an_export_and_encodes_as_torch(exports, tiny_torch, tmp_path):
+    from clamp3 import Clamp3Pipeline
+
     root = exports["fp32"][1]
     assert (root / "tokenizer.json").is_file() and (root / "config.json").is_file()
-    onnx_model = OnnxModel.from_pretrained(root)
+    pipeline = Clamp3Pipeline.from_pretrained(root)  # the same entry point as for torch weights
+    assert isinstance(pipeline.model, OnnxModel)
     texts = ["a melancholy waltz for solo piano", "一首欢快的民歌"]
-    np.testing.assert_allclose(onnx_model.encode(texts), tiny_torch.encode(texts), atol=1e-5)
+    want = Clamp3Pipeline(tiny_torch).encode_texts(texts)
+    np.testing.assert_allclose(pipeline.encode_texts(texts), want, atol=1e-5)
+    features = tmp_path / "take.npy"
+    np.save(features, np.random.default_rng(1).standard_normal((1, 9, 32)).astype(np.float32))
+    np.testing.assert_allclose(
+        pipeline.encode_files([features]), Clamp3Pipeline(tiny_torch).encode_files([features]), atol=1e-5
+    )
+    with pytest.raises(CheckpointError, match="an ONNX export"):
+        type(tiny_torch).from_pretrained(root)  # the torch model names what the folder is
 
 
 def test_corrupted_or_mismatching_files_are_refused_naming_the_file(exports, tmp_path):
@@ -168,14 +179,14 @@ def test_external_data_past_the_limit(tiny_model_dir, tiny_torch, tmp_path, rng)
 
 
 def test_mert_front_end_export_equals_torch(tiny_model_dir, tiny_mert, tmp_path):
-    from clamp3 import Clamp3Model
+    from clamp3 import Clamp3Model, Clamp3Pipeline
     from clamp3.onnx.graphs import mert_windows
 
-    model = Clamp3Model.from_pretrained(tiny_model_dir)
-    model.audio_frontend = tiny_mert  # a MERT-v1-95M-shaped network at test size
-    manifest = export_onnx(model, tmp_path / "mert", towers=["mert"])
+    # A MERT-v1-95M-shaped network at test size as the pipeline's front-end.
+    pipeline = Clamp3Pipeline(Clamp3Model.from_pretrained(tiny_model_dir), audio_frontend=tiny_mert)
+    manifest = export_onnx(pipeline, tmp_path / "mert", towers=["mert"])
     assert manifest.towers["mert"].check["max_abs_diff"] < 1e-4
-    frontend = OnnxModel.from_pretrained(tmp_path / "mert").audio_frontend
+    frontend = Clamp3Pipeline.from_pretrained(tmp_path / "mert").audio_frontend
     for windows in [*mert_windows(seed=5), np.zeros((1, 24_000), np.float32)]:
         np.testing.assert_allclose(
             frontend.encode_windows(windows), tiny_mert.encode_windows(windows), atol=1e-4

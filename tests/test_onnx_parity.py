@@ -17,7 +17,7 @@ pytest.importorskip("onnxscript")
 
 from clamp3.onnx.export import derive_export, export_onnx  # noqa: E402
 from clamp3.onnx.runtime import OnnxModel, audio_array, patch_array, text_array  # noqa: E402
-from clamp3.segments import segment_item  # noqa: E402
+from clamp3.segments import pool_segments, segment_item  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -44,18 +44,45 @@ def _item(parity_dir, entry):
     return audio_array(np.load(parity_dir / entry["input"]))
 
 
+def _segments(model, parity_dir):
+    """name -> per-segment vectors (S, 768) of every parity entry, all segments of a modality
+    in one call (batched longest first with padding, which must not matter)."""
+    out = {}
+    for modality in ("text", "symbolic", "audio"):
+        group = [e for e in _entries(parity_dir) if e["modality"] == modality]
+        pieces, owners = [], []
+        for entry in group:
+            item = _item(parity_dir, entry)
+            for s in segment_item(len(item), entry["segment_length"]):
+                pieces.append(item[s.start : s.end])
+                owners.append(entry["name"])
+        vectors = model.run_segments(modality, pieces, True, 8)
+        for entry in group:
+            out[entry["name"]] = np.stack([v for v, o in zip(vectors, owners) if o == entry["name"]])
+    return out
+
+
 def _vectors(model, parity_dir):
-    """name -> (global (768,), segments (S, 768)) for every parity entry."""
+    """name -> (global (768,), segments (S, 768)): the global vectors through ``embed_items``
+    (segmentation and length-weighted pooling of the runtime), the segments run on their own."""
+    segments = _segments(model, parity_dir)
     out = {}
     for modality in ("text", "symbolic", "audio"):
         group = [e for e in _entries(parity_dir) if e["modality"] == modality]
         items = [_item(parity_dir, e) for e in group]
-        # All items of a modality in one call: batching with padding must not matter.
         for entry, vector in zip(group, model.embed_items(modality, items), strict=True):
-            item = _item(parity_dir, entry)
-            segments = segment_item(len(item), entry["segment_length"])
-            pieces = [item[s.start : s.end] for s in segments]
-            out[entry["name"]] = (vector, np.stack(model.run_segments(modality, pieces, True, 8)))
+            out[entry["name"]] = (vector, segments[entry["name"]])
+    return out
+
+
+def _pooled(model, parity_dir):
+    """name -> (global, segments) with the global vector pooled from the segments exactly as
+    the runtime pools them (:func:`clamp3.segments.pool_segments`): one pass of the towers."""
+    out = {}
+    segments = _segments(model, parity_dir)
+    for entry in _entries(parity_dir):
+        plan = segment_item(entry["n_items"], entry["segment_length"])
+        out[entry["name"]] = (pool_segments(segments[entry["name"]], plan), segments[entry["name"]])
     return out
 
 
@@ -81,7 +108,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_int8_is_within_cosine_099_of_fp32_on_every_vector(onnx_dirs, fp32_vectors, parity_dir):
-    int8 = _vectors(OnnxModel.from_pretrained(onnx_dirs["int8"]), parity_dir)
+    int8 = _pooled(OnnxModel.from_pretrained(onnx_dirs["int8"]), parity_dir)
     worst = 1.0
     for name, (vector, segments) in int8.items():
         ref_vector, ref_segments = fp32_vectors[name]
@@ -92,7 +119,7 @@ def test_int8_is_within_cosine_099_of_fp32_on_every_vector(onnx_dirs, fp32_vecto
 
 
 def test_fp16_is_finite_on_every_parity_input(onnx_dirs, fp32_vectors, parity_dir):
-    fp16 = _vectors(OnnxModel.from_pretrained(onnx_dirs["fp16"]), parity_dir)
+    fp16 = _pooled(OnnxModel.from_pretrained(onnx_dirs["fp16"]), parity_dir)
     for name, (vector, segments) in fp16.items():
         assert np.isfinite(vector).all() and np.isfinite(segments).all(), name
         assert _cosines(vector, fp32_vectors[name][0])[0] >= 0.99, name

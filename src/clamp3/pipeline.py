@@ -235,7 +235,9 @@ class Clamp3Pipeline:
             if not idx:
                 continue
             if own is not None:
-                for i, vector in zip(idx, own(modality, [items[i].data for i in idx], pooled, batch_size), strict=True):
+                for i, vector in zip(
+                    idx, own(modality, [items[i].data for i in idx], pooled, batch_size), strict=True
+                ):
                     out[i] = vector
                 continue
             from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from clamp3.onnx.layout import (
 )
 from clamp3.onnx.session import TowerSession
 from clamp3.utils.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from clamp3.pipeline import Clamp3Pipeline
 
 PROTOBUF_LIMIT = 2**31 - 2**26  # bytes; a graph whose tensors pass this is written as external data
 FP32_TOLERANCE = {"embedding": 1e-4, "hidden_states": 2e-4}  # absolute, plus the same relative
@@ -140,13 +144,13 @@ def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -
     return {"max_abs_diff": worst, "min_cosine": min_cos}
 
 
-def export_mert(model: Clamp3Model, staging: Path) -> TowerEntry:
-    """The model's MERT front-end as ``mert.onnx`` (fp32, dynamic batch and length), checked
+def export_mert(pipeline: Clamp3Pipeline, staging: Path) -> TowerEntry:
+    """The pipeline's MERT front-end as ``mert.onnx`` (fp32, dynamic batch and length), checked
     against the torch extractor on fixed windows within 1e-4 + 1e-4 x |value|."""
     from clamp3.audio.mert import MertExtractor
     from clamp3.onnx.graphs import MertGraph, mert_windows
 
-    frontend = model.audio_frontend
+    frontend = pipeline.audio_frontend
     if not isinstance(frontend, MertExtractor):
         raise CheckpointError(
             f"this model's audio front-end is {type(frontend).__name__}, not MERT: no mert graph"
@@ -217,33 +221,40 @@ def _entry(graph: Path, check: dict[str, float]) -> TowerEntry:
 
 
 def export_onnx(
-    model: Clamp3Model | str,
+    model: Clamp3Model | Clamp3Pipeline | str,
     out: str | Path,
     towers: Sequence[str] | None = None,
     precision: str = "fp32",
     overwrite: bool = False,
     limit: int = PROTOBUF_LIMIT,
 ) -> Manifest:
-    """Export ``towers`` (default: every tower of the model) of ``model`` (a loaded model, a
-    directory, an official ``.pth`` or a tag) to the directory ``out`` in ``precision``
+    """Export ``towers`` (default: every tower of the model; ``"mert"`` adds the MERT front-end)
+    of ``model`` (a loaded model or pipeline, a directory, an official ``.pth`` or a tag) to the
+    directory ``out`` in ``precision``
     (``fp32``, ``int8`` or ``fp16``). ``out`` must not exist unless ``overwrite``; nothing is
     left there when any check fails. Returns the manifest written as ``out/onnx.json``.
     """
+    from clamp3.pipeline import Clamp3Pipeline, as_pipeline
+
     _check_target(out, overwrite, precision)
-    loaded = model if isinstance(model, Clamp3Model) else Clamp3Model.from_pretrained(model)
+    loaded_source = (
+        model if isinstance(model, (Clamp3Model, Clamp3Pipeline)) else Clamp3Model.from_pretrained(model)
+    )
+    pipeline = as_pipeline(loaded_source)
+    loaded = pipeline.model
     chosen = list(towers) if towers else list(loaded.config.modalities)
     for modality in chosen:
         loaded.config.tower("audio" if modality == "mert" else modality)  # ValueError naming it
 
     def build(staging: Path) -> dict[str, TowerEntry]:
         return {
-            m: export_mert(loaded, staging)
+            m: export_mert(pipeline, staging)
             if m == "mert"
             else export_tower(loaded, m, staging, precision, limit)
             for m in chosen
         }
 
-    source = None if isinstance(model, Clamp3Model) else model
+    source = None if isinstance(model, (Clamp3Model, Clamp3Pipeline)) else model
     return _write_directory(Path(out), loaded, source, precision, build, overwrite)
 
 
@@ -326,10 +337,11 @@ def _write_directory(
 def _copy_tokenizer(model: Clamp3Model, staging: Path) -> str | None:
     """Save the text tokenizer beside the graphs; ``None`` when it cannot be found (the export
     then falls back to the config's hub tokenizer from the cache at load time, like a model)."""
+    from clamp3.pipeline import Clamp3Pipeline
     from clamp3.tokenizer import TokenizerNotFound
 
     try:
-        model.tokenizer.save(staging)
+        Clamp3Pipeline(model).tokenizer.save(staging)
     except TokenizerNotFound:
         return None
     return "tokenizer.json"
