@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp3.config import Clamp3Config
+from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
 from clamp3.model_identity import ModelIdentity
 from clamp3.onnx.layout import Manifest, read_manifest
 from clamp3.onnx.session import TowerSession
@@ -27,35 +28,19 @@ from clamp3.utils.errors import CheckpointError
 
 
 def text_array(ids: Sequence[int]) -> np.ndarray:
-    """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64; must not be empty."""
-    array = np.asarray(ids, dtype=np.int64)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"text ids must be a non-empty flat list, got shape {array.shape}")
-    return array
+    """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64 (as the torch path checks it)."""
+    return check_token_ids(ids)
 
 
 def patch_array(patches: np.ndarray, patch_size: int = 64) -> np.ndarray:
     """(n, patch_size) ids in [0, 128) -> int64."""
-    array = np.asarray(patches)
-    if array.ndim != 2 or array.shape[1] != patch_size or array.shape[0] == 0:
-        raise ValueError(f"patches must have shape (n >= 1, {patch_size}), got {array.shape}")
-    if array.min() < 0 or array.max() > 127:
-        raise ValueError("patch ids must lie in [0, 127]")
-    return array.astype(np.int64)
+    return check_patch_ids(patches, patch_size)
 
 
 def audio_array(features: np.ndarray, feature_dim: int = 768) -> np.ndarray:
     """Rows (n, F) or the official (1, n, F) -> (n + 2, F) float32 with the official zero
-    BOS/EOS rows."""
-    array = np.asarray(features, dtype=np.float32)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2 or array.shape[1] != feature_dim or array.shape[0] == 0:
-        raise ValueError(f"audio features must have shape (n >= 1, {feature_dim}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("audio features contain NaN or infinity")
-    zero = np.zeros((1, feature_dim), dtype=np.float32)
-    return np.concatenate([zero, array, zero], axis=0)
+    BOS/EOS rows; a wrong shape or a non-finite value is an ``InputError``."""
+    return add_boundary_rows(check_feature_rows(features, feature_dim, "<audio features>"))
 
 
 def pad_batch(pieces: list[np.ndarray], pad_value: int | float) -> tuple[np.ndarray, np.ndarray]:
