@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,8 +45,9 @@ from clamp3.onnx.layout import (
 from clamp3.onnx.session import TowerSession
 from clamp3.utils.errors import CheckpointError
 
-if TYPE_CHECKING:
-    from clamp3.pipeline import Clamp3Pipeline
+# This module does not import clamp3.pipeline (which loads exports through clamp3.backends):
+# a pipeline passed in is used through its attributes, the tokenizer and MERT are loaded as the
+# pipeline loads them (clamp3.tokenizer, clamp3.audio).
 
 PROTOBUF_LIMIT = 2**31 - 2**26  # bytes; a graph whose tensors pass this is written as external data
 FP32_TOLERANCE = {"embedding": 1e-4, "hidden_states": 2e-4}  # absolute, plus the same relative
@@ -144,13 +144,16 @@ def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -
     return {"max_abs_diff": worst, "min_cosine": min_cos}
 
 
-def export_mert(pipeline: Clamp3Pipeline, staging: Path) -> TowerEntry:
-    """The pipeline's MERT front-end as ``mert.onnx`` (fp32, dynamic batch and length), checked
-    against the torch extractor on fixed windows within 1e-4 + 1e-4 x |value|."""
+def export_mert(model: Clamp3Model, frontend: object, staging: Path) -> TowerEntry:
+    """The MERT front-end (``frontend``, else the model's own: ``<model dir>/mert`` or the hub
+    cache) as ``mert.onnx`` (fp32, dynamic batch and length), checked against the torch
+    extractor on fixed windows within 1e-4 + 1e-4 x |value|."""
+    from clamp3.audio import load_frontend
     from clamp3.audio.mert import MertExtractor
     from clamp3.onnx.graphs import MertGraph, mert_windows
 
-    frontend = pipeline.audio_frontend
+    if frontend is None:
+        frontend = load_frontend(model.config.tower("audio"), model.asset_directory)
     if not isinstance(frontend, MertExtractor):
         raise CheckpointError(
             f"this model's audio front-end is {type(frontend).__name__}, not MERT: no mert graph"
@@ -221,7 +224,7 @@ def _entry(graph: Path, check: dict[str, float]) -> TowerEntry:
 
 
 def export_onnx(
-    model: Clamp3Model | Clamp3Pipeline | str,
+    model: Clamp3Model | object | str,
     out: str | Path,
     towers: Sequence[str] | None = None,
     precision: str = "fp32",
@@ -234,27 +237,26 @@ def export_onnx(
     (``fp32``, ``int8`` or ``fp16``). ``out`` must not exist unless ``overwrite``; nothing is
     left there when any check fails. Returns the manifest written as ``out/onnx.json``.
     """
-    from clamp3.pipeline import Clamp3Pipeline, as_pipeline
-
     _check_target(out, overwrite, precision)
-    loaded_source = (
-        model if isinstance(model, (Clamp3Model, Clamp3Pipeline)) else Clamp3Model.from_pretrained(model)
+    given = not isinstance(model, (str, os.PathLike))
+    pipeline = model if given and hasattr(model, "encode_texts") else None  # a Clamp3Pipeline
+    loaded = (
+        pipeline.model if pipeline is not None else model if given else Clamp3Model.from_pretrained(model)
     )
-    pipeline = as_pipeline(loaded_source)
-    loaded = pipeline.model
+    frontend = pipeline.audio_frontend if pipeline is not None and "mert" in (towers or ()) else None
     chosen = list(towers) if towers else list(loaded.config.modalities)
     for modality in chosen:
         loaded.config.tower("audio" if modality == "mert" else modality)  # ValueError naming it
 
     def build(staging: Path) -> dict[str, TowerEntry]:
         return {
-            m: export_mert(pipeline, staging)
+            m: export_mert(loaded, frontend, staging)
             if m == "mert"
             else export_tower(loaded, m, staging, precision, limit)
             for m in chosen
         }
 
-    source = None if isinstance(model, (Clamp3Model, Clamp3Pipeline)) else model
+    source = None if given else model
     return _write_directory(Path(out), loaded, source, precision, build, overwrite)
 
 
@@ -337,11 +339,10 @@ def _write_directory(
 def _copy_tokenizer(model: Clamp3Model, staging: Path) -> str | None:
     """Save the text tokenizer beside the graphs; ``None`` when it cannot be found (the export
     then falls back to the config's hub tokenizer from the cache at load time, like a model)."""
-    from clamp3.pipeline import Clamp3Pipeline
-    from clamp3.tokenizer import TokenizerNotFound
+    from clamp3.tokenizer import TokenizerNotFound, load_tokenizer
 
     try:
-        Clamp3Pipeline(model).tokenizer.save(staging)
+        load_tokenizer(model.config.tower("text"), model.asset_directory).save(staging)
     except TokenizerNotFound:
         return None
     return "tokenizer.json"
