@@ -214,3 +214,151 @@ def toy(tmp_path_factory, tiny_tokenizer):
     write_toy_pairs(root, n=16, feature_dim=32)
     tiny_tokenizer.save(root)
     return root
+
+
+# ----------------------------------------------------------------------------- images (issue 20)
+CAPTION_WORDS = [
+    "a",
+    "an",
+    "the",
+    "sheet",
+    "music",
+    "score",
+    "page",
+    "of",
+    "piano",
+    "violin",
+    "notes",
+    "with",
+    "black",
+    "white",
+    "old",
+    "printed",
+    "handwritten",
+    "hand",
+    "holding",
+    "photo",
+    "close",
+    "up",
+    "book",
+    "on",
+    "table",
+]
+
+
+def write_tiny_blip(out: Path, seed: int = 0) -> Path:
+    """A randomly initialised BLIP captioner (the official classes at toy size) saved as a hub
+    folder: config, weights, a 32 x 32 PIL image processor and a WordPiece tokenizer built
+    from ``CAPTION_WORDS``. No download; it captions an image in milliseconds, and different
+    images get different captions."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor, PreTrainedTokenizerFast
+
+    try:
+        from transformers import BlipImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import BlipImageProcessor as ImageProcessor
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    vocab = {token: i for i, token in enumerate(specials + list(CAPTION_WORDS))}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        bos_token="[DEC]",
+    )
+    ids = {"bos_token_id": 5, "pad_token_id": 0, "sep_token_id": 3, "eos_token_id": 3}
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            **ids,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            image_size=32,
+            patch_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=37,
+        ),
+        projection_dim=32,
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():  # at the default std 0.02 every image gets the same caption
+        for weight in model.parameters():
+            if weight.dim() >= 2:
+                weight.normal_(0.0, 0.2)
+        # No special token is ever generated: captions are 20 words, never empty.
+        model.text_decoder.cls.predictions.bias[: len(specials)] = -1e4
+    processor = BlipProcessor(
+        image_processor=ImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    return write_tiny_blip(tmp_path_factory.mktemp("tiny_blip"))
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40), fmt: str | None = None) -> Path:
+    """A random-noise RGB image (width, height) in the format of ``path``'s extension."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_images(folder: Path) -> list[Path]:
+    """Four small noise images, one of each accepted extension, two in a sub-folder."""
+    return [
+        write_image(folder / "scan.png", seed=1),
+        write_image(folder / "photos" / "page.jpg", seed=2),
+        write_image(folder / "photos" / "cover.jpeg", seed=3, size=(30, 60)),
+        write_image(folder / "web.webp", seed=4),
+    ]
+
+
+@pytest.fixture(scope="session")
+def image_pipeline(tiny_model_dir, tiny_blip_dir):
+    """The tiny model in a pipeline whose captioner is the tiny BLIP (loaded on first image)."""
+    from clamp3 import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
+
+    return Clamp3Pipeline(Clamp3Model.from_pretrained(tiny_model_dir), captioner=tiny_blip_dir)
+
+
+@pytest.fixture(scope="session")
+def image_index(tmp_path_factory, tiny_model_dir, tiny_blip_dir) -> tuple[Path, Path]:
+    """Two texts and the four images of ``make_images``, embedded (images as their captions,
+    through ``clamp3 embed --captioner DIR``) and indexed: (media folder, index folder)."""
+    from clamp3.cli.main import main
+    from clamp3.index import build_index
+
+    root = tmp_path_factory.mktemp("image_index")
+    media = root / "media"
+    make_images(media)
+    for i, text in enumerate(["a melancholy waltz for solo piano", "ein fröhliches Volkslied"]):
+        (media / f"text{i}.txt").write_text(text, encoding="utf-8")
+    args = ["embed", str(media), str(root / "emb"), "--model", str(tiny_model_dir)]
+    assert main([*args, "--captioner", str(tiny_blip_dir), "--no-progress"]) == 0
+    build_index(root / "emb", root / "idx", progress=False)
+    return media, root / "idx"

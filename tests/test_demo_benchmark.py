@@ -180,7 +180,11 @@ def test_benchmark_cli_with_another_model_joins_the_table(small_corpus, tiny_mod
     # A second model (here: the same weights under another label) lands beside the first.
     renamed = tmp_path / "other"
     shutil.copytree(tiny_model_dir, renamed)
-    assert main(["benchmark", str(small_corpus), "--model", str(renamed), "--out", str(out), "--quiet"]) == 0
+    # ... through the named form `clamp3 benchmark demo CORPUS` (the first call used the earlier form).
+    assert (
+        main(["benchmark", "demo", str(small_corpus), "--model", str(renamed), "--out", str(out), "--quiet"])
+        == 0
+    )
     data = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
     assert set(data["models"]) == {str(tiny_model_dir), str(renamed)}
     assert data["models"][str(renamed)]["rows"] == entry["rows"]  # same weights, same numbers

@@ -157,12 +157,14 @@ def test_embedding_models_must_agree(tmp_path, rng, capsys):
     assert "generated embeddings come from model saas [fingerprint saas:0] but the reference" in err
     assert "--allow-model-mismatch" in err
     assert main([*argv, "--no-progress", "--allow-model-mismatch"]) == 0
-    # the prompt model is the model given; another model's embeddings are refused
+    # the prompt model is the model given; another model's embeddings (a comparable fingerprint
+    # of other weights) are refused
     prompts = write_prompts(tmp_path / "p.jsonl")
+    other = embedding_folder(tmp_path / "other", rows, model="saas", print_="saas:s1-" + "0" * 16)
     with pytest.raises(
         ModelMismatch, match="the prompts \\(encoded with --model\\) from model \\(unsaved\\)"
     ):
-        run_gen_score(gen, FileModel({}, {}), prompts_file=prompts, embeddings=True)
+        run_gen_score(other, FileModel({}, {}), prompts_file=prompts, embeddings=True)
 
 
 def test_fingerprints_decide_whatever_the_recorded_path(tmp_path, rng):

@@ -21,6 +21,9 @@ files that now embed (or that left the input).
 Inputs: every supported file below ``IN``, except hidden files and folders, the output folder
 itself when it lies inside ``IN``, and any sub-folder holding a clamp3 manifest (an earlier
 output), so an output kept beside the music is never embedded as input.
+Images (``.png .jpg .jpeg .webp``) are embedded as their caption (the official image search);
+their records add ``caption`` and ``captioner``. Cover art kept beside the music is an image
+too: ``--modality symbolic`` / ``audio`` leaves it out.
 """
 
 from __future__ import annotations
@@ -235,6 +238,9 @@ class _Run:
             model_fingerprint=str(self.identity.fingerprint),
             pooled=self.pooled,
             input_root=self.root,
+            # An image's vector is its caption's: the caption and who wrote it, to read and redo.
+            caption=item.caption,
+            captioner=self.pipeline.captioner.name if item.caption is not None else None,
         )
 
     def embed_chunk(

@@ -14,6 +14,8 @@ of a distributed run: ``OUT/manifest.rank-K.jsonl``); ``index``, ``eval``/``prob
     model, model_fingerprint the model (see :mod:`clamp3.model_identity`)
     pooled             whether the vector is the pooled, projected embedding
     input_root         absolute path of the embedded folder
+    caption, captioner only for an image: the caption its vector encodes and the image-to-text
+                       model that wrote it (docs/images.md); absent from other records
 
 A rerun appends a new record for a re-embedded file; the last record of a file wins. The
 errors of every stage (``errors.jsonl``) have their own one format: :mod:`clamp3.utils.errorlog`.
@@ -26,7 +28,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from clamp3.model_identity import ModelIdentity, require_same_model
 from clamp3.utils.errors import InputError
@@ -52,7 +54,11 @@ class ManifestRecord:
     model_fingerprint: str
     pooled: bool
     input_root: str
+    caption: str | None = None
+    captioner: str | None = None
     version: int = MANIFEST_VERSION
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("caption", "captioner")  # written only when set
 
     @property
     def identity(self) -> ModelIdentity:
@@ -61,6 +67,9 @@ class ManifestRecord:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["shape"] = list(self.shape)
+        for name in self.OPTIONAL:
+            if data[name] is None:
+                del data[name]
         return {"version": data.pop("version"), **data}
 
     @classmethod
@@ -71,7 +80,7 @@ class ManifestRecord:
         if not isinstance(version, int) or version > MANIFEST_VERSION:
             raise InputError(where, f"manifest version {version!r}: written by a newer clamp3; upgrade it")
         names = [f.name for f in dataclasses.fields(cls) if f.name != "version"]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in names if name not in data and name not in cls.OPTIONAL]
         if missing:
             label = data.get("npy", data.get("path", "?"))
             raise InputError(
@@ -79,7 +88,7 @@ class ManifestRecord:
                 f"record {label!r} lacks {', '.join(missing)}: written by another tool or an older "
                 "clamp3 (embed again with --overwrite)",
             )
-        fields = {name: data[name] for name in names}
+        fields = {name: data.get(name) for name in names}
         fields["shape"] = tuple(fields["shape"])
         return cls(**fields, version=version)
 

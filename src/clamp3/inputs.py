@@ -8,6 +8,7 @@ extensions                                     modality    prepared as
 ``.mid .midi`` / ``.mtf``                      symbolic    patches (MIDI through MTF)
 ``.wav .flac .ogg .mp3``                       audio       feature rows (the model's audio front-end)
 ``.npy``                                       audio       precomputed feature rows (official MERT .npy)
+``.png .jpg .jpeg .webp``                      text        a caption (``clamp3.captioning``), as text
 =============================================  ==========  ===========================================
 
 Every caller (the pipeline, ``clamp3 embed``, the service's uploads, evaluation, the converters,
@@ -49,6 +50,8 @@ KINDS: tuple[InputKind, ...] = (
     InputKind("mtf", "symbolic", (".mtf",)),
     InputKind("recording", "audio", (".wav", ".flac", ".ogg", ".mp3")),
     InputKind("features", "audio", (".npy",)),
+    # A photo or scan is searched by its caption, as the official clamp3_search.py does.
+    InputKind("image", "text", (".png", ".jpg", ".jpeg", ".webp")),
 )
 
 # What the trainer and curation read (official implementation §4.1): music already prepared
@@ -187,10 +190,11 @@ BOUNDARY_ROWS = 2  # rows add_boundary_rows adds
 @dataclass
 class Prepared:
     """One input ready for a tower: token ids (n,), patches (n, 64) or feature rows (n, F)
-    (without the boundary rows)."""
+    (without the boundary rows). ``caption``: for an image, the text its ids encode."""
 
     modality: str
     data: np.ndarray
+    caption: str | None = None
 
     @property
     def n_items(self) -> int:

@@ -7,7 +7,9 @@ together with the model.
 
 Texts and files come in through different calls, so a string is never guessed to be a path:
 ``encode_texts(["song.mid"])`` embeds the words "song.mid", ``encode_files(["song.mid"])`` reads
-the file. Files are read by extension through the input table (:mod:`clamp3.inputs`).
+the file. Files are read by extension through the input table (:mod:`clamp3.inputs`); an image
+(``.png .jpg .jpeg .webp``) is captioned (:class:`clamp3.captioning.Captioner`, BLIP by default,
+loaded when the first image comes) and its caption embedded as text.
 
 Lower-level entry points, for callers that batch, cache or isolate failures themselves (the
 ``embed`` job, the service, evaluation): :meth:`~Clamp3Pipeline.prepare_text`,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -34,8 +37,10 @@ from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
     import torch
+    from PIL.Image import Image
 
     from clamp3.audio.base import WindowFrontend
+    from clamp3.captioning import Captioner
     from clamp3.model import Clamp3Model
     from clamp3.tokenizer import TextTokenizer
 
@@ -46,7 +51,7 @@ T = TypeVar("T")
 _CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
 
 
-def text_label(text: str) -> str:
+def _text_label(text: str) -> str:
     """How a text input is named in errors: quoted, shortened to 40 characters."""
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
@@ -75,7 +80,9 @@ class Clamp3Pipeline:
     weights, else the config's hub tokenizer; MERT from ``<model dir>/mert`` or the hub),
     loaded on first use. A tokenizer or front-end that cannot be loaded (offline, not cached)
     raises its error on first use and the same error again on every later use, without
-    another download attempt.
+    another download attempt. ``captioner`` (a :class:`~clamp3.captioning.Captioner`, or a hub
+    id / directory of an image-to-text model; default the official BLIP) captions image files,
+    on the model's device; it loads when the first image is seen, and fails the same way.
     """
 
     def __init__(
@@ -84,11 +91,17 @@ class Clamp3Pipeline:
         *,
         tokenizer: TextTokenizer | None = None,
         audio_frontend: WindowFrontend | None = None,
+        captioner: Captioner | str | os.PathLike | None = None,
     ):
+        from clamp3.captioning import DEFAULT_CAPTIONER, Captioner
+
         self.model = model
         self._tokenizer = tokenizer
         self._frontend = audio_frontend
         self._failed: dict[str, Exception] = {}
+        if not isinstance(captioner, Captioner):  # nothing is loaded here, only named
+            captioner = Captioner(captioner or DEFAULT_CAPTIONER, device=str(model.device))
+        self.captioner = captioner
 
     @classmethod
     def from_pretrained(
@@ -97,14 +110,16 @@ class Clamp3Pipeline:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        captioner: Captioner | str | os.PathLike | None = None,
     ) -> Clamp3Pipeline:
         """The pipeline of :meth:`Clamp3Model.from_pretrained` (a converted directory, an
         official ``.pth`` or a tag), on ``device`` with the towers in ``dtype``; of an
         ``export-onnx`` directory, run by ONNX Runtime (:class:`clamp3.onnx.OnnxModel`, its
-        precision fixed at export: ``dtype`` must be ``None``)."""
+        precision fixed at export: ``dtype`` must be ``None``); ``captioner`` as in the
+        constructor."""
         from clamp3.backends import load
 
-        return cls(load(source, device=device, dtype=dtype))
+        return cls(load(source, device=device, dtype=dtype), captioner=captioner)
 
     @property
     def config(self) -> Clamp3Config:
@@ -120,10 +135,12 @@ class Clamp3Pipeline:
         return int(self.model.config.projection_dim)
 
     def to(self, device: str | torch.device) -> Clamp3Pipeline:
-        """Move the model and (once loaded) the audio front-end to ``device``; returns ``self``."""
+        """Move the model, the captioner and (once loaded) the audio front-end to ``device``;
+        returns ``self``."""
         self.model.to(device)
         if self._frontend is not None:
             self._frontend.to(device)
+        self.captioner.to(str(device))
         return self
 
     # ----------------------------------------------------------------------------- components
@@ -194,10 +211,18 @@ class Clamp3Pipeline:
         empty or the model has no text tower; the string is never read as a path."""
         if not isinstance(text, str):
             raise TypeError(f"texts must be str, got {type(text).__name__} (files go to prepare_file)")
-        self.tower_config("text", text_label(text))
+        self.tower_config("text", _text_label(text))
         if not text.strip():
-            raise InputError(text_label(text), "empty text")
+            raise InputError(_text_label(text), "empty text")
         return Prepared("text", np.asarray(self.tokenizer.encode(text), dtype=np.int64))
+
+    def prepare_image(self, source: str | os.PathLike | bytes | Image, name: str | None = None) -> Prepared:
+        """An image (a path, its bytes or a decoded ``PIL.Image``; ``name`` names it in errors)
+        -> the token ids of its caption, with the caption kept in ``Prepared.caption``: its
+        vector is the caption's text vector (:meth:`Captioner.caption <clamp3.captioning.Captioner.caption>`).
+        ``InputError`` for a bad image, ``CheckpointError`` when the captioner cannot load."""
+        caption = self.captioner.caption(source, name)
+        return replace(self.prepare_text(caption), caption=caption)
 
     def prepare_file(
         self, path: str | os.PathLike, modality: str | None = None, timeout: float | None = None
@@ -215,6 +240,8 @@ class Clamp3Pipeline:
         config = self.tower_config(kind.modality, str(path))
         if not os.path.isfile(path):
             raise InputError(path, "no such file")
+        if kind.name == "image":
+            return self.prepare_image(path)
         if kind.modality == "text":
             return self.prepare_text(read_text_file(path))
         if kind.modality == "symbolic":

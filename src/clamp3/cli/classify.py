@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
-from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.cli.embed import add_captioner_argument, add_model_arguments, load_model, load_pipeline
 from clamp3.utils.errors import InputError
 
 
@@ -123,6 +123,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="files or folders (or embedding folders with --embeddings)")
     add_model_arguments(p)
+    add_captioner_argument(p)
     labels = p.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", default=None, help='comma-separated, e.g. "jazz,classical,rock"')
     labels.add_argument("--labels-file", default=None, help="one label per line (UTF-8)")
@@ -251,7 +252,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     build_prompts(labels, templates)  # bad labels or templates fail before the model loads
     result = run_zero_shot(
         args.inputs,
-        load_model(args),
+        load_pipeline(args),
         labels,
         templates,
         top_k=args.top_k,

@@ -1,4 +1,5 @@
-"""``clamp3 demo`` (build, train, benchmark: the whole system offline) and ``clamp3 benchmark``."""
+"""``clamp3 demo`` (build, train, benchmark: the whole system offline); the demo corpus's
+``clamp3 benchmark demo CORPUS`` runs :func:`demo_benchmark` (registered in ``clamp3.cli.benchmark``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from clamp3.cli.args import positive_float, positive_int
 from clamp3.cli.corpus import quiet_logging
-from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.cli.embed import load_model
 from clamp3.demo.pipeline import DEFAULT_THREADS
 
 # Bad settings and inputs end the command with one line and exit status 2 (docs/demo.md), not a
@@ -70,29 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=positive_int, default=8000, help="port of the search page (default 8000)")
     p.set_defaults(handler=_demo)
-
-    p = sub.add_parser(
-        "benchmark",
-        help="retrieval table of any model on a built corpus (text->sheet/MIDI/audio per language, emergent)",
-        description=(
-            "Embeds and indexes a split of a corpus made by `clamp3 build-corpus` with --model and adds its "
-            "rows to OUT/benchmark.json (rows keyed by model); benchmark.txt and the printed report put every "
-            "model of OUT side by side, benchmark.png plots them. Audio uses the "
-            "corpus's stored features when they come from the model's front-end, else the WAV files through "
-            "the model's own front-end (MERT for the official models)."
-        ),
-    )
-    p.add_argument("corpus", help="corpus folder (clamp3 build-corpus OUT)")
-    add_model_arguments(p)
-    p.add_argument(
-        "--out", default=None, help="output folder (default: 'benchmark' next to the corpus folder)"
-    )
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(handler=_benchmark)
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -159,7 +137,9 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
     return main(serve)
 
 
-def _benchmark(args: argparse.Namespace) -> int:
+def demo_benchmark(args: argparse.Namespace) -> int:
+    """``clamp3 benchmark demo CORPUS`` (registered by ``clamp3.cli.benchmark``): the offline
+    demo's retrieval table of ``args.model`` on a built corpus."""
     import torch
 
     from clamp3.demo.benchmark import run_benchmark, split_folder

@@ -23,6 +23,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
 
 
+def add_captioner_argument(p: argparse.ArgumentParser) -> None:
+    """--captioner, shared by the sub-commands that take image inputs (embed, search, zero-shot, serve)."""
+    from clamp3.captioning import DEFAULT_CAPTIONER
+
+    p.add_argument(
+        "--captioner",
+        default=DEFAULT_CAPTIONER,
+        metavar="NAME_OR_DIR",
+        help=f"image-to-text model that captions image inputs (.png .jpg .jpeg .webp), which are then "
+        f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
+        "search); loaded only when an image is seen",
+    )
+
+
 def resolve_device(name: str | None) -> str:
     """``--device`` -> a torch device string; one that this machine lacks is an ``InputError``
     (a one-line error) instead of torch's assertion deep inside the first forward pass."""
@@ -66,25 +80,37 @@ def load_model(args: argparse.Namespace):
     return backends.load(args.model, device=device, dtype=dtype)
 
 
+def load_pipeline(args: argparse.Namespace):
+    """:func:`load_model` in a pipeline that captions image inputs with ``--captioner``."""
+    from clamp3.pipeline import Clamp3Pipeline
+
+    return Clamp3Pipeline(load_model(args), captioner=args.captioner)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed",
-        help="embed a folder (scores, MIDI, audio, MERT .npy, .txt) into OUT/<name>.npy as the official extractor",
+        help="embed a folder (scores, MIDI, audio, MERT .npy, .txt, images) into OUT/<name>.npy as the official extractor",
         description="Writes OUT/<relative path without extension>.npy (float32 (1, D), not normalised), "
         "OUT/manifest.jsonl (with the model's absolute path or tag and its fingerprint) and "
         "OUT/errors.jsonl (each failure as it happens). A rerun skips finished files; OUT holding another "
         "model's or the other pooling's embeddings is refused unless --overwrite. OUT and earlier outputs "
         "inside IN are not embedded. Under torchrun each rank embeds its share of the files. Exit status: "
-        "0 all embedded, 1 some files failed or IN holds no supported file, 2 bad usage or input.",
+        "0 all embedded, 1 some files failed or IN holds no supported file, 2 bad usage or input. Images "
+        "(.png .jpg .jpeg .webp) are embedded as their --captioner caption (as text; recorded in the manifest).",
     )
     p.add_argument("input", help="input folder (searched recursively) or one file")
     p.add_argument("output", help="output folder")
     add_model_arguments(p)
+    add_captioner_argument(p)
     p.add_argument(
         "--unpooled", action="store_true", help="write (1, n, H) last hidden states instead of (1, D)"
     )
     p.add_argument(
-        "--modality", choices=("text", "symbolic", "audio"), default=None, help="only files of this modality"
+        "--modality",
+        choices=("text", "symbolic", "audio"),
+        default=None,
+        help="only files of this modality (images are text: their captions)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
     p.add_argument(
@@ -112,9 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from clamp3.embed_folder import embed_folder, shard_from_env
 
-    model = load_model(args)
     report = embed_folder(
-        model,
+        load_pipeline(args),
         args.input,
         args.output,
         pooled=not args.unpooled,

@@ -11,7 +11,7 @@ import json
 import sys
 
 from clamp3.cli.args import add_model_mismatch_flag, positive_int
-from clamp3.cli.embed import add_model_arguments
+from clamp3.cli.embed import add_captioner_argument, add_model_arguments
 from clamp3.utils.errors import InputError
 
 
@@ -50,9 +50,10 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
 def _register_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
-        help="search an index with text, a music file or a .npy embedding",
+        help="search an index with text, a music file, an image or a .npy embedding",
         description=(
-            "QUERY is text in any language, a music file (.abc .xml .mxl .mid .mtf .wav ...), MERT features "
+            "QUERY is text in any language, a music file (.abc .xml .mxl .mid .mtf .wav ...), an image (.png .jpg "
+            ".jpeg .webp: searched by its caption, which is printed on stderr), MERT features "
             "(.npy, (1, n, 768)) or a stored embedding (.npy, (1, D)). Prints a ranked table with cosine scores "
             "(equal scores ordered by key). --model defaults to the model recorded in the index (its absolute "
             "path or tag, from the embedding manifest)."
@@ -68,6 +69,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         help="only results of this modality",
     )
     add_model_arguments(p)
+    add_captioner_argument(p)
     p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
     p.set_defaults(handler=_search)
@@ -141,9 +143,9 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from clamp3.cli.embed import load_model
+    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import needs_model, search
+    from clamp3.index.query import is_image_query, needs_model, search
 
     index = SearchIndex.load(args.index_dir)
     model = None
@@ -151,8 +153,10 @@ def _search(args: argparse.Namespace) -> int:
         args.model = args.model or index.model
         if not args.model:
             raise InputError(args.query, "the index stores no model id: pass --model to encode the query")
-        model = load_model(args)
+        model = load_pipeline(args)
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality)
+    if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
+        print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
         return 0

@@ -19,7 +19,8 @@ COMMAND_MODULES = [
     "clamp3.cli.index",  # index, search, score, eval
     "clamp3.cli.train",  # train, pretrain-m3
     "clamp3.cli.corpus",  # build-corpus
-    "clamp3.cli.demo",  # demo, benchmark
+    "clamp3.cli.demo",  # demo
+    "clamp3.cli.benchmark",  # benchmark (the paper's data sets, the demo corpus)
     "clamp3.cli.serve",  # serve
     "clamp3.cli.curate",  # curate
     "clamp3.cli.classify",  # probe, zero-shot, gen-score

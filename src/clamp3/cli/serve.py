@@ -8,8 +8,9 @@ import os
 import sys
 
 from clamp3.cli.args import add_model_mismatch_flag, positive_float, positive_int
-from clamp3.cli.embed import add_model_arguments
+from clamp3.cli.embed import add_captioner_argument, add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
+from clamp3.serve.settings import MAX_IMAGE_PIXELS
 
 ADMIN_TOKEN_ENV = "CLAMP3_ADMIN_TOKEN"
 
@@ -52,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=MAX_AUDIO_SECONDS,
         help=f"longest uploaded recording, read from its header before decoding (default "
         f"{MAX_AUDIO_SECONDS:.0f}: 126 five-second windows, one segment of the audio tower)",
+    )
+    add_captioner_argument(p)
+    p.add_argument(
+        "--max-image-megapixels",
+        type=positive_float,
+        default=MAX_IMAGE_PIXELS / 1e6,
+        help="largest uploaded image, width x height in millions of pixels, read from its header before "
+        f"decoding (default {MAX_IMAGE_PIXELS / 1e6:g}: a 600-dpi scan of an A4 page is ~35)",
     )
     p.add_argument(
         "--threads",
@@ -102,13 +111,14 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from clamp3.cli.embed import load_model
+    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
     from clamp3.utils.errors import InputError
 
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
         max_audio_seconds=args.max_audio_seconds,
+        max_image_pixels=max(1, int(args.max_image_megapixels * 1e6)),
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
         allow_model_mismatch=args.allow_model_mismatch,
@@ -123,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
             args.model = args.model or SearchIndex.load(args.index_dir).model
             if not args.model:
                 raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
-            model = load_model(args)
+            model = load_pipeline(args)
         app = build_app(args.index_dir, args.media_root, model, settings)
     except (InputError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

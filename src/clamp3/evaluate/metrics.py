@@ -75,6 +75,30 @@ def rank_counts(similarity: np.ndarray, correct: Sequence[int] | np.ndarray) -> 
     return greater, tied
 
 
+def rank_counts_chunked(
+    queries: np.ndarray, references: np.ndarray, correct: Sequence[int] | np.ndarray, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rank_counts` of query vectors (Q, D) against reference vectors (R, D) by cosine,
+    ``chunk`` queries at a time (memory bounded by chunk x R float64).
+
+    Returns ``(greater, tied, score)``: int64 (Q,), int64 (Q,) and the cosine of each query
+    with its correct reference, float64 (Q,).
+    """
+    idx = np.asarray(correct, dtype=np.int64)
+    greater, tied, score = [], [], []
+    for lo in range(0, len(idx), chunk):
+        sim = cosine_similarity(queries[lo : lo + chunk], references)
+        target = idx[lo : lo + chunk]
+        g, t = rank_counts(sim, target)
+        greater.append(g)
+        tied.append(t)
+        score.append(sim[np.arange(len(target)), target])
+    if not greater:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.copy(), np.zeros(0)
+    return np.concatenate(greater), np.concatenate(tied), np.concatenate(score)
+
+
 def ranks_from_counts(greater: np.ndarray, tied: np.ndarray, ties: str = "expected") -> np.ndarray:
     """1-based ranks, float64 (Q,), from :func:`rank_counts` under the tie mode ``ties``."""
     if ties == "expected":

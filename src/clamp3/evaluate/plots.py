@@ -14,13 +14,8 @@ if TYPE_CHECKING:
     from clamp3.evaluate.score import RetrievalEvaluation
 
 
-def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: str = "retrieval") -> Path:
-    """Save a two-panel figure: Hit@k for k = 1..n_references (log k) under the evaluation's
-    tie mode, and a histogram of the reported ranks; the title gives its MRR.
-
-    The format follows ``path``'s suffix (png, pdf, svg). Raises ``ImportError`` with an install
-    hint when matplotlib is missing.
-    """
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg back-end; ``ImportError`` with an install hint."""
     try:
         import matplotlib
 
@@ -28,6 +23,26 @@ def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: 
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install matplotlib") from exc
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` atomically in the format of ``path``'s suffix (png by default) and close it."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=dpi)
+    pyplot().close(fig)
+    return target
+
+
+def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: str = "retrieval") -> Path:
+    """Save a two-panel figure: Hit@k for k = 1..n_references (log k) under the evaluation's
+    tie mode, and a histogram of the reported ranks; the title gives its MRR.
+
+    The format follows ``path``'s suffix (png, pdf, svg). Raises ``ImportError`` with an install
+    hint when matplotlib is missing.
+    """
+    plt = pyplot()
     ranks = np.asarray(result.ranks, dtype=np.float64)
     n_references = result.n_references
     ks = np.arange(1, max(n_references, 1) + 1)
@@ -46,8 +61,4 @@ def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: 
     right.set_ylabel("queries")
     right.set_title(f"MRR {result.metrics['mrr']:.4f}")
     fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    return target
+    return save_figure(fig, path)

@@ -194,8 +194,6 @@ def evaluate_retrieval(
     reference), ``n_greater``, ``n_tied`` (other references with exactly that score).
     Folders embedded by different models raise ``ModelMismatch`` unless ``allow_model_mismatch``.
     """
-    from tqdm.auto import tqdm
-
     if ties not in metrics.TIE_MODES:
         raise ValueError(f"unknown tie mode {ties!r}; choose from {', '.join(metrics.TIE_MODES)}")
     queries, references = load_pair(query_dir, reference_dir, allow_model_mismatch, progress)
@@ -207,16 +205,9 @@ def evaluate_retrieval(
         if m.unmatched_references:
             parts.append(f"references without a query: {_list(m.unmatched_references)}")
         raise InputError(query_dir, "unmatched files; " + "; ".join(parts))
-    greater, tied, target = [], [], []
-    for lo in tqdm(range(0, len(m.query_rows), QUERY_CHUNK), desc="ranking", disable=not progress):
-        rows = m.query_rows[lo : lo + QUERY_CHUNK]
-        sim = metrics.cosine_similarity(queries.vectors[rows], references.vectors)
-        correct = m.reference_rows[lo : lo + QUERY_CHUNK]
-        g, t = metrics.rank_counts(sim, correct)
-        greater.append(g)
-        tied.append(t)
-        target.append(sim[np.arange(len(rows)), correct])
-    n_greater, n_tied, scores = np.concatenate(greater), np.concatenate(tied), np.concatenate(target)
+    n_greater, n_tied, scores = metrics.rank_counts_chunked(
+        queries.vectors[m.query_rows], references.vectors, m.reference_rows, QUERY_CHUNK
+    )
     rank_values = metrics.ranks_from_counts(n_greater, n_tied, ties)
     records = [
         {

@@ -11,7 +11,7 @@ import numpy as np
 
 from clamp3.index.embeddings import read_vector
 from clamp3.index.search_index import SearchIndex
-from clamp3.inputs import is_supported, modality_of
+from clamp3.inputs import is_supported, kind_of, modality_of
 from clamp3.utils.errors import InputError
 from clamp3.utils.vectors import l2_normalize
 
@@ -64,6 +64,11 @@ def names_a_file(query: str | os.PathLike) -> bool:
     if not Path(query).suffix:
         return False
     return os.path.isfile(query) or (not any(c.isspace() for c in query) and is_supported(query))
+
+
+def is_image_query(query: str | os.PathLike) -> bool:
+    """True when :func:`names_a_file` reads ``query`` as an image (searched by its caption)."""
+    return names_a_file(query) and is_supported(query) and kind_of(query).name == "image"
 
 
 def warn_if_other_model(model: Clamp3Model, index_model: ModelIdentity | None) -> None:

@@ -64,7 +64,7 @@ class OnnxModel:
         self.directory = directory
         self.manifest = manifest
         self.config = Clamp3Config.load(directory / "config.json")
-        self.device = device
+        self.device = device or "cpu"
         self.threads = threads
         self._sessions: dict[str, TowerSession] = {}
 

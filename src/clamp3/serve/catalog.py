@@ -214,6 +214,10 @@ class Catalog:
         error messages."""
         return self.search_vector(self._encoder().file(path, digest, name), k, offset, modality)
 
+    def upload_caption(self, digest: str) -> str | None:
+        """The caption an uploaded image was searched as (``None``: not an image, or forgotten)."""
+        return None if self.encoder is None else self.encoder.caption(digest)
+
     def search_recent_upload(self, digest: str, k: int, offset: int, modality: str | None) -> Page:
         vector = self._encoder().upload(digest)
         if vector is None:

@@ -1,4 +1,4 @@
-"""Query vectors for the service: text in any language and uploaded music files.
+"""Query vectors for the service: text in any language, uploaded music files and images.
 
 Text queries are batched: one worker thread owns the text tower and takes every query waiting
 when it becomes free (up to ``max_batch``), so under load one forward pass serves many
@@ -11,8 +11,10 @@ is always text, so a query such as ``/etc/passwd`` is words, never a file that i
 
 Uploaded files are bounded before the expensive steps (``content.py``): a recording's length is
 checked before decoding, a compressed score's unpacked size while unpacking, and a converted
-file without notes never reaches the model. Messages name the client's file, never the
-server-side path of the upload.
+file without notes never reaches the model, and an image's pixel count is checked from its
+header before it is decoded. An image is searched by its caption (the official image search),
+which the response reports. Messages name the client's file, never the server-side path of the
+upload.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
-from clamp3.inputs import modality_of
+from clamp3.captioning import read_image
+from clamp3.inputs import kind_of
 from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.preprocess.abc import MAX_UNPACKED_BYTES, unpacked_size_limit
 from clamp3.serve.content import MAX_AUDIO_SECONDS, check_audio_length, has_notes
 from clamp3.serve.errors import ServeError, Unavailable, Unprocessable
-from clamp3.utils.errors import InputError
+from clamp3.serve.settings import MAX_IMAGE_PIXELS
+from clamp3.utils.errors import CheckpointError, InputError
 from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -45,24 +49,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_QUERY_ITEMS = 32_768  # patches or audio feature rows of one uploaded query (~64 segments)
+V = TypeVar("V")
 
 
-class _LRU:
+class _LRU(Generic[V]):
     """A thread-safe least-recently-used map with a fixed number of entries."""
 
     def __init__(self, size: int):
         self._size = size
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._data: OrderedDict[str, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str) -> V | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: str, value: np.ndarray) -> None:
+    def put(self, key: str, value: V) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
@@ -74,8 +79,10 @@ class QueryEncoder:
     """Turns queries into unit vectors (D,) float32 with one model; thread-safe.
 
     ``timeout`` (seconds) bounds how long a request waits for its vector, or for the audio
-    front-end while another upload holds it (then ``Unavailable``, HTTP 503). Uploads are capped
-    at ``max_audio_seconds`` of audio and ``max_unpacked_bytes`` of unpacked ``.mxl`` content.
+    front-end or the captioner while another upload holds it (then ``Unavailable``, HTTP 503).
+    Uploads are capped at ``max_audio_seconds`` of audio, ``max_unpacked_bytes`` of unpacked
+    ``.mxl`` content and ``max_image_pixels`` of image. The captioner (the pipeline's) loads
+    with the first image upload, not at start-up.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class QueryEncoder:
         timeout: float = 60.0,
         max_audio_seconds: float = MAX_AUDIO_SECONDS,
         max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ):
         self.pipeline = as_pipeline(model)
         self.model = self.pipeline.model
@@ -94,11 +102,14 @@ class QueryEncoder:
         self.timeout = timeout
         self.max_audio_seconds = max_audio_seconds
         self.max_unpacked_bytes = max_unpacked_bytes
+        self.max_image_pixels = max_image_pixels
         self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
         self._frontend_lock = threading.Lock()
+        self._captioner_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()
-        self._cache = _LRU(cache_size)
-        self._uploads = _LRU(256)
+        self._cache: _LRU[np.ndarray] = _LRU(cache_size)
+        self._uploads: _LRU[np.ndarray] = _LRU(256)
+        self._captions: _LRU[str] = _LRU(256)  # what an uploaded image was searched as
         self._worker = threading.Thread(target=self._run, name="clamp3-text-encoder", daemon=True)
         self._worker.start()
 
@@ -157,12 +168,13 @@ class QueryEncoder:
 
     # ----------------------------------------------------------------------------- files
     def file(self, path: Path, digest: str, name: str = "the upload") -> np.ndarray:
-        """An uploaded score, MIDI or audio file -> unit vector (D,); cached under ``digest``.
+        """An uploaded score, MIDI, audio or image file -> unit vector (D,); cached under ``digest``.
 
         ``name`` is the client's name for the file: messages use it in place of ``path``.
         Raises ``Unprocessable`` with the reason when the file cannot be read or embedded or
         holds no notes, ``TooLarge`` past the length caps, ``Unavailable`` when the audio
-        front-end or the model stays busy for ``timeout`` seconds.
+        front-end, the captioner or the model stays busy for ``timeout`` seconds, or the
+        captioner cannot be loaded. An image's caption is kept: :meth:`caption`.
         """
         cached = self._uploads.get(digest)
         if cached is not None:
@@ -180,6 +192,11 @@ class QueryEncoder:
                 vector = l2_normalize(self.pipeline.embed_prepared([item])[0])
         except ServeError:
             raise
+        except CheckpointError as exc:  # the captioner: the operator's problem, not the client's
+            log.error("image search is unavailable: %s", exc)
+            raise Unavailable(
+                "image search is unavailable on this server (its captioner cannot be loaded)"
+            ) from exc
         except InputError as exc:
             raise Unprocessable(f"cannot read this file: {_public(exc.reason, path, name)}") from exc
         except Exception as exc:
@@ -188,11 +205,24 @@ class QueryEncoder:
             log.warning("embedding an upload failed", exc_info=True)
             detail = _public(f"{type(exc).__name__}: {exc}", path, name)
             raise Unprocessable(f"cannot embed this file ({detail})") from exc
+        if item.caption is not None:
+            self._captions.put(digest, item.caption)
         self._uploads.put(digest, vector)
         return vector
 
+    def caption(self, digest: str) -> str | None:
+        """The caption an uploaded image (``digest``) was searched as; ``None`` for other uploads."""
+        return self._captions.get(digest)
+
     def _prepare(self, path: Path) -> Prepared:
-        if modality_of(path) == "audio":
+        kind = kind_of(path)
+        if kind.name == "image":
+            # The pixel cap, before decoding; messages carry only the reason (see file()).
+            image = read_image(path, max_pixels=self.max_image_pixels)
+            busy = "the image captioner is busy with other uploads; try again in a moment"
+            with self._holding(self._captioner_lock, busy):  # one captioning model, one image at a time
+                return self.pipeline.prepare_image(image)
+        if kind.modality == "audio":
             check_audio_length(path, self.max_audio_seconds)  # before any decoding work
             busy = "the audio reader is busy with other uploads; try again in a moment"
             with self._holding(self._frontend_lock, busy):  # MERT is one module, one call at a time

@@ -21,7 +21,8 @@ from clamp3.inputs import is_supported, kind_of
 from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable
 
 # What the page offers per kind of the input table (clamp3.inputs): a player for audio, a
-# rendered score for sheet music, a piano roll + download for MIDI/MTF.
+# rendered score for sheet music, a piano roll + download for MIDI/MTF, the picture for an
+# image (indexed by its caption, docs/images.md).
 PAGE_KINDS = {
     "recording": "audio",
     "musicxml": "score",
@@ -30,6 +31,7 @@ PAGE_KINDS = {
     "mtf": "midi",
     "text": "text",
     "features": "features",
+    "image": "image",
 }
 # The HTTP content type of each extension of the input table.
 CONTENT_TYPES = {
@@ -46,6 +48,10 @@ CONTENT_TYPES = {
     ".mtf": "text/plain; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
     ".npy": "application/octet-stream",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
 }
 RENDERABLE_KINDS = frozenset({"score", "midi"})
 CHUNK_SIZE = 64 * 1024
@@ -53,7 +59,7 @@ _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 def media_kind(path: str) -> str:
-    """``audio``, ``score``, ``midi``, ``text``, ``features`` or ``other`` (by the input table)."""
+    """``audio``, ``score``, ``midi``, ``text``, ``features``, ``image`` or ``other`` (by the input table)."""
     return PAGE_KINDS.get(kind_of(path).name, "other") if is_supported(path) else "other"
 
 

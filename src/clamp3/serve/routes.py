@@ -66,6 +66,12 @@ def _response(page: Page, query: dict[str, str | None], upload_id: str | None = 
     )
 
 
+def _upload_query(request: Request, upload_id: str, fields: dict[str, str], modality: str | None) -> dict:
+    """The ``query`` of a file search; an image's adds the ``caption`` it was searched as."""
+    caption = _catalog(request).upload_caption(upload_id)
+    return {"type": "file", **fields, **({"caption": caption} if caption else {}), "modality": modality}
+
+
 @router.get("/health", response_model=Health, summary="Service status and index size")
 def health(request: Request) -> Health:
     settings = request.app.state.settings
@@ -100,11 +106,14 @@ def search_json(request: Request, body: SearchRequest) -> SearchResponse:
     "/search/file",
     response_model=SearchResponse,
     responses={**ERRORS, 413: {"model": Error}, 415: {"model": Error}},
-    summary="Search by an uploaded score, MIDI or audio file",
+    summary="Search by an uploaded score, MIDI, audio or image file (an image by its caption)",
 )
 def search_file(
     request: Request,
-    file: Annotated[UploadFile, File(description="a score (.xml .mxl .abc), MIDI (.mid .mtf) or audio file")],
+    file: Annotated[
+        UploadFile,
+        File(description="a score (.xml .mxl .abc), MIDI (.mid .mtf), audio or image (.png .jpg .webp) file"),
+    ],
     k: KQuery = 10,
     offset: OffsetQuery = 0,
     modality: ModalityQuery = None,
@@ -115,7 +124,7 @@ def search_file(
     with request.app.state.uploads.store(file.file, suffix, limit) as (path, digest):
         upload_id = digest[:32]
         page = _catalog(request).search_upload(path, upload_id, name, k, offset, modality)
-    return _response(page, {"type": "file", "name": name, "modality": modality}, upload_id)
+    return _response(page, _upload_query(request, upload_id, {"name": name}, modality), upload_id)
 
 
 @router.get(
@@ -132,7 +141,7 @@ def upload_similar(
     modality: ModalityQuery = None,
 ) -> SearchResponse:
     page = _catalog(request).search_recent_upload(upload_id, k, offset, modality)
-    return _response(page, {"type": "file", "upload_id": upload_id, "modality": modality}, upload_id)
+    return _response(page, _upload_query(request, upload_id, {"upload_id": upload_id}, modality), upload_id)
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=ERRORS, summary="Item metadata")

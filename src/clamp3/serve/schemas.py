@@ -32,7 +32,7 @@ class Result(BaseModel):
     score: float = Field(description="cosine similarity in [-1, 1]")
     modality: str | None
     path: str = Field(description="relative to the media root")
-    kind: str = Field(description="audio, score, midi, text, features or other")
+    kind: str = Field(description="audio, score, midi, text, features, image or other")
     file_url: str
     render_url: str | None = Field(description="SVG of the score or piano roll, for scores and MIDI")
     similar_url: str

@@ -1,6 +1,6 @@
 """Uploaded query files: accepted types, content sniffing, and a private scratch area.
 
-An upload is accepted only when its extension is a score, MIDI or audio type the model reads
+An upload is accepted only when its extension is a score, MIDI, audio or image type the model reads
 *and* its first bytes look like that type (a renamed executable or HTML page is refused with
 415 before any parser sees it). The bytes go to a fresh ``0700`` folder below a private
 temporary directory that is checked, at start-up, to lie outside the media root, and the folder
@@ -28,7 +28,8 @@ from clamp3.serve.errors import TooLarge, UnsupportedType
 
 # Kinds of the input table (clamp3.inputs) a client may upload: music it has at hand. Texts are
 # typed into the search box; MERT .npy arrays are a pipeline format, not something to sniff.
-UPLOAD_KINDS = ("musicxml", "abc", "midi", "mtf", "recording")
+# An image (a photo or scan of a score) is searched by its caption.
+UPLOAD_KINDS = ("musicxml", "abc", "midi", "mtf", "recording", "image")
 UPLOAD_EXTENSIONS = extensions(kinds=UPLOAD_KINDS)
 HEAD_BYTES = 64 * 1024  # enough for any XML prolog/DOCTYPE before the root element
 _ABC_FIELD = re.compile(r"^(?:[XTMLKQVP]:|\[V:)", re.MULTILINE)
@@ -43,7 +44,8 @@ def upload_suffix(filename: str | None) -> str:
     if suffix not in UPLOAD_EXTENSIONS:
         accepted = ", ".join(sorted(UPLOAD_EXTENSIONS))
         raise UnsupportedType(
-            f"file type {suffix or '(no extension)'!r} is not accepted; upload a score, MIDI or audio file ({accepted})"
+            f"file type {suffix or '(no extension)'!r} is not accepted; upload a score, MIDI or audio file, "
+            f"or an image ({accepted})"
         )
     return suffix
 
@@ -72,6 +74,12 @@ def sniff(suffix: str, head: bytes) -> None:
         ok = head.startswith(b"fLaC")
     elif suffix == ".ogg":
         ok = head.startswith(b"OggS")
+    elif suffix == ".png":
+        ok = head.startswith(b"\x89PNG\r\n\x1a\n")
+    elif suffix in (".jpg", ".jpeg"):
+        ok = head.startswith(b"\xff\xd8\xff")
+    elif suffix == ".webp":
+        ok = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
     elif suffix == ".mp3":
         ok = head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
     else:

@@ -3,11 +3,12 @@
 "use strict";
 
 const PAGE_SIZE = 20;
-const KIND_LABEL = { audio: "Recording", score: "Sheet music", midi: "MIDI", text: "Text", features: "Audio features", other: "File" };
+const KIND_LABEL = { audio: "Recording", score: "Sheet music", midi: "MIDI", text: "Text", features: "Audio features", image: "Image", other: "File" };
 const MODALITY_LABEL = { symbolic: "sheet music / MIDI", audio: "audio", text: "text" };
 
 const $ = (id) => document.getElementById(id);
-const state = { mode: null, q: "", uploadId: null, uploadName: "", itemId: null, itemName: "", offset: 0, modality: "" };
+const state = { mode: null, q: "", uploadId: null, uploadName: "", uploadCaption: "", itemId: null, itemName: "", offset: 0, modality: "" };
+const IMAGE_FILE = /\.(png|jpe?g|webp)$/i;
 const score = { url: null, page: 1, pages: 1, blobUrl: null };
 let maxUpload = 50 * 1024 * 1024;
 let searchSerial = 0;
@@ -42,7 +43,8 @@ function searchUrl() {
 
 async function runSearch(file = null) {
   const serial = ++searchSerial;
-  setStatus(file ? `Listening to “${file.name}”…` : "Searching…");
+  const reading = file && IMAGE_FILE.test(file.name) ? "Looking at" : "Listening to";
+  setStatus(file ? `${reading} “${file.name}”…` : "Searching…");
   try {
     let data;
     if (file) {
@@ -52,6 +54,7 @@ async function runSearch(file = null) {
       if (state.modality) params.set("modality", state.modality);
       data = await api(`/api/search/file?${params}`, { method: "POST", body: form });
       state.uploadId = data.upload_id;
+      state.uploadCaption = data.query.caption || ""; // an image is searched by its caption
     } else {
       data = await api(searchUrl());
     }
@@ -65,6 +68,7 @@ async function runSearch(file = null) {
 function describeQuery() {
   if (state.mode === "text") return `“${state.q}”`;
   if (state.mode === "item") return `music like “${state.itemName}”`;
+  if (state.uploadCaption) return `the image “${state.uploadName}”, read as “${state.uploadCaption}”`;
   return `music like the file “${state.uploadName}”`;
 }
 
@@ -93,6 +97,7 @@ function actionLabel(kind) {
   if (kind === "score") return "Show score";
   if (kind === "midi") return "Show piano roll";
   if (kind === "text") return "Read";
+  if (kind === "image") return "Show image";
   return "Details";
 }
 
@@ -183,6 +188,10 @@ async function openItem(id, { play = false } = {}) {
   } else {
     player.removeAttribute("src");
   }
+  const picture = $("image-view"); // an indexed image (searched by its caption)
+  picture.hidden = item.kind !== "image" || !item.available;
+  if (picture.hidden) picture.removeAttribute("src");
+  else { picture.src = item.file_url; picture.alt = item.name; }
   $("text-view").hidden = item.kind !== "text";
   $("text-view").textContent = item.text || "";
   $("score").hidden = !item.render_url || !item.available;
@@ -224,7 +233,7 @@ function uploadFile(file) {
     setStatus(`“${file.name}” is larger than the ${Math.round(maxUpload / 1048576)} MB limit.`, true);
     return;
   }
-  startSearch("file", { file, uploadName: file.name, uploadId: null });
+  startSearch("file", { file, uploadName: file.name, uploadId: null, uploadCaption: "" });
 }
 
 function wireDropZone() {
