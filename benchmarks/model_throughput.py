@@ -4,8 +4,8 @@ Measured side by side in one run:
 
 1. the official path: one file at a time, every segment padded to the full 512 patches, the
    dense one-hot ``Linear(8192, 768)`` patch embedding;
-2. this package: ``embed_patches`` over the whole set, segments sorted by length, batches
-   padded to their longest segment, the ``embedding_bag`` patch embedding;
+2. this package: ``embed_patches`` over the whole set, segments packed without padding by a
+   token budget (``clamp3.towers.packed``), the ``embedding_bag`` patch embedding;
 3. a lower bound: real (unpadded) patches x FLOPs per patch / the machine's fp32 GEMM rate.
 
 Both paths must give the same vectors (checked). Cold start (import + load) and peak RSS
@@ -185,7 +185,7 @@ def main() -> None:
     print(f"{'path':44s} {'seconds':>9s} {'patches/s':>10s}")
     for name, t in (
         ("official (one at a time, padded to 512)", t_official),
-        ("clamp3 (length-sorted, dynamic padding)", t_ours),
+        ("clamp3 (packed, token-budget batches)", t_ours),
         ("lower bound (real patches x FLOPs / GEMM)", bound),
     ):
         print(f"{name:44s} {t:9.2f} {lengths.sum() / t:10.0f}")

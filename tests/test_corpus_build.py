@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ sf = pytest.importorskip("soundfile")
 
 from clamp3.corpus import BuildOptions, PieceRef, build_corpus  # noqa: E402
 from clamp3.corpus.assemble import split_of  # noqa: E402
-from clamp3.corpus.pool import TimeLimitExceeded, run_tasks, time_limit  # noqa: E402
 from clamp3.corpus.texts import LANGUAGES  # noqa: E402
 from clamp3.utils.errorlog import read_errors  # noqa: E402
 from clamp3.utils.io import read_jsonl  # noqa: E402
@@ -219,22 +216,6 @@ def test_jsonl_loads_with_the_training_loader(symbolic_corpus):
         if read_jsonl(out / f"m4rag_{split}.jsonl"):
             records = records_module.load_records(out / f"m4rag_{split}.jsonl")
             assert all(len(records_module.records_for([r], "symbolic")[0]["filepaths"]) == 2 for r in records)
-
-
-def test_time_limit_interrupts_a_slow_piece():
-    with pytest.raises(TimeLimitExceeded), time_limit(0.2):
-        time.sleep(3)
-
-
-def _die_on_three(n: int) -> int:
-    if n == 3:
-        os._exit(1)  # a crash that takes the worker process down
-    return n * 10
-
-
-def test_a_dying_worker_only_costs_its_own_task():
-    results = list(run_tasks(_die_on_three, [1, 2, 3, 4, 5], workers=2, died=lambda n: -n))
-    assert sorted(results) == [-3, 10, 20, 40, 50]
 
 
 def test_cli_builds_a_corpus(tmp_path):

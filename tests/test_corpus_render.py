@@ -152,3 +152,32 @@ def test_each_part_sounds_with_its_own_program(tmp_path):
     assert len({n.channel for n in notes if n.program == 42}) == 1
     assert not {n.channel for n in notes if n.program == 42} & {n.channel for n in notes if n.program != 42}
     assert {p.getInstrument().midiChannel for p in score.parts} == {0}  # the score is restored
+
+
+def _overlapping_midi(path):
+    """Channel 0, pitch 60 struck at beat 0 (velocity 80) and again at beat 1 (velocity 100)
+    before the first is released; note-offs at beats 2 and 3; then a stray note-off."""
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))  # one beat per second
+    track.append(mido.Message("note_on", note=60, velocity=80, channel=0, time=0))
+    track.append(mido.Message("note_on", note=60, velocity=100, channel=0, time=480))
+    track.append(mido.Message("note_off", note=60, velocity=0, channel=0, time=480))
+    track.append(mido.Message("note_on", note=60, velocity=0, channel=0, time=480))  # a note-off
+    track.append(mido.Message("note_off", note=60, velocity=0, channel=0, time=480))  # nothing sounding
+    mido.MidiFile(type=1, ticks_per_beat=480, tracks=[track]).save(str(path))
+    return path
+
+
+def test_overlapping_notes_of_one_key_follow_one_rule_in_synthesis_and_piano_roll(tmp_path):
+    """First in, first out (clamp3.preprocess.notes): the corpus synthesizer and the service's
+    piano roll read the same notes from one file."""
+    from clamp3.serve.pianoroll import midi_notes
+
+    path = _overlapping_midi(tmp_path / "restrike.mid")
+    expected = [(0.0, 2.0, 80), (1.0, 3.0, 100)]
+    synth_notes, _ = read_notes(path)
+    roll_notes, duration, cut = midi_notes(mido.MidiFile(str(path)))
+    for notes in (synth_notes, sorted(roll_notes, key=lambda n: n.start)):
+        assert [(round(n.start, 3), round(n.end, 3), n.velocity) for n in notes] == expected
+    assert synth_notes == sorted(roll_notes, key=lambda n: n.start)
+    assert duration == pytest.approx(4.0) and not cut

@@ -375,6 +375,6 @@ def test_unavailable_device_is_a_one_line_error(tiny_model_dir, tmp_path, capsys
     _text_tree(tmp_path / "in", 1)
     args = ["embed", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tiny_model_dir)]
     assert main([*args, "--device", "cuda"]) == 2
-    assert "error: --device cuda: CUDA is not available" in capsys.readouterr().err
+    assert "error: device cuda: CUDA is not available" in capsys.readouterr().err
     assert main([*args, "--device", "gpu"]) == 2
-    assert "error: --device gpu: not a device name" in capsys.readouterr().err
+    assert "error: device gpu: not a device name" in capsys.readouterr().err

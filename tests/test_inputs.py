@@ -57,10 +57,10 @@ def test_embed_eval_uploads_and_the_pipeline_classify_alike(tmp_path, tiny_model
     paths = _tree(tmp_path / "tree")
     supported = {p.name for p in paths if is_supported(p)}
     assert supported == {n for n in NAMES if Path(n).suffix.lower() in extensions()}
-    assert {p.name for p in list_inputs(tmp_path / "tree")} == supported
+    assert {p.name for p in list_inputs(tmp_path / "tree").files} == supported
     assert {rel for _, rel in collect_files([tmp_path / "tree"])} == supported
     for modality in ("text", "symbolic", "audio"):
-        found = {p.name for p in list_inputs(tmp_path / "tree", modality)}
+        found = {p.name for p in list_inputs(tmp_path / "tree", modality).files}
         assert found == {n for n in supported if modality_of(n) == modality}
     pipeline = Clamp3Pipeline.from_pretrained(tiny_model_dir)
     for path in paths:

@@ -70,7 +70,7 @@ def test_an_unlistable_subdirectory_is_a_failure(parity_dir, tmp_path, monkeypat
     (error,) = read_errors(out / "errors.jsonl")
     assert (error.path, error.reason) == (
         str(locked),
-        "cannot list directory, its files were not converted: Permission denied",
+        "cannot list this folder, its files were left out: Permission denied",
     )
     stderr = capsys.readouterr().err
     assert "2 files: 1 converted, 0 already done, 1 failed" in stderr and str(locked) in stderr

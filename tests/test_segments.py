@@ -34,25 +34,3 @@ def test_pool_and_join():
     hidden = [np.arange(3)[:, None] * np.ones((1, 2)), 10 + np.arange(3)[:, None] * np.ones((1, 2))]
     joined = join_unpooled(hidden, segs)
     assert joined[:, 0].tolist() == [0, 1, 2, 11, 12]
-
-
-@given(
-    lengths=st.lists(st.integers(1, 512), min_size=1, max_size=200),
-    batch_size=st.integers(1, 64),
-)
-def test_batch_plan_covers_every_piece_once_with_little_padding(lengths, batch_size):
-    from clamp3.embedding import plan_batches
-
-    batches = plan_batches(lengths, batch_size)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        assert 1 <= len(batch) <= batch_size
-        slots = len(batch) * max(lengths[i] for i in batch)
-        assert slots - sum(lengths[i] for i in batch) <= 0.1 * slots or len(batch) == 1
-
-
-def test_batch_plan_keeps_a_long_segment_away_from_short_ones():
-    from clamp3.embedding import plan_batches
-
-    batches = plan_batches([512, 60, 61, 59, 500, 62], batch_size=16)
-    assert batches == [[0, 4], [5, 2, 1, 3]]

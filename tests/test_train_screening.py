@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -53,6 +54,27 @@ def test_worker_processes_find_the_same_problems(tmp_path):
     serial = find_problems(files, RULES, workers=1)
     assert find_problems(files, RULES, workers=2) == serial
     assert sum(p is not None for p in serial) == len(range(0, len(files), 7))
+
+
+_FILE_PROBLEM = screening.file_problem
+
+
+def _crash_on_marker(path, rules):
+    if path.endswith("crash.abc"):
+        os._exit(1)  # a reader that takes its worker process down
+    return _FILE_PROBLEM(path, rules)
+
+
+def test_a_file_that_kills_its_worker_is_the_only_bad_one(tmp_path, monkeypatch):
+    files = []
+    for i in range(screening.SERIAL_BELOW + 10):
+        path = tmp_path / (f"{i:03d}" + ("crash.abc" if i == 100 else ".abc"))
+        path.write_text(f"X:{i}\nK:C\nCDEF|\n")
+        files.append(str(path))
+    monkeypatch.setattr(screening, "file_problem", _crash_on_marker)  # workers fork after this
+    problems = find_problems(files, RULES, workers=2)
+    assert [i for i, p in enumerate(problems) if p is not None] == [100]
+    assert "worker process died" in problems[100]
 
 
 def _spoil(root):

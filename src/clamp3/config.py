@@ -50,15 +50,16 @@ class TextTowerConfig:
     )
     vocab_size: int = 250002
     pad_token_id: int = 1
-    bos_token_id: int = 0
-    eos_token_id: int = 2
     segment_length: int = 128
     tokenizer: str = "FacebookAI/xlm-roberta-base"
 
 
 @dataclass
 class SymbolicTowerConfig:
-    """M3 patch encoder: one-hot (patch_size x num_classes) -> Linear -> BERT over patches.
+    """M3 patch encoder: one-hot (64 x num_classes) -> Linear -> BERT over patches.
+
+    The patch width (64 characters) is fixed by the M3 patch format
+    (:data:`clamp3.preprocess.patches.PATCH_SIZE`), so it is not a setting.
 
     ``strip_default_length`` drops every ``"L:1/8\\n"`` before patching (CLaMP 3 and M3 do,
     CLaMP 2 does not). ``mtf_drop_sysex`` selects the CLaMP 2 MTF variant, which also drops
@@ -66,7 +67,6 @@ class SymbolicTowerConfig:
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    patch_size: int = 64
     num_classes: int = 128
     segment_length: int = 512
     strip_default_length: bool = True
@@ -140,8 +140,25 @@ class Clamp3Config:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+# Keys that earlier versions wrote into config.json but nothing read: the text tower's XLM-R
+# ids (the tower and tokenizer fix <s> = 0, </s> = 2) and the symbolic tower's patch width
+# (the patch format fixes 64). A saved config holding one of them still loads when the value is
+# the one this package implements; any other value describes a model it cannot run, so it is
+# refused rather than silently ignored.
+RETIRED_KEYS: dict[type, dict[str, Any]] = {
+    TextTowerConfig: {"bos_token_id": 0, "eos_token_id": 2},
+    SymbolicTowerConfig: {"patch_size": 64},
+}
+
+
 def _tower_from_dict(tower_cls: type, data: dict[str, Any]) -> Any:
     data = dict(data)
+    for key, supported in RETIRED_KEYS.get(tower_cls, {}).items():
+        value = data.pop(key, supported)
+        if value != supported:
+            raise ValueError(
+                f"{tower_cls.__name__}.{key} must be {supported} (the only value clamp3 supports), got {value!r}"
+            )
     if "encoder" in data:
         data["encoder"] = EncoderConfig(**data["encoder"])
     return tower_cls(**data)

@@ -50,12 +50,13 @@ from clamp3.formats import (
     read_manifest,
     read_manifest_file,
 )
-from clamp3.inputs import Prepared, is_supported, kind_of, modality_of
+from clamp3.inputs import Prepared, extensions, kind_of, modality_of
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.utils.errorlog import append_error, read_errors
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import append_jsonl, atomic_path, remove_stale_temporaries, save_npy_atomic
+from clamp3.utils.walk import Listing, walk_files
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
@@ -81,25 +82,14 @@ class EmbedReport:
         return len(self.failures)
 
 
-def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = None) -> list[Path]:
-    """Supported files under ``root`` (recursive, sorted), skipping hidden files and folders,
-    ``exclude`` (the output folder) and sub-folders that hold a clamp3 manifest."""
-    skip = exclude.resolve() if exclude is not None else None
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and (here / d).resolve() != skip and not is_embedding_folder(here / d)
-        )
-        for name in sorted(filenames):
-            path = here / name
-            if name.startswith(".") or not is_supported(path):
-                continue
-            if modality is None or modality_of(path) == modality:
-                found.append(path)
-    return found
+def list_inputs(root: Path, modality: str | None = None, exclude: Path | None = None) -> Listing:
+    """Supported files under ``root`` by the walker's policy (:mod:`clamp3.utils.walk`: sorted,
+    hidden entries skipped, unlistable folders reported), leaving out ``exclude`` (the output
+    folder) and sub-folders that hold a clamp3 manifest."""
+    listing = walk_files(root, extensions(), skip=[exclude], prune=is_embedding_folder)
+    if modality is not None:
+        listing.files = [p for p in listing.files if modality_of(p) == modality]
+    return listing
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -179,11 +169,11 @@ def _discard_outputs(out: Path, rank: int, world: int) -> None:
         manifest.unlink(missing_ok=True)
 
 
-def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, list[Path]]:
+def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listing]:
     """(input root, files): a folder's supported files, or one file with its folder as root."""
     if source.is_file():
         found = kind_of(source).modality  # InputError for an unsupported type
-        return source.parent, [source] if modality in (None, found) else []
+        return source.parent, Listing([source] if modality in (None, found) else [])
     if not source.is_dir():
         raise InputError(source, "no such file or folder")
     return source, list_inputs(source, modality, exclude=out)
@@ -305,7 +295,8 @@ def embed_folder(
 
     source, out = Path(in_dir), Path(out_dir)
     rank, world = shard or (0, 1)
-    root, files = _inputs(source, out, modality)
+    root, listing = _inputs(source, out, modality)
+    files = listing.files
     out.mkdir(parents=True, exist_ok=True)
     pipeline = as_pipeline(model)
     run = _Run(pipeline, out, rank, pooled, identify(pipeline.model, model_id or None), root)
@@ -324,6 +315,9 @@ def embed_folder(
     run.start_error_log({job[1] for job in pending})
     for rel, reason in collisions:
         run.fail(rel, reason)
+    for error in listing.errors if rank == 0 else []:  # a folder that could not be listed
+        run.report.total += 1
+        run.fail(Path(os.path.relpath(error.path, root)).as_posix(), error.reason)
     bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
     with Preparer(pipeline, workers, timeout) as preparer:
         try:

@@ -1,9 +1,11 @@
-"""Item-level embedding with the official segmentation, batched with dynamic padding.
+"""Item-level embedding with the official segmentation, packed without padding.
 
-Every item is cut into segments (:mod:`clamp3.segments`); all segments of all items are
-sorted by length and run in batches padded only to the longest segment of the batch (the
-official extractor pads every input to the full segment length, one file at a time). Masked
-attention and masked pooling make padding invisible, so the numbers equal one item at a time.
+Every item is cut into segments (:mod:`clamp3.segments`); the segments of all items are sorted
+by length and packed into batches by a token budget (:mod:`clamp3.batching`), and each batch
+runs through the packed forward (:mod:`clamp3.towers.packed`): dense layers over the real tokens
+of all its segments at once, attention within each segment. The official extractor pads every
+input to the full segment length, one file at a time; attention never crosses a segment and
+pooling covers only real tokens, so the numbers equal one item at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from clamp3.batching import plan_batches
 from clamp3.config import Clamp3Config
 from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
 from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
+from clamp3.towers.packed import Packing, segment_means
 
 
 class FeatureModel(Protocol):
@@ -34,6 +38,10 @@ class FeatureModel(Protocol):
     def get_features(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
     def hidden_states(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def packed_hidden_states(self, modality: str, inputs: torch.Tensor, packing: Packing) -> torch.Tensor: ...
+
+    def project(self, modality: str, pooled: torch.Tensor) -> torch.Tensor: ...
 
     def eval(self) -> FeatureModel: ...
 
@@ -74,33 +82,6 @@ def pad_stack(pieces: list[torch.Tensor], pad_value: float = 0) -> tuple[torch.T
     return batch, mask
 
 
-def plan_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) -> list[list[int]]:
-    """Group piece indices into batches, longest first, padding only to each batch's longest.
-
-    A batch takes at most ``batch_size`` pieces and closes early when the next piece would make
-    padding more than ``max_padding`` of the batch's positions: on real collections lengths
-    vary widely (a 512-patch segment next to 60-patch pieces), and padding a batch of short
-    pieces to its one long member would multiply the work. Small batches cost little on CPU
-    (matrix products run near their peak rate from ~64 rows).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for i in order:
-        if current:
-            longest = lengths[current[0]]
-            slots = (len(current) + 1) * longest
-            if len(current) == batch_size or slots - (total + lengths[i]) > max_padding * slots:
-                batches.append(current)
-                current, total = [], 0
-        current.append(i)
-        total += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
-
-
 @torch.inference_mode()
 def run_segments(
     model: FeatureModel,
@@ -112,24 +93,45 @@ def run_segments(
     """Run each piece (a segment, length <= the tower's segment length) through the tower.
 
     Returns per piece the projected pooled vector (D,) if ``pooled`` else the last hidden
-    state (l, H), float32. Pieces are batched longest first (:func:`plan_batches`).
+    state (l, H), float32. Pieces are packed without padding into batches of at most
+    ``batch_size`` full segments' worth of tokens (:func:`clamp3.batching.plan_batches`), so a
+    batch never holds more activations than ``batch_size`` padded segments would. The model
+    must be in eval mode.
     """
     model.require(modality)
-    device = model.device
+    budget = batch_size * model.config.tower(modality).segment_length
     results: list[np.ndarray | None] = [None] * len(pieces)
-    pad = _pad_value(model, modality)
-    for idx in plan_batches([p.shape[0] for p in pieces], batch_size):
-        inputs, mask = pad_stack([pieces[i] for i in idx], pad)
-        inputs, mask = inputs.to(device), mask.to(device)
-        if pooled:
-            out = model.get_features(modality, inputs, mask).float().cpu().numpy()
-            for row, i in enumerate(idx):
-                results[i] = out[row]
-        else:
-            hidden = model.hidden_states(modality, inputs, mask).float().cpu().numpy()
-            for row, i in enumerate(idx):
-                results[i] = hidden[row, : pieces[i].shape[0]]
+    for idx in plan_batches([p.shape[0] for p in pieces], budget):
+        for i, out in zip(idx, run_packed(model, modality, [pieces[i] for i in idx], pooled), strict=True):
+            results[i] = out
     return results  # type: ignore[return-value]
+
+
+def run_packed(
+    model: FeatureModel, modality: str, batch: list[torch.Tensor], pooled: bool
+) -> list[np.ndarray]:
+    """One packed forward over ``batch`` -> per piece (D,) projected mean or (l, H) hidden
+    states, float32. Any order is correct; the planner's decreasing lengths make one attention
+    call per distinct length."""
+    packing = Packing.of([p.shape[0] for p in batch], model.device)
+    hidden = model.packed_hidden_states(modality, torch.cat(batch).to(model.device), packing)
+    if pooled:
+        return list(model.project(modality, segment_means(hidden, packing)).float().cpu().numpy())
+    rows = hidden.float().cpu().numpy()
+    return [rows[start : start + n] for start, n in zip(packing.starts, packing.lengths, strict=True)]
+
+
+def run_padded(
+    model: FeatureModel, modality: str, batch: list[torch.Tensor], pooled: bool
+) -> list[np.ndarray]:
+    """The same as :func:`run_packed` through the ordinary transformers forward on a padded
+    (B, L) batch with an attention mask (the reference the packed path is tested against)."""
+    inputs, mask = pad_stack(batch, _pad_value(model, modality))
+    inputs, mask = inputs.to(model.device), mask.to(model.device)
+    if pooled:
+        return list(model.get_features(modality, inputs, mask).float().cpu().numpy())
+    hidden = model.hidden_states(modality, inputs, mask).float().cpu().numpy()
+    return [hidden[row, : piece.shape[0]] for row, piece in enumerate(batch)]
 
 
 def embed_items(

@@ -8,10 +8,9 @@ costing only the file that caused it. One file at a time, and texts, go through
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from clamp3.config import SymbolicTowerConfig
@@ -47,37 +46,28 @@ def _failed(x: Input, exc: BaseException) -> InputError:
 class Preparer:
     """Turns files into :class:`Prepared` items with one pipeline (which loads the tokenizer
     and the audio front-end on first need). With ``workers`` > 0, MusicXML/MIDI/ABC files are
-    converted in that many forked processes (started on first need; :meth:`close` stops them).
-
-    A worker that dies (a converter crash, the OOM killer) breaks the whole pool: the pool is
-    restarted and each file that was in it is retried alone, so only the file that kills its
-    worker fails and the run goes on.
+    converted in that many forked processes (:class:`clamp3.utils.workers.WorkerPool`, started
+    on first need; :meth:`close` stops them): a file that kills its worker (a converter crash,
+    the OOM killer) or hangs past ``timeout`` fails alone and the run goes on.
     """
 
     def __init__(self, pipeline: Clamp3Pipeline, workers: int = 0, timeout: float | None = None):
         self.pipeline = pipeline
         self.workers = workers
         self.timeout = timeout or None  # seconds per symbolic conversion; 0/None: no limit
-        self._pool: Executor | None = None
-        self._generation = 0  # bumped on each restart: tells a broken old future from a new one
+        from clamp3.utils.workers import WorkerPool
+
+        self._pool = WorkerPool(workers, self.timeout)
 
     def close(self, now: bool = False) -> None:
         """Stop the workers: after their current files, or ``now`` (their work is lost)."""
-        if self._pool is not None:
-            if now:
-                from clamp3.utils.workers import stop_workers
-
-                stop_workers(self._pool)
-            else:
-                self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._pool.close(now)
 
     def __enter__(self) -> Preparer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        # Interrupted (Ctrl-C, SystemExit): do not wait minutes for the files in the workers.
-        self.close(now=exc_type is not None and not issubclass(exc_type, Exception))
+        self._pool.__exit__(exc_type)  # interrupted: the workers end at once
 
     def prepare(self, x: Input, modality: str | None = None) -> Prepared:
         """One file -> :class:`Prepared` (:meth:`Clamp3Pipeline.prepare_file`). Raises ``InputError``."""
@@ -93,56 +83,30 @@ class Preparer:
         except Exception as exc:  # a parser's own error type: this input fails, not the batch
             return _failed(x, exc)
 
-    def _submit(self, inputs: Sequence[Input], modality: str | None) -> dict[int, tuple[int, Future]]:
-        """Start the conversion of every existing symbolic file on the workers."""
-        config = self.pipeline.config.symbolic
-        if self.workers <= 0 or config is None:
-            return {}
-        futures = {}
+    def _in_workers(self, inputs: Sequence[Input], modality: str | None) -> list[int]:
+        """Positions of the existing symbolic files, which the workers convert."""
+        if self.workers <= 0 or self.pipeline.config.symbolic is None:
+            return []
+        chosen = []
         for i, x in enumerate(inputs):
             try:
                 kind = modality_of(x)
-                wanted = kind == "symbolic" and modality in (None, kind) and os.path.isfile(x)
+                if kind == "symbolic" and modality in (None, kind) and os.path.isfile(x):
+                    chosen.append(i)
             except InputError:
                 continue  # reported when the input is prepared in order
-            if wanted:
-                if self._pool is None:
-                    from clamp3.utils.workers import fork_pool
+        return chosen
 
-                    self._pool = fork_pool(self.workers)
-                job = self._pool.submit(prepare_symbolic_file, x, config, self.timeout)
-                futures[i] = (self._generation, job)
-        return futures
+    def _outcome(self, x: Input, result: object) -> Prepared | InputError:
+        from clamp3.utils.workers import WorkerDied, WorkTimeout
 
-    def _restart(self) -> None:
-        from clamp3.utils.workers import fork_pool
-
-        self.close()
-        self._pool = fork_pool(self.workers)
-        self._generation += 1
-
-    def _collect(self, x: Input, generation: int, future: Future) -> Prepared | InputError:
-        try:
-            return future.result()
-        except InputError as exc:
-            return exc
-        except BrokenProcessPool:
-            pass
-        except Exception as exc:
-            return _failed(x, exc)
-        if generation == self._generation:  # the current pool broke: start a fresh one
-            self._restart()
-        # Retry alone: the file that killed the pool is then named, the ones queued beside it pass.
-        alone = self._pool.submit(prepare_symbolic_file, x, self.pipeline.config.symbolic, self.timeout)
-        try:
-            return alone.result()
-        except InputError as exc:
-            return exc
-        except BrokenProcessPool:
-            self._restart()
+        if isinstance(result, (Prepared, InputError)):
+            return result
+        if isinstance(result, WorkerDied):
             return InputError(x, "the worker process converting it died (a converter crash or out of memory)")
-        except Exception as exc:
-            return _failed(x, exc)
+        if isinstance(result, WorkTimeout):
+            return InputError(x, f"conversion {result}")
+        return _failed(x, result)
 
     def prepare_many(
         self, inputs: Sequence[Input], modality: str | None = None
@@ -152,6 +116,18 @@ class Preparer:
         is the caller's mistake: ``ValueError``)."""
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"unknown modality {modality!r}; choose {', '.join(MODALITIES)}")
-        futures = self._submit(inputs, modality)
+        chosen = self._in_workers(inputs, modality)
+        convert = functools.partial(
+            prepare_symbolic_file, config=self.pipeline.config.symbolic, timeout=self.timeout
+        )
+        outcomes = self._pool.run(convert, [inputs[i] for i in chosen])
+        position = {i: n for n, i in enumerate(chosen)}
+        ready: dict[int, object] = {}
         for i, x in enumerate(inputs):
-            yield self._collect(x, *futures[i]) if i in futures else self._prepare_here(x, modality)
+            if i not in position:
+                yield self._prepare_here(x, modality)
+                continue
+            while position[i] not in ready:
+                outcome = next(outcomes)
+                ready[outcome.index] = outcome.value if outcome.ok else outcome.error
+            yield self._outcome(x, ready.pop(position[i]))

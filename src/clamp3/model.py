@@ -25,6 +25,7 @@ from clamp3 import checkpoints
 from clamp3.config import Clamp3Config, load_preset
 from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 from clamp3.towers import build_audio_tower, build_symbolic_tower, build_text_tower
+from clamp3.towers.packed import Packing, packed_forward
 from clamp3.utils.meta import params_on_meta
 
 
@@ -67,7 +68,7 @@ class Clamp3Model(nn.Module):
         if modality == "text":
             tower: nn.Module = build_text_tower(cfg.encoder, cfg.vocab_size, cfg.pad_token_id)
         elif modality == "symbolic":
-            tower = build_symbolic_tower(cfg.encoder, cfg.patch_size, cfg.num_classes)
+            tower = build_symbolic_tower(cfg.encoder, num_classes=cfg.num_classes)
         else:
             if cfg.feature_dim != cfg.encoder.hidden_size:
                 raise ValueError("audio feature_dim must equal the audio encoder's hidden_size")
@@ -241,6 +242,13 @@ class Clamp3Model(nn.Module):
         }[modality]
         return fn(inputs, mask)
 
+    def packed_hidden_states(self, modality: str, inputs: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """Segments concatenated without padding, (T,) ids / (T, 64) patches / (T, F) rows laid
+        out as ``packing`` says -> last hidden states (T, H); eval mode only
+        (:mod:`clamp3.towers.packed`: equals :meth:`hidden_states` on the padded batch)."""
+        self.require(modality)
+        return packed_forward(getattr(self, f"{modality}_model"), inputs, packing)
+
     def project(self, modality: str, pooled: torch.Tensor) -> torch.Tensor:
         """Apply the modality's projection to pooled (B, H) features -> (B, D)."""
         self.require(modality)
@@ -286,8 +294,12 @@ class Clamp3Model(nn.Module):
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
         """Patch arrays (n, 64) with BOS/EOS patches -> (D,) each, or (n, H) when not pooled."""
-        size = self.config.tower("symbolic").patch_size
-        return embed_items(self, "symbolic", [prepare_patches(p, size) for p in batch], pooled, batch_size)
+        from clamp3.preprocess.patches import PATCH_SIZE
+
+        self.config.tower("symbolic")  # a clear error when the model has no symbolic tower
+        return embed_items(
+            self, "symbolic", [prepare_patches(p, PATCH_SIZE) for p in batch], pooled, batch_size
+        )
 
     def embed_audio_features(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32

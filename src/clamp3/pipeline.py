@@ -63,14 +63,13 @@ def read_symbolic_file(
     seconds (a converter stuck on a pathological file) is an ``InputError``; the limit needs the
     process's main thread (a worker, or the CLI), elsewhere it is not applied."""
     from clamp3.preprocess import load_symbolic
-    from clamp3.preprocess.bulk import ConversionTimeout
-    from clamp3.utils.workers import time_limit
+    from clamp3.utils.workers import WorkTimeout, time_limit
 
-    try:  # ConversionTimeout is a BaseException: converters' ``except Exception`` let it pass
-        with time_limit(timeout, ConversionTimeout):
+    try:  # WorkTimeout is a BaseException: converters' ``except Exception`` let it pass
+        with time_limit(timeout):
             return load_symbolic(path, config)
-    except ConversionTimeout:
-        raise InputError(str(path), f"conversion took longer than {timeout:g} s (timeout)") from None
+    except WorkTimeout as exc:
+        raise InputError(str(path), f"conversion {exc}") from None
 
 
 class Clamp3Pipeline:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.audio.base import WindowFrontend
-from clamp3.audio.io import is_audio_file
+from clamp3.audio.io import AUDIO_EXTENSIONS
 from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.io import save_npy_atomic
+from clamp3.utils.walk import Listing, walk_files
 
 
 @dataclass
@@ -28,10 +29,11 @@ class ExtractReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def list_audio_files(root: str | os.PathLike) -> list[Path]:
-    """Audio files under ``root`` (recursive, sorted, extensions case-insensitive)."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_audio_file(p))
+def list_audio_files(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> Listing:
+    """Audio files under ``root`` (extensions case-insensitive) by the walker's policy
+    (:mod:`clamp3.utils.walk`: sorted, hidden entries skipped, unlistable folders reported),
+    leaving out ``exclude`` (the output folder)."""
+    return walk_files(root, AUDIO_EXTENSIONS, skip=[exclude])
 
 
 def output_path(in_dir: Path, out_dir: Path, file: Path) -> Path:
@@ -53,7 +55,10 @@ def extract_tree(
     report = ExtractReport()
     todo: list[Path] = []
     claimed: dict[Path, Path] = {}
-    for file in list_audio_files(in_dir):
+    listing = list_audio_files(in_dir, exclude=out_dir)
+    for error in listing.errors:
+        _fail(report, out_dir, Path(os.path.relpath(error.path, in_dir)), error.reason)
+    for file in listing.files:
         target = output_path(in_dir, out_dir, file)
         if target in claimed:  # e.g. song.wav and song.mp3 side by side
             _fail(

@@ -22,6 +22,7 @@ import torch
 
 from clamp3.audio.base import WindowFrontend
 from clamp3.checkpoints import CheckpointError
+from clamp3.utils.device import parse_dtype
 from clamp3.utils.meta import params_on_meta
 
 HUB_NAME = "m-a-p/MERT-v1-95M"
@@ -33,22 +34,6 @@ _LEGACY_WEIGHT_NORM = {
     ".weight_g": ".parametrizations.weight.original0",
     ".weight_v": ".parametrizations.weight.original1",
 }
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}  # fmt: skip
-
-
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """``None`` -> float32; accepts torch dtypes and the names float32/fp16/bf16/..."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def build_mert_model(config: dict[str, Any]):

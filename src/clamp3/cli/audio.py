@@ -34,24 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    import sys
-
     from clamp3.audio import LogMelFrontend, MertExtractor
     from clamp3.audio.extract import extract_tree
-    from clamp3.checkpoints import CheckpointError
     from clamp3.utils.errorlog import ERRORS_NAME
 
-    try:
-        if args.model.startswith("logmel:"):
-            frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size or 16)
-        else:
-            frontend = MertExtractor.from_pretrained(
-                args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
-            )
-        report = extract_tree(args.input, args.output, frontend, show_progress=not args.no_progress)
-    except (CheckpointError, NotADirectoryError, ValueError) as exc:  # setup problems: no traceback
-        print(f"clamp3 extract-audio: {exc}", file=sys.stderr)
-        return 2
+    # A bad --model, --dtype or folder ends in cli.main: one line, exit status 2.
+    if args.model.startswith("logmel:"):
+        frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size or 16)
+    else:
+        frontend = MertExtractor.from_pretrained(
+            args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        )
+    report = extract_tree(args.input, args.output, frontend, show_progress=not args.no_progress)
     print(f"wrote {report.written}, skipped {report.skipped} existing, failed {len(report.failed)}")
     for rel, reason in report.failed:
         print(f"  failed: {rel}: {reason}")

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from clamp3.cli.args import positive_int
 from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.utils.errors import InputError, UsageError
 
 DEMO = "demo"
 
@@ -103,12 +103,12 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.dataset == DEMO or (args.dataset not in DATASETS and args.path is None):
         args.corpus = args.path if args.dataset == DEMO else args.dataset  # the earlier form: CORPUS only
         if args.corpus is None:
-            return _usage("clamp3 benchmark demo CORPUS: give the corpus folder")
+            raise UsageError("clamp3 benchmark demo CORPUS: give the corpus folder")
         return demo_benchmark(args)
     if args.dataset not in DATASETS:
-        return _usage(f"unknown data set {args.dataset!r}; choose from {', '.join(DATASETS)}, {DEMO}")
+        raise UsageError(f"unknown data set {args.dataset!r}; choose from {', '.join(DATASETS)}, {DEMO}")
     if args.path is None:
-        return _usage(f"clamp3 benchmark {args.dataset} PATH: give the data set's folder")
+        raise UsageError(f"clamp3 benchmark {args.dataset} PATH: give the data set's folder")
     return _run(args)
 
 
@@ -126,14 +126,16 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     subsets = loader(args.dataset).SUBSETS
     if args.subset is not None and args.subset not in subsets:
-        return _usage(f"{args.dataset} has no subset {args.subset!r}; choose from {', '.join(subsets)}")
+        raise UsageError(f"{args.dataset} has no subset {args.subset!r}; choose from {', '.join(subsets)}")
     paper = args.published_as or published.guess_model(args.model)
     if paper == "none":
         paper = None
     if paper is not None and paper not in published.figures()["models"]:
-        return _usage(f"--published-as {paper}: choose from {', '.join(published.figures()['models'])}, none")
+        raise UsageError(
+            f"--published-as {paper}: choose from {', '.join(published.figures()['models'])}, none"
+        )
     if not Path(args.path).exists():
-        return _usage(f"{args.path}: no such file or folder")
+        raise InputError(args.path, "no such file or folder")
     if args.json_out:
         check_output_file(args.json_out)
     label = Path(str(args.model)).name or str(args.model)
@@ -158,8 +160,3 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(format_table(run.result))
     return 0
-
-
-def _usage(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

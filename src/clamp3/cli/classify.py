@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
 from clamp3.cli.embed import add_captioner_argument, add_model_arguments, load_model, load_pipeline
-from clamp3.utils.errors import InputError
-
-
-def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input or arguments -> ``error: <file>: <reason>`` and exit status 2 (a traceback with -v)."""
-
-    @functools.wraps(handler)
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (InputError, ValueError) as exc:
-            if getattr(args, "verbose", False):
-                raise
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapped
+from clamp3.utils.errors import InputError, UsageError
 
 
 def _output_file(text: str) -> str:
@@ -49,7 +30,7 @@ def _output_dir(text: str) -> str:
 
 def _require_truth_for_plot(args: argparse.Namespace) -> None:
     if args.plot is not None and args.labels_csv is None and not args.labels_from_folders:
-        raise ValueError("--plot needs known labels (--truth CSV or --labels-from-folders)")
+        raise UsageError("--plot needs known labels (--truth CSV or --labels-from-folders)")
 
 
 def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
@@ -98,7 +79,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
         "--tune-thresholds", action="store_true", help="multi-label: F1-optimal threshold per label"
     )
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_reports_errors(_probe_train))
+    p.set_defaults(handler=_probe_train)
 
     p = probe_sub.add_parser("predict", help="apply a saved probe to an embedding folder")
     p.add_argument("probe_dir", help="directory written by 'clamp3 probe train'")
@@ -111,7 +92,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     )
     add_model_mismatch_flag(p)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_reports_errors(_probe_predict))
+    p.set_defaults(handler=_probe_predict)
 
 
 def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
@@ -145,7 +126,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_reports_errors(_zero_shot))
+    p.set_defaults(handler=_zero_shot)
 
 
 def _register_gen_score(sub: argparse._SubParsersAction) -> None:
@@ -181,7 +162,7 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--json", type=_output_file, default=None, metavar="OUT")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_reports_errors(_gen_score))
+    p.set_defaults(handler=_gen_score)
 
 
 def _probe_train(args: argparse.Namespace) -> int:
@@ -279,8 +260,7 @@ def _gen_score(args: argparse.Namespace) -> int:
     from clamp3.evaluate.genscore import GenScoreSettings, run_gen_score
 
     if args.prompts is None and args.reference is None:
-        print("clamp3 gen-score: give --prompts, --reference or both", file=sys.stderr)
-        return 2
+        raise UsageError("give --prompts, --reference or both")
     needs_model = args.prompts is not None or not args.embeddings
     settings = GenScoreSettings(
         n_bootstrap=args.bootstrap,

@@ -66,9 +66,6 @@ def _convert(args: argparse.Namespace) -> int:
             timeout=args.timeout or None,
             show_progress=not args.quiet,
         )
-    except NotADirectoryError as exc:
-        print(printable(f"clamp3 convert: {exc}"), file=sys.stderr)
-        return 2
     except ConvertInterrupted as exc:
         _report(exc.summary, args.output, interrupted=True)
         raise  # the CLI entry point prints "interrupted" and exits 130

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -157,8 +156,7 @@ def _clients(args: argparse.Namespace) -> tuple[ChatClient, EmbeddingClient | No
 
 def _curate(args: argparse.Namespace) -> int:
     from clamp3.curate import CurateSettings, curate
-    from clamp3.curate.transport import LLMConfigError
-    from clamp3.utils.errors import InputError
+    from clamp3.utils.errors import UsageError
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -172,37 +170,24 @@ def _curate(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         retrieval=args.retrieval,
     )
+    # Bad input exits 2 and a wrong endpoint (LLMConfigError) 4, through cli.main.
     if args.concurrency < 1 or args.embed_batch_size < 1 or (args.max_requests or 0) < 0:
-        print(
-            "error: --concurrency and --embed-batch-size must be >= 1, --max-requests >= 0", file=sys.stderr
-        )
-        return EXIT_INPUT
+        raise UsageError("--concurrency and --embed-batch-size must be >= 1, --max-requests >= 0")
     if args.retrieval != "bm25" and not args.embed_model:
-        print(
-            f"error: --retrieval {args.retrieval} needs --embed-model (an embedding model name)",
-            file=sys.stderr,
-        )
-        return EXIT_INPUT
+        raise UsageError(f"--retrieval {args.retrieval} needs --embed-model (an embedding model name)")
     client, embedder = _clients(args)
-    try:
-        with client, embedder or contextlib.nullcontext():
-            report = curate(
-                args.catalogue,
-                args.documents,
-                args.output,
-                client,
-                settings,
-                embedder=embedder,
-                prompts_dir=args.prompts,
-                report_path=args.report,
-                show_progress=not args.no_progress,
-            )
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except LLMConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ENDPOINT
+    with client, embedder or contextlib.nullcontext():
+        report = curate(
+            args.catalogue,
+            args.documents,
+            args.output,
+            client,
+            settings,
+            embedder=embedder,
+            prompts_dir=args.prompts,
+            report_path=args.report,
+            show_progress=not args.no_progress,
+        )
     summary = {k: report[k] for k in ("items", "kept", "rejected", "pending", "stopped")}
     print(json.dumps(summary, ensure_ascii=False))
     return 0 if report["complete"] else EXIT_INCOMPLETE

@@ -12,10 +12,8 @@ from clamp3.cli.corpus import quiet_logging
 from clamp3.cli.embed import load_model
 from clamp3.demo.pipeline import DEFAULT_THREADS
 
-# Bad settings and inputs end the command with one line and exit status 2 (docs/demo.md), not a
-# traceback: ValueError covers InputError, CheckpointError and the corpus's ConfigError; the
-# OSErrors are a --workdir or --out that is a file or cannot be written.
-SETTING_ERRORS = (ValueError, FileExistsError, NotADirectoryError, PermissionError)
+# Bad settings and inputs (a --workdir or --out that is a file or cannot be written) end in
+# cli.main: one line and exit status 2 (docs/demo.md), not a traceback.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,10 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         plot=not args.no_plot,
     )
-    try:
-        result = run_demo(options)
-    except SETTING_ERRORS as exc:
-        return _fail(args, exc)
+    result = run_demo(options)
     print(format_report(result.benchmark))
     if not args.quiet:
         timings = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
@@ -124,10 +119,7 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
     from clamp3.cli.main import main
     from clamp3.demo.search import prepare_media, search_command
 
-    try:
-        prepare_media(Path(args.workdir))
-    except SETTING_ERRORS as exc:
-        return _fail(args, exc)
+    prepare_media(Path(args.workdir))  # bad media ends in cli.main: one line, exit status 2
     *build, serve = search_command(Path(args.workdir), model, args.port)
     for argv in build:
         status = main(argv + (["--no-progress"] if args.quiet and argv[0] == "embed" else []))
@@ -149,28 +141,17 @@ def demo_benchmark(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or str(Path(args.corpus).resolve().parent / "benchmark")
-    try:
-        split_folder(Path(args.corpus), args.split)  # before the model: loading it may take a while
-        model = load_model(args)
-        result = run_benchmark(
-            model,
-            args.corpus,
-            out,
-            str(args.model),
-            split=args.split,
-            batch_size=args.batch_size,
-            show_progress=not args.quiet,
-            plot=not args.no_plot,
-        )
-    except SETTING_ERRORS as exc:
-        return _fail(args, exc)
+    split_folder(Path(args.corpus), args.split)  # before the model: loading it may take a while
+    model = load_model(args)
+    result = run_benchmark(
+        model,
+        args.corpus,
+        out,
+        str(args.model),
+        split=args.split,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+        plot=not args.no_plot,
+    )
     print(format_report(result))
     return 0
-
-
-def _fail(args: argparse.Namespace, exc: BaseException) -> int:
-    """One ``error: ...`` line on stderr and exit status 2 (the traceback with ``-v``)."""
-    if getattr(args, "verbose", False):
-        raise exc
-    print(f"error: {exc}", file=sys.stderr)
-    return 2

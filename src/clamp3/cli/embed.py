@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from clamp3.cli.args import non_negative_float, non_negative_int, positive_int
@@ -37,34 +36,10 @@ def add_captioner_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_device(name: str | None) -> str:
-    """``--device`` -> a torch device string; one that this machine lacks is an ``InputError``
-    (a one-line error) instead of torch's assertion deep inside the first forward pass."""
-    import torch
-
-    if name is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        try:
-            kind = torch.device(name).type
-        except RuntimeError as exc:
-            raise InputError(f"--device {name}", f"not a device name ({exc})") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise InputError(
-                f"--device {name}",
-                "CUDA is not available here (no GPU, or a CPU-only torch); use --device cpu",
-            )
-        if kind == "mps" and not torch.backends.mps.is_available():
-            raise InputError(f"--device {name}", "Apple MPS is not available here; use --device cpu")
-        device = name
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun process
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    return device
-
-
 def load_model(args: argparse.Namespace):
-    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use); an
-    ``export-onnx`` directory runs on ONNX Runtime without importing torch."""
+    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use; the
+    device and dtype rule: :mod:`clamp3.utils.device`); an ``export-onnx`` directory runs on
+    ONNX Runtime without importing torch."""
     from clamp3 import backends
     from clamp3.onnx.layout import is_onnx_directory
 
@@ -72,12 +47,10 @@ def load_model(args: argparse.Namespace):
         if args.dtype:
             raise InputError(f"--dtype {args.dtype}", "an ONNX export has the precision it was exported with")
         return backends.load(args.model, device=args.device)
-    import torch
+    from clamp3.utils.device import model_dtype, resolve_device
 
     device = resolve_device(args.device)
-    dtype_name = args.dtype or ("fp32" if device == "cpu" else "fp16")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
-    return backends.load(args.model, device=device, dtype=dtype)
+    return backends.load(args.model, device=device, dtype=model_dtype(args.dtype, device))
 
 
 def load_pipeline(args: argparse.Namespace):

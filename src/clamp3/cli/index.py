@@ -12,7 +12,6 @@ import sys
 
 from clamp3.cli.args import add_model_mismatch_flag, positive_int
 from clamp3.cli.embed import add_captioner_argument, add_model_arguments
-from clamp3.utils.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -145,14 +144,12 @@ def _index(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import is_image_query, needs_model, search
+    from clamp3.index.query import is_image_query, needs_model, query_model, search
 
     index = SearchIndex.load(args.index_dir)
     model = None
     if needs_model(args.query, index.dim):
-        args.model = args.model or index.model
-        if not args.model:
-            raise InputError(args.query, "the index stores no model id: pass --model to encode the query")
+        args.model = query_model(index, args.model)
         model = load_pipeline(args)
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time

@@ -1,4 +1,4 @@
-"""``clamp3 convert-checkpoint`` and ``clamp3 presets``."""
+"""``clamp3 convert-checkpoint`` and ``clamp3 presets`` (architectures, training stages, recipes)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="architecture preset when sizes differ from the official")
     p.set_defaults(handler=_convert)
 
-    p = sub.add_parser("presets", help="list the named architecture presets")
-    p.set_defaults(handler=_presets)
+    p = sub.add_parser("presets", help="list the architecture presets, training stage presets and recipes")
+    p.set_defaults(handler=_presets, only_training=False)
+    p = sub.add_parser("train-presets")  # the former command for the training part, hidden
+    p.set_defaults(handler=_presets, only_training=True)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -42,7 +44,21 @@ def _convert(args: argparse.Namespace) -> int:
 def _presets(args: argparse.Namespace) -> int:
     from clamp3.config import list_presets, load_preset
 
-    for name in list_presets():
-        cfg = load_preset(name)
-        print(f"{name:8s} towers: {', '.join(cfg.modalities)}")
+    if not args.only_training:
+        for name in list_presets():
+            cfg = load_preset(name)
+            print(f"{name:8s} towers: {', '.join(cfg.modalities)}")
+    try:
+        from clamp3.train.config import list_recipes, list_stage_presets, recipe_stages, stage_from_dict
+    except ImportError:  # the train extra is not installed: architecture presets only
+        return 0
+    for name in list_stage_presets():
+        stage = stage_from_dict(name)
+        o = stage.optim
+        print(
+            f"stage  {name:22s} {stage.task:11s} {stage.modality:8s} train={','.join(stage.train):14s} "
+            f"lr={o.lr:g} batch={o.batch_size} epochs={o.epochs}"
+        )
+    for name in list_recipes():
+        print(f"recipe {name:22s} " + " -> ".join(s.name for s in recipe_stages(name)))
     return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
-from clamp3.cli.args import add_model_mismatch_flag, positive_float, positive_int
+from clamp3.cli.args import add_model_mismatch_flag, non_negative_float, positive_float, positive_int
 from clamp3.cli.embed import add_captioner_argument, add_model_arguments
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 from clamp3.serve.settings import MAX_IMAGE_PIXELS
@@ -63,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"decoding (default {MAX_IMAGE_PIXELS / 1e6:g}: a 600-dpi scan of an A4 page is ~35)",
     )
     p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=60.0,
+        help="seconds allowed to convert an uploaded score or MIDI file, in a process of its own "
+        "(default 60; 0: no limit, converted in the request's thread)",
+    )
+    p.add_argument(
         "--threads",
         type=positive_int,
         default=None,
@@ -106,14 +112,12 @@ def _serve(args: argparse.Namespace) -> int:
         from clamp3.serve.service import build_app
         from clamp3.serve.settings import Settings
     except ImportError as exc:
-        print(
-            f"error: clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'",
-            file=sys.stderr,
-        )
-        return 2
+        raise ImportError(
+            f"clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'"
+        ) from exc
     from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.utils.errors import InputError
+    from clamp3.index.query import query_model
 
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
@@ -121,23 +125,18 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=max(1, int(args.max_image_megapixels * 1e6)),
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
+        conversion_timeout=args.timeout or None,
         allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        model = None
-        if not args.no_model:
-            args.model = args.model or SearchIndex.load(args.index_dir).model
-            if not args.model:
-                raise InputError(args.index_dir, "the index stores no model id: pass --model (or --no-model)")
-            model = load_pipeline(args)
-        app = build_app(args.index_dir, args.media_root, model, settings)
-    except (InputError, NotADirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model = None
+    if not args.no_model:
+        args.model = query_model(SearchIndex.load(args.index_dir), args.model)
+        model = load_pipeline(args)
+    app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     _one_faiss_thread_per_search()
     # One process: the model and the index live in memory once, and admin swaps reach every request.

@@ -27,10 +27,10 @@ from typing import Any
 
 from clamp3.corpus.assemble import FILES, PIECES_DIR, assemble
 from clamp3.corpus.options import BuildOptions, ConfigError
-from clamp3.corpus.pool import TimeLimitExceeded, cpu_seconds, run_tasks, time_limit
 from clamp3.corpus.select import PieceRef, select_pieces
 from clamp3.utils.errorlog import ERRORS_NAME, error_record, read_errors
 from clamp3.utils.io import append_jsonl, save_npy_atomic, write_json_atomic, write_text_atomic
+from clamp3.utils.workers import Outcome, WorkerDied, WorkTimeout, run_isolated, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | Non
             return {"ok": True, "facts": build_piece(ref, out, options)}
     except PieceError as err:
         return {"ok": False, "error": _error_record(err)}
-    except TimeLimitExceeded as exc:  # the alarm fired between two steps
+    except WorkTimeout as exc:  # a BaseException: it passes the steps' own error handling
         return {"ok": False, "error": _error_record(PieceError(ref, "timeout", str(exc)))}
     except ConfigError as exc:
         return {"ok": False, "config": (exc.path, exc.reason)}
@@ -275,9 +275,26 @@ def _worker(ref: PieceRef, out: str, options: BuildOptions, timeout: float | Non
         }
 
 
-def _worker_died(ref: PieceRef) -> dict[str, Any]:
-    reason = "the worker process died (crash, out of memory or killed)"
-    return {"ok": False, "error": _error_record(PieceError(ref, "worker", reason))}
+def _result(outcome: Outcome, ref: PieceRef) -> dict[str, Any]:
+    """A runner outcome as a :func:`_worker` result. A worker that died or was killed past the
+    time limit fails its piece; any other exception escaping :func:`_worker` is a bug and
+    stops the build."""
+    if outcome.ok:
+        return outcome.value
+    if isinstance(outcome.error, WorkTimeout):
+        return {"ok": False, "error": _error_record(PieceError(ref, "timeout", str(outcome.error)))}
+    if isinstance(outcome.error, WorkerDied):
+        reason = "the worker process died (crash, out of memory or killed)"
+        return {"ok": False, "error": _error_record(PieceError(ref, "worker", reason))}
+    raise outcome.error
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (workers, FluidSynth)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _error_record(err: PieceError) -> dict[str, Any]:
@@ -366,9 +383,11 @@ def build_corpus(
                     todo.append(ref)
             task = functools.partial(_worker, out=out, options=options, timeout=timeout)
             # closing(): a configuration error leaves the loop; the pool must stop at once
-            with contextlib.closing(run_tasks(task, todo, workers, _worker_died)) as results:
-                for result in results:
-                    _record(result, out, summary, done, bar)
+            with contextlib.closing(
+                run_isolated(task, todo, workers if workers > 1 else 0, timeout)
+            ) as outcomes:
+                for outcome in outcomes:
+                    _record(_result(outcome, todo[outcome.index]), out, summary, done, bar)
     finally:
         bar.close()
     summary.built = [ref.id for ref in order[:position] if ref.id in done]

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clamp3.utils.walk import walk_files
+
 # Pieces whose source file is larger than this take seconds to parse, convert and render
 # (Beethoven quartet movements: ~20 s each); leaving them out keeps a build of a few hundred
 # pieces to minutes. ABC tunes are small and not limited.
@@ -131,8 +133,9 @@ def list_candidates(root: Path | None = None) -> list[PieceRef]:
     root = root or corpus_root()
     collections = load_collections()["collections"]
     refs: dict[str, PieceRef] = {}
-    for path in sorted(root.rglob("*"), key=lambda p: (p.with_suffix("").as_posix(), _rank(p))):
-        if path.suffix not in SCORE_SUFFIXES or not path.is_file():
+    listed = walk_files(root, SCORE_SUFFIXES).files
+    for path in sorted(listed, key=lambda p: (p.with_suffix("").as_posix(), _rank(p))):
+        if path.suffix not in SCORE_SUFFIXES:  # the corpus's own spelling: lower case
             continue
         rel = path.relative_to(root).as_posix()
         collection = _collection_of(rel, collections)

@@ -15,19 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clamp3.preprocess.notes import Note, read_midi_notes
+
 RELEASE_TAIL = 1.0  # seconds of audio kept after the last note-off (the release rings on)
-
-
-@dataclass(frozen=True)
-class Note:
-    """A sounding note: ``start``/``end`` in seconds, MIDI ``pitch`` and ``velocity`` (1-127)."""
-
-    start: float
-    end: float
-    pitch: int
-    velocity: int
-    program: int
-    channel: int
 
 
 @dataclass(frozen=True)
@@ -82,29 +72,13 @@ def timbre_for(program: int) -> Timbre:
 
 
 def read_notes(path: str | os.PathLike, seconds_max: float | None = None) -> tuple[list[Note], float]:
-    """Notes of a MIDI file (tempo changes applied) and the file's length in seconds.
-
-    Notes starting at or after ``seconds_max`` are dropped and longer ones cut there.
-    A note-on with velocity 0 is a note-off; a note left hanging ends with the file.
+    """Notes of a MIDI file (tempo changes applied; overlapping notes as
+    :mod:`clamp3.preprocess.notes` reads them), sorted by start and pitch, and the file's length
+    in seconds. Notes starting at or after ``seconds_max`` are dropped and longer ones cut there.
     """
     import mido
 
-    midi = mido.MidiFile(str(path))
-    programs = [0] * 16
-    sounding: dict[tuple[int, int], tuple[float, int, int]] = {}
-    notes: list[Note] = []
-    now = 0.0
-    for msg in midi:  # iterating a MidiFile merges tracks and yields times in seconds
-        now += msg.time
-        if msg.type == "program_change":
-            programs[msg.channel] = msg.program
-        elif msg.type == "note_on" and msg.velocity > 0:
-            _close(sounding, notes, (msg.channel, msg.note), now)
-            sounding[(msg.channel, msg.note)] = (now, msg.velocity, programs[msg.channel])
-        elif msg.type in ("note_off", "note_on"):
-            _close(sounding, notes, (msg.channel, msg.note), now)
-    for key in list(sounding):
-        _close(sounding, notes, key, now)
+    notes, length, _ = read_midi_notes(mido.MidiFile(str(path)))
     if seconds_max is not None:
         notes = [
             Note(n.start, min(n.end, seconds_max), n.pitch, n.velocity, n.program, n.channel)
@@ -112,14 +86,7 @@ def read_notes(path: str | os.PathLike, seconds_max: float | None = None) -> tup
             if n.start < seconds_max
         ]
     notes.sort(key=lambda n: (n.start, n.pitch))
-    return notes, now
-
-
-def _close(sounding: dict, notes: list[Note], key: tuple[int, int], now: float) -> None:
-    started = sounding.pop(key, None)
-    if started is not None and now > started[0]:
-        start, velocity, program = started
-        notes.append(Note(start, now, key[1], velocity, program, key[0]))
+    return notes, length
 
 
 def synthesize(notes: list[Note], seconds: float, sample_rate: int = 24000) -> np.ndarray:

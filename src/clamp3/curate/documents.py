@@ -21,6 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.walk import walk_files
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 HTML_SUFFIXES = (".html", ".htm")
@@ -147,11 +148,10 @@ def read_documents(
 
 def _read_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[InputError]]:
     documents: list[tuple[str, str, str]] = []
-    errors: list[InputError] = []
-    for path in sorted(root.rglob("*")):
+    listing = walk_files(root, TEXT_SUFFIXES + HTML_SUFFIXES)
+    errors: list[InputError] = list(listing.errors)
+    for path in listing.files:
         suffix = path.suffix.lower()
-        if not path.is_file() or suffix not in TEXT_SUFFIXES + HTML_SUFFIXES:
-            continue
         try:
             raw = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -58,7 +58,10 @@ class LLMRequestError(RuntimeError):
 
 
 class LLMConfigError(RuntimeError):
-    """The endpoint, model name or API key is wrong (401/403/404/501): no request can succeed."""
+    """The endpoint, model name or API key is wrong (401/403/404/501): no request can succeed.
+    ``clamp3 curate`` exits with :attr:`exit_status` (one line on stderr, as for bad input)."""
+
+    exit_status = 4
 
 
 @dataclass(frozen=True)

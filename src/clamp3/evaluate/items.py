@@ -17,6 +17,7 @@ import numpy as np
 
 from clamp3.evaluate.labels import normalize_relpath
 from clamp3.utils.errors import InputError
+from clamp3.utils.walk import walk_files
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
@@ -69,10 +70,11 @@ def check_output_file(path: str | os.PathLike) -> Path:
 def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
     """Files to encode -> ``(path, relative path)``.
 
-    A folder contributes every supported file below it (recursively, hidden entries skipped),
-    named relative to that folder; a file is named as given.
+    A folder contributes every supported file below it (:mod:`clamp3.utils.walk`: hidden
+    entries skipped; a folder that cannot be listed is an ``InputError``), named relative to
+    that folder; a file is named as given.
     """
-    from clamp3.inputs import is_supported
+    from clamp3.inputs import extensions
 
     found: dict[Path, str] = {}
     for source in sources:
@@ -82,12 +84,11 @@ def collect_files(sources: Sequence[str | os.PathLike]) -> list[tuple[Path, str]
             continue
         if not root.is_dir():
             raise InputError(root, "no such file or folder")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if not name.startswith(".") and is_supported(path):
-                    found.setdefault(path, path.relative_to(root).as_posix())
+        listing = walk_files(root, extensions())
+        if listing.errors:  # a silently partial evaluation set would bias every score
+            raise listing.errors[0]
+        for path in listing.files:
+            found.setdefault(path, path.relative_to(root).as_posix())
     if not found:
         raise InputError(", ".join(map(str, sources)), "no supported input files found")
     return sorted(found.items(), key=lambda item: item[1])

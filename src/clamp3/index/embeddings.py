@@ -27,6 +27,7 @@ import numpy as np
 from clamp3.formats import ManifestRecord, folder_identity, read_manifest
 from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
+from clamp3.utils.walk import Listing, walk_files
 
 
 @dataclass
@@ -65,13 +66,10 @@ class EmbeddingSet:
         ]
 
 
-def find_npy_files(root: Path) -> list[Path]:
-    """``.npy`` files below ``root``, sorted; hidden files/folders (and atomic-write temps) skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if f.endswith(".npy") and not f.startswith("."))
-    return sorted(found)
+def find_npy_files(root: Path) -> Listing:
+    """``.npy`` files below ``root`` by the walker's policy (:mod:`clamp3.utils.walk`: sorted,
+    hidden files/folders and atomic-write temporaries skipped, unlistable folders reported)."""
+    return walk_files(root, (".npy",))
 
 
 def read_vector(path: Path, dim: int | None = None) -> np.ndarray:
@@ -127,11 +125,15 @@ def load_embeddings(
     root = Path(directory)
     if not root.is_dir():
         raise InputError(root, "embedding folder not found")
-    files = find_npy_files(root)
+    listing = find_npy_files(root)
+    files = listing.files
+    if listing.errors and not skip_errors:
+        raise listing.errors[0]
     if not files:
         raise InputError(root, "no .npy embeddings found in this folder")
     manifest = _manifest_by_npy(root)
-    keys, paths, npys, modalities, rows, errors = [], [], [], [], [], []
+    keys, paths, npys, modalities, rows = [], [], [], [], []
+    errors: list[InputError] = list(listing.errors)
     for file in tqdm(files, desc=f"reading {root.name or root}", unit="file", disable=not progress):
         try:
             vector = read_vector(file, dim)

@@ -41,6 +41,16 @@ def needs_model(query: str | os.PathLike, dim: int) -> bool:
     return not (path.suffix.lower() == ".npy" and path.is_file() and _stored_embedding(path, dim) is not None)
 
 
+def query_model(index: SearchIndex, given: str | None = None) -> str:
+    """What encodes queries for ``index``: ``given``, else the model the index was built with
+    (its manifests' id). Raises ``InputError`` naming the index when it stores none."""
+    if given:
+        return given
+    if not index.model:
+        raise InputError(str(index.directory or "the index"), "the index stores no model id: pass --model")
+    return index.model
+
+
 def load_pipeline(
     model: Clamp3Model | Clamp3Pipeline | str | os.PathLike, device: str | None = None
 ) -> Clamp3Pipeline:

@@ -17,12 +17,11 @@ a bad input never stops the batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Generator, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from clamp3.preprocess.mtf import MIDI_EXTENSIONS
 from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.io import append_jsonl, json_text, read_jsonl, remove_stale_temporaries, write_text_atomic
 from clamp3.utils.reasons import describe_exception
-from clamp3.utils.workers import fork_pool, stop_workers, time_limit
+from clamp3.utils.walk import walk_files
+from clamp3.utils.workers import WorkerDied, WorkTimeout, run_isolated, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -78,34 +78,26 @@ class ConvertInterrupted(KeyboardInterrupt):
 def plan_jobs(
     in_dir: Path, out_dir: Path, to: str = "symbolic", standard_abc_dir: Path | None = None
 ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """All inputs under ``in_dir`` (sorted) with their outputs, and what is rejected up front as
-    (path, reason): an input whose output another input already produces (``a.xml`` and
-    ``a.mxl``), and a subdirectory that cannot be listed (its files would otherwise be missed
-    without a word)."""
+    """All inputs under ``in_dir`` with their outputs, listed by :mod:`clamp3.utils.walk`
+    (sorted, hidden entries skipped, the output folders left out), and what is rejected up
+    front as (path, reason): an input whose output another input already produces (``a.xml``
+    and ``a.mxl``), and a subdirectory that cannot be listed (its files would otherwise be
+    missed without a word)."""
     jobs: list[Job] = []
     rejected: list[tuple[str, str]] = []
     claimed: dict[Path, Path] = {}
-    skip_dirs = {d.resolve() for d in (out_dir, standard_abc_dir) if d is not None}
-
-    def unlistable(exc: OSError) -> None:
-        where = os.fspath(exc.filename) if exc.filename is not None else str(in_dir)
-        rejected.append(
-            (where, f"cannot list directory, its files were not converted: {exc.strerror or exc}")
-        )
-
-    for root, dirs, files in os.walk(in_dir, onerror=unlistable):
-        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip_dirs)
-        for name in sorted(files):
-            source = Path(root) / name
-            outputs = _outputs_for(source.relative_to(in_dir), out_dir, to, standard_abc_dir)
-            if not outputs:
-                continue
-            first = outputs[0][1]
-            if first in claimed:
-                rejected.append((str(source), f"output {first} is already produced from {claimed[first]}"))
-                continue
-            claimed[first] = source
-            jobs.append(Job(source, outputs))
+    listing = walk_files(in_dir, skip=[out_dir, standard_abc_dir])
+    rejected.extend((error.path, error.reason) for error in listing.errors)
+    for source in listing.files:
+        outputs = _outputs_for(source.relative_to(in_dir), out_dir, to, standard_abc_dir)
+        if not outputs:
+            continue
+        first = outputs[0][1]
+        if first in claimed:
+            rejected.append((str(source), f"output {first} is already produced from {claimed[first]}"))
+            continue
+        claimed[first] = source
+        jobs.append(Job(source, outputs))
     return jobs, rejected
 
 
@@ -139,21 +131,23 @@ def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | Non
     """Convert one input and write its outputs atomically -> (input, error or None, warnings).
 
     Never raises for a bad input: the reason is returned, and outputs older than the input
-    (left from a version of it that did convert) are deleted, so that ``OUT_DIR`` never holds
+    (left from a version of it that did convert) or written by this failed attempt (a
+    conversion that finished after its time limit) are deleted, so that ``OUT_DIR`` never holds
     an output that does not match its input. Runs in worker processes.
     """
     from clamp3.utils.errors import InputError
 
+    started = time.time_ns()
     try:
-        with time_limit(timeout, ConversionTimeout):
+        with time_limit(timeout):
             return str(job.source), None, _convert(job)
     except InputError as exc:
         error = exc.reason
-    except ConversionTimeout:
-        error = f"conversion took longer than {timeout:g} s (timeout)"
+    except WorkTimeout as exc:
+        error = f"conversion {exc}"
     except Exception as exc:  # a converter bug on one file must not stop the batch
         error = describe_exception(exc)
-    _remove_stale_outputs(job)
+    _remove_stale_outputs(job, started)
     return str(job.source), error, []
 
 
@@ -179,14 +173,15 @@ def _convert(job: Job) -> list[str]:
     return []
 
 
-def _remove_stale_outputs(job: Job) -> None:
+def _remove_stale_outputs(job: Job, attempt_started: int) -> None:
     try:
         source_time = job.source.stat().st_mtime_ns
     except OSError:
         return  # the input is gone or unreadable: nothing says its outputs are stale
     for _, path in job.outputs:
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime_ns < source_time:
+            written = path.stat().st_mtime_ns
+            if written < source_time or written >= attempt_started:
                 path.unlink()
 
 
@@ -200,11 +195,6 @@ def _read(path: Path) -> str:
     if not text.strip():
         raise InputError(path, "empty file")
     return text
-
-
-class ConversionTimeout(BaseException):
-    """A file took too long. A ``BaseException`` so the converters' ``except Exception``
-    clauses (which turn errors into "bad input") let it through."""
 
 
 def convert_tree(
@@ -307,54 +297,18 @@ def _record(summary: ConvertSummary, out_dir: Path, source: str, error: str | No
 
 
 def _run(jobs: list[Job], workers: int | None, timeout: float | None) -> Iterator[tuple]:
-    """Yield ``convert_file`` results as they finish, in-process or in a worker pool."""
+    """Yield ``convert_file`` results as they finish, in-process or in worker processes
+    (:func:`clamp3.utils.workers.run_isolated`: a file that kills its worker, or hangs past the
+    timeout where the alarm cannot reach it, fails alone)."""
     workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield convert_file(job, timeout)
-        return
-    pending = list(reversed(jobs))
-    while pending:
-        suspects = yield from _run_pool(pending, workers, timeout)
-        # A worker died: retry each file it may have held alone, to blame only the culprit.
-        for job in suspects:
-            with fork_pool(1) as pool:
-                try:
-                    yield pool.submit(convert_file, job, timeout).result()
-                except BrokenProcessPool:
-                    yield str(job.source), _DIED, []
-                except Exception as exc:  # e.g. a result that cannot be sent back
-                    yield str(job.source), describe_exception(exc), []
-
-
-_DIED = "worker process died during conversion (crash, out of memory or killed)"
-
-
-def _run_pool(pending: list[Job], workers: int, timeout: float | None) -> Generator[tuple, None, list[Job]]:
-    """Drain ``pending`` through one pool, keeping a bounded number of files in flight.
-
-    Returns early, with the unfinished files that were in flight, when a worker dies (crash,
-    out of memory, killed); the pool is then unusable.
-    """
-    in_flight: dict[Future, Job] = {}
-    with fork_pool(workers) as pool:
-        try:
-            while pending or in_flight:
-                while pending and len(in_flight) < 4 * workers:
-                    job = pending.pop()
-                    try:
-                        in_flight[pool.submit(convert_file, job, timeout)] = job
-                    except BrokenProcessPool:
-                        pending.append(job)
-                        break
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future.exception() is None:
-                        del in_flight[future]
-                        yield future.result()
-                if any(future.exception() is not None for future in done):
-                    return list(in_flight.values())
-        except BaseException:  # interrupted: wait neither for the queued files nor the running ones
-            stop_workers(pool)
-            raise
-    return []
+    processes = workers if workers > 1 and len(jobs) > 1 else 0  # 0 or 1 worker: this process
+    for outcome in run_isolated(functools.partial(convert_file, timeout=timeout), jobs, processes, timeout):
+        source = str(jobs[outcome.index].source)
+        if outcome.ok:
+            yield outcome.value
+        elif isinstance(outcome.error, WorkerDied):
+            yield source, "worker process died during conversion (crash, out of memory or killed)", []
+        elif isinstance(outcome.error, WorkTimeout):
+            yield source, f"conversion {outcome.error}", []
+        else:  # e.g. a result that cannot be sent back
+            yield source, describe_exception(outcome.error), []

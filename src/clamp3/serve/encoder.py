@@ -6,6 +6,12 @@ requests and nobody waits for a timer. Batching does not change the numbers: seg
 padded with masks that pooling ignores (``clamp3.embedding``). Recent text vectors are kept in
 a small cache, so turning pages of results does not re-run the model.
 
+An uploaded score or MIDI file is converted in a forked process of its own
+(:func:`clamp3.utils.workers.run_isolated`) under ``conversion_timeout`` seconds, the limit
+``clamp3 embed --timeout`` applies: a request thread cannot hold a ``SIGALRM`` limit, and a
+converter stuck in C code is only stopped by ending its process. A converter that crashes
+fails that upload (422), not the service.
+
 Text and uploads take the pipeline's separate entry points (``Clamp3Pipeline``): a text query
 is always text, so a query such as ``/etc/passwd`` is words, never a file that is read.
 
@@ -13,13 +19,16 @@ Uploaded files are bounded before the expensive steps (``content.py``): a record
 checked before decoding, a compressed score's unpacked size while unpacking, and a converted
 file without notes never reaches the model, and an image's pixel count is checked from its
 header before it is decoded. An image is searched by its caption (the official image search),
-which the response reports. Messages name the client's file, never the server-side path of the
-upload.
+which the response reports. One rule for every format: a file that cannot be read or embedded
+is refused with ``cannot read NAME: reason`` or ``cannot embed NAME (reason)``, NAME being the
+client's file name, and the server-side path of the upload never appears (a parser that quotes
+the path it opened has it replaced by NAME).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -43,6 +52,7 @@ from clamp3.utils.errors import CheckpointError, InputError
 from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
+    from clamp3.config import SymbolicTowerConfig
     from clamp3.inputs import Prepared
     from clamp3.model import Clamp3Model
 
@@ -93,6 +103,7 @@ class QueryEncoder:
         timeout: float = 60.0,
         max_audio_seconds: float = MAX_AUDIO_SECONDS,
         max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+        conversion_timeout: float | None = 60.0,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
     ):
         self.pipeline = as_pipeline(model)
@@ -102,6 +113,7 @@ class QueryEncoder:
         self.timeout = timeout
         self.max_audio_seconds = max_audio_seconds
         self.max_unpacked_bytes = max_unpacked_bytes
+        self.conversion_timeout = conversion_timeout or None
         self.max_image_pixels = max_image_pixels
         self._model_lock = threading.Lock()  # one forward pass at a time: 2 cores, shared towers
         self._frontend_lock = threading.Lock()
@@ -198,13 +210,13 @@ class QueryEncoder:
                 "image search is unavailable on this server (its captioner cannot be loaded)"
             ) from exc
         except InputError as exc:
-            raise Unprocessable(f"cannot read this file: {_public(exc.reason, path, name)}") from exc
+            raise Unprocessable(f"cannot read {name}: {_public(exc.reason, path, name)}") from exc
         except Exception as exc:
             # Parsers of uploaded bytes fail in many ways; the file is the likely culprit and
             # the client deserves the reason, not a 500. The traceback goes to the log.
             log.warning("embedding an upload failed", exc_info=True)
             detail = _public(f"{type(exc).__name__}: {exc}", path, name)
-            raise Unprocessable(f"cannot embed this file ({detail})") from exc
+            raise Unprocessable(f"cannot embed {name} ({detail})") from exc
         if item.caption is not None:
             self._captions.put(digest, item.caption)
         self._uploads.put(digest, vector)
@@ -227,11 +239,33 @@ class QueryEncoder:
             busy = "the audio reader is busy with other uploads; try again in a moment"
             with self._holding(self._frontend_lock, busy):  # MERT is one module, one call at a time
                 return self.pipeline.prepare_file(path)
-        with unpacked_size_limit(self.max_unpacked_bytes):
-            item = self.pipeline.prepare_file(path)
+        item = self._convert(path)
         if not has_notes(item.data):
             raise Unprocessable("no music in the file: it holds no notes once converted")
         return item
+
+    def _convert(self, path: Path) -> Prepared:
+        """A score or MIDI upload -> patches, in a process of its own (module docstring);
+        in this thread when ``conversion_timeout`` is None. Raises ``InputError``."""
+        from clamp3.utils.workers import WorkerDied, WorkTimeout, run_isolated
+
+        config = self.model.config.tower("symbolic")
+        if self.conversion_timeout is None:
+            return convert_upload(str(path), config, None, self.max_unpacked_bytes)
+        task = functools.partial(
+            convert_upload,
+            config=config,
+            timeout=self.conversion_timeout,
+            max_unpacked_bytes=self.max_unpacked_bytes,
+        )
+        (outcome,) = run_isolated(task, [str(path)], 1, self.conversion_timeout)
+        if outcome.ok:
+            return outcome.value
+        if isinstance(outcome.error, WorkTimeout):  # stuck where the alarm could not reach it
+            raise InputError(path, f"conversion {outcome.error}")
+        if isinstance(outcome.error, WorkerDied):
+            raise InputError(path, "the converter crashed on it")
+        raise outcome.error
 
     @contextlib.contextmanager
     def _holding(self, lock: threading.Lock, busy: str) -> Iterator[None]:
@@ -250,6 +284,18 @@ class QueryEncoder:
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=5)
+
+
+def convert_upload(
+    path: str, config: SymbolicTowerConfig, timeout: float | None, max_unpacked_bytes: int
+) -> Prepared:
+    """Top-level (picklable) so the conversion process can run it: one upload's patches, with
+    the service's unpack cap and the conversion ``timeout``."""
+    from clamp3.inputs import Prepared
+    from clamp3.pipeline import read_symbolic_file
+
+    with unpacked_size_limit(max_unpacked_bytes):
+        return Prepared("symbolic", read_symbolic_file(path, config, timeout))
 
 
 def _public(message: str, path: Path, name: str) -> str:

@@ -7,8 +7,9 @@ C. The SVG holds only numbers and fixed labels, never text taken from the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from clamp3.preprocess.notes import Note, read_midi_notes
 
 MAX_NOTES = 50_000  # a preview, not an archive: beyond this the roll is cut (and says so)
 _PALETTE = [
@@ -19,40 +20,10 @@ _BLACK_KEYS = {1, 3, 6, 8, 10}
 _NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
-@dataclass(frozen=True)
-class Note:
-    """One sounding note: ``start``/``end`` in seconds, MIDI ``pitch`` 0-127, ``channel`` 0-15."""
-
-    start: float
-    end: float
-    pitch: int
-    channel: int
-
-
 def midi_notes(midi: Any) -> tuple[list[Note], float, bool]:
-    """Notes of a ``mido.MidiFile`` -> (notes, duration in seconds, truncated?).
-
-    Iterating a ``MidiFile`` merges its tracks and converts delta ticks to seconds with the
-    tempo map. A note-on with velocity 0 ends a note, as note-off does; notes still sounding at
-    the end are closed there.
-    """
-    notes: list[Note] = []
-    sounding: dict[tuple[int, int], list[float]] = {}
-    now, truncated = 0.0, False
-    for msg in midi:
-        now += float(msg.time)
-        if msg.type == "note_on" and msg.velocity > 0:
-            sounding.setdefault((msg.channel, msg.note), []).append(now)
-        elif msg.type in ("note_on", "note_off"):
-            starts = sounding.get((msg.channel, msg.note))
-            if starts:
-                notes.append(Note(starts.pop(0), now, msg.note, msg.channel))
-        if len(notes) >= MAX_NOTES:
-            truncated = True
-            break
-    for (channel, pitch), starts in sounding.items():
-        notes.extend(Note(start, now, pitch, channel) for start in starts)
-    return notes, now, truncated
+    """Notes of a ``mido.MidiFile`` -> (notes, duration in seconds, truncated?), read by the
+    package's one rule (:mod:`clamp3.preprocess.notes`), cut after :data:`MAX_NOTES`."""
+    return read_midi_notes(midi, MAX_NOTES)
 
 
 def _layout(notes: list[Note], duration: float) -> tuple[int, int, float, float]:

@@ -43,6 +43,7 @@ def build_app(
             model,
             max_audio_seconds=settings.max_audio_seconds,
             max_unpacked_bytes=settings.max_unpacked_bytes,
+            conversion_timeout=settings.conversion_timeout,
             max_image_pixels=settings.max_image_pixels,
         )
     try:

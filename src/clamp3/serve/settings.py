@@ -23,7 +23,9 @@ class Settings:
     ``/api/admin/*`` (``None``: disabled); ``allowed_hosts`` are the ``Host`` names answered
     (``None``: any); ``allow_model_mismatch`` serves an index embedded by another model than
     the query model (refused by default: the scores would mean nothing); ``max_image_pixels``
-    caps an uploaded image's width x height, read from its header before decoding."""
+    caps an uploaded image's width x height, read from its header before decoding;
+    ``conversion_timeout`` bounds the conversion of an uploaded score or MIDI file (``None``: no
+    limit, converted in the request's thread)."""
 
     max_upload_bytes: int = 50 * 2**20
     max_audio_seconds: float = MAX_AUDIO_SECONDS
@@ -32,6 +34,7 @@ class Settings:
     allowed_hosts: frozenset[str] | None = LOCAL_HOSTS
     allow_model_mismatch: bool = False
     json_body_bytes: int = 64 * 1024  # every non-upload request body (JSON) is small
+    conversion_timeout: float | None = 60.0  # seconds to convert an uploaded score or MIDI file
 
     @property
     def max_unpacked_bytes(self) -> int:

@@ -86,6 +86,7 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
 
 
 def _fsync_tree(root: Path) -> None:
+    # Not clamp3.utils.walk: a checkpoint must reach the disk whole, hidden files included.
     for path in root.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:

@@ -41,13 +41,11 @@ class DistEnv:
 
 
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` = this process's GPU when CUDA is available, else the CPU."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
+    """``auto`` = this process's GPU when CUDA is available, else the CPU
+    (:func:`clamp3.utils.device.resolve_device`, the rule of every command)."""
+    from clamp3.utils.device import resolve_device
+
+    return torch.device(resolve_device(preference, local_rank))
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clamp3.config import Clamp3Config, SymbolicTowerConfig
+from clamp3.preprocess.patches import PATCH_SIZE
 from clamp3.train.augment import crop_start
 from clamp3.train.config import M3Config
 from clamp3.train.data import file_patches, load_patchify, pad_stack
@@ -158,7 +159,7 @@ class PatchDecoder(nn.Module):
 
 def build_decoder(tower: SymbolicTowerConfig, num_layers: int = 3) -> PatchDecoder:
     enc = tower.encoder
-    return PatchDecoder(enc.hidden_size, num_layers, enc.num_heads, tower.patch_size, tower.num_classes)
+    return PatchDecoder(enc.hidden_size, num_layers, enc.num_heads, PATCH_SIZE, tower.num_classes)
 
 
 class M3Task(nn.Module):

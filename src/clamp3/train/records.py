@@ -26,6 +26,7 @@ import numpy as np
 
 from clamp3.inputs import PREPARED_KINDS, extensions, kind_of
 from clamp3.utils.errors import InputError
+from clamp3.utils.walk import walk_files
 
 MUSIC_EXTENSIONS = extensions(kinds=PREPARED_KINDS)  # what the trainer reads: .abc .mtf .npy
 SYMBOLIC_EXTENSIONS = extensions("symbolic", kinds=PREPARED_KINDS)
@@ -127,7 +128,10 @@ def list_symbolic_files(path: str | os.PathLike, check_files: bool = True) -> li
     that do not exist to the caller (training screens them: :mod:`clamp3.train.screening`)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SYMBOLIC_EXTENSIONS)
+        listing = walk_files(path, SYMBOLIC_EXTENSIONS)
+        if listing.errors:  # training on part of a folder without a word would mislead
+            raise listing.errors[0]
+        files = listing.files
     elif path.suffix.lower() == ".jsonl":
         records = records_for(load_records(path, check_files), "symbolic")
         files = [resolve_file(path.parent, p) for r in records for p in r["filepaths"]]

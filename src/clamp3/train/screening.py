@@ -26,10 +26,8 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,8 @@ from clamp3.train.interrupt import ignore_stop_signals
 from clamp3.train.records import list_symbolic_files, load_records, modality_of, records_for, resolve_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import json_text, write_json_atomic, write_text_atomic
-from clamp3.utils.workers import init_worker
+from clamp3.utils.walk import walk_files
+from clamp3.utils.workers import run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,7 @@ BAD_ITEMS_FILE = "bad_items.jsonl"
 CACHE_FILE = "data_check.json"
 CACHE_FORMAT = 1
 SERIAL_BELOW = 256  # files; fewer are checked in-process (starting a pool costs more)
+CHUNK = 64  # files per worker call
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,33 @@ def file_problem(path: str, rules: ReadRules) -> str | None:
     return None
 
 
-def _init_check_worker() -> None:
-    init_worker()
-    ignore_stop_signals()
+def _problems(files: list[str], rules: ReadRules) -> list[str | None]:
+    return [file_problem(f, rules) for f in files]
 
 
 def find_problems(files: list[str], rules: ReadRules, workers: int) -> list[str | None]:
-    """:func:`file_problem` of every file, in order, with ``workers`` forked processes."""
-    check = functools.partial(file_problem, rules=rules)
+    """:func:`file_problem` of every file, in order, with ``workers`` forked processes
+    (:func:`clamp3.utils.workers.run_isolated`). Files go in chunks of :data:`CHUNK` (one call
+    per file costs more than checking it); a file that kills its worker is checked again alone,
+    so only it is reported as bad."""
+    check = functools.partial(_problems, rules=rules)
     if workers <= 1 or len(files) < SERIAL_BELOW:
-        return [check(f) for f in files]
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_check_worker) as pool:
-        return list(pool.map(check, files, chunksize=64))
+        return check(files)
+    chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+    problems: list[str | None] = [None] * len(files)
+    retry: list[int] = []
+    for outcome in run_isolated(check, chunks, workers, initializer=ignore_stop_signals):
+        start = outcome.index * CHUNK
+        if outcome.ok:
+            problems[start : start + CHUNK] = outcome.value
+        else:
+            retry.extend(range(start, start + len(chunks[outcome.index])))
+    alone = [[files[i]] for i in retry]
+    for outcome in run_isolated(check, alone, workers, initializer=ignore_stop_signals):
+        problems[retry[outcome.index]] = (
+            outcome.value[0] if outcome.ok else f"cannot be read ({outcome.error})"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ class DataSource:
         path = Path(self.path)
         if path.is_dir():
             digest = hashlib.sha256()
-            for f in sorted(path.rglob("*")):
+            for f in walk_files(path).files:  # what list_symbolic_files can see
                 st = f.stat()
                 digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
             stamp: Any = digest.hexdigest()

@@ -1,4 +1,6 @@
-"""The errors raised for bad user input and unloadable checkpoints.
+"""The errors raised for bad user input, unusable settings and unloadable checkpoints.
+
+How the ``clamp3`` command reports them is decided in one place, :mod:`clamp3.cli.main`.
 
 Both cross process boundaries: worker processes (``embed --workers``, ``convert``) raise them
 and the parent re-raises or logs them, so they must survive a pickle round trip. An exception
@@ -21,6 +23,11 @@ class InputError(ValueError):
 
     def __reduce__(self) -> tuple[type[InputError], tuple[str, str]]:
         return type(self), (self.path, self.reason)
+
+
+class UsageError(ValueError):
+    """Arguments or settings that cannot work together (no file is at fault), e.g. ``--plot``
+    without labels. The CLI prints it as ``error: <message>`` with exit status 2."""
 
 
 class CheckpointError(ValueError):

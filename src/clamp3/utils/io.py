@@ -53,7 +53,7 @@ def remove_stale_temporaries(top: str | os.PathLike, suffixes: tuple[str, ...], 
     removed = 0
     if not Path(top).is_dir():
         return 0
-    for root, _, files in os.walk(top):
+    for root, _, files in os.walk(top):  # not utils.walk: the temporaries are hidden files
         for name in files:
             if not (name.startswith(".") and name.endswith(".tmp")):
                 continue

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_text_atomic
+from clamp3.utils.walk import walk_files
 
 
 def files_by_stem(folder: Path, extensions: frozenset[str] | None = None) -> dict[str, Path]:
@@ -15,12 +16,11 @@ def files_by_stem(folder: Path, extensions: frozenset[str] | None = None) -> dic
     from clamp3 import inputs
 
     allowed = extensions or frozenset(inputs.extensions("symbolic") + inputs.extensions("audio"))
+    listing = walk_files(folder, allowed)  # the one walker: sorted, hidden entries skipped
+    if listing.errors:  # a data set read in part would give wrong scores
+        raise listing.errors[0]
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in allowed:
-            continue
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
+    for path in listing.files:
         stem = path.name[: -len(path.suffix)]
         if stem in found:
             raise InputError(folder, f"two files for {stem!r}: {found[stem].name} and {path}; keep one")

@@ -1,0 +1,105 @@
+"""The ``clamp3`` entry point: commands listed by stage, and the one error -> exit status rule."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from clamp3.cli import main as cli
+from clamp3.cli.main import STAGES, build_parser, main
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_help_lists_every_visible_command_once_by_stage():
+    parser = build_parser()
+    text = parser.format_help()
+    listed = [name for _, names in STAGES for name in names]
+    assert len(listed) == len(set(listed))
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # every listed command exists; the others are the hidden former names
+    assert set(listed) <= set(sub.choices)
+    assert set(sub.choices) - set(listed) == {"pretrain-m3", "train-presets"}
+    positions = [text.index(f"\n  {stage}\n") for stage, _ in STAGES]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        # probe, zero-shot and gen-score had a wrapper of their own that also took ValueError
+        (["gen-score", "--generated", "gen_dir"], "give --prompts, --reference or both"),
+        (["zero-shot", "x.mid", "--labels", "a,b", "--model", "missing_model"], "missing_model"),
+        (["probe", "predict", "missing_probe", "emb", "out"], "missing_probe"),
+        (["convert", "missing_dir", "out"], "input directory not found"),
+        (["presets", "--help-me"], None),  # argparse's own usage error: exit 2 as well
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(args, reason, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if reason is None:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2
+        return
+    assert main(args) == 2
+    assert reason in _one_error_line(capsys)
+
+
+def _handler_raising(exc: BaseException):
+    def handler(args: argparse.Namespace) -> int:
+        raise exc
+
+    return handler
+
+
+def _run_with(monkeypatch, exc: BaseException, argv: list[str]) -> int:
+    real = cli.build_parser
+
+    def parser_with_failing_presets():
+        parser = real()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices["presets"].set_defaults(handler=_handler_raising(exc))
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_failing_presets)
+    return main(argv)
+
+
+def test_the_rule_covers_value_errors_paths_and_custom_statuses(monkeypatch, capsys):
+    from clamp3.curate.transport import LLMConfigError
+    from clamp3.utils.errors import UsageError
+
+    assert _run_with(monkeypatch, ValueError("threshold must be positive"), ["presets"]) == 2
+    assert _one_error_line(capsys) == "error: threshold must be positive"
+    assert _run_with(monkeypatch, UsageError("--a needs --b"), ["presets"]) == 2
+    assert _one_error_line(capsys) == "error: --a needs --b"
+    assert _run_with(monkeypatch, NotADirectoryError("x: not a folder"), ["presets"]) == 2
+    _one_error_line(capsys)
+    assert _run_with(monkeypatch, LLMConfigError("401 from the endpoint"), ["presets"]) == 4
+    assert _one_error_line(capsys) == "error: 401 from the endpoint"
+
+
+def test_a_bug_keeps_its_traceback_and_verbose_shows_every_traceback(monkeypatch):
+    with pytest.raises(RuntimeError):
+        _run_with(monkeypatch, RuntimeError("a bug"), ["presets"])
+    with pytest.raises(ValueError):
+        _run_with(monkeypatch, ValueError("bad"), ["-v", "presets"])
+
+
+def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path):
+    from types import SimpleNamespace
+
+    from clamp3.index.query import query_model
+    from clamp3.utils.errors import InputError
+
+    built_with = SimpleNamespace(model="/models/a", directory=tmp_path / "idx")
+    assert query_model(built_with) == "/models/a" and query_model(built_with, "saas") == "saas"
+    with pytest.raises(InputError) as info:
+        query_model(SimpleNamespace(model=None, directory=tmp_path / "idx"))
+    assert info.value.path == str(tmp_path / "idx") and "--model" in info.value.reason
