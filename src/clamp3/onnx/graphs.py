@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from clamp3.model import Clamp3Model
+from clamp3.preprocess.patches import PATCH_SIZE
 
 ATTENTION_NAME = "clamp3_boolean"
 
@@ -124,15 +125,13 @@ def sample_batch(
         mask[i, :n] = True
     if modality == "text":
         ids = rng.integers(3, cfg.vocab_size, size=(len(lengths), longest), dtype=np.int64)
-        ids[:, 0] = cfg.bos_token_id
+        ids[:, 0] = 0  # <s>, the XLM-R ids every text tower uses (TextTowerConfig)
         for i, n in enumerate(lengths):
-            ids[i, n - 1] = cfg.eos_token_id
+            ids[i, n - 1] = 2  # </s>
         ids[~mask] = cfg.pad_token_id
         return ids, mask
     if modality == "symbolic":
-        patches = rng.integers(
-            0, cfg.num_classes, size=(len(lengths), longest, cfg.patch_size), dtype=np.int64
-        )
+        patches = rng.integers(0, cfg.num_classes, size=(len(lengths), longest, PATCH_SIZE), dtype=np.int64)
         patches[~mask] = 0
         return patches, mask
     rows = rng.standard_normal((len(lengths), longest, cfg.feature_dim)).astype(np.float32)

@@ -189,7 +189,8 @@ class OnnxModel:
     def embed_patches(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
-        size = self.config.tower("symbolic").patch_size
+        from clamp3.preprocess.patches import PATCH_SIZE as size  # fixed by the patch format
+
         return self.embed_items("symbolic", [patch_array(p, size) for p in batch], pooled, batch_size)
 
     def embed_audio_features(
