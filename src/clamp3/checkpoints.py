@@ -109,6 +109,11 @@ def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
     from safetensors import safe_open
 
     cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if (path / "onnx.json").is_file() and not weights.is_file():
+        raise CheckpointError(
+            f"{path}: an ONNX export (export-onnx), not torch weights: load it with "
+            "Clamp3Pipeline.from_pretrained or clamp3.onnx.OnnxModel"
+        )
     for required in (cfg_file, weights):
         if not required.is_file():
             raise CheckpointError(f"{path}: missing {required.name} (expected a save_pretrained directory)")

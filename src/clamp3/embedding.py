@@ -18,7 +18,7 @@ import torch
 
 from clamp3.batching import plan_batches
 from clamp3.config import Clamp3Config
-from clamp3.inputs import add_boundary_rows, check_feature_rows
+from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
 from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
 from clamp3.towers.packed import Packing, segment_means
 
@@ -50,20 +50,12 @@ class FeatureModel(Protocol):
 
 def prepare_text(ids: Sequence[int]) -> torch.Tensor:
     """A token-id list -> (n,) int64 tensor; must not be empty."""
-    tensor = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    if tensor.ndim != 1 or tensor.numel() == 0:
-        raise ValueError(f"text ids must be a non-empty flat list, got shape {tuple(tensor.shape)}")
-    return tensor
+    return torch.as_tensor(check_token_ids(ids))
 
 
 def prepare_patches(patches: np.ndarray, patch_size: int = 64) -> torch.Tensor:
     """(n, patch_size) ids -> int64 tensor; ids must lie in [0, 128)."""
-    array = np.asarray(patches)
-    if array.ndim != 2 or array.shape[1] != patch_size or array.shape[0] == 0:
-        raise ValueError(f"patches must have shape (n >= 1, {patch_size}), got {array.shape}")
-    if array.size and (array.min() < 0 or array.max() > 127):
-        raise ValueError("patch ids must lie in [0, 127]")
-    return torch.as_tensor(array.astype(np.int64))
+    return torch.as_tensor(check_patch_ids(patches, patch_size))
 
 
 def prepare_audio(features: np.ndarray, feature_dim: int = 768) -> torch.Tensor:

@@ -156,6 +156,26 @@ def read_feature_file(path: str | os.PathLike, feature_dim: int) -> np.ndarray:
     return check_feature_rows(array, feature_dim, path)
 
 
+def check_token_ids(ids) -> np.ndarray:
+    """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64; ``ValueError`` when empty or
+    not flat."""
+    array = np.asarray(ids, dtype=np.int64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"text ids must be a non-empty flat list, got shape {array.shape}")
+    return array
+
+
+def check_patch_ids(patches: np.ndarray, patch_size: int = 64) -> np.ndarray:
+    """(n, patch_size) patch ids -> int64; ``ValueError`` for another shape or an id outside
+    [0, 128)."""
+    array = np.asarray(patches)
+    if array.ndim != 2 or array.shape[1] != patch_size or array.shape[0] == 0:
+        raise ValueError(f"patches must have shape (n >= 1, {patch_size}), got {array.shape}")
+    if array.min() < 0 or array.max() > 127:
+        raise ValueError("patch ids must lie in [0, 127]")
+    return array.astype(np.int64)
+
+
 def add_boundary_rows(rows: np.ndarray) -> np.ndarray:
     """(n, F) feature rows -> (n + 2, F) float32 with a zero row before and after: the official
     BOS/EOS of the audio tower (CLaMP 3 §2.3; the official extractor adds them the same way)."""

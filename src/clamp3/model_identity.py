@@ -147,7 +147,13 @@ def locate(source: str | os.PathLike) -> str:
 
 def identify(model: Clamp3Model, source: str | os.PathLike | None = None) -> ModelIdentity:
     """The identity of a model; ``source`` is what it was loaded from (kept as the id: a tag
-    stays a tag), by default the directory or file it read its weights from."""
+    stays a tag), by default the directory or file it read its weights from. An ONNX export
+    (:class:`clamp3.onnx.OnnxModel`) carries the fingerprint of the model it was exported from:
+    its vectors are that model's."""
+    exported = getattr(model, "identity", None)
+    if callable(exported):
+        own = exported()
+        return ModelIdentity(locate(source) if source is not None else own.id, own.fingerprint)
     weights = model.weight_source
     if source is not None:
         model_id = locate(source)

@@ -29,21 +29,23 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from clamp3.config import AudioTowerConfig, Clamp3Config, SymbolicTowerConfig, TextTowerConfig
-from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 from clamp3.inputs import Prepared, kind_of, read_feature_file, read_text_file
-from clamp3.model import Clamp3Model
 from clamp3.utils.errors import InputError
 from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
+    import torch
     from PIL.Image import Image
 
     from clamp3.audio.base import WindowFrontend
     from clamp3.captioning import Captioner
+    from clamp3.model import Clamp3Model
     from clamp3.tokenizer import TextTokenizer
+
+# torch, transformers and the torch model are imported on first use, not here: a pipeline over
+# an ONNX export (clamp3.onnx) embeds texts without them.
 
 T = TypeVar("T")
 _CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
@@ -110,9 +112,13 @@ class Clamp3Pipeline:
         captioner: Captioner | str | os.PathLike | None = None,
     ) -> Clamp3Pipeline:
         """The pipeline of :meth:`Clamp3Model.from_pretrained` (a converted directory, an
-        official ``.pth`` or a tag), on ``device`` with the towers in ``dtype``; ``captioner``
-        as in the constructor."""
-        return cls(Clamp3Model.from_pretrained(source, device=device, dtype=dtype), captioner=captioner)
+        official ``.pth`` or a tag), on ``device`` with the towers in ``dtype``; of an
+        ``export-onnx`` directory, run by ONNX Runtime (:class:`clamp3.onnx.OnnxModel`, its
+        precision fixed at export: ``dtype`` must be ``None``); ``captioner`` as in the
+        constructor."""
+        from clamp3.backends import load
+
+        return cls(load(source, device=device, dtype=dtype), captioner=captioner)
 
     @property
     def config(self) -> Clamp3Config:
@@ -170,9 +176,13 @@ class Clamp3Pipeline:
             from clamp3.audio import load_frontend
 
             audio = self.model.config.tower("audio")
-            self._frontend = self._load_once(
-                "audio_frontend", lambda: load_frontend(audio, self.model.asset_directory, device=self.device)
-            )
+
+            def load() -> WindowFrontend:
+                own = getattr(self.model, "load_audio_frontend", None)  # an ONNX export's mert.onnx
+                frontend = own() if own is not None else None
+                return frontend or load_frontend(audio, self.model.asset_directory, device=self.device)
+
+            self._frontend = self._load_once("audio_frontend", load)
         return self._frontend
 
     @audio_frontend.setter
@@ -245,10 +255,19 @@ class Clamp3Pipeline:
         """Global vectors (D,) float32, not normalised (or last hidden states (n, H) when not
         ``pooled``) for prepared items of any mix of modalities, in input order."""
         out: list[np.ndarray | None] = [None] * len(items)
+        own = getattr(self.model, "embed_prepared_items", None)  # the ONNX backend: numpy in, no torch
         for modality in ("text", "symbolic", "audio"):
             idx = [i for i, item in enumerate(items) if item.modality == modality]
             if not idx:
                 continue
+            if own is not None:
+                for i, vector in zip(
+                    idx, own(modality, [items[i].data for i in idx], pooled, batch_size), strict=True
+                ):
+                    out[i] = vector
+                continue
+            from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
+
             if modality == "audio":
                 dim = self.model.config.tower("audio").feature_dim
                 tensors = [prepare_audio(items[i].data, dim) for i in idx]
@@ -321,8 +340,9 @@ class Clamp3Pipeline:
 
 
 def as_pipeline(model: Clamp3Model | Clamp3Pipeline) -> Clamp3Pipeline:
-    """A new pipeline around a :class:`Clamp3Model`; anything else (a pipeline, or an object
-    with the pipeline's methods) is returned as it is. For application functions that accept
-    either; a caller that runs several of them should pass one pipeline, so that the tokenizer
-    and the audio front-end load once."""
-    return Clamp3Pipeline(model) if isinstance(model, Clamp3Model) else model
+    """A new pipeline around a model (a :class:`Clamp3Model`, or an ONNX export's
+    :class:`clamp3.onnx.OnnxModel`); anything else (a pipeline, or an object with the
+    pipeline's methods) is returned as it is. For application functions that accept either; a
+    caller that runs several of them should pass one pipeline, so that the tokenizer and the
+    audio front-end load once."""
+    return model if hasattr(model, "encode_texts") else Clamp3Pipeline(model)  # type: ignore[return-value]

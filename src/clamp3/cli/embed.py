@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from clamp3.cli.args import non_negative_float, non_negative_int, positive_int
+from clamp3.utils.errors import InputError
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -37,12 +38,19 @@ def add_captioner_argument(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use; the
-    device and dtype rule: :mod:`clamp3.utils.device`)."""
-    from clamp3.model import Clamp3Model
+    device and dtype rule: :mod:`clamp3.utils.device`); an ``export-onnx`` directory runs on
+    ONNX Runtime without importing torch."""
+    from clamp3 import backends
+    from clamp3.onnx.layout import is_onnx_directory
+
+    if is_onnx_directory(args.model):
+        if args.dtype:
+            raise InputError(f"--dtype {args.dtype}", "an ONNX export has the precision it was exported with")
+        return backends.load(args.model, device=args.device)
     from clamp3.utils.device import model_dtype, resolve_device
 
     device = resolve_device(args.device)
-    return Clamp3Model.from_pretrained(args.model, device=device, dtype=model_dtype(args.dtype, device))
+    return backends.load(args.model, device=device, dtype=model_dtype(args.dtype, device))
 
 
 def load_pipeline(args: argparse.Namespace):

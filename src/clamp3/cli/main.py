@@ -31,6 +31,7 @@ from clamp3.utils.reasons import printable
 # One module per stage of the data flow; each defines ``register(subparsers)``.
 COMMAND_MODULES = [
     "clamp3.cli.model",  # convert-checkpoint, presets
+    "clamp3.cli.onnx",  # export-onnx
     "clamp3.cli.convert",  # convert (MusicXML/MIDI tree -> ABC/MTF), reverse conversions
     "clamp3.cli.audio",  # extract-audio (MERT features)
     "clamp3.cli.embed",  # embed

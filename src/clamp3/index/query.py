@@ -56,11 +56,10 @@ def load_pipeline(
     model: Clamp3Model | Clamp3Pipeline | str | os.PathLike, device: str | None = None
 ) -> Clamp3Pipeline:
     """The pipeline of a model object, or of one loaded from a directory / tag (towers are
-    loaded on first use)."""
-    from clamp3.model import Clamp3Model
+    loaded on first use; an ``export-onnx`` directory runs on ONNX Runtime, without torch)."""
     from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 
-    if isinstance(model, (Clamp3Model, Clamp3Pipeline)):
+    if not isinstance(model, (str, os.PathLike)):
         return as_pipeline(model)
     return Clamp3Pipeline.from_pretrained(model, device=device)
 
