@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clamp3.preprocess.patches import PATCH_SIZE
+
 MODALITIES = ("text", "symbolic", "audio")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -173,7 +175,7 @@ def workload(config, rng: np.random.Generator, scale: int, smoke: bool) -> dict[
         body = rng.integers(5, text.vocab_size, n - 2)
         texts.append(np.concatenate([[0], body, [2]]).astype(np.int64))
     lengths = np.clip(np.exp(rng.normal(math.log(180), 0.9, n_sym)), lo_s, hi_s).astype(int)
-    scores = [rng.integers(0, sym.num_classes, (n, sym.patch_size)).astype(np.int64) for n in lengths]
+    scores = [rng.integers(0, sym.num_classes, (n, PATCH_SIZE)).astype(np.int64) for n in lengths]
     recordings = [
         rng.standard_normal((n, audio.feature_dim)).astype(np.float32)
         for n in rng.integers(lo_a, hi_a + 1, n_audio)

@@ -129,7 +129,7 @@ t1 = time.perf_counter()
 m.embed_text_ids([[0, 5, 6, 7, 2]])
 if {mods} is None:
     import numpy as np
-    p = m.config.symbolic.patch_size
+    p = 64  # clamp3.preprocess.patches.PATCH_SIZE
     m.embed_patches([np.array([[1] * p, [2] + [0] * (p - 1), [3] * p], dtype=np.int64)])
     m.embed_audio_features([np.ones((3, m.config.audio.feature_dim), dtype=np.float32)])
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from clamp3.preprocess.patches import PATCH_SIZE
+
 CASES = {
     # name: (preset, stage preset, batch size)
     "tiny-symbolic": ("tiny", "symbolic", 8),
@@ -44,7 +46,7 @@ def full_length_batch(config, stage, batch_size: int, gen: torch.Generator):
     sym = config.tower("symbolic")
     if stage.task == "m3":
         n = sym.segment_length
-        patches = torch.randint(4, 127, (batch_size, n, sym.patch_size), generator=gen)
+        patches = torch.randint(4, 127, (batch_size, n, PATCH_SIZE), generator=gen)
         patches[:, :, 0] = 1
         selected = torch.rand(batch_size, n, generator=gen) < 0.45
         ones = torch.ones(batch_size, n, dtype=torch.long)
@@ -54,7 +56,7 @@ def full_length_batch(config, stage, batch_size: int, gen: torch.Generator):
     music_cfg = config.tower(stage.modality)
     length = music_cfg.segment_length
     if stage.modality == "symbolic":
-        music = torch.randint(4, 127, (batch_size, length, sym.patch_size), generator=gen)
+        music = torch.randint(4, 127, (batch_size, length, PATCH_SIZE), generator=gen)
     else:
         music = torch.randn(batch_size, length, music_cfg.feature_dim, generator=gen)
     ones = torch.ones(batch_size, length, dtype=torch.long)

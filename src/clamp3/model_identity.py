@@ -149,7 +149,8 @@ def identify(model: Clamp3Model, source: str | os.PathLike | None = None) -> Mod
     """The identity of a model; ``source`` is what it was loaded from (kept as the id: a tag
     stays a tag), by default the directory or file it read its weights from. An ONNX export
     (:class:`clamp3.onnx.OnnxModel`) carries the fingerprint of the model it was exported from:
-    its vectors are that model's."""
+    its vectors are that model's. A :class:`clamp3.pipeline.Clamp3Pipeline` is identified by its model."""
+    model = getattr(model, "model", model)  # a pipeline's vectors are its model's
     exported = getattr(model, "identity", None)
     if callable(exported):
         own = exported()
