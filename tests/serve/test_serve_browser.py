@@ -15,7 +15,7 @@ from serve_support import QUERY_TEXT, app_for, library, live_server, tiny_model 
 pytest.importorskip("fastapi")
 
 CHROMIUM = os.environ.get("CLAMP3_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 BROWSER_ARGS = [
     "--headless",
     "--no-sandbox",

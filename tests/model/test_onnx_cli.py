@@ -66,7 +66,7 @@ def test_text_search_imports_neither_torch_nor_transformers(library):
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded}), file=sys.stderr)\n"
     )
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     report = json.loads(run.stderr.strip().splitlines()[-1])

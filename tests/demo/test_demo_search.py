@@ -21,7 +21,7 @@ from clamp3.demo.search import piece_folder, prepare_media, safe_name
 from clamp3.utils.errors import InputError
 
 CHROMIUM = os.environ.get("CLAMP3_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def test_media_folder_is_named_by_title_and_links_the_corpus_files(tmp_path, parity_dir):

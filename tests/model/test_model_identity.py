@@ -24,7 +24,7 @@ from clamp3.model_identity import (
     same_model,
 )
 
-PARITY_MIDI = Path(__file__).resolve().parents[1].parent / "shared" / "parity" / "inputs" / "midi"
+PARITY_MIDI = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "inputs" / "midi"
 
 
 def test_same_model_rule_and_refusal():
