@@ -48,7 +48,7 @@ COMMAND_MODULES = [
 # How `clamp3 --help` lists the commands. A registered name missing here is a hidden alias
 # kept for old scripts (README "Changed").
 STAGES = [
-    ("prepare", ["convert-checkpoint", "presets", "convert", "extract-audio"]),
+    ("prepare", ["convert-checkpoint", "export-onnx", "presets", "convert", "extract-audio"]),
     ("embed", ["embed"]),
     ("index & search", ["index", "search", "score"]),
     ("evaluate", ["eval", "probe", "zero-shot", "gen-score", "benchmark"]),
