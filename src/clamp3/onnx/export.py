@@ -44,6 +44,7 @@ from clamp3.onnx.layout import (
 )
 from clamp3.onnx.session import TowerSession
 from clamp3.utils.errors import CheckpointError
+from clamp3.utils.vectors import l2_normalize
 
 # This module does not import clamp3.pipeline (which loads exports through clamp3.backends):
 # a pipeline passed in is used through its attributes, the tokenizer and MERT are loaded as the
@@ -120,9 +121,7 @@ def check_graph(model: Clamp3Model, modality: str, path: Path, precision: str) -
         emb, hidden = session.run(inputs, mask, hidden=True)
         if not (np.isfinite(emb).all() and np.isfinite(hidden[mask]).all()):
             raise ExportMismatch(f"{path}: the {precision} {modality} graph gives NaN or infinite values")
-        cos = (emb * ref_emb).sum(1) / np.maximum(
-            np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1), 1e-30
-        )
+        cos = (l2_normalize(emb, np.float64) * l2_normalize(ref_emb, np.float64)).sum(1)
         min_cos = min(min_cos, float(cos.min()))
         for name, got, ref in (
             ("embedding", emb, ref_emb),
