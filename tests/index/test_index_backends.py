@@ -8,72 +8,16 @@ import itertools
 
 import numpy as np
 import pytest
+from index_support import COLUMNS, lite_file, make  # noqa: F401 (fixtures)
+from index_support import keys_of as _keys
+from index_support import records_for as _records
+from index_support import truth as _truth
 
 from clamp3.index import SearchIndex, normalize
 from clamp3.index.kinds import recall_at_k
 from clamp3.index.sync import apply_sync, plan_sync
 
 pytest.importorskip("faiss")
-BACKENDS = ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)]
-COLUMNS = {"composer": "str", "year": "int", "tags": "list", "rating": "float"}
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def lite_file(tmp_path_factory):
-    """One Milvus Lite file per module (each test uses its own collection in it)."""
-    pytest.importorskip("pymilvus")
-    pytest.importorskip("milvus_lite")
-    return str(tmp_path_factory.mktemp("milvus") / "tests.db")
-
-
-@pytest.fixture(params=BACKENDS)
-def make(request):
-    """make(dim, kind="flat", **options) -> an empty index on the parametrised back-end."""
-
-    def factory(dim: int, kind: str = "flat", **options):
-        if request.param == "milvus":
-            uri = request.getfixturevalue("lite_file")
-            options = {"uri": uri, "collection": f"t{next(_names)}", **options}
-        return SearchIndex.create(dim, kind, backend=request.param, **options)
-
-    factory.backend = request.param
-    return factory
-
-
-def _records(n: int, rng=None) -> list[dict]:
-    composers = ("Bach", "Händel", "Mozart", None)
-    out = []
-    for i in range(n):
-        out.append(
-            {
-                "key": f"item{i:04d}",
-                "path": f"music/item{i:04d}.mid",
-                "modality": ("text", "symbolic", "audio")[i % 3],
-                "sha256": f"{i:064x}",
-                "n_items": 1 + i % 4,
-                "composer": composers[i % 4],
-                "year": None if i % 7 == 0 else 1700 + (i * 37) % 300,
-                "tags": [["chorale"], ["aria", "live"], []][i % 3] or None,
-                "rating": float(i % 5) / 2,
-            }
-        )
-    return out
-
-
-def _truth(db: np.ndarray, records: list[dict], queries: np.ndarray, k: int, keep=None) -> list[list[str]]:
-    """Brute-force top-k keys (float64 cosine, equal scores by key) over rows passing ``keep``."""
-    rows = [i for i, r in enumerate(records) if keep is None or keep(r)]
-    sims = normalize(queries).astype(np.float64) @ normalize(db[rows]).astype(np.float64).T
-    out = []
-    for q in range(len(queries)):
-        order = sorted(range(len(rows)), key=lambda j: (-round(sims[q, j], 6), records[rows[j]]["key"]))
-        out.append([records[rows[j]]["key"] for j in order[:k]])
-    return out
-
-
-def _keys(hits) -> list[list[str]]:
-    return [[h.key for h in row] for row in hits]
 
 
 def test_exact_search_equals_brute_force(make, rng):
@@ -106,14 +50,20 @@ FILTERS = [
 ]
 
 
+@pytest.mark.parametrize("plan", ["subset", "engine"])
 @pytest.mark.parametrize("where,keep", FILTERS, ids=[f[0] for f in FILTERS])
-def test_filtered_search_equals_brute_force_over_the_subset(make, rng, where, keep):
+def test_filtered_search_equals_brute_force_over_the_subset(make, rng, where, keep, plan):
+    """Both plans: the exact score of the few matching rows (the default at this size) and the
+    engine's own filtered search (forced by ``exact_subset_rows = 0``)."""
     db = rng.standard_normal((240, 12)).astype(np.float32)
     records = _records(240)
     index = make(12, columns=COLUMNS)
     index.add(db, records)
+    if plan == "engine":
+        index.exact_subset_rows = 0
     queries = rng.standard_normal((4, 12)).astype(np.float32)
     assert _keys(index.search(queries, k=9, where=where)) == _truth(db, records, queries, 9, keep)
+    assert len(index._subsets) == (1 if plan == "subset" else 0)  # the plan that was meant ran
     expected = sum(keep(r) for r in records)
     assert len(index.matching_rows(index.where(where))) == expected
     if expected < 9:
@@ -282,13 +232,32 @@ def test_filter_caches_stay_bounded(make, rng):
     assert len(getattr(index, "_selectors", {})) <= MAX_CACHED_FILTERS
 
 
-def test_a_rare_filter_on_hnsw_is_answered_exactly_on_faiss(make, rng):
-    """At most 5 % of the rows pass: FAISS scans the graph's storage with the selector (exact);
-    Milvus filters inside its own HNSW search (approximate, high recall)."""
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_rare_filter_is_answered_exactly_on_every_kind(make, rng, kind):
+    """12 of 600 rows pass: the subset plan scores exactly those rows, so even an approximate
+    kind returns the exact filtered top-k, on both back-ends; the subset's vectors are fetched
+    once, and any change to the index drops them."""
+    db = rng.standard_normal((600, 16)).astype(np.float32)
+    records = [{"key": f"r{i:04d}", "year": 1900 + i % 50} for i in range(600)]
+    index = make(16, kind, columns={"year": "int"}, train_vectors=db)
+    index.add(db, records)
+    queries = rng.standard_normal((6, 16)).astype(np.float32)
+    truth = _truth(db, records, queries, 5, lambda r: r["year"] == 1907)
+    assert _keys(index.search(queries, k=5, where="year == 1907")) == truth
+    assert _keys(index.search(queries, k=5, where="year == 1907")) == truth and len(index._subsets) == 1
+    index.remove([truth[0][0]])
+    assert len(index._subsets) == 0
+    assert truth[0][0] not in _keys(index.search(queries[:1], k=5, where="year == 1907"))[0]
+
+
+def test_the_faiss_hnsw_storage_scan_still_serves_filters_above_the_subset_limit(make, rng):
+    """A filter wider than ``exact_subset_rows`` but at most 5 % of an HNSW index: FAISS scans
+    the graph's flat storage with the selector (exact); Milvus filters inside its HNSW search."""
     db = rng.standard_normal((600, 16)).astype(np.float32)
     records = [{"key": f"r{i:04d}", "year": 1900 + i % 50} for i in range(600)]
     index = make(16, "hnsw", columns={"year": "int"})
     index.add(db, records)
+    index.exact_subset_rows = 5
     queries = rng.standard_normal((6, 16)).astype(np.float32)
     truth = _truth(db, records, queries, 5, lambda r: r["year"] == 1907)  # 12 rows of 600
     found = _keys(index.search(queries, k=5, where="year == 1907"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from clamp3.cli.args import add_model_mismatch_flag, positive_int
 from clamp3.cli.embed import add_captioner_argument, add_model_arguments
@@ -17,6 +18,7 @@ from clamp3.utils.errors import InputError
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_index(sub)
+    _register_remove(sub)
     _register_search(sub)
     _register_score(sub)
     _register_eval(sub)
@@ -71,6 +73,26 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_index)
+
+
+def _register_remove(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index-remove",
+        help="remove chosen items (by key or path) from an index, FAISS or Milvus",
+        description=(
+            "Remove the items named by ITEM (a key, as `search` prints it, the item's original path or its "
+            ".npy path) from INDEX_DIR, and their metadata rows with them. Every name is checked first: one "
+            "that is not indexed is an error (exit status 2) and nothing is removed. Atomic on FAISS (one "
+            "meta.json swap); journalled on Milvus, so a removal killed half-way is hidden at once and a "
+            "rerun finishes it. `clamp3 index --sync` removes what vanished from the embedding folder instead."
+        ),
+    )
+    p.add_argument("items", nargs="*", metavar="ITEM")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument(
+        "--from", dest="from_file", default=None, metavar="FILE", help="more items, one per line (- : stdin)"
+    )
+    p.set_defaults(handler=_remove)
 
 
 def _register_search(sub: argparse._SubParsersAction) -> None:
@@ -185,6 +207,25 @@ def _index(args: argparse.Namespace) -> int:
     if len(report.errors) > 10:
         print(f"  ... {len(report.errors) - 10} more in {report.index_dir / 'errors.jsonl'}", file=sys.stderr)
     return 1 if report.errors else 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from clamp3.index.removal import remove_items
+
+    names = list(args.items)
+    if args.from_file is not None:
+        source = args.from_file
+        try:
+            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(source, f"unreadable ({exc.strerror or exc})") from exc
+        names += [line.strip() for line in text.splitlines() if line.strip()]
+    report = remove_items(args.index_dir, names)
+    print(
+        f"{report.index_dir}: {report.backend} index: {len(report.removed)} removed, {report.total} left",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ COMMAND_MODULES = [
 STAGES = [
     ("prepare", ["convert-checkpoint", "export-onnx", "presets", "convert", "extract-audio"]),
     ("embed", ["embed"]),
-    ("index & search", ["index", "search", "score"]),
+    ("index & search", ["index", "index-remove", "search", "score"]),
     ("evaluate", ["eval", "probe", "zero-shot", "gen-score", "benchmark"]),
     ("train", ["train"]),
     ("serve", ["serve"]),

@@ -122,6 +122,11 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     """Rows (Q, k) int64 of the ``k`` largest inner products of each query with ``vectors``
     (N, D) (a memory map is fine: read in chunks), best first, equal scores by lower row."""
+    return exact_top_k_scored(queries, vectors, k)[1]
+
+
+def exact_top_k_scored(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top_k` with its scores: (float32 (Q, k'), int64 rows (Q, k')), k' = min(k, N)."""
     k = min(k, len(vectors))
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_rows = np.zeros((len(queries), 0), np.int64)
@@ -134,7 +139,7 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
         order = np.lexsort((best_rows, -best_scores), axis=1)[:, :k]
         best_scores = np.take_along_axis(best_scores, order, axis=1)
         best_rows = np.take_along_axis(best_rows, order, axis=1)
-    return best_rows
+    return best_scores, best_rows
 
 
 def probe_queries(vectors: np.ndarray, n_queries: int, seed: int = 0) -> np.ndarray:

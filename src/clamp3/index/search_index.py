@@ -16,6 +16,9 @@ collection, token_env, index_type.
 Every row has a metadata record: ``key`` (identity: relative path without extension),
 ``path``, ``modality``, ``npy``, ``n_items``, ``sha256``, ``model`` and the catalogue columns.
 ``search(..., where=...)`` filters on them with the grammar of :mod:`clamp3.index.filters`.
+The plan is chosen here, for both back-ends: a filter keeping at most ``exact_subset_rows``
+rows (counted on the metadata table) is answered by scoring exactly those rows' stored vectors
+(:mod:`clamp3.index.subset`); a wider one by the back-end's own filtered search.
 
 Result order: best score first, and hits with equal scores by key, so duplicate files come
 back in the same order on every run, index kind and back-end.
@@ -40,6 +43,7 @@ import numpy as np
 from clamp3.index.filters import Where, parse_where, with_modality
 from clamp3.index.locking import ReadWriteLock
 from clamp3.index.records import BACKENDS, BASE_COLUMNS, META_FILE, entry_of, now, read_meta
+from clamp3.index.subset import EXACT_SUBSET_ROWS, SubsetVectors, exact_subset_nearest
 from clamp3.model_identity import ModelIdentity
 from clamp3.utils.errors import InputError
 from clamp3.utils.vectors import l2_normalize
@@ -105,6 +109,7 @@ class SearchIndex:
         self._meta = meta
         self._rows_by_key = {e["key"]: i for i, e in enumerate(entries)}
         self._matching: dict[str, np.ndarray] = {}
+        self._subsets = SubsetVectors()
         self._lock = ReadWriteLock()
         self.directory: Path | None = None
 
@@ -188,6 +193,12 @@ class SearchIndex:
         """Remember the catalogue file the rows were joined with (``--sync`` / ``--append`` reuse it)."""
         self._meta["catalogue"] = str(source)
 
+    @property
+    def pending_removal(self) -> set[str]:
+        """Keys a removal that was cut short still has to delete (hidden from every search,
+        deleted by the next :meth:`save`); always empty on FAISS, whose save is atomic."""
+        return set(self._meta.get("removing", ()))
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -213,6 +224,11 @@ class SearchIndex:
 
     def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
         """The stored unit vectors of ``rows``, float32 (len(rows), D), in that order."""
+        with self._lock.read():
+            return self._vectors_of(rows)
+
+    def _vectors_of(self, rows: Sequence[int]) -> np.ndarray:
+        """Back-end: :meth:`stored_vectors` (the caller holds the lock)."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------------------- extending
@@ -294,6 +310,7 @@ class SearchIndex:
     def _changed(self) -> None:
         self._rows_by_key = {e["key"]: i for i, e in enumerate(self._entries)}
         self._matching = {}
+        self._subsets.clear()
         self._meta["count"] = len(self._entries)
         self._meta["updated"] = now()
 
@@ -342,7 +359,7 @@ class SearchIndex:
         ``k + TIE_MARGIN`` rows, doubled while the last fetched score still equals the k-th."""
         fetch = min(k + TIE_MARGIN, total, self.max_fetch)
         while True:
-            scores, rows = self._nearest(queries, fetch, condition, total)
+            scores, rows = self._planned_nearest(queries, fetch, condition, total)
             if fetch >= min(total, self.max_fetch):
                 return scores, rows
             full = rows[:, -1] >= 0  # a filtered search may run out of rows before ``fetch``
@@ -351,6 +368,23 @@ class SearchIndex:
             fetch = min(fetch * 2, total, self.max_fetch)
 
     max_fetch = 1 << 30  # the deepest result list one back-end call may return
+    exact_subset_rows = EXACT_SUBSET_ROWS  # filters keeping at most this many rows are scored exactly
+
+    def _planned_nearest(
+        self, queries: np.ndarray, fetch: int, condition: Where | None, total: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_nearest`, or for a filter that keeps few rows (``total`` <=
+        ``exact_subset_rows``) an exact score of just those rows, from their stored vectors
+        (fetched once per filter, :class:`clamp3.index.subset.SubsetVectors`)."""
+        if condition is None or total > self.exact_subset_rows:
+            return self._nearest(queries, fetch, condition, total)
+        rows = self.matching_rows(condition)
+        try:
+            vectors = self._subsets.get(condition.text, lambda: self._vectors_of(rows))
+        except KeyError as exc:  # Milvus: another process removed rows; its engine still answers
+            log.warning("exact filtered search unavailable (%s); using the engine's", exc)
+            return self._nearest(queries, fetch, condition, total)
+        return exact_subset_nearest(queries, vectors, rows, fetch)
 
     def _nearest(
         self, queries: np.ndarray, fetch: int, condition: Where | None, total: int

@@ -157,11 +157,10 @@ class FaissIndex(SearchIndex):
                 raise IndexError(f"row {row} out of range for an index of {len(self._entries)} rows")
             return self._index.reconstruct(int(row))
 
-    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
-        with self._lock.read():
-            if not len(rows):
-                return np.zeros((0, self.dim), np.float32)
-            return np.stack([self._index.reconstruct(int(r)) for r in rows])
+    def _vectors_of(self, rows: Sequence[int]) -> np.ndarray:
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return self._index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
 
     def _write(self, unit: np.ndarray, rows: list[dict[str, Any]], progress: bool) -> None:
         from tqdm.auto import tqdm

@@ -19,7 +19,14 @@ grid and probes) whenever the vectors of the whole collection are at hand.
 
 The metadata table is also held in memory (rows in key order, read at open), so rows, counts
 for pagination and facets work as with FAISS; ``where`` filters are sent to Milvus as its own
-boolean expression (:meth:`Where.milvus`).
+boolean expression (:meth:`Where.milvus`), or, when they keep few rows, answered exactly from
+those rows' vectors (:mod:`clamp3.index.subset`).
+
+Removing rows (``remove``, ``clamp3 index-remove``, a sync's deletions) cannot be one
+transaction on Milvus, so it is journalled: the keys go into ``meta.json``'s ``removing`` list
+before the first delete, every process that opens the index hides them, and ``save`` deletes
+whatever of them is still there (deleting a missing key is a no-op) before it clears the list.
+A removal killed half-way is thus invisible at once and finished by the next save.
 """
 
 from __future__ import annotations
@@ -131,7 +138,8 @@ class MilvusIndex(SearchIndex):
                 raise InputError(root / META_FILE, f"names collection {name!r}, not in {meta.get('uri')}")
             client.load_collection(name)  # a collection starts released in a fresh process / server
             out = cls(client, [], meta)
-            out._entries = out._read_table()
+            pending = out.pending_removal
+            out._entries = [e for e in out._read_table() if e["key"] not in pending]
         except MILVUS_ERRORS as exc:
             raise InputError(f"{meta.get('uri')}#{name}", f"Milvus refused ({exc})") from exc
         out._changed()
@@ -164,6 +172,11 @@ class MilvusIndex(SearchIndex):
         target.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
             self._client.flush(self.collection)
+            left = sorted(self.pending_removal - set(self._rows_by_key))  # rewritten ones stay
+            if left:
+                self._delete_keys(left)
+                self._client.flush(self.collection)
+            self._meta.pop("removing", None)
             write_json_atomic(target / META_FILE, self._meta)
         self.directory = target
         return target
@@ -179,7 +192,7 @@ class MilvusIndex(SearchIndex):
             raise KeyError(f"{key!r} is no longer in collection {self.collection!r} (reload the index)")
         return np.asarray(found[0]["vector"], dtype=np.float32)
 
-    def stored_vectors(self, rows: Sequence[int]) -> np.ndarray:
+    def _vectors_of(self, rows: Sequence[int]) -> np.ndarray:
         keys = [self._entries[r]["key"] for r in rows]
         found: dict[str, Any] = {}
         for start in range(0, len(keys), READ_BATCH):
@@ -214,10 +227,16 @@ class MilvusIndex(SearchIndex):
 
     def _delete(self, keys: list[str], replacing: bool = False) -> None:
         if not replacing:  # an upsert replaces the rows in place: no window without them
-            for start in range(0, len(keys), WRITE_BATCH):
-                self._client.delete(self.collection, ids=keys[start : start + WRITE_BATCH])
+            self._meta["removing"] = sorted(self.pending_removal | set(keys))
+            if self.directory is not None:  # the journal first (module docstring)
+                write_json_atomic(self.directory / META_FILE, self._meta)
+            self._delete_keys(keys)
         gone = set(keys)
         self._entries = [e for e in self._entries if e["key"] not in gone]
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), WRITE_BATCH):
+            self._client.delete(self.collection, ids=keys[start : start + WRITE_BATCH])
 
     # ----------------------------------------------------------------------------- tuning
     def _maybe_recalibrate(self, written: np.ndarray) -> None:

@@ -1,0 +1,102 @@
+"""Remove chosen items from an index folder (``clamp3 index-remove``), on either back-end.
+
+Items are named by key (the embedding's relative path without ``.npy``), by the original path
+recorded for it, or by its ``.npy`` path, as ``search`` prints them. Every name is resolved
+before anything is written: one that names no item (or more than one) is an ``InputError`` and
+the index is left as it was.
+
+Atomic and resumable like ``clamp3 index --sync``: FAISS writes the index without those rows as
+a new file generation and commits it with one ``meta.json`` swap (a kill before it leaves the
+old index in force); Milvus journals the keys in ``meta.json`` first, so a kill half-way hides
+them at once, and a rerun of the same command, or any later save, deletes the rest
+(:mod:`clamp3.index.backends.milvus`). Keys already so journalled count as known in a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clamp3.index.search_index import SearchIndex
+from clamp3.utils.errors import InputError
+
+SHOWN_UNKNOWN = 5  # unknown names quoted in the one-line error
+
+
+@dataclass
+class RemoveReport:
+    """``removed`` keys (sorted) and the rows ``total`` left in the saved index."""
+
+    index_dir: Path
+    backend: str
+    removed: list[str]
+    total: int
+
+
+def _spellings(name: str) -> set[str]:
+    """A name as given, with ``./`` and repeated separators folded, and without ``.npy``."""
+    plain = posixpath.normpath(name.replace(os.sep, "/")) if name else name
+    out = {name, plain}
+    out |= {n[: -len(".npy")] for n in out if n.endswith(".npy")}
+    return out
+
+
+def _by_name(index: SearchIndex) -> dict[str, set[str]]:
+    """Every spelling of every item's key, path and ``.npy`` path -> the keys it names."""
+    out: dict[str, set[str]] = {}
+    for entry in index.entries():
+        for field in ("key", "path", "npy"):
+            if entry.get(field):
+                for spelling in _spellings(str(entry[field])):
+                    out.setdefault(spelling, set()).add(entry["key"])
+    return out
+
+
+def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
+    """The keys ``names`` denote (sorted, each once); ``InputError`` naming the index folder
+    when a name matches no item or several. Keys of a removal cut short count as known."""
+    pending = index.pending_removal
+    keys, rest = set(), []
+    for name in dict.fromkeys(names):
+        if name in index or name in pending:  # an exact key wins over any path spelling
+            keys.add(name)
+        else:
+            rest.append(name)
+    by_name = _by_name(index) if rest else {}
+    unknown = []
+    root = index.meta.get("input_root")
+    for name in rest:
+        spellings = _spellings(name)
+        if root:  # a path to the original file, from here: relative to the recorded input root
+            spellings |= _spellings(os.path.relpath(os.path.abspath(name), root))
+        matches = set().union(*(by_name.get(s, set()) for s in spellings))
+        if len(matches) > 1:
+            shown = ", ".join(sorted(matches)[:3])
+            raise InputError(name, f"names {len(matches)} items ({shown}, ...); give their keys")
+        if not matches:
+            unknown.append(name)
+        keys |= matches
+    if unknown:
+        shown = ", ".join(unknown[:SHOWN_UNKNOWN]) + (" ..." if len(unknown) > SHOWN_UNKNOWN else "")
+        where = index.directory or "the index"
+        raise InputError(
+            where,
+            f"{len(unknown)} not indexed ({shown}; name keys or paths as `clamp3 search` prints them); "
+            "nothing was removed",
+        )
+    return sorted(keys)
+
+
+def remove_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveReport:
+    """Remove the items ``names`` (keys or paths) from the index folder ``index_dir`` and save."""
+    root = Path(index_dir)
+    index = SearchIndex.load(root)
+    keys = resolve_items(index, names)
+    if not keys:
+        raise InputError(root, "no items to remove were given")
+    index.remove([k for k in keys if k in index])  # journalled ones are deleted by the save
+    index.save(root)
+    return RemoveReport(root, index.backend, keys, len(index))

@@ -1,0 +1,147 @@
+"""Removing chosen items (``clamp3 index-remove``, :func:`clamp3.index.removal.remove_items`) on
+both back-ends, Milvus Lite as a real engine: removed items never come back (plain or filtered
+search, either plan), the rest still equals brute force, the metadata table follows, unknown
+names change nothing, and a removal killed half-way is hidden and finished by a rerun."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from index_support import COLUMNS, lite_file, make  # noqa: F401 (fixtures)
+from embedding_support import manifest_record, write_manifest
+from index_support import keys_of, records_for, truth
+
+from clamp3.cli.main import main
+from clamp3.index import SearchIndex
+from clamp3.index.removal import remove_items
+from clamp3.utils.errors import InputError
+
+pytest.importorskip("faiss")
+N, DIM = 90, 12
+GONE = ["item0003", "item0010", "item0011", "item0042", "item0077"]
+
+
+def _saved(make, rng, root):
+    db = rng.standard_normal((N, DIM)).astype(np.float32)
+    records = records_for(N)
+    index = make(DIM, columns=COLUMNS)
+    index.add(db, records)
+    index.save(root)
+    return db, records
+
+
+@pytest.mark.parametrize("plan", ["subset", "engine"])
+def test_removed_items_never_come_back_and_the_rest_equals_brute_force(make, rng, tmp_path, plan):
+    db, records = _saved(make, rng, tmp_path / "idx")
+    # Named by key, by original path and by .npy spelling of the key, as a user would.
+    names = ["item0003", "music/item0010.mid", "./music/item0011.mid", "item0042.npy", "item0077"]
+    report = remove_items(tmp_path / "idx", names)
+    assert report.removed == GONE and report.total == N - len(GONE)
+    index = SearchIndex.load(tmp_path / "idx")
+    if plan == "engine":
+        index.exact_subset_rows = 0
+    left = [i for i, r in enumerate(records) if r["key"] not in GONE]
+    assert len(index) == len(left)
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == len(left)
+    assert sorted(e["key"] for e in index.entries()) == [records[i]["key"] for i in left]
+    assert all(index.entry(index.row_of(records[i]["key"]))["year"] == records[i]["year"] for i in left)
+    # The removed vectors themselves as queries: each would be its own best hit.
+    gone_rows = [int(k[4:]) for k in GONE]
+    queries = np.vstack([db[gone_rows], rng.standard_normal((3, DIM)).astype(np.float32)])
+    kept_db, kept_records = db[left], [records[i] for i in left]
+    filters = [(None, None), ('modality != "x"', None), ("n_items >= 2", lambda r: r["n_items"] >= 2)]
+    for where, keep in filters:
+        found = keys_of(index.search(queries, k=N, where=where))
+        assert not set(GONE) & set(itertools.chain(*found))
+        assert [f[:8] for f in found] == truth(kept_db, kept_records, queries, 8, keep)
+    with pytest.raises(KeyError):
+        index.row_of("item0003")
+
+
+def test_unknown_names_are_one_error_and_change_nothing(make, rng, tmp_path):
+    _saved(make, rng, tmp_path / "idx")
+    before = SearchIndex.load(tmp_path / "idx")
+    meta = (tmp_path / "idx" / "meta.json").read_bytes()
+    with pytest.raises(InputError) as info:
+        remove_items(tmp_path / "idx", ["item0003", "no/such/item", "item0004.mid"])
+    message = str(info.value)
+    assert "2 not indexed (no/such/item, item0004.mid" in message and "nothing was removed" in message
+    assert "\n" not in message
+    assert (tmp_path / "idx" / "meta.json").read_bytes() == meta
+    after = SearchIndex.load(tmp_path / "idx")
+    assert len(after) == len(before) == N and "item0003" in after
+    np.testing.assert_allclose(
+        after.vector(after.row_of("item0003")), before.vector(before.row_of("item0003"))
+    )
+    with pytest.raises(InputError, match="no items to remove"):
+        remove_items(tmp_path / "idx", [])
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_removal_killed_half_way_is_finished_by_a_rerun(make, rng, tmp_path, monkeypatch):
+    db, records = _saved(make, rng, tmp_path / "idx")
+    if make.backend == "milvus":
+        from clamp3.index.backends import milvus
+
+        monkeypatch.setattr(milvus, "WRITE_BATCH", 2)
+        real, calls = milvus.MilvusIndex._delete_keys, itertools.count()
+
+        def dying_delete(self, keys):  # the first batch (2 keys) is deleted, then the process dies
+            if next(calls) == 0:
+                self._client.delete(self.collection, ids=keys[:2])
+            raise Boom("killed")
+
+        monkeypatch.setattr(milvus.MilvusIndex, "_delete_keys", dying_delete)
+    else:
+        from clamp3.index.backends import faiss as faiss_backend
+
+        def dying_write(path, data):  # the commit point: meta.json is never replaced
+            raise Boom("killed")
+
+        monkeypatch.setattr(faiss_backend, "write_json_atomic", dying_write)
+    with pytest.raises(Boom):
+        remove_items(tmp_path / "idx", GONE)
+    monkeypatch.undo()
+    cut = SearchIndex.load(tmp_path / "idx")
+    if make.backend == "faiss":
+        assert len(cut) == N and cut.pending_removal == set()  # the old generation is in force
+    else:  # journalled: hidden at once, though 3 of the 5 are still in the collection
+        assert cut.pending_removal == set(GONE) and len(cut) == N - len(GONE)
+        assert len(cut._client.get(cut.collection, ids=GONE)) == 3
+        assert not set(GONE) & set(itertools.chain(*keys_of(cut.search(db[[3, 10, 42]], k=20))))
+    remove_items(tmp_path / "idx", GONE)  # the same command again
+    final = SearchIndex.load(tmp_path / "idx")
+    assert final.pending_removal == set() and len(final) == N - len(GONE)
+    kept = sorted(r["key"] for r in records if r["key"] not in GONE)
+    assert sorted(e["key"] for e in final.entries()) == kept
+    if make.backend == "milvus":
+        assert final._client.get(final.collection, ids=GONE) == []
+        assert "removing" not in json.loads((tmp_path / "idx" / "meta.json").read_text())
+
+
+def test_index_remove_cli(tmp_path, rng, capsys):
+    emb = tmp_path / "emb"
+    manifest = []
+    for i in range(20):
+        rel = f"{'a' if i < 10 else 'b/c'}/item{i:03d}"
+        (emb / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(emb / f"{rel}.npy", rng.standard_normal((1, 8)).astype(np.float32))
+        manifest.append(manifest_record(f"{rel}.mid", f"{rel}.npy", "symbolic"))
+    write_manifest(emb, manifest)
+    idx = str(tmp_path / "idx")
+    assert main(["index", str(tmp_path / "emb"), idx, "--quiet"]) == 0
+    (tmp_path / "more.txt").write_text("a/item002\n\nb/c/item015.mid\n", encoding="utf-8")
+    capsys.readouterr()
+    more = str(tmp_path / "more.txt")
+    assert main(["index-remove", "a/item001", "a/item000.mid", idx, "--from", more]) == 0
+    assert "faiss index: 4 removed, 16 left" in capsys.readouterr().err
+    assert main(["index-remove", "a/item001", idx]) == 2  # gone now: an unknown name
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0 and "1 not indexed (a/item001" in err
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 16
