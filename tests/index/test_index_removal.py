@@ -17,6 +17,7 @@ from index_support import keys_of, records_for, truth
 from clamp3.cli.main import main
 from clamp3.index import SearchIndex
 from clamp3.index.removal import remove_items
+from clamp3.index.sync import apply_sync, plan_sync
 from clamp3.utils.errors import InputError
 
 pytest.importorskip("faiss")
@@ -84,8 +85,9 @@ class Boom(RuntimeError):
     pass
 
 
-def test_a_removal_killed_half_way_is_finished_by_a_rerun(make, rng, tmp_path, monkeypatch):
-    db, records = _saved(make, rng, tmp_path / "idx")
+def _killed_removal(make, tmp_path, monkeypatch) -> None:
+    """``remove_items(GONE)`` dies: on Milvus after its first delete batch (2 keys), on FAISS at
+    its commit point."""
     if make.backend == "milvus":
         from clamp3.index.backends import milvus
 
@@ -108,6 +110,11 @@ def test_a_removal_killed_half_way_is_finished_by_a_rerun(make, rng, tmp_path, m
     with pytest.raises(Boom):
         remove_items(tmp_path / "idx", GONE)
     monkeypatch.undo()
+
+
+def test_a_removal_killed_half_way_is_finished_by_a_rerun(make, rng, tmp_path, monkeypatch):
+    db, records = _saved(make, rng, tmp_path / "idx")
+    _killed_removal(make, tmp_path, monkeypatch)
     cut = SearchIndex.load(tmp_path / "idx")
     if make.backend == "faiss":
         assert len(cut) == N and cut.pending_removal == set()  # the old generation is in force
@@ -145,3 +152,23 @@ def test_index_remove_cli(tmp_path, rng, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and err.count("\n") == 0 and "1 not indexed (a/item001" in err
     assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 16
+
+
+def test_a_sync_after_a_killed_removal_finishes_it_and_keeps_what_the_folder_has(
+    make, rng, tmp_path, monkeypatch
+):
+    """The folder still holds GONE[0] (so the sync writes it again) but not the other four."""
+    db, records = _saved(make, rng, tmp_path / "idx")
+    _killed_removal(make, tmp_path, monkeypatch)
+    index = SearchIndex.load(tmp_path / "idx")
+    folder = [i for i, r in enumerate(records) if r["key"] not in GONE[1:]]
+    vectors, rows = db[folder], [records[i] for i in folder]
+    apply_sync(index, vectors, rows, plan_sync(index, vectors, rows))
+    index.save()
+    final = SearchIndex.load(tmp_path / "idx")
+    assert final.pending_removal == set() and sorted(e["key"] for e in final.entries()) == [
+        records[i]["key"] for i in folder
+    ]
+    assert keys_of(final.search(db[3], k=1)) == [["item0003"]]
+    if make.backend == "milvus":
+        assert sorted(r["key"] for r in final._client.get(final.collection, ids=GONE)) == ["item0003"]
