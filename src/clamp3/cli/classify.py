@@ -6,8 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments, load_model, load_pipeline
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    non_negative_int,
+    pipeline_of,
+    positive_int,
+)
 from clamp3.utils.errors import InputError, UsageError
 
 
@@ -26,11 +32,6 @@ def _output_dir(text: str) -> str:
     """argparse type: an output folder that may be created, inside an existing folder."""
     _output_file(str(Path(text) / "probe.json"))
     return text
-
-
-def _require_truth_for_plot(args: argparse.Namespace) -> None:
-    if args.plot is not None and args.labels_csv is None and not args.labels_from_folders:
-        raise UsageError("--plot needs known labels (--truth CSV or --labels-from-folders)")
 
 
 def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
@@ -87,9 +88,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=_output_file, help="predictions JSON")
     p.add_argument("--top-k", type=positive_int, default=3, help="labels listed per item (single-label)")
     _add_label_source(p, "--truth", False, "known labels for metrics")
-    p.add_argument(
-        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
-    )
+    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
     add_model_mismatch_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_probe_predict)
@@ -121,9 +120,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
     )
-    p.add_argument(
-        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
-    )
+    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_zero_shot)
@@ -202,7 +199,6 @@ def _probe_train(args: argparse.Namespace) -> int:
 def _probe_predict(args: argparse.Namespace) -> int:
     from clamp3.evaluate.runs import run_probe_predict
 
-    _require_truth_for_plot(args)
     result = run_probe_predict(
         args.probe_dir,
         args.emb_dir,
@@ -221,10 +217,10 @@ def _probe_predict(args: argparse.Namespace) -> int:
 
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
-    from clamp3.evaluate.runs import run_zero_shot
+    from clamp3.evaluate.runs import check_plot, run_zero_shot
     from clamp3.evaluate.zeroshot import build_prompts
 
-    _require_truth_for_plot(args)
+    check_plot(args.plot, args.labels_csv, args.labels_from_folders)  # before the model loads
     labels = read_lines(args.labels_file, "labels") if args.labels_file else args.labels.split(",")
     templates = list(args.template or [])
     if args.templates_file:
@@ -233,7 +229,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     build_prompts(labels, templates)  # bad labels or templates fail before the model loads
     result = run_zero_shot(
         args.inputs,
-        load_pipeline(args),
+        pipeline_of(args),
         labels,
         templates,
         top_k=args.top_k,
@@ -272,7 +268,7 @@ def _gen_score(args: argparse.Namespace) -> int:
     )
     result = run_gen_score(
         args.generated,
-        load_model(args) if needs_model else None,
+        pipeline_of(args) if needs_model else None,
         prompts_file=args.prompts,
         reference=args.reference,
         embeddings=args.embeddings,

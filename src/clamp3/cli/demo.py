@@ -7,9 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.args import pipeline_of, positive_float, positive_int
 from clamp3.cli.corpus import quiet_logging
-from clamp3.cli.embed import load_model
 from clamp3.demo.pipeline import DEFAULT_THREADS
 
 # Bad settings and inputs (a --workdir or --out that is a file or cannot be written) end in
@@ -142,7 +141,7 @@ def demo_benchmark(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or str(Path(args.corpus).resolve().parent / "benchmark")
     split_folder(Path(args.corpus), args.split)  # before the model: loading it may take a while
-    model = load_model(args)
+    model = pipeline_of(args)
     result = run_benchmark(
         model,
         args.corpus,

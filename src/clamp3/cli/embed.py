@@ -5,60 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clamp3.cli.args import non_negative_float, non_negative_int, positive_int
-from clamp3.utils.errors import InputError
-
-DTYPES = ("fp32", "fp16", "bf16")
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model / --device / --dtype, shared by every sub-command that runs the model."""
-    p.add_argument(
-        "--model", "-m", default="saas", help="model directory, official .pth, or tag (saas, c2, clamp2, m3)"
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
-    )
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
-
-
-def add_captioner_argument(p: argparse.ArgumentParser) -> None:
-    """--captioner, shared by the sub-commands that take image inputs (embed, search, zero-shot, serve)."""
-    from clamp3.captioning import DEFAULT_CAPTIONER
-
-    p.add_argument(
-        "--captioner",
-        default=DEFAULT_CAPTIONER,
-        metavar="NAME_OR_DIR",
-        help=f"image-to-text model that captions image inputs (.png .jpg .jpeg .webp), which are then "
-        f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
-        "search); loaded only when an image is seen",
-    )
-
-
-def load_model(args: argparse.Namespace):
-    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use; the
-    device and dtype rule: :mod:`clamp3.utils.device`); an ``export-onnx`` directory runs on
-    ONNX Runtime without importing torch."""
-    from clamp3 import backends
-    from clamp3.onnx.layout import is_onnx_directory
-
-    if is_onnx_directory(args.model):
-        if args.dtype:
-            raise InputError(f"--dtype {args.dtype}", "an ONNX export has the precision it was exported with")
-        return backends.load(args.model, device=args.device)
-    from clamp3.utils.device import model_dtype, resolve_device
-
-    device = resolve_device(args.device)
-    return backends.load(args.model, device=device, dtype=model_dtype(args.dtype, device))
-
-
-def load_pipeline(args: argparse.Namespace):
-    """:func:`load_model` in a pipeline that captions image inputs with ``--captioner``."""
-    from clamp3.pipeline import Clamp3Pipeline
-
-    return Clamp3Pipeline(load_model(args), captioner=args.captioner)
-
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    non_negative_float,
+    non_negative_int,
+    pipeline_of,
+    positive_int,
+)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -112,7 +66,7 @@ def _embed(args: argparse.Namespace) -> int:
     from clamp3.embed_folder import embed_folder, shard_from_env
 
     report = embed_folder(
-        load_pipeline(args),
+        pipeline_of(args),
         args.input,
         args.output,
         pooled=not args.unpooled,

@@ -10,8 +10,13 @@ import argparse
 import json
 import sys
 
-from clamp3.cli.args import add_model_mismatch_flag, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    pipeline_of,
+    positive_int,
+)
 from clamp3.utils.errors import InputError
 
 
@@ -100,9 +105,8 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         metavar="EXPR",
         help="""filter on metadata, e.g. 'modality == "audio" and year >= 1950 and composer in ["Bach"]'""",
     )
-    add_model_arguments(p)
+    add_model_arguments(p, default=None)
     add_captioner_argument(p)
-    p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
     p.set_defaults(handler=_search)
 
@@ -188,9 +192,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import is_image_query, needs_model, query_model, search
+    from clamp3.index.query import is_image_query, needs_model, search
 
     index = SearchIndex.load(args.index_dir)
     where = (
@@ -198,8 +201,7 @@ def _search(args: argparse.Namespace) -> int:
     )  # a bad filter fails before any model loads
     model = None
     if needs_model(args.query, index.dim):
-        args.model = query_model(index, args.model)
-        model = load_pipeline(args)
+        model = pipeline_of(args, index=index)
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality, where=where)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)

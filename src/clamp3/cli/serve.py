@@ -6,8 +6,15 @@ import argparse
 import logging
 import os
 
-from clamp3.cli.args import add_model_mismatch_flag, non_negative_float, positive_float, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    non_negative_float,
+    pipeline_of,
+    positive_float,
+    positive_int,
+)
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 from clamp3.serve.settings import MAX_IMAGE_PIXELS
 
@@ -35,8 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("--media-root", required=True, metavar="DIR", help="the folder that was embedded")
-    add_model_arguments(p)
-    p.set_defaults(model=None)  # default: the model id stored in the index
+    add_model_arguments(p, default=None)
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
     add_model_mismatch_flag(p, "the index was embedded by another model than --model")
     p.add_argument(
@@ -115,9 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ImportError(
             f"clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'"
         ) from exc
-    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import query_model
 
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
@@ -134,8 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = None
     if not args.no_model:
-        args.model = query_model(SearchIndex.load(args.index_dir), args.model)
-        model = load_pipeline(args)
+        model = pipeline_of(args, index=SearchIndex.load(args.index_dir))
     app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     _one_faiss_thread_per_search()
