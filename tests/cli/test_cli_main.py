@@ -139,3 +139,23 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+
+
+def test_settings_come_from_the_arguments_of_the_same_name():
+    from dataclasses import dataclass
+
+    from clamp3.cli.args import settings_from
+
+    @dataclass
+    class Settings:
+        batch_size: int = 32
+        seed: int = 0
+        show_progress: bool = True
+
+    args = argparse.Namespace(batch_size=8, no_progress=True, unrelated="x")
+    assert settings_from(Settings, args, show_progress=not args.no_progress) == Settings(8, 0, False)
+    # the probe's --epochs fills max_epochs: the command line and the dataclass agree on dests
+    parsed = build_parser().parse_args(["probe", "train", "emb", "out", "--labels", "l.csv", "--epochs", "7"])
+    from clamp3.evaluate.probe_train import ProbeSettings
+
+    assert settings_from(ProbeSettings, parsed).max_epochs == 7

@@ -5,7 +5,10 @@ several commands take (the model, the captioner, progress, time limits)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -107,23 +110,28 @@ def pipeline_of(args: argparse.Namespace, index: Any = None):
     )
 
 
-def add_progress_flag(p: argparse.ArgumentParser, flag: str = "--quiet", what: str = "no progress bar") -> None:
-    """The flag that hides progress bars (``--quiet`` or ``--no-progress``, as each command
-    has always spelled it)."""
-    p.add_argument(flag, action="store_true", help=what)
-
-
-def add_timeout_argument(p: argparse.ArgumentParser, default: float, what: str) -> None:
-    """``--timeout SECONDS`` for one unit of work (``what``); 0 is no limit (read it with
-    :func:`timeout_of`)."""
+def add_timeout_argument(
+    p: argparse.ArgumentParser, default: float, what: str, zero: str = "no limit"
+) -> None:
+    """``--timeout SECONDS`` for one unit of work (``what``, e.g. "one file"), where 0 is no
+    limit (``zero`` says what that means there); read it with :func:`timeout_of`."""
     p.add_argument(
         "--timeout",
         type=non_negative_float,
         default=default,
-        help=f"seconds {what} may take before it counts as failed (default {default:g}; 0: no limit)",
+        help=f"seconds {what} may take before it fails (default {default:g}; 0: {zero})",
     )
 
 
 def timeout_of(args: argparse.Namespace) -> float | None:
     """``--timeout`` as the library takes it: seconds, or None for no limit."""
     return args.timeout or None
+
+
+def settings_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """The settings dataclass ``cls`` with every field that an argument of the same ``dest``
+    sets taken from ``args``, ``given`` for the fields the command line spells otherwise
+    (``show_progress=not args.quiet``), the rest at the dataclass's defaults."""
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: getattr(args, name) for name in names - given.keys() if hasattr(args, name)}
+    return cls(**values, **given)

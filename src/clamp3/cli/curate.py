@@ -105,7 +105,9 @@ def _add_content_arguments(p: argparse.ArgumentParser) -> None:
         default="background,analysis,description,scene",
         help="comma-separated fields to translate",
     )
-    p.add_argument("--top-k-passages", type=int, default=5, help="passages retrieved per item (default: 5)")
+    p.add_argument(
+        "--top-k-passages", dest="top_k", type=int, default=5, help="passages retrieved per item (default: 5)"
+    )
     p.add_argument("--passage-words", type=int, default=200, help="words per passage (default: 200)")
     p.add_argument(
         "--min-support", type=float, default=0.8, help="share of names that must be grounded (default: 0.8)"
@@ -150,19 +152,13 @@ def _clients(args: argparse.Namespace) -> tuple[ChatClient, EmbeddingClient | No
 
 
 def _curate(args: argparse.Namespace) -> int:
+    from clamp3.cli.args import settings_from
     from clamp3.curate import CurateSettings, curate
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    settings = CurateSettings(
-        languages=_split(args.languages),
-        translate_fields=_split(args.translate_fields),
-        source_language=args.source_language,
-        top_k=args.top_k_passages,
-        passage_words=args.passage_words,
-        min_support=args.min_support,
-        max_attempts=args.max_attempts,
-        retrieval=args.retrieval,
+    settings = settings_from(
+        CurateSettings, args, languages=_split(args.languages), translate_fields=_split(args.translate_fields)
     )
     # The clients and curate() check their settings (ValueError, InputError): exit 2, and a wrong
     # endpoint (LLMConfigError) 4, through cli.main.

@@ -8,11 +8,13 @@ import sys
 from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
-    non_negative_float,
+    add_timeout_argument,
     non_negative_int,
     pipeline_of,
     positive_int,
+    timeout_of,
 )
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -46,12 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="processes converting MusicXML/MIDI (0: in-process)",
     )
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=300.0,
-        help="seconds allowed per MusicXML/MIDI conversion before the file fails (0: no limit)",
-    )
+    add_timeout_argument(p, 300.0, "one MusicXML/MIDI conversion")
     p.add_argument(
         "--chunk-size", type=positive_int, default=64, help="files prepared and embedded per round"
     )
@@ -73,7 +70,7 @@ def _embed(args: argparse.Namespace) -> int:
         modality=args.modality,
         batch_size=args.batch_size,
         workers=args.workers,
-        timeout=args.timeout or None,
+        timeout=timeout_of(args),
         chunk_size=args.chunk_size,
         shard=shard_from_env(),
         model_id=str(args.model),

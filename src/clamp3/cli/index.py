@@ -111,6 +111,14 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_search)
 
 
+def _add_folder_pair(p: argparse.ArgumentParser) -> None:
+    """Q_DIR R_DIR, two embedding folders compared by their match keys, and the override for
+    two folders of different models (score, eval)."""
+    p.add_argument("query_dir", metavar="Q_DIR")
+    p.add_argument("reference_dir", metavar="R_DIR")
+    add_model_mismatch_flag(p, "the two folders were embedded by different models")
+
+
 def _register_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
@@ -122,11 +130,9 @@ def _register_score(sub: argparse._SubParsersAction) -> None:
             "mean reference vector."
         ),
     )
-    p.add_argument("query_dir", metavar="Q_DIR")
-    p.add_argument("reference_dir", metavar="R_DIR")
+    _add_folder_pair(p)
     p.add_argument("--group", action="store_true", help="score the two folders' mean vectors")
     p.add_argument("--out", default=None, metavar="FILE", help="write JSONL (pairwise) / JSON (group) here")
-    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.set_defaults(handler=_score)
 
 
@@ -142,10 +148,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
             "--ties optimistic reproduces the official script (the correct reference wins every tie)."
         ),
     )
-    p.add_argument("query_dir", metavar="Q_DIR")
-    p.add_argument("reference_dir", metavar="R_DIR")
+    _add_folder_pair(p)
     p.add_argument("--ties", choices=["expected", "optimistic"], default="expected")
-    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.add_argument("--ranks", default=None, metavar="FILE", help="per-query ranks as JSONL")
     p.add_argument("--json", default=None, metavar="FILE", help="metrics as JSON")
     p.add_argument(

@@ -10,10 +10,11 @@ from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
     add_model_mismatch_flag,
-    non_negative_float,
+    add_timeout_argument,
     pipeline_of,
     positive_float,
     positive_int,
+    timeout_of,
 )
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 from clamp3.serve.settings import MAX_IMAGE_PIXELS
@@ -67,12 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="largest uploaded image, width x height in millions of pixels, read from its header before "
         f"decoding (default {MAX_IMAGE_PIXELS / 1e6:g}: a 600-dpi scan of an A4 page is ~35)",
     )
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=60.0,
-        help="seconds allowed to convert an uploaded score or MIDI file, in a process of its own "
-        "(default 60; 0: no limit, converted in the request's thread)",
+    add_timeout_argument(
+        p,
+        60.0,
+        "converting an uploaded score or MIDI file (in a process of its own)",
+        zero="no limit, converted in the request's thread",
     )
     p.add_argument(
         "--threads",
@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=max(1, int(args.max_image_megapixels * 1e6)),
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
-        conversion_timeout=args.timeout or None,
+        conversion_timeout=timeout_of(args),
         allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
