@@ -22,6 +22,7 @@ _EXPORTS = {
     "Clamp3Model": "clamp3.model",
     "Clamp3Output": "clamp3.model",
     "Clamp3Pipeline": "clamp3.pipeline",
+    "load_pipeline": "clamp3.pipeline",
     "InputError": "clamp3.utils.errors",
 }
 
@@ -36,6 +37,7 @@ __all__ = [
     "SymbolicTowerConfig",
     "TextTowerConfig",
     "list_presets",
+    "load_pipeline",
     "load_preset",
 ]
 
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
         load_preset,
     )
     from clamp3.model import Clamp3Model, Clamp3Output
-    from clamp3.pipeline import Clamp3Pipeline
+    from clamp3.pipeline import Clamp3Pipeline, load_pipeline
     from clamp3.utils.errors import InputError
 
 

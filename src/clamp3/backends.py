@@ -1,6 +1,8 @@
-"""One loader for every ``--model`` value: an ``export-onnx`` directory runs on ONNX Runtime
+"""Which runtime a model source names: an ``export-onnx`` directory runs on ONNX Runtime
 (:class:`clamp3.onnx.runtime.OnnxModel`, no torch imported), anything else is a
 :class:`clamp3.model.Clamp3Model` (a converted directory, an official ``.pth`` or a tag).
+Commands load through :func:`clamp3.pipeline.load_pipeline`, which chooses the device and dtype
+and calls this.
 
 Both objects offer the item-level contract (``embed_text_ids``, ``embed_patches``,
 ``embed_audio_features``, ``encode``, ``config``, ``tokenizer``), so the jobs on top of them

@@ -92,14 +92,70 @@ def test_a_bug_keeps_its_traceback_and_verbose_shows_every_traceback(monkeypatch
         _run_with(monkeypatch, ValueError("bad"), ["-v", "presets"])
 
 
-def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path):
+def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path, tiny_model_dir):
     from types import SimpleNamespace
 
-    from clamp3.index.query import query_model
+    import torch
+
+    from clamp3.pipeline import Clamp3Pipeline, load_pipeline
     from clamp3.utils.errors import InputError
 
-    built_with = SimpleNamespace(model="/models/a", directory=tmp_path / "idx")
-    assert query_model(built_with) == "/models/a" and query_model(built_with, "saas") == "saas"
+    built_with = SimpleNamespace(model=str(tiny_model_dir), directory=tmp_path / "idx")
+    recorded = load_pipeline(None, index=built_with, device="cpu")
+    assert isinstance(recorded, Clamp3Pipeline)
+    assert recorded.model.weight_source.directory == tiny_model_dir
+    assert recorded.device.type == "cpu" and recorded.model.dtype == torch.float32
+    other = SimpleNamespace(model="/models/not-there", directory=tmp_path / "idx")
+    given = load_pipeline(tiny_model_dir, index=other, device="cpu", dtype="bf16")  # given wins
+    assert given.model.dtype == torch.bfloat16
+    assert load_pipeline(recorded, index=other) is recorded  # a pipeline is used as it is
     with pytest.raises(InputError) as info:
-        query_model(SimpleNamespace(model=None, directory=tmp_path / "idx"))
+        load_pipeline(None, index=SimpleNamespace(model=None, directory=tmp_path / "idx"))
     assert info.value.path == str(tmp_path / "idx") and "--model" in info.value.reason
+
+
+def test_the_one_loader_refuses_a_dtype_for_an_onnx_export_and_a_missing_device(tmp_path, capsys):
+    from clamp3.onnx.layout import MANIFEST_NAME
+    from clamp3.pipeline import load_pipeline
+    from clamp3.utils.errors import InputError, UsageError
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / MANIFEST_NAME).write_text("{}")  # refused before anything is read
+    with pytest.raises(InputError) as info:
+        load_pipeline(export, dtype="fp16")
+    assert "exported with" in info.value.reason
+    if not torch_cuda_available():
+        with pytest.raises(UsageError):
+            load_pipeline("saas", device="cuda")
+        # the CLI maps the same refusal to one line and exit status 2, before any weights load
+        assert main(["embed", str(tmp_path), str(tmp_path / "out"), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in _one_error_line(capsys)
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+
+
+def test_settings_come_from_the_arguments_of_the_same_name():
+    from dataclasses import dataclass
+
+    from clamp3.cli.args import settings_from
+
+    @dataclass
+    class Settings:
+        batch_size: int = 32
+        seed: int = 0
+        show_progress: bool = True
+
+    args = argparse.Namespace(batch_size=8, no_progress=True, unrelated="x")
+    assert settings_from(Settings, args, show_progress=not args.no_progress) == Settings(8, 0, False)
+    # the probe's --epochs fills max_epochs: the command line and the dataclass agree on dests
+    parsed = build_parser().parse_args(["probe", "train", "emb", "out", "--labels", "l.csv", "--epochs", "7"])
+    from clamp3.evaluate.probe_train import ProbeSettings
+
+    assert settings_from(ProbeSettings, parsed).max_epochs == 7

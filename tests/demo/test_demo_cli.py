@@ -64,7 +64,7 @@ def test_benchmark_of_a_missing_corpus_exits_2_before_loading_a_model(tmp_path, 
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the corpus was checked")
 
-    monkeypatch.setattr("clamp3.cli.demo.load_model", load)
+    monkeypatch.setattr("clamp3.cli.demo.pipeline_of", load)
     assert main(["benchmark", str(tmp_path / "nonexist"), "--quiet"]) == 2
     _one_line_error(capsys, f"{tmp_path / 'nonexist'}: not a corpus folder")
 

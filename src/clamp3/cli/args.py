@@ -1,9 +1,16 @@
-"""argparse value types shared by the sub-commands: a bad value is a usage error (exit status 2,
-one line naming the option), never a traceback or a silently accepted zero."""
+"""Arguments shared by the sub-commands: value types (a bad value is a usage error, exit status 2,
+one line naming the option, never a traceback or a silently accepted zero) and the option groups
+several commands take (the model, the captioner, progress, time limits)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DTYPES = ("fp32", "fp16", "bf16")
 
 
 def _integer(text: str) -> int:
@@ -56,3 +63,75 @@ def add_model_mismatch_flag(
     from clamp3.model_identity import OVERRIDE_FLAG
 
     p.add_argument(OVERRIDE_FLAG, action="store_true", help=f"proceed (with a warning) when {what}")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, default: str | None = "saas") -> None:
+    """--model / --device / --dtype, shared by every sub-command that runs the model; ``default``
+    None: the model the index records (search, serve)."""
+    p.add_argument(
+        "--model",
+        "-m",
+        default=default,
+        help="model directory, official .pth, export-onnx directory, or tag (saas, c2, clamp2, m3)"
+        + ("" if default else "; default: the model recorded in the index"),
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
+    )
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
+
+
+def add_captioner_argument(p: argparse.ArgumentParser) -> None:
+    """--captioner, shared by the sub-commands that take image inputs (embed, search, zero-shot, serve)."""
+    from clamp3.captioning import DEFAULT_CAPTIONER
+
+    p.add_argument(
+        "--captioner",
+        default=DEFAULT_CAPTIONER,
+        metavar="NAME_OR_DIR",
+        help=f"image-to-text model that captions image inputs (.png .jpg .jpeg .webp), which are then "
+        f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
+        "search); loaded only when an image is seen",
+    )
+
+
+def pipeline_of(args: argparse.Namespace, index: Any = None):
+    """The pipeline of :func:`add_model_arguments` (and ``--captioner`` where the command has
+    it): :func:`clamp3.pipeline.load_pipeline`, which also defaults a missing ``--model`` to
+    the one ``index`` records."""
+    from clamp3.pipeline import load_pipeline
+
+    return load_pipeline(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        captioner=getattr(args, "captioner", None),
+        index=index,
+    )
+
+
+def add_timeout_argument(
+    p: argparse.ArgumentParser, default: float, what: str, zero: str = "no limit"
+) -> None:
+    """``--timeout SECONDS`` for one unit of work (``what``, e.g. "one file"), where 0 is no
+    limit (``zero`` says what that means there); read it with :func:`timeout_of`."""
+    p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=default,
+        help=f"seconds {what} may take before it fails (default {default:g}; 0: {zero})",
+    )
+
+
+def timeout_of(args: argparse.Namespace) -> float | None:
+    """``--timeout`` as the library takes it: seconds, or None for no limit."""
+    return args.timeout or None
+
+
+def settings_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """The settings dataclass ``cls`` with every field that an argument of the same ``dest``
+    sets taken from ``args``, ``given`` for the fields the command line spells otherwise
+    (``show_progress=not args.quiet``), the rest at the dataclass's defaults."""
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: getattr(args, name) for name in names - given.keys() if hasattr(args, name)}
+    return cls(**values, **given)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clamp3.cli.args import positive_int
-from clamp3.cli.embed import add_model_arguments, load_model
+from clamp3.cli.args import add_model_arguments, pipeline_of, positive_int
 from clamp3.utils.errors import InputError, UsageError
 
 DEMO = "demo"
@@ -141,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     label = Path(str(args.model)).name or str(args.model)
     out = args.out or str(Path("runs") / "benchmark" / args.dataset / label)
     languages = None if args.languages.strip() == "all" else _names(args.languages)
-    model = load_model(args)
+    model = pipeline_of(args)
     run = run_benchmark(
         args.dataset,
         args.path,

@@ -6,8 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from clamp3.cli.args import add_model_mismatch_flag, non_negative_int, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments, load_model, load_pipeline
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    non_negative_int,
+    pipeline_of,
+    positive_int,
+    settings_from,
+)
 from clamp3.utils.errors import InputError, UsageError
 
 
@@ -28,11 +35,6 @@ def _output_dir(text: str) -> str:
     return text
 
 
-def _require_truth_for_plot(args: argparse.Namespace) -> None:
-    if args.plot is not None and args.labels_csv is None and not args.labels_from_folders:
-        raise UsageError("--plot needs known labels (--truth CSV or --labels-from-folders)")
-
-
 def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, what: str) -> None:
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument(
@@ -43,6 +45,13 @@ def _add_label_source(p: argparse.ArgumentParser, flag: str, required: bool, wha
         action="store_true",
         help=f"{what}: the first folder of each path (DIR/<label>/...)",
     )
+
+
+def _add_known_labels(p: argparse.ArgumentParser) -> None:
+    """--truth / --labels-from-folders (optional: for metrics) and --plot, which needs them
+    (:func:`clamp3.evaluate.runs.check_plot`)."""
+    _add_label_source(p, "--truth", False, "known labels for metrics")
+    p.add_argument("--plot", default=None, metavar="PNG", help="confusion matrix (needs known labels)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +78,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--balance", choices=("weight", "sample", "none"), default="weight", help="class balancing"
     )
-    p.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
+    p.add_argument("--epochs", dest="max_epochs", type=int, default=200, help="maximum epochs (default 200)")
     p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -86,10 +95,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
     p.add_argument("output", type=_output_file, help="predictions JSON")
     p.add_argument("--top-k", type=positive_int, default=3, help="labels listed per item (single-label)")
-    _add_label_source(p, "--truth", False, "known labels for metrics")
-    p.add_argument(
-        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
-    )
+    _add_known_labels(p)
     add_model_mismatch_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_probe_predict)
@@ -113,16 +119,13 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--templates-file", default=None, help="one template per line")
     p.add_argument("--top-k", type=positive_int, default=3)
-    _add_label_source(p, "--truth", False, "known labels for metrics")
+    _add_known_labels(p)
     p.add_argument(
         "--embeddings", action="store_true", help="inputs are embedding folders from 'clamp3 embed'"
     )
     add_model_mismatch_flag(p)
     p.add_argument(
         "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
-    )
-    p.add_argument(
-        "--plot", type=_output_file, default=None, metavar="PNG", help="confusion matrix (needs known labels)"
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
@@ -147,7 +150,11 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     )
     add_model_mismatch_flag(p)
     p.add_argument(
-        "--bootstrap", type=non_negative_int, default=1000, help="resamples for the score's CI (default 1000)"
+        "--bootstrap",
+        dest="n_bootstrap",
+        type=non_negative_int,
+        default=1000,
+        help="resamples for the score's CI (default 1000)",
     )
     p.add_argument(
         "--fd-bootstrap",
@@ -156,7 +163,10 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
         help="resamples for the Fréchet CI (default 100)",
     )
     p.add_argument(
-        "--fd-normalize", action="store_true", help="L2-normalise embeddings before the Fréchet distance"
+        "--fd-normalize",
+        dest="normalize_fd",
+        action="store_true",
+        help="L2-normalise embeddings before the Fréchet distance",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -169,18 +179,7 @@ def _probe_train(args: argparse.Namespace) -> int:
     from clamp3.evaluate.probe_train import ProbeSettings
     from clamp3.evaluate.runs import run_probe_train
 
-    settings = ProbeSettings(
-        multi_label=args.multi_label,
-        val_split=args.val_split,
-        balance=args.balance,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        max_epochs=args.epochs,
-        patience=args.patience,
-        seed=args.seed,
-        tune_thresholds=args.tune_thresholds,
-    )
+    settings = settings_from(ProbeSettings, args)
     info = run_probe_train(
         args.emb_dir,
         args.out_probe,
@@ -191,7 +190,7 @@ def _probe_train(args: argparse.Namespace) -> int:
     )
     split = "val" if "val" in info["metrics"] else "train"
     metrics = info["metrics"][split]
-    keys = ("micro_f1", "macro_f1", "mAP") if args.multi_label else ("accuracy", "macro_f1")
+    keys = ("micro_f1", "macro_f1", "mAP") if settings.multi_label else ("accuracy", "macro_f1")
     shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
     print(
         f"wrote {args.out_probe} ({info['data']['n_train']} train / {info['data']['n_val']} val); {split}: {shown}"
@@ -202,7 +201,6 @@ def _probe_train(args: argparse.Namespace) -> int:
 def _probe_predict(args: argparse.Namespace) -> int:
     from clamp3.evaluate.runs import run_probe_predict
 
-    _require_truth_for_plot(args)
     result = run_probe_predict(
         args.probe_dir,
         args.emb_dir,
@@ -221,10 +219,10 @@ def _probe_predict(args: argparse.Namespace) -> int:
 
 def _zero_shot(args: argparse.Namespace) -> int:
     from clamp3.evaluate.labels import read_lines
-    from clamp3.evaluate.runs import run_zero_shot
+    from clamp3.evaluate.runs import check_plot, run_zero_shot
     from clamp3.evaluate.zeroshot import build_prompts
 
-    _require_truth_for_plot(args)
+    check_plot(args.plot, args.labels_csv, args.labels_from_folders)  # before the model loads
     labels = read_lines(args.labels_file, "labels") if args.labels_file else args.labels.split(",")
     templates = list(args.template or [])
     if args.templates_file:
@@ -233,7 +231,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     build_prompts(labels, templates)  # bad labels or templates fail before the model loads
     result = run_zero_shot(
         args.inputs,
-        load_pipeline(args),
+        pipeline_of(args),
         labels,
         templates,
         top_k=args.top_k,
@@ -262,17 +260,10 @@ def _gen_score(args: argparse.Namespace) -> int:
     if args.prompts is None and args.reference is None:
         raise UsageError("give --prompts, --reference or both")
     needs_model = args.prompts is not None or not args.embeddings
-    settings = GenScoreSettings(
-        n_bootstrap=args.bootstrap,
-        fd_bootstrap=args.fd_bootstrap,
-        normalize_fd=args.fd_normalize,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        modality=args.modality,
-    )
+    settings = settings_from(GenScoreSettings, args)
     result = run_gen_score(
         args.generated,
-        load_model(args) if needs_model else None,
+        pipeline_of(args) if needs_model else None,
         prompts_file=args.prompts,
         reference=args.reference,
         embeddings=args.embeddings,

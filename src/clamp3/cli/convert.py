@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from clamp3.cli.args import non_negative_float, non_negative_int
+from clamp3.cli.args import add_timeout_argument, non_negative_int, timeout_of
 from clamp3.utils.reasons import printable
 
 if TYPE_CHECKING:
@@ -41,12 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write the standard (non-interleaved) ABC here",
     )
     p.add_argument("--overwrite", action="store_true", help="convert again even if the output exists")
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=300.0,
-        help="seconds per file before it counts as failed (0 = no limit)",
-    )
+    add_timeout_argument(p, 300.0, "converting one file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_convert)
 
@@ -63,7 +58,7 @@ def _convert(args: argparse.Namespace) -> int:
             workers=args.workers,
             standard_abc_dir=args.standard_abc,
             overwrite=args.overwrite,
-            timeout=args.timeout or None,
+            timeout=timeout_of(args),
             show_progress=not args.quiet,
         )
     except ConvertInterrupted as exc:

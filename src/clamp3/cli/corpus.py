@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from clamp3.cli.args import non_negative_float, positive_float, positive_int
+from clamp3.cli.args import add_timeout_argument, positive_float, positive_int, timeout_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,12 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="try pieces that failed in an earlier run again"
     )
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=300.0,
-        help="seconds one piece may take (default 300; 0: no limit)",
-    )
+    add_timeout_argument(p, 300.0, "building one piece")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings and errors only")
     p.set_defaults(handler=_build_corpus)
 
@@ -80,7 +75,7 @@ def _build_corpus(args: argparse.Namespace) -> int:
         options=options,
         retry_failed=args.retry_failed,
         show_progress=not args.quiet,
-        timeout=args.timeout or None,
+        timeout=timeout_of(args),
     )
     print(
         f"{len(summary.built)} pieces in {args.output} ({summary.reused} reused, {len(summary.failed)} failed "

@@ -105,7 +105,9 @@ def _add_content_arguments(p: argparse.ArgumentParser) -> None:
         default="background,analysis,description,scene",
         help="comma-separated fields to translate",
     )
-    p.add_argument("--top-k-passages", type=int, default=5, help="passages retrieved per item (default: 5)")
+    p.add_argument(
+        "--top-k-passages", dest="top_k", type=int, default=5, help="passages retrieved per item (default: 5)"
+    )
     p.add_argument("--passage-words", type=int, default=200, help="words per passage (default: 200)")
     p.add_argument(
         "--min-support", type=float, default=0.8, help="share of names that must be grounded (default: 0.8)"
@@ -120,24 +122,22 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def _clients(args: argparse.Namespace) -> tuple[ChatClient, EmbeddingClient | None]:
-    """The chat client and, for dense and hybrid retrieval, the embedding client. They share one
-    budget (so --max-requests caps the whole run), the retry policy, timeout and concurrency."""
+    """The chat client and, when ``--embed-model`` names one, the embedding client (dense and
+    hybrid retrieval need it: ``curate`` says so). They share one budget (so --max-requests caps
+    the whole run), the retry policy, timeout and concurrency."""
     from clamp3.curate import ChatClient, EmbeddingClient, RequestBudget, RetryPolicy
 
-    budget = RequestBudget(args.max_requests)
-    retry = RetryPolicy(max_retries=args.retries, base_delay=1.0, max_delay=args.max_backoff)
+    shared = {
+        "timeout": args.timeout,
+        "concurrency": args.concurrency,
+        "budget": RequestBudget(args.max_requests),
+        "retry": RetryPolicy(max_retries=args.retries, base_delay=1.0, max_delay=args.max_backoff),
+    }
     api_key = os.environ.get(args.api_key_env) or None
     client = ChatClient(
-        args.llm_url,
-        args.llm_model,
-        api_key=api_key,
-        timeout=args.timeout,
-        concurrency=args.concurrency,
-        budget=budget,
-        retry=retry,
-        json_mode=not args.no_json_mode,
+        args.llm_url, args.llm_model, api_key=api_key, json_mode=not args.no_json_mode, **shared
     )
-    if args.retrieval == "bm25":
+    if args.retrieval == "bm25" or not args.embed_model:
         return client, None
     if args.embed_api_key_env:
         api_key = os.environ.get(args.embed_api_key_env) or None
@@ -145,36 +145,23 @@ def _clients(args: argparse.Namespace) -> tuple[ChatClient, EmbeddingClient | No
         args.embed_url or args.llm_url,
         args.embed_model,
         api_key=api_key,
-        timeout=args.timeout,
-        concurrency=args.concurrency,
-        budget=budget,
-        retry=retry,
         batch_size=args.embed_batch_size,
+        **shared,
     )
     return client, embedder
 
 
 def _curate(args: argparse.Namespace) -> int:
+    from clamp3.cli.args import settings_from
     from clamp3.curate import CurateSettings, curate
-    from clamp3.utils.errors import UsageError
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    settings = CurateSettings(
-        languages=_split(args.languages),
-        translate_fields=_split(args.translate_fields),
-        source_language=args.source_language,
-        top_k=args.top_k_passages,
-        passage_words=args.passage_words,
-        min_support=args.min_support,
-        max_attempts=args.max_attempts,
-        retrieval=args.retrieval,
+    settings = settings_from(
+        CurateSettings, args, languages=_split(args.languages), translate_fields=_split(args.translate_fields)
     )
-    # Bad input exits 2 and a wrong endpoint (LLMConfigError) 4, through cli.main.
-    if args.concurrency < 1 or args.embed_batch_size < 1 or (args.max_requests or 0) < 0:
-        raise UsageError("--concurrency and --embed-batch-size must be >= 1, --max-requests >= 0")
-    if args.retrieval != "bm25" and not args.embed_model:
-        raise UsageError(f"--retrieval {args.retrieval} needs --embed-model (an embedding model name)")
+    # The clients and curate() check their settings (ValueError, InputError): exit 2, and a wrong
+    # endpoint (LLMConfigError) 4, through cli.main.
     client, embedder = _clients(args)
     with client, embedder or contextlib.nullcontext():
         report = curate(

@@ -7,9 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import positive_float, positive_int
+from clamp3.cli.args import pipeline_of, positive_float, positive_int, settings_from
 from clamp3.cli.corpus import quiet_logging
-from clamp3.cli.embed import load_model
 from clamp3.demo.pipeline import DEFAULT_THREADS
 
 # Bad settings and inputs (a --workdir or --out that is a file or cannot be written) end in
@@ -87,19 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
     from clamp3.demo.report import format_report
 
     quiet_logging(args)
-    options = DemoOptions(
-        workdir=args.workdir,
-        pieces=args.pieces,
-        seconds_max=args.seconds_max,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        workers=args.workers,
-        model=args.model,
-        device=args.device,
-        show_progress=not args.quiet,
-        plot=not args.no_plot,
-    )
+    options = settings_from(DemoOptions, args, show_progress=not args.quiet, plot=not args.no_plot)
     result = run_demo(options)
     print(format_report(result.benchmark))
     if not args.quiet:
@@ -142,7 +129,7 @@ def demo_benchmark(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = args.out or str(Path(args.corpus).resolve().parent / "benchmark")
     split_folder(Path(args.corpus), args.split)  # before the model: loading it may take a while
-    model = load_model(args)
+    model = pipeline_of(args)
     result = run_benchmark(
         model,
         args.corpus,

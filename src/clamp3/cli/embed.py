@@ -5,59 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clamp3.cli.args import non_negative_float, non_negative_int, positive_int
-from clamp3.utils.errors import InputError
-
-DTYPES = ("fp32", "fp16", "bf16")
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model / --device / --dtype, shared by every sub-command that runs the model."""
-    p.add_argument(
-        "--model", "-m", default="saas", help="model directory, official .pth, or tag (saas, c2, clamp2, m3)"
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
-    )
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="default fp32 on CPU, fp16 on GPU")
-
-
-def add_captioner_argument(p: argparse.ArgumentParser) -> None:
-    """--captioner, shared by the sub-commands that take image inputs (embed, search, zero-shot, serve)."""
-    from clamp3.captioning import DEFAULT_CAPTIONER
-
-    p.add_argument(
-        "--captioner",
-        default=DEFAULT_CAPTIONER,
-        metavar="NAME_OR_DIR",
-        help=f"image-to-text model that captions image inputs (.png .jpg .jpeg .webp), which are then "
-        f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
-        "search); loaded only when an image is seen",
-    )
-
-
-def load_model(args: argparse.Namespace):
-    """The model of ``--model`` on ``--device`` in ``--dtype`` (towers load on first use; the
-    device and dtype rule: :mod:`clamp3.utils.device`); an ``export-onnx`` directory runs on
-    ONNX Runtime without importing torch."""
-    from clamp3 import backends
-    from clamp3.onnx.layout import is_onnx_directory
-
-    if is_onnx_directory(args.model):
-        if args.dtype:
-            raise InputError(f"--dtype {args.dtype}", "an ONNX export has the precision it was exported with")
-        return backends.load(args.model, device=args.device)
-    from clamp3.utils.device import model_dtype, resolve_device
-
-    device = resolve_device(args.device)
-    return backends.load(args.model, device=device, dtype=model_dtype(args.dtype, device))
-
-
-def load_pipeline(args: argparse.Namespace):
-    """:func:`load_model` in a pipeline that captions image inputs with ``--captioner``."""
-    from clamp3.pipeline import Clamp3Pipeline
-
-    return Clamp3Pipeline(load_model(args), captioner=args.captioner)
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_timeout_argument,
+    non_negative_int,
+    pipeline_of,
+    positive_int,
+    timeout_of,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,12 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="processes converting MusicXML/MIDI (0: in-process)",
     )
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=300.0,
-        help="seconds allowed per MusicXML/MIDI conversion before the file fails (0: no limit)",
-    )
+    add_timeout_argument(p, 300.0, "one MusicXML/MIDI conversion")
     p.add_argument(
         "--chunk-size", type=positive_int, default=64, help="files prepared and embedded per round"
     )
@@ -112,14 +63,14 @@ def _embed(args: argparse.Namespace) -> int:
     from clamp3.embed_folder import embed_folder, shard_from_env
 
     report = embed_folder(
-        load_pipeline(args),
+        pipeline_of(args),
         args.input,
         args.output,
         pooled=not args.unpooled,
         modality=args.modality,
         batch_size=args.batch_size,
         workers=args.workers,
-        timeout=args.timeout or None,
+        timeout=timeout_of(args),
         chunk_size=args.chunk_size,
         shard=shard_from_env(),
         model_id=str(args.model),

@@ -11,8 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import add_model_mismatch_flag, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    pipeline_of,
+    positive_int,
+)
 from clamp3.utils.errors import InputError
 
 
@@ -122,11 +127,18 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         metavar="EXPR",
         help="""filter on metadata, e.g. 'modality == "audio" and year >= 1950 and composer in ["Bach"]'""",
     )
-    add_model_arguments(p)
+    add_model_arguments(p, default=None)
     add_captioner_argument(p)
-    p.set_defaults(model=None)  # default: the model id stored in the index
     p.add_argument("--json", action="store_true", help="print a JSON list: rank, path, score, modality, ...")
     p.set_defaults(handler=_search)
+
+
+def _add_folder_pair(p: argparse.ArgumentParser) -> None:
+    """Q_DIR R_DIR, two embedding folders compared by their match keys, and the override for
+    two folders of different models (score, eval)."""
+    p.add_argument("query_dir", metavar="Q_DIR")
+    p.add_argument("reference_dir", metavar="R_DIR")
+    add_model_mismatch_flag(p, "the two folders were embedded by different models")
 
 
 def _register_score(sub: argparse._SubParsersAction) -> None:
@@ -140,11 +152,9 @@ def _register_score(sub: argparse._SubParsersAction) -> None:
             "mean reference vector."
         ),
     )
-    p.add_argument("query_dir", metavar="Q_DIR")
-    p.add_argument("reference_dir", metavar="R_DIR")
+    _add_folder_pair(p)
     p.add_argument("--group", action="store_true", help="score the two folders' mean vectors")
     p.add_argument("--out", default=None, metavar="FILE", help="write JSONL (pairwise) / JSON (group) here")
-    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.set_defaults(handler=_score)
 
 
@@ -160,10 +170,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
             "--ties optimistic reproduces the official script (the correct reference wins every tie)."
         ),
     )
-    p.add_argument("query_dir", metavar="Q_DIR")
-    p.add_argument("reference_dir", metavar="R_DIR")
+    _add_folder_pair(p)
     p.add_argument("--ties", choices=["expected", "optimistic"], default="expected")
-    add_model_mismatch_flag(p, "the two folders were embedded by different models")
     p.add_argument("--ranks", default=None, metavar="FILE", help="per-query ranks as JSONL")
     p.add_argument("--json", default=None, metavar="FILE", help="metrics as JSON")
     p.add_argument(
@@ -229,9 +237,8 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import is_image_query, needs_model, query_model, search
+    from clamp3.index.query import is_image_query, needs_model, search
 
     index = SearchIndex.load(args.index_dir)
     where = (
@@ -239,8 +246,7 @@ def _search(args: argparse.Namespace) -> int:
     )  # a bad filter fails before any model loads
     model = None
     if needs_model(args.query, index.dim):
-        args.model = query_model(index, args.model)
-        model = load_pipeline(args)
+        model = pipeline_of(args, index=index)
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality, where=where)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)

@@ -6,8 +6,16 @@ import argparse
 import logging
 import os
 
-from clamp3.cli.args import add_model_mismatch_flag, non_negative_float, positive_float, positive_int
-from clamp3.cli.embed import add_captioner_argument, add_model_arguments
+from clamp3.cli.args import (
+    add_captioner_argument,
+    add_model_arguments,
+    add_model_mismatch_flag,
+    add_timeout_argument,
+    pipeline_of,
+    positive_float,
+    positive_int,
+    timeout_of,
+)
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 from clamp3.serve.settings import MAX_IMAGE_PIXELS
 
@@ -35,8 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("--media-root", required=True, metavar="DIR", help="the folder that was embedded")
-    add_model_arguments(p)
-    p.set_defaults(model=None)  # default: the model id stored in the index
+    add_model_arguments(p, default=None)
     p.add_argument("--no-model", action="store_true", help="serve without a model (only 'more like this')")
     add_model_mismatch_flag(p, "the index was embedded by another model than --model")
     p.add_argument(
@@ -61,12 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="largest uploaded image, width x height in millions of pixels, read from its header before "
         f"decoding (default {MAX_IMAGE_PIXELS / 1e6:g}: a 600-dpi scan of an A4 page is ~35)",
     )
-    p.add_argument(
-        "--timeout",
-        type=non_negative_float,
-        default=60.0,
-        help="seconds allowed to convert an uploaded score or MIDI file, in a process of its own "
-        "(default 60; 0: no limit, converted in the request's thread)",
+    add_timeout_argument(
+        p,
+        60.0,
+        "converting an uploaded score or MIDI file (in a process of its own)",
+        zero="no limit, converted in the request's thread",
     )
     p.add_argument(
         "--threads",
@@ -115,9 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ImportError(
             f"clamp3 serve needs the serve extra ({exc.name}): pip install 'clamp3[serve]'"
         ) from exc
-    from clamp3.cli.embed import load_pipeline
     from clamp3.index import SearchIndex
-    from clamp3.index.query import query_model
 
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
@@ -125,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=max(1, int(args.max_image_megapixels * 1e6)),
         admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         allowed_hosts=_allowed_hosts(args),
-        conversion_timeout=args.timeout or None,
+        conversion_timeout=timeout_of(args),
         allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.threads:
@@ -134,8 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = None
     if not args.no_model:
-        args.model = query_model(SearchIndex.load(args.index_dir), args.model)
-        model = load_pipeline(args)
+        model = pipeline_of(args, index=SearchIndex.load(args.index_dir))
     app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     _one_faiss_thread_per_search()

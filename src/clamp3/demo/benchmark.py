@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clamp3.evaluate import metrics
-from clamp3.model_identity import fingerprint
+from clamp3.model_identity import identify
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import read_jsonl, write_json_atomic
 
 if TYPE_CHECKING:
     from clamp3.model import Clamp3Model
+    from clamp3.pipeline import Clamp3Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class BenchmarkResult:
 
 
 def run_benchmark(
-    model: Clamp3Model,
+    model: Clamp3Model | Clamp3Pipeline,
     corpus: str | os.PathLike,
     out: str | os.PathLike,
     label: str,
@@ -261,7 +262,7 @@ def run_benchmark(
     corpus, out = Path(corpus), Path(out)
     languages = tuple(languages or LANGUAGES)
     folders = input_folders(corpus, split, languages, model)
-    emb_root, index_root = prepare_cache(out, label, fingerprint(model))
+    emb_root, index_root = prepare_cache(out, label, identify(model).fingerprint)
     failures = embed_kinds(model, folders, emb_root, label, batch_size, show_progress)
     vectors = {kind: load_vectors(emb_root / kind, folders[kind]) for kind in folders}
     rows, ranks = [], {}

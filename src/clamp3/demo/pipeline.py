@@ -305,12 +305,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
     import torch
 
     from clamp3.demo.benchmark import run_benchmark
-    from clamp3.model import Clamp3Model
+    from clamp3.pipeline import load_pipeline
 
     work = Path(options.workdir)
     # A given model is resolved first: a wrong path or unreachable weights must fail in
     # seconds, not after the corpus build (towers load lazily, so this reads no weights yet).
-    given = Clamp3Model.from_pretrained(options.model, device=options.device) if options.model else None
+    given = load_pipeline(options.model, device=options.device) if options.model else None
     check_workdir(work, options)
     threads = options.threads
     result = DemoResult(work, options.model or "")
@@ -323,7 +323,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         model_dir = options.model or train_demo_model(work, options, result)
         result.model = str(model_dir)
         label = DEMO_LABEL if options.model is None else options.model
-        model = given if given is not None else Clamp3Model.from_pretrained(model_dir, device=options.device)
+        model = given if given is not None else load_pipeline(model_dir, device=options.device)
 
         def benchmark() -> tuple[Any, bool]:
             out = run_benchmark(

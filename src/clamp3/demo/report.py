@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clamp3.utils.io import atomic_path, write_json_atomic, write_text_atomic
+from clamp3.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,9 @@ def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[
 def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
     """Horizontal bars per direction, one colour per model, a black tick at the random
     baseline; left panel MRR, right panel Hit@10. Format from ``path``'s suffix."""
-    try:
-        import matplotlib
+    from clamp3.utils.plotting import pyplot, save_figure
 
-        matplotlib.use("Agg")  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("the benchmark plot needs matplotlib: pip install matplotlib") from exc
+    plt = pyplot()
     labels = sorted(models)
     directions = [row["direction"] for row in models[labels[0]]["rows"]]
     height = 0.8 / len(labels)
@@ -183,10 +179,7 @@ def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(labels), 4), fontsize="small")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def read_benchmark(path: str | os.PathLike) -> dict[str, Any]:

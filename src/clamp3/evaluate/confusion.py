@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clamp3.utils.io import atomic_path
+from clamp3.utils.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,7 @@ def plot_confusion(
     Colours are row-normalised (recall per class) so rare classes stay readable; cells carry
     the raw counts while the matrix is small enough to print them.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     counts = np.asarray(confusion, dtype=np.int64)
     rows = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
@@ -77,7 +73,6 @@ def _draw(plt, counts: np.ndarray, rates: np.ndarray, names: list[str], path, ti
                 colour = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        save_figure(fig, path)
     finally:
-        plt.close(fig)
+        plt.close(fig)  # when drawing failed (save_figure closes what it writes)

@@ -8,31 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.utils.io import atomic_path
+from clamp3.utils.plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
     from clamp3.evaluate.score import RetrievalEvaluation
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the file-only Agg back-end; ``ImportError`` with an install hint."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: never open a window, works without a display
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install matplotlib") from exc
-    return plt
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Write ``fig`` atomically in the format of ``path``'s suffix (png by default) and close it."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=dpi)
-    pyplot().close(fig)
-    return target
 
 
 def plot_retrieval(result: RetrievalEvaluation, path: str | os.PathLike, title: str = "retrieval") -> Path:

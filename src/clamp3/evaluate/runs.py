@@ -133,7 +133,7 @@ def run_probe_predict(
 
     _check_top_k(top_k)
     has_truth = truth_csv is not None or truth_from_folders
-    _check_plot(plot, has_truth)
+    check_plot(plot, truth_csv, truth_from_folders)
     check_output_file(out_json)
     probe = LinearProbe.load(probe_dir)
     if plot is not None and probe.multi_label:
@@ -189,11 +189,15 @@ def _check_top_k(top_k: int) -> None:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
 
 
-def _check_plot(plot: str | os.PathLike | None, has_truth: bool) -> None:
-    """A confusion matrix needs known labels: refuse a plot that could never be drawn."""
+def check_plot(
+    plot: str | os.PathLike | None, truth_csv: str | os.PathLike | None, truth_from_folders: bool
+) -> None:
+    """A confusion matrix needs known labels (a truth CSV or the folder names) and a writable
+    file: ``ValueError`` / ``InputError`` for a plot that could never be drawn. The runs call it
+    first; a caller may call it earlier still, before a model loads."""
     if plot is None:
         return
-    if not has_truth:
+    if truth_csv is None and not truth_from_folders:
         raise ValueError("--plot needs known labels (--truth CSV or --labels-from-folders)")
     check_output_file(plot)
 
@@ -225,7 +229,7 @@ def run_zero_shot(
 
     _check_top_k(top_k)
     has_truth = truth_csv is not None or truth_from_folders
-    _check_plot(plot, has_truth)
+    check_plot(plot, truth_csv, truth_from_folders)
     if json_out is not None:
         check_output_file(json_out)
     from clamp3.pipeline import as_pipeline

@@ -42,28 +42,6 @@ def needs_model(query: str | os.PathLike, dim: int) -> bool:
     return not (path.suffix.lower() == ".npy" and path.is_file() and _stored_embedding(path, dim) is not None)
 
 
-def query_model(index: SearchIndex, given: str | None = None) -> str:
-    """What encodes queries for ``index``: ``given``, else the model the index was built with
-    (its manifests' id). Raises ``InputError`` naming the index when it stores none."""
-    if given:
-        return given
-    if not index.model:
-        raise InputError(str(index.directory or "the index"), "the index stores no model id: pass --model")
-    return index.model
-
-
-def load_pipeline(
-    model: Clamp3Model | Clamp3Pipeline | str | os.PathLike, device: str | None = None
-) -> Clamp3Pipeline:
-    """The pipeline of a model object, or of one loaded from a directory / tag (towers are
-    loaded on first use; an ``export-onnx`` directory runs on ONNX Runtime, without torch)."""
-    from clamp3.pipeline import Clamp3Pipeline, as_pipeline
-
-    if not isinstance(model, (str, os.PathLike)):
-        return as_pipeline(model)
-    return Clamp3Pipeline.from_pretrained(model, device=device)
-
-
 def names_a_file(query: str | os.PathLike) -> bool:
     """How ``clamp3 search QUERY`` reads its one argument (the pipeline itself never guesses):
     a path object, a string naming an existing file with an extension, or a string without
@@ -123,7 +101,9 @@ def query_vector(
     modality = modality_of(query) if is_file else "text"
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
-    pipeline = load_pipeline(model, device)
+    from clamp3.pipeline import load_pipeline
+
+    pipeline = load_pipeline(model, device=device)
     warn_if_other_model(pipeline.model, index_model)
     if is_file:
         vector = pipeline.encode_files([query])[0]

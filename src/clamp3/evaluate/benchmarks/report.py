@@ -64,7 +64,7 @@ def format_table(result: dict[str, Any]) -> str:
 def plot_rows(rows: list[dict[str, Any]], path: str | os.PathLike, title: str) -> Path:
     """Bar chart of MRR per direction, ours and (where published) the paper's; PNG/PDF/SVG by
     suffix. Raises ``ImportError`` when matplotlib is missing."""
-    from clamp3.evaluate.plots import pyplot, save_figure
+    from clamp3.utils.plotting import pyplot, save_figure
 
     plt = pyplot()
     labels = [" ".join(x for x in (r["direction"], r["text_type"], r["language"]) if x) for r in rows]
