@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from clamp3.inputs import join_text_lines
 from clamp3.utils.errors import CheckpointError, InputError
+from clamp3.utils.extras import optional_module
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -84,11 +85,7 @@ def read_image(
 
 def _pillow() -> Any:
     """``PIL.Image``, or an ``ImportError`` saying which extra brings it."""
-    try:
-        from PIL import Image as PILImage
-    except ImportError as exc:
-        raise ImportError("image inputs need Pillow: pip install 'clamp3[image]'") from exc
-    return PILImage
+    return optional_module("PIL.Image", "image inputs need Pillow", "image")
 
 
 def _decode(image: Image, label: str, max_pixels: int | None) -> Image:

@@ -19,7 +19,7 @@ import torch
 from clamp3.batching import plan_batches
 from clamp3.config import Clamp3Config
 from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
-from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
+from clamp3.segments import embed_segmented
 from clamp3.towers.packed import Packing, segment_means
 
 
@@ -146,17 +146,11 @@ def embed_items(
     The model is put in eval mode for the call (dropout off) and restored afterwards.
     """
     length = model.config.tower(modality).segment_length
-    plans: list[list[Segment]] = [segment_item(item.shape[0], length) for item in items]
-    pieces = [item[s.start : s.end] for item, plan in zip(items, plans) for s in plan]
     was_training = model.training
     model.eval()
     try:
-        outputs = run_segments(model, modality, pieces, pooled, batch_size) if pieces else []
+        return embed_segmented(
+            items, length, pooled, lambda pieces: run_segments(model, modality, pieces, pooled, batch_size)
+        )
     finally:
         model.train(was_training)
-    results, cursor = [], 0
-    for plan in plans:
-        chunk = outputs[cursor : cursor + len(plan)]
-        cursor += len(plan)
-        results.append(pool_segments(np.stack(chunk), plan) if pooled else join_unpooled(chunk, plan))
-    return results

@@ -11,7 +11,9 @@ not a multiple of ``L``. The global vector is the mean of the per-segment vector
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +61,29 @@ def pool_segments(vectors: np.ndarray, segments: list[Segment]) -> np.ndarray:
 def join_unpooled(hidden: list[np.ndarray], segments: list[Segment]) -> np.ndarray:
     """Concatenate per-segment hidden states (each (segment length, H)) into (n, H)."""
     return np.concatenate([h[len(h) - s.keep :] for h, s in zip(hidden, segments)], axis=0)
+
+
+def embed_segmented(
+    items: Sequence[Any],
+    length: int,
+    pooled: bool,
+    run: Callable[[list[Any]], list[np.ndarray]],
+) -> list[np.ndarray]:
+    """The one segmentation / pooling loop of every backend (torch, ONNX).
+
+    ``items`` are sliceable along their first axis (tensors or arrays of ``n_i >= 1`` rows);
+    each is cut by :func:`segment_item` into pieces of at most ``length`` rows, and ``run`` is
+    called once with all pieces of all items (item order, segment order) and must return one
+    output per piece: its (D,) vector when ``pooled``, else its (piece length, H) rows. Returns
+    per item the (D,) float32 length-weighted mean (:func:`pool_segments`) or the (n_i, H)
+    rows (:func:`join_unpooled`). ``run`` is not called when ``items`` is empty.
+    """
+    plans = [segment_item(len(item), length) for item in items]
+    pieces = [item[s.start : s.end] for item, plan in zip(items, plans) for s in plan]
+    outputs = run(pieces) if pieces else []
+    results, cursor = [], 0
+    for plan in plans:
+        chunk = outputs[cursor : cursor + len(plan)]
+        cursor += len(plan)
+        results.append(pool_segments(np.stack(chunk), plan) if pooled else join_unpooled(chunk, plan))
+    return results

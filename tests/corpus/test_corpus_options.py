@@ -13,6 +13,7 @@ pytest.importorskip("soundfile")
 
 from clamp3.corpus import BuildOptions, PieceRef, build_corpus, render  # noqa: E402
 from clamp3.corpus import build as build_module  # noqa: E402
+from clamp3.corpus import piece as piece_module  # noqa: E402
 from clamp3.corpus.assemble import assemble  # noqa: E402
 from clamp3.corpus.build import check_options
 from clamp3.corpus.options import ConfigError  # noqa: E402
@@ -79,7 +80,7 @@ def test_a_config_error_inside_a_worker_stops_the_build_and_blames_no_piece(tmp_
         raise OSError("MERT weights not found")
 
     monkeypatch.setattr("clamp3.audio.load_frontend", unavailable)
-    monkeypatch.setattr(build_module, "_FRONTENDS", {})
+    monkeypatch.setattr(piece_module, "_FRONTENDS", {})
     out = tmp_path / "corpus"
     options = BuildOptions(seconds_max=2.0, synth="additive", features="tiny")
     with pytest.raises(ConfigError, match="cannot load the audio front-end.*MERT weights not found"):

@@ -30,7 +30,7 @@ def test_the_code_page_is_decided_per_file():
 
 
 def test_a_cp437_piece_gives_clean_facts_texts_and_musicxml(tmp_path):
-    from clamp3.corpus.build import _describe, _parse
+    from clamp3.corpus.piece import _describe, _parse
     from clamp3.corpus.render import write_musicxml
     from clamp3.corpus.select import PieceRef
     from clamp3.corpus.texts import all_texts

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_support import LANGS, ready_corpus
 
 from clamp3.demo.benchmark import (
     EMERGENT,
@@ -22,8 +23,6 @@ from clamp3.demo.benchmark import (
     slug,
 )
 from clamp3.demo.report import format_comparison, format_table, plot_benchmark
-
-LANGS = ("en", "de", "fr", "es", "zh")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
@@ -135,31 +134,10 @@ def test_comparison_puts_every_model_of_the_corpus_side_by_side():
 # ------------------------------------------------------------------ any model, through the CLI
 @pytest.fixture()
 def small_corpus(tmp_path, parity_dir) -> Path:
-    """A corpus-shaped folder of 4 pieces (parity ABC / MTF files, synthetic WAVs, 5 languages)
-    whose stored features are the mini model's (128-d), i.e. not the tiny model's."""
-    sf = pytest.importorskip("soundfile")
-    corpus = tmp_path / "corpus"
-    test = corpus / "eval" / "test"
-    abcs = sorted((parity_dir / "prep" / "abc_interleaved").glob("*.abc"))[:4]
-    mtfs = sorted((parity_dir / "prep" / "mtf").glob("*.mtf"))[:4]
-    records = []
-    for i, (abc, mtf) in enumerate(zip(abcs, mtfs)):
-        pid = f"piece{i}"
-        for folder, src in (("sheet", abc), ("midi", mtf)):
-            (test / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, test / folder / f"{pid}{src.suffix}")
-        (test / "audio").mkdir(parents=True, exist_ok=True)
-        t = np.arange(24000 * 3) / 24000
-        sf.write(test / "audio" / f"{pid}.wav", 0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t), 24000)
-        (test / "audio_features").mkdir(parents=True, exist_ok=True)
-        np.save(test / "audio_features" / f"{pid}.npy", np.ones((1, 128), np.float32))
-        for lang in LANGS:
-            (test / f"text_{lang}").mkdir(parents=True, exist_ok=True)
-            (test / f"text_{lang}" / f"{pid}.txt").write_text(f"{lang} piece number {i}\n", encoding="utf-8")
-        records.append({"id": pid, "title": f"Title {i}"})
-    (corpus / "m4rag_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    (corpus / "manifest.json").write_text(json.dumps({"options": {"features": "mini"}}), encoding="utf-8")
-    return corpus
+    """The demo tests' ready-made corpus with 4 test pieces (parity ABC / MTF files, sine WAVs,
+    5 languages) whose manifest names the mini model's 128-d features, i.e. not the tiny model's."""
+    ready_corpus(tmp_path, parity_dir, n_test=4, pieces=4)
+    return tmp_path / "corpus"
 
 
 def test_benchmark_cli_with_another_model_joins_the_table(small_corpus, tiny_model_dir, tmp_path, capsys):

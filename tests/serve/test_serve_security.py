@@ -331,3 +331,13 @@ def test_upload_area_must_be_outside_the_media_root(tmp_path):
         assert path.read_bytes().startswith(b"MThd") and len(digest) == 64
     assert list(area.base.iterdir()) == []
     area.close()
+
+
+def test_each_domain_error_has_its_own_status_and_plain_http_errors_share_its_code():
+    from clamp3.serve import errors
+
+    kinds = errors.ServeError.__subclasses__()
+    assert len({cls.status for cls in kinds}) == len(kinds) and len({cls.code for cls in kinds}) == len(kinds)
+    assert all(400 <= cls.status < 600 and errors.code_of_status(cls.status) == cls.code for cls in kinds)
+    assert errors.code_of_status(400) == "bad_request" and errors.code_of_status(405) is None
+    assert errors.RangeNotSatisfiable("no", size=9).size == 9 and errors.NotFound("gone").status == 404

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, json_text, read_jsonl, write_json_atomic
+from clamp3.utils.extras import optional_module
+from clamp3.utils.io import append_jsonl, json_text, jsonl_objects, read_jsonl, write_json_atomic
 
 # What os.walk / Path give for the file-name bytes b"caf\xe9.mid" (Latin-1, not UTF-8).
 NOT_UTF8 = os.fsdecode(b"caf\xe9.mid")
@@ -64,3 +65,20 @@ def test_lines_end_at_newline_only(tmp_path):
     record = {"path": "odd\u2028name\x1c.mid"}  # separators str.splitlines would split at
     append_jsonl(log, record)
     assert read_jsonl(log) == [record]
+
+
+def test_lenient_jsonl_keeps_the_good_lines_and_names_each_bad_one():
+    lines = ['{"a": 1}', "", "{oops", "[1, 2]", '{"b": 2}']
+    rows, errors = jsonl_objects("cat.jsonl", lines)
+    assert rows == [(1, {"a": 1}), (5, {"b": 2})]
+    assert [(e.path, e.reason.split(":")[0]) for e in errors] == [
+        ("cat.jsonl:line 3", "invalid JSON"),
+        ("cat.jsonl:line 4", "not a JSON object"),
+    ]
+
+
+def test_a_missing_optional_dependency_names_the_extra():
+    assert optional_module("json", "never", "none") is json
+    with pytest.raises(ImportError, match=r"^x needs y: pip install 'clamp3\[demo\]'$") as caught:
+        optional_module("clamp3_no_such_module", "x needs y", "demo")
+    assert isinstance(caught.value.__cause__, ImportError)

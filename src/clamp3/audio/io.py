@@ -20,6 +20,7 @@ import numpy as np
 from clamp3.audio.resample import StreamingResampler, output_length
 from clamp3.inputs import extensions
 from clamp3.utils.errors import InputError
+from clamp3.utils.extras import optional_module
 
 SAMPLE_RATE = 24000
 AUDIO_EXTENSIONS = extensions(kinds=("recording",))  # the recordings of the input table
@@ -32,11 +33,7 @@ def is_audio_file(path: str | os.PathLike) -> bool:
 
 
 def _soundfile():
-    try:
-        import soundfile
-    except ImportError as exc:  # the `audio` extra is not installed
-        raise ImportError("audio decoding needs soundfile: pip install 'clamp3[audio]'") from exc
-    return soundfile
+    return optional_module("soundfile", "audio decoding needs soundfile", "audio")
 
 
 class _Growable:

@@ -6,8 +6,9 @@ Needs the ``corpus`` extra (music21, mido, soundfile). Audio uses FluidSynth wit
 General-MIDI soundfont when installed, else a built-in additive synthesizer.
 """
 
-from clamp3.corpus.build import BuildSummary, build_corpus, build_piece
+from clamp3.corpus.build import BuildSummary, build_corpus
 from clamp3.corpus.options import BuildOptions, ConfigError
+from clamp3.corpus.piece import build_piece
 from clamp3.corpus.select import PieceRef, select_pieces
 from clamp3.corpus.texts import LANGUAGES, train_corpus_tokenizer, write_texts
 

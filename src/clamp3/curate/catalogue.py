@@ -20,13 +20,13 @@ the reason, and the other rows are read.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.inputs import PREPARED_KINDS, extensions
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import jsonl_objects
 
 _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
 _TITLE_KEYS = ("title", "name")
@@ -91,21 +91,10 @@ def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[InputError]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read catalogue: {exc}") from exc
-    rows: list[tuple[str, dict]] = []
     errors: list[InputError] = []
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append(InputError(f"{path}:line {number}", f"invalid JSON: {exc.msg}"))
-                continue
-            if not isinstance(row, dict):
-                errors.append(InputError(f"{path}:line {number}", "not a JSON object"))
-                continue
-            rows.append((f"line {number}", row))
+        objects, errors = jsonl_objects(path, text.splitlines())
+        rows = [(f"line {number}", row) for number, row in objects]
     else:
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames:

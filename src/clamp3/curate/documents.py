@@ -13,7 +13,6 @@ boundaries depend only on the text, so rebuilding the index gives the same passa
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import jsonl_objects
 from clamp3.utils.walk import walk_files
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -172,17 +172,10 @@ def _read_dump(path: Path) -> tuple[list[tuple[str, str, str]], list[InputError]
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read document dump: {exc}") from exc
     documents: list[tuple[str, str, str]] = []
-    errors: list[InputError] = []
+    objects, errors = jsonl_objects(path, lines)
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(InputError(f"{path}:line {number}", f"invalid JSON: {exc.msg}"))
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+    for number, row in objects:
+        if not isinstance(row.get("text"), str):
             errors.append(InputError(f"{path}:line {number}", 'expected an object with a "text" string'))
             continue
         doc_id = str(row.get("id") or f"line-{number}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from clamp3.curate.transport import ApiClient, RequestBudget, RetryPolicy
+from clamp3.curate.transport import ApiClient
 from clamp3.utils.vectors import l2_normalize
 
 
@@ -26,29 +26,11 @@ class EmbeddingClient(ApiClient):
 
     route = "/embeddings"
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        concurrency: int = 4,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy | None = None,
-        batch_size: int = 64,
-    ) -> None:
+    def __init__(self, base_url: str, model: str, *, batch_size: int = 64, **transport: Any) -> None:
+        """``transport``: the keyword options of :class:`~clamp3.curate.transport.ApiClient`."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        super().__init__(
-            base_url,
-            model,
-            api_key=api_key,
-            timeout=timeout,
-            concurrency=concurrency,
-            budget=budget,
-            retry=retry,
-        )
+        super().__init__(base_url, model, **transport)
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

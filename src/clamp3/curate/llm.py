@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clamp3.curate.transport import ApiClient, RequestBudget, RetryPolicy
+from clamp3.curate.transport import ApiClient
 
 
 class ChatClient(ApiClient):
@@ -21,29 +21,9 @@ class ChatClient(ApiClient):
 
     route = "/chat/completions"
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        concurrency: int = 4,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy | None = None,
-        json_mode: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            base_url,
-            model,
-            api_key=api_key,
-            timeout=timeout,
-            concurrency=concurrency,
-            budget=budget,
-            retry=retry,
-            seed=seed,
-        )
+    def __init__(self, base_url: str, model: str, *, json_mode: bool = True, **transport: Any) -> None:
+        """``transport``: the keyword options of :class:`~clamp3.curate.transport.ApiClient`."""
+        super().__init__(base_url, model, **transport)
         self.json_mode = json_mode
 
     def chat(self, messages: list[dict[str, str]], temperature: float = 0.0) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from clamp3.utils.extras import optional_module
 from clamp3.utils.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,7 @@ GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 
 
 
 def import_faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # an optional dependency: say how to get it
-        raise ImportError("clamp3 indexes need FAISS: pip install 'clamp3[index]' (faiss-cpu)") from exc
-    return faiss
+    return optional_module("faiss", "clamp3 indexes need FAISS (faiss-cpu)", "index")
 
 
 def ivf_lists(n: int) -> int:

@@ -23,7 +23,7 @@ from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids
 from clamp3.model_identity import ModelIdentity
 from clamp3.onnx.layout import Manifest, read_manifest
 from clamp3.onnx.session import TowerSession
-from clamp3.segments import Segment, join_unpooled, pool_segments, segment_item
+from clamp3.segments import embed_segmented
 from clamp3.utils.errors import CheckpointError
 
 
@@ -171,15 +171,9 @@ class OnnxModel:
         """Prepared items (n_i, ...) -> (D,) global vectors (length-weighted segment mean) or
         (n_i, H) unpooled, exactly as :func:`clamp3.embedding.embed_items`."""
         length = self.config.tower(modality).segment_length
-        plans: list[list[Segment]] = [segment_item(len(item), length) for item in items]
-        pieces = [item[s.start : s.end] for item, plan in zip(items, plans) for s in plan]
-        outputs = self.run_segments(modality, pieces, pooled, batch_size) if pieces else []
-        results, cursor = [], 0
-        for plan in plans:
-            chunk = outputs[cursor : cursor + len(plan)]
-            cursor += len(plan)
-            results.append(pool_segments(np.stack(chunk), plan) if pooled else join_unpooled(chunk, plan))
-        return results
+        return embed_segmented(
+            items, length, pooled, lambda pieces: self.run_segments(modality, pieces, pooled, batch_size)
+        )
 
     def embed_text_ids(
         self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32

@@ -34,23 +34,7 @@ from clamp3.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[errors.ServeError], int] = {
-    errors.NotFound: 404,
-    errors.Forbidden: 403,
-    errors.Unauthorized: 401,
-    errors.TooLarge: 413,
-    errors.UnsupportedType: 415,
-    errors.RangeNotSatisfiable: 416,
-    errors.Unprocessable: 422,
-    errors.Unavailable: 503,
-}
-HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_type",
-}
+HTTP_CODES = {405: "method_not_allowed"}  # statuses no domain error has (the others: errors.code_of_status)
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
 UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the file
 
@@ -63,13 +47,12 @@ def _error(request: Request, status: int, code: str, message: str, **extra: Any)
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServeError)
-    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
     headers = {}
     if isinstance(exc, errors.RangeNotSatisfiable):
         headers["content-range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.Unauthorized):
         headers["www-authenticate"] = "Bearer"
-    return _error(request, status, exc.code, exc.message, headers=headers)
+    return _error(request, exc.status, exc.code, exc.message, headers=headers)
 
 
 async def _input_error(request: Request, exc: Exception) -> JSONResponse:
@@ -94,7 +77,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "server_error")
+    code = errors.code_of_status(exc.status_code) or HTTP_CODES.get(exc.status_code)
+    code = code or ("bad_request" if exc.status_code < 500 else "server_error")
     message = "no such endpoint; see /openapi.json" if exc.status_code == 404 else str(exc.detail)
     return _error(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clamp3.serve.logs import request_id
+from clamp3.serve.logs import HttpMiddleware, request_id
 
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self'; "
@@ -53,16 +53,16 @@ def host_name(header: str) -> str | None:
     return match.group("v6") or match.group("name")
 
 
-class HostGuard:
+class HostGuard(HttpMiddleware):
     """Answers only requests whose ``Host`` name (port ignored) is in ``allowed``; ``None``
     allows all."""
 
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None):
-        self.app = app
+        super().__init__(app)
         self.allowed = allowed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.allowed is not None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allowed is not None:
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").strip().lower()
             if host_name(host) not in self.allowed:
                 await send_error(
@@ -76,17 +76,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """413 for request bodies over ``limit_for(path)`` bytes."""
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]):
-        self.app = app
+        super().__init__(app)
         self.limit_for = limit_for
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limit_for(scope["path"])
         message = f"the request body is larger than this endpoint's limit of {_size(limit)}"
         declared = dict(scope.get("headers", [])).get(b"content-length")
@@ -124,7 +121,7 @@ class BodyLimit:
             await send_error(scope, send, 413, "too_large", message)
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Adds hardening headers to every response (route-specific ones take precedence)."""
 
     HEADERS = [
@@ -135,14 +132,7 @@ class SecurityHeaders:
         (b"content-security-policy", PAGE_POLICY.encode()),
     ]
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_hardened(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))

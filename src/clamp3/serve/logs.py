@@ -60,8 +60,9 @@ def request_id(scope: Scope) -> str | None:
     return scope.get("state", {}).get("request_id")
 
 
-class AccessLog:
-    """ASGI middleware (outermost): assigns the request id and writes the access line."""
+class HttpMiddleware:
+    """The service's ASGI middleware base: other scopes (lifespan, websockets) pass straight
+    to ``app``; HTTP requests go to :meth:`http`, which calls ``self.app`` as it sees fit."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -70,6 +71,16 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(HttpMiddleware):
+    """ASGI middleware (outermost): assigns the request id and writes the access line."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid

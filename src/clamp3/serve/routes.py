@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import os
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, UploadFile
@@ -43,6 +43,25 @@ KQuery = Annotated[int, Query(ge=1, le=100, description="results per page")]
 OffsetQuery = Annotated[int, Query(ge=0, lt=MAX_RESULTS, description="results to skip")]
 ModalityQuery = Annotated[Modality | None, Query(description="only results of this modality")]
 WhereQuery = Annotated[str | None, Query(max_length=MAX_WHERE_CHARS, description=WHERE_HELP)]
+
+
+class PageParams(NamedTuple):
+    """The paging and filter parameters of every search route, in the order the catalog's
+    search methods take them (``catalog.search_text(q, *params)``)."""
+
+    k: int
+    offset: int
+    modality: Modality | None
+    where: str | None
+
+
+def _page_params(
+    k: KQuery = 10, offset: OffsetQuery = 0, modality: ModalityQuery = None, where: WhereQuery = None
+) -> PageParams:
+    return PageParams(k, offset, modality, where)
+
+
+PageQuery = Annotated[PageParams, Depends(_page_params)]
 ItemIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="an item id from a search result")]
 UploadIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="upload_id of a file search")]
 ERRORS: dict[int | str, dict] = {status: {"model": Error} for status in (400, 404, 422, 503)}
@@ -63,17 +82,21 @@ def _links(identifier: str, kind: str) -> dict[str, str | None]:
     }
 
 
-def _response(page: Page, query: dict[str, str | None], upload_id: str | None = None) -> SearchResponse:
+def _response(
+    page: Page, query: dict[str, str | None], params: PageParams, upload_id: str | None = None
+) -> SearchResponse:
+    """The answer of a search; ``query`` (what was searched) gets the filters of ``params``."""
     results = [Result(**vars(r), **_links(r.id, r.kind)) for r in page.results]
+    query = query | {"modality": params.modality, "where": params.where}
     return SearchResponse(
         query=query, results=results, total=page.total, offset=page.offset, k=page.k, upload_id=upload_id
     )
 
 
-def _upload_query(request: Request, upload_id: str, fields: dict[str, str], modality: str | None) -> dict:
+def _upload_query(request: Request, upload_id: str, fields: dict[str, str]) -> dict:
     """The ``query`` of a file search; an image's adds the ``caption`` it was searched as."""
     caption = _catalog(request).upload_caption(upload_id)
-    return {"type": "file", **fields, **({"caption": caption} if caption else {}), "modality": modality}
+    return {"type": "file", **fields, **({"caption": caption} if caption else {})}
 
 
 @router.get("/health", response_model=Health, summary="Service status and index size")
@@ -97,19 +120,16 @@ def search(
     q: Annotated[
         str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text, any language")
     ],
-    k: KQuery = 10,
-    offset: OffsetQuery = 0,
-    modality: ModalityQuery = None,
-    where: WhereQuery = None,
+    params: PageQuery,
 ) -> SearchResponse:
-    page = _catalog(request).search_text(q, k, offset, modality, where)
-    return _response(page, {"type": "text", "q": q, "modality": modality, "where": where})
+    found = _catalog(request).search_text(q, *params)
+    return _response(found, {"type": "text", "q": q}, params)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text (JSON body)")
 def search_json(request: Request, body: SearchRequest) -> SearchResponse:
-    page = _catalog(request).search_text(body.q, body.k, body.offset, body.modality, body.where)
-    return _response(page, {"type": "text", "q": body.q, "modality": body.modality, "where": body.where})
+    params = PageParams(body.k, body.offset, body.modality, body.where)
+    return _response(_catalog(request).search_text(body.q, *params), {"type": "text", "q": body.q}, params)
 
 
 @router.post(
@@ -124,19 +144,15 @@ def search_file(
         UploadFile,
         File(description="a score (.xml .mxl .abc), MIDI (.mid .mtf), audio or image (.png .jpg .webp) file"),
     ],
-    k: KQuery = 10,
-    offset: OffsetQuery = 0,
-    modality: ModalityQuery = None,
-    where: WhereQuery = None,
+    params: PageQuery,
 ) -> SearchResponse:
     suffix = upload_suffix(file.filename)
     limit = request.app.state.settings.max_upload_bytes
     name = PurePosixPath((file.filename or "").replace("\\", "/")).name[:200]
     with request.app.state.uploads.store(file.file, suffix, limit) as (path, digest):
         upload_id = digest[:32]
-        page = _catalog(request).search_upload(path, upload_id, name, k, offset, modality, where)
-    query = _upload_query(request, upload_id, {"name": name}, modality) | {"where": where}
-    return _response(page, query, upload_id)
+        found = _catalog(request).search_upload(path, upload_id, name, *params)
+    return _response(found, _upload_query(request, upload_id, {"name": name}), params, upload_id)
 
 
 @router.get(
@@ -148,14 +164,11 @@ def search_file(
 def upload_similar(
     request: Request,
     upload_id: UploadIdPath,
-    k: KQuery = 10,
-    offset: OffsetQuery = 0,
-    modality: ModalityQuery = None,
-    where: WhereQuery = None,
+    params: PageQuery,
 ) -> SearchResponse:
-    page = _catalog(request).search_recent_upload(upload_id, k, offset, modality, where)
-    query = _upload_query(request, upload_id, {"upload_id": upload_id}, modality) | {"where": where}
-    return _response(page, query, upload_id)
+    found = _catalog(request).search_recent_upload(upload_id, *params)
+    query = _upload_query(request, upload_id, {"upload_id": upload_id})
+    return _response(found, query, params, upload_id)
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=ERRORS, summary="Item metadata")
@@ -173,13 +186,10 @@ def item(request: Request, item_id: ItemIdPath) -> Item:
 def item_similar(
     request: Request,
     item_id: ItemIdPath,
-    k: KQuery = 10,
-    offset: OffsetQuery = 0,
-    modality: ModalityQuery = None,
-    where: WhereQuery = None,
+    params: PageQuery,
 ) -> SearchResponse:
-    page = _catalog(request).similar(item_id, k, offset, modality, where)
-    return _response(page, {"type": "item", "id": item_id, "modality": modality, "where": where})
+    found = _catalog(request).similar(item_id, *params)
+    return _response(found, {"type": "item", "id": item_id}, params)
 
 
 def _disposition(name: str, inline: bool) -> str:

@@ -12,11 +12,13 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from clamp3.utils.errors import InputError
 
 # Lone surrogates: what ``os.fsdecode`` (and so ``os.walk``, ``Path``) makes of file-name bytes that
 # are not valid UTF-8 (``b"caf\xe9.mid"`` -> ``"caf\udce9.mid"``).
@@ -125,8 +127,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     line would silently drop a record. Blank lines are skipped. Lines end at ``\\n`` only
     (``str.splitlines`` would also split inside strings holding U+2028 or other separators).
     """
-    from clamp3.utils.errors import InputError
-
     p = Path(path)
     if not p.exists():
         return []
@@ -146,3 +146,29 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise InputError(p, f"line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def jsonl_objects(
+    path: str | os.PathLike, lines: Iterable[str]
+) -> tuple[list[tuple[int, dict]], list[InputError]]:
+    """The lenient reading of a user's JSONL input (catalogues, document dumps), where one bad
+    line should be reported and skipped, not stop the run (unlike :func:`read_jsonl`).
+
+    Returns ``(line number, object)`` per line that holds a JSON object (1-based; blank lines
+    skipped) and one ``InputError("<path>:line N", reason)`` per other line.
+    """
+    rows: list[tuple[int, dict]] = []
+    errors: list[InputError] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(InputError(f"{path}:line {number}", f"invalid JSON: {exc.msg}"))
+            continue
+        if not isinstance(row, dict):
+            errors.append(InputError(f"{path}:line {number}", "not a JSON object"))
+            continue
+        rows.append((number, row))
+    return rows, errors

@@ -83,11 +83,14 @@ def select_queries(
 
 
 # ------------------------------------------------------------------------------------- reading
-def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else :class:`InputError` saying what was expected there."""
-    if not path.is_file():
-        raise InputError(path, f"not found; expected {what}")
-    return path
+def table_and_audio(path: Path, name: str, what: str, audio_layout: str) -> tuple[Path, Path]:
+    """A captions table (``path`` itself, or ``name`` in the folder ``path``) and the ``audio``
+    folder beside it, which must exist (else :class:`InputError` saying it should hold ``audio_layout``)."""
+    table = find_file(path, [name], what)
+    audio = table.parent / "audio"
+    if not audio.is_dir():
+        raise InputError(audio, f"not found; expected {audio_layout}")
+    return table, audio
 
 
 def find_file(root: Path, names: Sequence[str], what: str) -> Path:
@@ -102,9 +105,19 @@ def find_file(root: Path, names: Sequence[str], what: str) -> Path:
     raise InputError(root, f"no {' or '.join(names)} here; expected {what}")
 
 
-def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) per non-empty line of a JSON-lines file; a line that is
-    not a JSON object raises :class:`InputError` naming the file and the line."""
+def json_records(
+    path: Path, names: Sequence[str], what: str
+) -> tuple[Path, Iterator[tuple[str, dict[str, Any]]]]:
+    """A data set's JSON-lines file (:func:`find_file`) and its (where, object) pairs
+    (:func:`read_json_lines`, read as the pairs are taken)."""
+    jsonl = find_file(path, names, what)
+    return jsonl, read_json_lines(jsonl)
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, object) per non-empty line of a JSON-lines file, ``where`` being
+    ``"<path>:<1-based line>"`` for the loader's own errors; a line that is not a JSON object
+    raises :class:`InputError` naming the file and the line."""
     try:
         handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below; the open error gets its own message)
     except OSError as exc:
@@ -119,12 +132,12 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise InputError(f"{path}:{number}", f"not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{number}", "expected a JSON object per line")
-            yield number, record
+            yield f"{path}:{number}", record
 
 
-def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) per CSV data row; a missing column raises :class:`InputError` that
-    names the file, the missing columns and the columns found."""
+def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """(where, row) per CSV data row (``where`` as in :func:`read_json_lines`); a missing
+    column raises :class:`InputError` that names the file, the missing columns and those found."""
     try:
         handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 (as above)
     except OSError as exc:
@@ -139,7 +152,7 @@ def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[int, dic
                 f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or 'nothing'}",
             )
         for row in reader:
-            yield reader.line_num, row
+            yield f"{path}:{reader.line_num}", row
 
 
 def field_of(record: dict[str, Any], name: str, where: str, kind: type | tuple[type, ...] = str) -> Any:

@@ -25,8 +25,7 @@ from clamp3.evaluate.benchmarks.layout import (
     BenchmarkData,
     TextQuery,
     field_of,
-    find_file,
-    read_json_lines,
+    json_records,
     relative_to,
 )
 from clamp3.utils.errors import InputError
@@ -59,11 +58,10 @@ def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
         if len(found) != 1:
             raise InputError(path, f"give the manifest file itself (found {len(found)} .jsonl files here)")
         path = found[0]
-    jsonl = find_file(path, [], "a manifest (JSON lines)")
+    jsonl, records = json_records(path, [], "a manifest (JSON lines)")
     music: dict[str, dict[str, Path]] = {m: {} for m in MUSIC_MODALITIES}
     queries: list[TextQuery] = []
-    for number, record in read_json_lines(jsonl):
-        where = f"{jsonl}:{number}"
+    for where, record in records:
         key = field_of(record, "id", where)
         files = field_of(record, "music", where, dict)
         unknown = sorted(set(files) - set(MUSIC_MODALITIES))

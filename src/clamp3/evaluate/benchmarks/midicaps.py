@@ -15,12 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from clamp3.evaluate.benchmarks.layout import (
-    ENGLISH,
     BenchmarkData,
     TextQuery,
     field_of,
-    find_file,
-    read_json_lines,
+    json_records,
     relative_to,
     truthy,
 )
@@ -33,12 +31,11 @@ TEXT_TYPES = ("caption",)
 
 
 def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
-    jsonl = find_file(path, [JSONL], f"the MidiCaps records ({JSONL}, JSON lines)")
+    jsonl, records = json_records(path, [JSONL], f"the MidiCaps records ({JSONL}, JSON lines)")
     subset = subset or "test"
     midi: dict[str, Path] = {}
     queries = []
-    for number, record in read_json_lines(jsonl):
-        where = f"{jsonl}:{number}"
+    for where, record in records:
         location = field_of(record, "location", where)
         caption = field_of(record, "caption", where)
         if subset == "test" and not truthy(field_of(record, "test_set", where, (bool, int, str))):
@@ -46,7 +43,7 @@ def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
         if location in midi:
             raise InputError(where, f"location {location!r} appears twice")
         midi[location] = relative_to(jsonl.parent, location)
-        queries.append(TextQuery(location, location, caption, "caption", ENGLISH))
+        queries.append(TextQuery(location, location, caption, "caption"))
     if not queries:
         raise InputError(jsonl, f"no record in subset {subset!r}")
     return BenchmarkData(

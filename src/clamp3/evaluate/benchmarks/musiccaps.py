@@ -18,14 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clamp3.evaluate.benchmarks.layout import (
-    ENGLISH,
-    BenchmarkData,
-    TextQuery,
-    find_file,
-    read_csv_rows,
-    truthy,
-)
+from clamp3.evaluate.benchmarks.layout import BenchmarkData, TextQuery, read_csv_rows, table_and_audio, truthy
 from clamp3.evaluate.benchmarks.media import files_by_stem
 from clamp3.utils.errors import InputError
 
@@ -38,26 +31,24 @@ _FLAGS = {"eval": "is_audioset_eval", "balanced": "is_balanced_subset"}
 
 
 def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
-    csv_path = find_file(path, [CSV], f"the MusicCaps captions ({CSV})")
-    audio = csv_path.parent / "audio"
-    if not audio.is_dir():
-        raise InputError(audio, "not found; expected the clips as audio/<ytid>.<wav|mp3|flac|ogg|npy>")
+    clips_layout = "the clips as audio/<ytid>.<wav|mp3|flac|ogg|npy>"
+    csv_path, audio = table_and_audio(path, CSV, f"the MusicCaps captions ({CSV})", clips_layout)
     subset = subset or "all"
     flag = _FLAGS.get(subset)
     clips = files_by_stem(audio)
     music: dict[str, Path] = {}
     queries, absent = [], 0
-    for line, row in read_csv_rows(csv_path, COLUMNS + ((flag,) if flag else ())):
+    for where, row in read_csv_rows(csv_path, COLUMNS + ((flag,) if flag else ())):
         if flag and not truthy(row[flag]):
             continue
         ytid, caption = row["ytid"].strip(), row["caption"].strip()
         if not ytid or not caption:
-            raise InputError(f"{csv_path}:{line}", "empty ytid or caption")
+            raise InputError(where, "empty ytid or caption")
         if ytid not in clips:
             absent += 1
             continue
         music[ytid] = clips[ytid]
-        queries.append(TextQuery(ytid, ytid, caption, "caption", ENGLISH))
+        queries.append(TextQuery(ytid, ytid, caption, "caption"))
     if not queries:
         raise InputError(csv_path, f"no row of subset {subset!r} has its clip in {audio}")
     notes = [f"subset {subset}: {len(queries)} clips"]

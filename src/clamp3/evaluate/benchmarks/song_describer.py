@@ -18,14 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clamp3.evaluate.benchmarks.layout import (
-    ENGLISH,
-    BenchmarkData,
-    TextQuery,
-    find_file,
-    read_csv_rows,
-    truthy,
-)
+from clamp3.evaluate.benchmarks.layout import BenchmarkData, TextQuery, read_csv_rows, table_and_audio, truthy
 from clamp3.utils.errors import InputError
 
 NAME = "song-describer"
@@ -44,23 +37,19 @@ def audio_file(audio: Path, track_id: str, rel: str) -> Path:
 
 
 def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
-    csv_path = find_file(path, [CSV], f"the Song Describer captions ({CSV})")
-    audio = csv_path.parent / "audio"
-    if not audio.is_dir():
-        raise InputError(
-            audio, "not found; expected the unpacked audio.zip (audio/<dir>/<track_id>.2min.mp3)"
-        )
+    excerpts_layout = "the unpacked audio.zip (audio/<dir>/<track_id>.2min.mp3)"
+    csv_path, audio = table_and_audio(path, CSV, f"the Song Describer captions ({CSV})", excerpts_layout)
     subset = subset or "valid"
     tracks: dict[str, Path] = {}
     queries = []
-    for line, row in read_csv_rows(csv_path, COLUMNS):
+    for where, row in read_csv_rows(csv_path, COLUMNS):
         if subset == "valid" and not truthy(row["is_valid_subset"]):
             continue
         track, caption = row["track_id"].strip(), row["caption"].strip()
         if not track or not caption:
-            raise InputError(f"{csv_path}:{line}", "empty track_id or caption")
+            raise InputError(where, "empty track_id or caption")
         tracks.setdefault(track, audio_file(audio, track, row["path"].strip()))
-        queries.append(TextQuery(row["caption_id"].strip(), track, caption, "caption", ENGLISH))
+        queries.append(TextQuery(row["caption_id"].strip(), track, caption, "caption"))
     if not queries:
         raise InputError(csv_path, f"no caption in subset {subset!r}")
     notes = [f"subset {subset}: {len(queries)} captions of {len(tracks)} tracks"]

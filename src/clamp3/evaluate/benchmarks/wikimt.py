@@ -14,14 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clamp3.evaluate.benchmarks.layout import (
-    ENGLISH,
-    BenchmarkData,
-    TextQuery,
-    field_of,
-    find_file,
-    read_json_lines,
-)
+from clamp3.evaluate.benchmarks.layout import BenchmarkData, TextQuery, field_of, json_records
 from clamp3.evaluate.benchmarks.media import write_inline_scores
 from clamp3.utils.errors import InputError
 
@@ -35,13 +28,12 @@ SECOND_HAND = (
 
 
 def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
-    jsonl = find_file(path, [JSONL], f"the WikiMT records ({JSONL})")
+    jsonl, records = json_records(path, [JSONL], f"the WikiMT records ({JSONL})")
     sheets, queries = {}, []
-    for number, record in read_json_lines(jsonl):
-        where = f"{jsonl}:{number}"
+    for where, record in records:
         key = f"{len(sheets) + 1:04d}"
         sheets[key] = field_of(record, "melody", where)
-        queries.append(TextQuery(key, key, field_of(record, "text", where), "text", ENGLISH))
+        queries.append(TextQuery(key, key, field_of(record, "text", where), "text"))
     if not sheets:
         raise InputError(jsonl, "no records")
     music = {"sheet": write_inline_scores(sheets, work / NAME / "sheet", ".abc")}

@@ -28,11 +28,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from clamp3.evaluate.benchmarks.layout import (
-    ENGLISH,
     BenchmarkData,
     TextQuery,
     field_of,
-    find_file,
+    json_records,
     read_json_lines,
 )
 from clamp3.evaluate.benchmarks.media import files_by_stem, write_inline_scores
@@ -60,12 +59,12 @@ def _audio_id(record: dict, where: str) -> str:
     )
 
 
-def _translations(jsonl: Path, keys: list[str]) -> dict[str, list[dict]]:
-    """Language -> the records of ``wikimt-x-public.<lang>.jsonl`` in line order."""
+def _translations(jsonl: Path, keys: list[str]) -> dict[str, list[tuple[str, dict]]]:
+    """Language -> the (where, record) pairs of ``wikimt-x-public.<lang>.jsonl`` in line order."""
     out = {}
     for path in sorted(jsonl.parent.glob(f"{jsonl.stem}.*.jsonl")):
         lang = path.name[len(jsonl.stem) + 1 : -len(".jsonl")]
-        records = [r for _, r in read_json_lines(path)]
+        records = list(read_json_lines(path))
         if len(records) != len(keys):
             raise InputError(
                 path, f"has {len(records)} records but {jsonl.name} has {len(keys)}; lines must match"
@@ -76,25 +75,24 @@ def _translations(jsonl: Path, keys: list[str]) -> dict[str, list[dict]]:
 
 def load(path: Path, subset: str | None, work: Path) -> BenchmarkData:
     """Read the layout of the module docstring; inline lead sheets are written to ``work/sheet``."""
-    jsonl = find_file(path, [JSONL], f"the WikiMT-X records ({JSONL})")
+    jsonl, records = json_records(path, [JSONL], f"the WikiMT-X records ({JSONL})")
     root = jsonl.parent
     keys, sheets, audio_ids, queries = [], {}, {}, []
     has_audio = (root / "audio").is_dir()
-    for number, record in read_json_lines(jsonl):
-        where = f"{jsonl}:{number}"
+    for where, record in records:
         key = f"{len(keys) + 1:04d}"
         keys.append(key)
         sheets[key] = field_of(record, "leadsheet", where)
         for text_type in TEXT_TYPES:
             text = field_of(record, text_type, where)
-            queries.append(TextQuery(key, key, text, text_type, ENGLISH))
+            queries.append(TextQuery(key, key, text, text_type))
         if has_audio:
             audio_ids[key] = _audio_id(record, where)
     if not keys:
         raise InputError(jsonl, "no records")
-    for lang, records in _translations(jsonl, keys).items():
-        for number, (key, record) in enumerate(zip(keys, records), 1):
-            text = field_of(record, "background", f"{jsonl.parent / f'{jsonl.stem}.{lang}.jsonl'}:{number}")
+    for lang, translated in _translations(jsonl, keys).items():
+        for key, (where, record) in zip(keys, translated):
+            text = field_of(record, "background", where)
             queries.append(TextQuery(key, key, text, "background", lang))
     music = {"sheet": write_inline_scores(sheets, work / NAME / "sheet", ".abc")}
     notes = [SECOND_HAND]

@@ -12,6 +12,7 @@ from typing import Any
 
 from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
+from clamp3.utils.extras import optional_module
 
 LIST_CAPACITY, LIST_ITEM_CHARS, TEXT_CHARS = 256, 1024, 65535
 
@@ -29,11 +30,7 @@ except ImportError:
 
 
 def import_pymilvus():
-    try:
-        import pymilvus
-    except ImportError as exc:  # an optional dependency: say how to get it
-        raise ImportError("the Milvus backend needs pymilvus: pip install 'clamp3[milvus]'") from exc
-    return pymilvus
+    return optional_module("pymilvus", "the Milvus backend needs pymilvus", "milvus")
 
 
 def resolve_uri(uri: str) -> str:
