@@ -72,7 +72,9 @@ def test_text_search_imports_neither_torch_nor_transformers(library):
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded}), file=sys.stderr)\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
     report = json.loads(run.stderr.strip().splitlines()[-1])
     assert report == {"rc": 0, "loaded": []}, run.stderr
     assert "waltz.txt" in run.stdout
@@ -101,7 +103,9 @@ def test_serve_with_the_export_and_threads_imports_neither_torch_nor_transformer
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded, 'threads': sorted(set(threads))}), file=sys.stderr)\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
     report = json.loads(run.stderr.strip().splitlines()[-1])
     assert report == {"rc": 0, "loaded": [], "threads": [1]}, run.stderr
     assert run.stdout.startswith("200 ") and "waltz.txt" in run.stdout

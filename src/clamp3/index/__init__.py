@@ -10,8 +10,9 @@ Needs the ``index`` extra (``faiss-cpu``); FAISS is imported only when an index 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clamp3.utils.lazy import lazy_exports
 
 # Re-exported lazily (PEP 562): a query (``clamp3 search``) needs search_index and embeddings,
 # not the builder and its catalogue reader.
@@ -43,9 +44,4 @@ if TYPE_CHECKING:
     from clamp3.index.search_index import Hit, SearchIndex, normalize
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'clamp3.index' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

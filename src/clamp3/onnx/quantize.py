@@ -48,8 +48,8 @@ def _to_float16(values: np.ndarray, min_positive_val: float = 5.96e-08, max_fini
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
-    """float16 weights (in ``<dst>.data``) and activations, float32 inputs and outputs (``keep_io_types``), with
-    the ops of :data:`FP16_KEEP_FP32` left in float32 behind casts."""
+    """float16 weights (in ``<dst>.data``) and activations, float32 inputs and outputs
+    (``keep_io_types``), with the ops of :data:`FP16_KEEP_FP32` left in float32 behind casts."""
     from unittest import mock
 
     import onnx
