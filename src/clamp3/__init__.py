@@ -6,8 +6,9 @@ sub-command that needs no model does not pay for importing torch and transformer
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clamp3.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -56,9 +57,4 @@ if TYPE_CHECKING:
     from clamp3.utils.errors import InputError
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'clamp3' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -333,16 +333,35 @@ class Clamp3Pipeline:
         normalize: bool,
         show_progress: bool,
     ) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         out = np.zeros((len(inputs), self.dim), dtype=np.float32)
-        with tqdm(total=len(inputs), desc="encode", unit="item", disable=not show_progress) as bar:
+        with _progress(len(inputs), show_progress) as bar:
             # Within a chunk, segments are sorted by length and batched with dynamic padding.
             for lo in range(0, len(inputs), _CHUNK):
                 chunk = [prepare(x) for x in inputs[lo : lo + _CHUNK]]
                 out[lo : lo + len(chunk)] = np.stack(self.embed_prepared(chunk, batch_size))
                 bar.update(len(chunk))
         return l2_normalize(out) if normalize else out
+
+
+def _progress(total: int, show: bool):
+    """A tqdm bar over ``total`` items, or a silent stand-in: tqdm.auto (and asyncio with it)
+    is not imported for a one-text query."""
+    if not show:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="encode", unit="item")
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
 
 
 def as_pipeline(model: Clamp3Model | Clamp3Pipeline) -> Clamp3Pipeline:

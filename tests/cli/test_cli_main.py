@@ -29,6 +29,48 @@ def test_help_lists_every_visible_command_once_by_stage():
     assert positions == sorted(positions)
 
 
+def _registered(parser: argparse.ArgumentParser) -> set[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_each_command_module_registers_the_commands_listed_with_it():
+    # `clamp3 COMMAND` imports only the module that COMMAND_MODULES names for it.
+    for names in cli.COMMAND_MODULES.values():
+        for name in names:
+            assert _registered(build_parser(name)) == set(names)
+    every = [name for names in cli.COMMAND_MODULES.values() for name in names]
+    assert len(every) == len(set(every)) and _registered(build_parser()) == set(every)
+    assert _registered(build_parser("serch")) == set(every)  # a typo: argparse lists them all
+
+
+def test_a_command_imports_its_module_only():
+    import ast
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from clamp3.cli.main import build_parser\n"
+        "build_parser('search')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('clamp3.cli.', 'clamp3.serve'))))\n"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    loaded = set(ast.literal_eval(run.stdout.strip().splitlines()[-1]))
+    assert not any(m.startswith("clamp3.serve") for m in loaded)
+    # besides cli.index, at most cli.embed (shared model arguments) of the command modules
+    assert "clamp3.cli.index" in loaded and loaded & set(cli.COMMAND_MODULES) <= {
+        "clamp3.cli.index",
+        "clamp3.cli.embed",
+    }
+
+
 @pytest.mark.parametrize(
     "args, reason",
     [
@@ -61,8 +103,8 @@ def _handler_raising(exc: BaseException):
 def _run_with(monkeypatch, exc: BaseException, argv: list[str]) -> int:
     real = cli.build_parser
 
-    def parser_with_failing_presets():
-        parser = real()
+    def parser_with_failing_presets(command=None):
+        parser = real(command)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices["presets"].set_defaults(handler=_handler_raising(exc))
         return parser

@@ -57,6 +57,12 @@ def test_search_with_the_export_equals_torch(library, tiny_model_dir, capsys):
     assert "not the model that embedded the index" not in capsys.readouterr().err  # same fingerprint
 
 
+def _env() -> dict[str, str]:
+    """The environment of a fresh interpreter that imports this checkout's clamp3."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def test_text_search_imports_neither_torch_nor_transformers(library):
     code = (
         "import json, sys\n"
@@ -66,12 +72,43 @@ def test_text_search_imports_neither_torch_nor_transformers(library):
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded}), file=sys.stderr)\n"
     )
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
     report = json.loads(run.stderr.strip().splitlines()[-1])
     assert report == {"rc": 0, "loaded": []}, run.stderr
     assert "waltz.txt" in run.stdout
+
+
+def test_serve_with_the_export_and_threads_imports_neither_torch_nor_transformers(library):
+    # `clamp3 serve IDX --model EXPORT --threads 1`, uvicorn replaced by one request to the app.
+    pytest.importorskip("fastapi")
+    code = (
+        "import json, sys, uvicorn\n"
+        "from fastapi.testclient import TestClient\n"
+        "from clamp3.cli.main import main\n"
+        "def answer(app, **kwargs):\n"
+        "    with TestClient(app, base_url='http://127.0.0.1:8000') as client:\n"
+        "        reply = client.get('/api/search', params={'q': 'a waltz for piano', 'k': 2})\n"
+        "    print(reply.status_code, json.dumps(reply.json()))\n"
+        "uvicorn.run = answer\n"
+        "import clamp3.onnx.session as session\n"
+        "threads, opened = [], session.TowerSession.__init__\n"
+        "def record(self, path, modality, device=None, threads_=None):\n"
+        "    threads.append(threads_)\n"
+        "    opened(self, path, modality, device, threads_)\n"
+        "session.TowerSession.__init__ = record\n"
+        f"rc = main(['serve', {str(library / 'idx')!r}, '--media-root', {str(library / 'docs')!r}, "
+        f"'--model', {str(library / 'onnx')!r}, '--threads', '1'])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "print(json.dumps({'rc': rc, 'loaded': loaded, 'threads': sorted(set(threads))}), file=sys.stderr)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
+    report = json.loads(run.stderr.strip().splitlines()[-1])
+    assert report == {"rc": 0, "loaded": [], "threads": [1]}, run.stderr
+    assert run.stdout.startswith("200 ") and "waltz.txt" in run.stdout
 
 
 def test_embed_with_the_export_matches_torch_and_resumes_a_torch_folder(library, tmp_path):

@@ -3,6 +3,7 @@ fp16 closeness, boolean masks, external data, and refusal of corrupted or mismat
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -168,9 +169,13 @@ def test_a_graph_that_disagrees_with_torch_is_an_error_and_leaves_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_external_data_past_the_limit(tiny_model_dir, tiny_torch, tmp_path, rng):
-    manifest = export_onnx(tiny_model_dir, tmp_path / "ext", towers=["symbolic"], precision="int8", limit=0)
+def test_weights_are_external_data(tiny_model_dir, tiny_torch, tmp_path, rng):
+    # Weights beside the graph, so ONNX Runtime memory-maps them (peak RSS; docs/onnx.md).
+    manifest = export_onnx(tiny_model_dir, tmp_path / "ext", towers=["symbolic"], precision="int8")
     assert set(manifest.towers["symbolic"].files) == {"symbolic.onnx", "symbolic.onnx.data"}
+    data = tmp_path / "ext" / "symbolic.onnx.data"
+    assert data.stat().st_size > (tmp_path / "ext" / "symbolic.onnx").stat().st_size
+    assert data.stat().st_mode & 0o044 == 0o044 & ~_umask()  # readable as the graph is
     model = OnnxModel.from_pretrained(tmp_path / "ext")
     patches = [rng.integers(0, 128, (20, 64))]
     assert _cosine(model.embed_patches(patches)[0], tiny_torch.embed_patches(patches)[0]) >= 0.99
@@ -195,3 +200,9 @@ def test_mert_front_end_export_equals_torch(tiny_model_dir, tiny_mert, tmp_path)
     np.testing.assert_allclose(
         frontend.features_from_waveform(wave), tiny_mert.features_from_waveform(wave), atol=1e-4, rtol=1e-4
     )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

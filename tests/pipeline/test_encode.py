@@ -139,6 +139,15 @@ def test_any_iterable_of_inputs(pipeline, files):
     )
 
 
+def test_a_progress_bar_changes_nothing_but_stderr(pipeline, capsys):
+    texts = ["a melancholy waltz", "a fugue", "a reel"]
+    quiet = pipeline.encode_texts(texts)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_allclose(pipeline.encode_texts(texts, show_progress=True), quiet, atol=1e-6)
+    err = capsys.readouterr().err
+    assert "encode" in err and "3/3" in err
+
+
 def test_a_modality_that_the_file_does_not_have_is_an_input_error(pipeline, files):
     assert pipeline.prepare_file(files / "chorale.abc", "symbolic").modality == "symbolic"
     with pytest.raises(InputError) as info:

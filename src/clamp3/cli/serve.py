@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=positive_int,
         default=None,
-        help="torch threads for query encoding (default: torch's choice; 1 is best on a shared or busy machine)",
+        help="threads for query encoding, torch's or (an ONNX export) ONNX Runtime's (default: their "
+        "choice; 1 is best on a shared or busy machine)",
     )
     p.add_argument(
         "--allowed-host",
@@ -110,6 +111,19 @@ def _one_faiss_thread_per_search() -> None:
         pass
 
 
+def _use_threads(pipeline, threads: int) -> None:
+    """``--threads`` for query encoding: the ONNX Runtime sessions of an export (they open
+    later, when the app is built; torch is not imported for an export) or torch's pool."""
+    from clamp3.onnx.runtime import OnnxModel
+
+    if isinstance(pipeline.model, OnnxModel):
+        pipeline.model.threads = threads
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -132,13 +146,11 @@ def _serve(args: argparse.Namespace) -> int:
         conversion_timeout=timeout_of(args),
         allow_model_mismatch=args.allow_model_mismatch,
     )
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     model = None
     if not args.no_model:
         model = pipeline_of(args, index=SearchIndex.load(args.index_dir))
+        if args.threads:
+            _use_threads(model, args.threads)
     app = build_app(args.index_dir, args.media_root, model, settings)
     use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     _one_faiss_thread_per_search()

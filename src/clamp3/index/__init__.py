@@ -8,9 +8,24 @@ Needs the ``index`` extra (``faiss-cpu``); FAISS is imported only when an index 
     hits = index.search(query_vectors, k=10)           # (Q, D) -> Q lists of Hit(path, modality, score, row, key)
 """
 
-from clamp3.index.build import BuildReport, build_index
-from clamp3.index.embeddings import EmbeddingSet, load_embeddings, read_vector
-from clamp3.index.search_index import Hit, SearchIndex, normalize
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clamp3.utils.lazy import lazy_exports
+
+# Re-exported lazily (PEP 562): a query (``clamp3 search``) needs search_index and embeddings,
+# not the builder and its catalogue reader.
+_EXPORTS = {
+    "BuildReport": "clamp3.index.build",
+    "build_index": "clamp3.index.build",
+    "EmbeddingSet": "clamp3.index.embeddings",
+    "load_embeddings": "clamp3.index.embeddings",
+    "read_vector": "clamp3.index.embeddings",
+    "Hit": "clamp3.index.search_index",
+    "SearchIndex": "clamp3.index.search_index",
+    "normalize": "clamp3.index.search_index",
+}
 
 __all__ = [
     "BuildReport",
@@ -22,3 +37,11 @@ __all__ = [
     "normalize",
     "read_vector",
 ]
+
+if TYPE_CHECKING:
+    from clamp3.index.build import BuildReport, build_index
+    from clamp3.index.embeddings import EmbeddingSet, load_embeddings, read_vector
+    from clamp3.index.search_index import Hit, SearchIndex, normalize
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

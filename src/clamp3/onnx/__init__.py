@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from clamp3.onnx.layout import is_onnx_directory
+from clamp3.utils.lazy import lazy_exports
 
 __all__ = ["OnnxModel", "export_onnx", "is_onnx_directory"]
 
@@ -25,7 +25,4 @@ if TYPE_CHECKING:
     from clamp3.onnx.runtime import OnnxModel
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

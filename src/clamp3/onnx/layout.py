@@ -7,8 +7,9 @@ An export directory holds::
     onnx.json          this manifest: format, precision, opset, exporter, the source model's id
                        and fingerprint, and per tower its graph file(s) with sizes and digests
                        and the measured agreement with torch at export time
-    text.onnx ...      one graph per exported tower (+ ``<graph>.data`` when stored as external
-                       data, i.e. past the 2 GB protobuf limit)
+    text.onnx ...      one graph per exported tower, its weights in ``<graph>.data`` (external
+                       data, which ONNX Runtime memory-maps; exports made before that hold
+                       them inside the graph, which still loads, with a copy in memory)
 
 Every file is checked when the directory is loaded (size and a sampled digest, ~1 MiB read),
 so a truncated, replaced or mismatched file is

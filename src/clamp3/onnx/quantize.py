@@ -21,8 +21,8 @@ INT8_OPS = ["MatMul", "Gather"]
 FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Div", "Pow", "Sqrt", "Erf"]
 
 
-def quantize_int8(src: Path, dst: Path, external_data: bool) -> None:
-    """Dynamic int8 quantisation of ``src`` (an fp32 graph) into ``dst``."""
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of ``src`` (an fp32 graph) into ``dst`` + ``<dst>.data``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -31,7 +31,7 @@ def quantize_int8(src: Path, dst: Path, external_data: bool) -> None:
         op_types_to_quantize=INT8_OPS,
         per_channel=True,
         weight_type=QuantType.QInt8,
-        use_external_data_format=external_data,
+        use_external_data_format=True,  # memory-mapped at load (clamp3.onnx.export)
     )
 
 
@@ -47,9 +47,9 @@ def _to_float16(values: np.ndarray, min_positive_val: float = 5.96e-08, max_fini
     return out.astype(np.float16)
 
 
-def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
-    """float16 weights and activations, float32 inputs and outputs (``keep_io_types``), with
-    the ops of :data:`FP16_KEEP_FP32` left in float32 behind casts."""
+def convert_fp16(src: Path, dst: Path) -> None:
+    """float16 weights (in ``<dst>.data``) and activations, float32 inputs and outputs
+    (``keep_io_types``), with the ops of :data:`FP16_KEEP_FP32` left in float32 behind casts."""
     from unittest import mock
 
     import onnx
@@ -63,20 +63,13 @@ def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
         half = convert_float_to_float16(
             model, keep_io_types=True, op_block_list=FP16_KEEP_FP32, disable_shape_infer=True
         )
-    save_graph(half, dst, external_data)
+    save_graph(half, dst)
 
 
-def save_graph(model, dst: Path, external_data: bool) -> None:
-    """Write an ``onnx.ModelProto``; with ``external_data`` the tensors go to ``<dst>.data``."""
+def save_graph(model, dst: Path) -> None:
+    """Write an ``onnx.ModelProto`` as ``dst``, its tensors in ``<dst>.data``."""
     import onnx
 
-    if external_data:
-        onnx.save_model(
-            model,
-            str(dst),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=dst.name + ".data",
-        )
-    else:
-        onnx.save_model(model, str(dst))
+    onnx.save_model(
+        model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=dst.name + ".data"
+    )
