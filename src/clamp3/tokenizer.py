@@ -12,9 +12,11 @@ made by :func:`train_tokenizer` with the same special-token ids.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from typing import Any
 from pathlib import Path
 
 from clamp3.config import TextTowerConfig
@@ -97,6 +99,43 @@ def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> None
         shutil.copyfile(source, Path(dst) / TOKENIZER_FILE)
 
 
+# The Unigram trainer of `tokenizers` is not deterministic: it iterates hash maps, so two runs on
+# the same texts give the same pieces with the same scores, but (1) pieces of equal score in
+# another order (other ids) and (2) the characters it adds last for coverage, whose scores step
+# down by 1e-4 in iteration order, to other characters. Either changes what a model trains on.
+SCORE_DECIMALS = 9  # trained scores agree to ~1e-15 between runs; rounding removes the noise
+COVERAGE_STEP = 1e-4  # the trainer's score step between the coverage characters
+
+
+def canonical_vocab(vocab: list[list[Any]], n_special: int) -> list[list[Any]]:
+    """The same Unigram vocabulary ``[[piece, score], ...]`` in an order and with scores that no
+    longer depend on the trainer's iteration order: the first ``n_special`` entries stay; the rest
+    sorted by rounded score (descending), then by piece; the final run of pieces whose scores step
+    down by at most ``COVERAGE_STEP`` (the coverage characters) share their mean score and are
+    sorted by piece."""
+    pieces = sorted(
+        ([piece, round(float(score), SCORE_DECIMALS)] for piece, score in vocab[n_special:]),
+        key=lambda entry: (-entry[1], entry[0]),
+    )
+    start = len(pieces) - 1  # the first entry of the final run
+    while start > 0 and pieces[start - 1][1] - pieces[start][1] <= 1.5 * COVERAGE_STEP:
+        start -= 1
+    if len(pieces) - start > 1:
+        tail = pieces[start:]
+        mean = round(sum(sorted(score for _, score in tail)) / len(tail), SCORE_DECIMALS)
+        pieces[start:] = sorted([piece, mean] for piece, _ in tail)
+    return [list(entry) for entry in vocab[:n_special]] + pieces
+
+
+def _canonical(tok: Any) -> Any:
+    """``tok`` rebuilt with :func:`canonical_vocab` (special tokens keep their ids)."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tok.to_str())
+    data["model"]["vocab"] = canonical_vocab(data["model"]["vocab"], len(SPECIAL_TOKENS))
+    return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
     """A multilingual Unigram tokenizer (the sentencepiece model family XLM-R uses) trained on
     ``texts``, with XLM-R's special-token ids and ``<s> ... </s>`` added by ``encode``."""
@@ -115,6 +154,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    tok = _canonical(tok)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )

@@ -65,3 +65,36 @@ def test_corpus_tokenizer_is_trained_on_the_training_texts_of_every_language(cor
 def test_corpus_tokenizer_needs_texts(tmp_path):
     with pytest.raises(ValueError, match="build the corpus first"):
         train_corpus_tokenizer(tmp_path, tmp_path / "tok")
+
+
+def test_canonical_vocab_does_not_depend_on_the_trainers_iteration_order():
+    """Two trainer runs differ in the order of equal-score pieces and in which coverage
+    character gets which step of the final 1e-4 staircase; the canonical form is the same."""
+    import random
+
+    from clamp3.tokenizer import COVERAGE_STEP, SPECIAL_TOKENS, canonical_vocab
+
+    special = [[token, 0.0] for token in SPECIAL_TOKENS]
+    trained = [["▁the", -2.5], ["▁a", -3.0], ["▁of", -3.0], ["ing", -4.25]]
+    chars = ["x", "q", "z", "ü", "民"]
+    runs = []
+    for seed in range(4):
+        rng = random.Random(seed)
+        order = chars[:]
+        rng.shuffle(order)
+        tail = [[c, -14.0 - i * COVERAGE_STEP] for i, c in enumerate(order)]
+        body = [[p, s + (rng.choice([0.0, 1e-15, -1e-15]) if p == "ing" else 0.0)] for p, s in trained]
+        rng.shuffle(body)
+        runs.append(canonical_vocab(special + body + tail, len(SPECIAL_TOKENS)))
+    assert all(run == runs[0] for run in runs)
+    canonical = runs[0]
+    assert canonical[: len(SPECIAL_TOKENS)] == special  # the special ids stay 0..4
+    assert [p for p, _ in canonical[5:9]] == ["▁the", "▁a", "▁of", "ing"]  # score, then piece
+    tail_scores = {score for _, score in canonical[9:]}
+    assert [p for p, _ in canonical[9:]] == sorted(chars) and len(tail_scores) == 1
+
+
+def test_corpus_tokenizer_training_is_reproducible(tmp_path, corpus_dir):
+    train_corpus_tokenizer(corpus_dir, tmp_path / "a", vocab_size=400)
+    train_corpus_tokenizer(corpus_dir, tmp_path / "b", vocab_size=400)
+    assert (tmp_path / "a" / TOKENIZER_FILE).read_bytes() == (tmp_path / "b" / TOKENIZER_FILE).read_bytes()
