@@ -70,3 +70,17 @@ def truth(db: np.ndarray, records: list[dict], queries: np.ndarray, k: int, keep
 
 def keys_of(hits) -> list[list[str]]:
     return [[h.key for h in row] for row in hits]
+
+
+class Boom(RuntimeError):
+    """The 'process died here' of the killed-write tests."""
+
+
+def kill_faiss_commit(monkeypatch) -> None:
+    """Make a FAISS index die at its commit point: ``meta.json`` is never replaced."""
+    from clamp3.index.backends import faiss as faiss_backend
+
+    def dying_write(path, data):
+        raise Boom("killed")
+
+    monkeypatch.setattr(faiss_backend, "write_json_atomic", dying_write)

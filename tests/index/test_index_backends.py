@@ -12,6 +12,7 @@ from index_support import COLUMNS, lite_file, make  # noqa: F401 (fixtures)
 from index_support import keys_of as _keys
 from index_support import records_for as _records
 from index_support import truth as _truth
+from index_support import Boom, kill_faiss_commit
 
 from clamp3.index import SearchIndex, normalize
 from clamp3.index.kinds import recall_at_k
@@ -171,10 +172,6 @@ def test_sync_adds_replaces_and_deletes(make, rng):
     assert _keys(index.search(queries, k=6)) == _keys(reference.search(queries, k=6))
 
 
-class Boom(RuntimeError):
-    pass
-
-
 def test_a_sync_that_dies_half_way_is_finished_by_a_rerun(make, rng, tmp_path, monkeypatch):
     db = rng.standard_normal((80, 8)).astype(np.float32)
     records = _records(80)
@@ -197,12 +194,7 @@ def test_a_sync_that_dies_half_way_is_finished_by_a_rerun(make, rng, tmp_path, m
 
         monkeypatch.setattr(index._client, "upsert", dying_upsert)
     else:
-        from clamp3.index.backends import faiss as faiss_backend
-
-        def dying_write(path, data):  # the commit point: meta.json is never replaced
-            raise Boom("killed")
-
-        monkeypatch.setattr(faiss_backend, "write_json_atomic", dying_write)
+        kill_faiss_commit(monkeypatch)
     with pytest.raises(Boom):
         _sync(index, db2, rec2)
         index.save()

@@ -13,6 +13,7 @@ import pytest
 from index_support import COLUMNS, lite_file, make  # noqa: F401 (fixtures)
 from embedding_support import manifest_record, write_manifest
 from index_support import keys_of, records_for, truth
+from index_support import Boom, kill_faiss_commit
 
 from clamp3.cli.main import main
 from clamp3.index import SearchIndex
@@ -81,10 +82,6 @@ def test_unknown_names_are_one_error_and_change_nothing(make, rng, tmp_path):
         remove_items(tmp_path / "idx", [])
 
 
-class Boom(RuntimeError):
-    pass
-
-
 def _killed_removal(make, tmp_path, monkeypatch) -> None:
     """``remove_items(GONE)`` dies: on Milvus after its first delete batch (2 keys), on FAISS at
     its commit point."""
@@ -101,12 +98,7 @@ def _killed_removal(make, tmp_path, monkeypatch) -> None:
 
         monkeypatch.setattr(milvus.MilvusIndex, "_delete_keys", dying_delete)
     else:
-        from clamp3.index.backends import faiss as faiss_backend
-
-        def dying_write(path, data):  # the commit point: meta.json is never replaced
-            raise Boom("killed")
-
-        monkeypatch.setattr(faiss_backend, "write_json_atomic", dying_write)
+        kill_faiss_commit(monkeypatch)
     with pytest.raises(Boom):
         remove_items(tmp_path / "idx", GONE)
     monkeypatch.undo()

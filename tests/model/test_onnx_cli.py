@@ -63,6 +63,14 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _fresh_report(code: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run ``code`` in a fresh interpreter; (the JSON it printed last on stderr, the run)."""
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
+    return json.loads(run.stderr.strip().splitlines()[-1]), run
+
+
 def test_text_search_imports_neither_torch_nor_transformers(library):
     code = (
         "import json, sys\n"
@@ -72,10 +80,7 @@ def test_text_search_imports_neither_torch_nor_transformers(library):
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded}), file=sys.stderr)\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
-    )
-    report = json.loads(run.stderr.strip().splitlines()[-1])
+    report, run = _fresh_report(code)
     assert report == {"rc": 0, "loaded": []}, run.stderr
     assert "waltz.txt" in run.stdout
 
@@ -103,10 +108,7 @@ def test_serve_with_the_export_and_threads_imports_neither_torch_nor_transformer
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "print(json.dumps({'rc': rc, 'loaded': loaded, 'threads': sorted(set(threads))}), file=sys.stderr)\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
-    )
-    report = json.loads(run.stderr.strip().splitlines()[-1])
+    report, run = _fresh_report(code)
     assert report == {"rc": 0, "loaded": [], "threads": [1]}, run.stderr
     assert run.stdout.startswith("200 ") and "waltz.txt" in run.stdout
 
