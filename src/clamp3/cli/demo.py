@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_steps,
         default=None,
         metavar="M3,SYMBOLIC,AUDIO",
-        help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,500,600)",
+        help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,1000,600)",
     )
     p.add_argument("--batch-size", type=positive_int, default=None, help="contrastive batch (default 32)")
     p.add_argument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -93,6 +94,39 @@ def load_feature_rows(path: Path, feature_dim: int) -> np.ndarray:
     return add_boundary_rows(read_feature_file(path, feature_dim))
 
 
+class ArrayCache:
+    """A least-recently-used cache of the arrays one loader process builds from files, bounded
+    in bytes (``max_bytes``; 0 keeps nothing).
+
+    Patching a score is pure Python (~4 ms an item), as much as the whole step of a small
+    model; a training set that fits the budget (the demo's corpus: ~10 MB) is patched once per
+    file instead of once per visit. A set larger than the budget evicts in visiting order and
+    gains nothing, at the cost of a dictionary lookup. Values are stored as given: callers
+    must not write into a returned array.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Any, build: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = build()
+        if value.nbytes <= self.max_bytes:
+            self._items[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._items.popitem(last=False)[1].nbytes
+        return value
+
+
+# Patched scores kept per loader process (uint8: 64 class ids < 128 per patch).
+PATCH_CACHE_BYTES = 256 * 2**20
+
+
 class PairSource:
     """Text–music pairs of one modality built from M4-RAG records (§3.5, §4.1).
 
@@ -123,6 +157,7 @@ class PairSource:
         self.settings = settings
         self.train = train
         self._patchify = load_patchify() if modality == "symbolic" else None
+        self._patches = ArrayCache(PATCH_CACHE_BYTES)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -147,18 +182,21 @@ class PairSource:
         paths = record["filepaths"]
         path = resolve_file(self.base_dir, paths[int(rng.integers(len(paths)))] if self.train else paths[0])
         if self.modality == "symbolic":
-            remove = self.train and rng.random() < self.settings.instrument_removal_p
-            array = file_patches(
-                path,
-                self.music_cfg.strip_default_length,
-                self._patchify,
-                remove_instrument_info if remove else None,
-            ).astype(np.int64)
+            remove = bool(self.train and rng.random() < self.settings.instrument_removal_p)
+            array = self._patches.get((path, remove), lambda: self._file_patches(path, remove))
+            array = array.astype(np.int64)
         else:
             array = load_feature_rows(path, self.music_cfg.feature_dim)
         length = self.music_cfg.segment_length
         start = crop_start(array.shape[0], length, rng if self.train else None)
         return torch.from_numpy(np.ascontiguousarray(array[start : start + length]))
+
+    def _file_patches(self, path: Path, remove: bool) -> np.ndarray:
+        transform = remove_instrument_info if remove else None
+        patches = file_patches(path, self.music_cfg.strip_default_length, self._patchify, transform)
+        # uint8 holds every id the patch embedding takes (< 128); anything else is kept as it is
+        # so the tower's own check reports it.
+        return patches.astype(np.uint8) if patches.max(initial=0) < 256 else patches
 
     def item(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(text ids (lt,), music (lm, 64) int64 or (lm, F) float32) of record ``index``."""
