@@ -188,3 +188,20 @@ def test_quiet_demo_logs_no_info_lines(tmp_path, capsys, caplog, parity_dir, tin
     assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == []
     out, err = capsys.readouterr()
     assert "text (en) -> sheet" in out and err == ""
+
+
+def test_a_stopped_demo_says_where_and_how_to_continue(tmp_path, capsys, monkeypatch):
+    # SIGTERM / Ctrl-C during training: one line (no traceback, no `--resume`, which the demo
+    # has not got), and 128 + the signal, as `clamp3 train` exits.
+    import signal
+
+    from clamp3.train.interrupt import TrainingInterrupted
+
+    def stopped(options):
+        raise TrainingInterrupted(signal.SIGTERM, "after step 3 of stage 'm3-mini' (CHECKPOINT)")
+
+    monkeypatch.setattr(pipeline, "run_demo", stopped)
+    assert main(["demo", "--workdir", str(tmp_path / "w"), "--quiet"]) == 143
+    err = capsys.readouterr().err
+    where = "stopped by SIGTERM after step 3 of stage 'm3-mini' (CHECKPOINT)"
+    assert err == f"{where}; run the same command again to continue\n"

@@ -176,3 +176,52 @@ def test_an_item_draws_its_text_before_its_music(tmp_path, tiny_tokenizer):
     for seed in range(20):
         text, _ = source.item(0, np.random.default_rng(seed))
         assert torch.equal(text, source._text_ids(source.records[0], np.random.default_rng(seed)))
+
+
+def test_array_cache_is_bounded_in_bytes_and_least_recently_used():
+    from clamp3.train.data import ArrayCache
+
+    cache = ArrayCache(max_bytes=300)
+    built = []
+
+    def build(key):
+        built.append(key)
+        return np.full(100, key, dtype=np.uint8)
+
+    for key in (1, 2, 3, 1, 4):  # 1 is used again before 4 arrives, so 2 is the one evicted
+        assert cache.get(key, lambda k=key: build(k))[0] == key
+    assert built == [1, 2, 3, 4]
+    cache.get(2, lambda: build(2))
+    cache.get(1, lambda: build(1))
+    assert built == [1, 2, 3, 4, 2]
+    assert sum(a.nbytes for a in cache._items.values()) <= 300
+    ArrayCache(0).get(5, lambda: build(5))  # a zero budget keeps nothing and still returns
+    assert np.array_equal(ArrayCache(10).get(6, lambda: build(6)), np.full(100, 6))
+
+
+def test_cached_patches_equal_a_fresh_patching(tmp_path, tiny_tokenizer, monkeypatch):
+    # Two passes over every item (instrument removal on for about half) give the same int64
+    # patches as a source that keeps nothing, and the second pass patches no file again.
+    from clamp3.config import load_preset
+    from clamp3.train import data
+    from clamp3.train.config import ContrastiveConfig
+    from clamp3.train.toy import write_toy_pairs
+
+    jsonl = write_toy_pairs(tmp_path, n=4, feature_dim=32)
+    records, config = load_records(jsonl), load_preset("tiny")
+    settings = ContrastiveConfig(instrument_removal_p=0.5)
+    cached = data.PairSource(records, tmp_path, "symbolic", tiny_tokenizer, config, settings, True)
+    monkeypatch.setattr(data, "PATCH_CACHE_BYTES", 0)
+    fresh = data.PairSource(records, tmp_path, "symbolic", tiny_tokenizer, config, settings, True)
+    for _ in range(2):
+        for i in range(len(cached)):
+            for seed in range(6):
+                _, a = cached.item(i, np.random.default_rng(seed))
+                _, b = fresh.item(i, np.random.default_rng(seed))
+                assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b)
+    calls = []
+    monkeypatch.setattr(cached, "_file_patches", lambda *a: calls.append(a))
+    for i in range(len(cached)):
+        for seed in range(6):
+            cached.item(i, np.random.default_rng(seed))
+    assert calls == []

@@ -131,3 +131,18 @@ def test_loader_workers_do_not_change_the_batches(toy, tmp_path):
     train(_config(toy, tmp_path / "w0", stages, save_every=1000))
     train(_config(toy, tmp_path / "w2", stages, save_every=1000, num_workers=2))
     assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
+
+
+def test_loader_workers_stop_at_once_after_an_error():
+    # A failed or interrupted stage stops its loader's workers itself: the traceback would keep
+    # the iterator alive until interpreter exit, where its shutdown can hang.
+    import multiprocessing
+
+    from clamp3.train.loop import stop_loader_workers
+
+    loader = iter(torch.utils.data.DataLoader(range(64), batch_size=4, num_workers=1))
+    next(loader)
+    assert multiprocessing.active_children()
+    stop_loader_workers(loader)
+    assert not multiprocessing.active_children()
+    stop_loader_workers(iter(torch.utils.data.DataLoader(range(4))))  # no workers: nothing to do

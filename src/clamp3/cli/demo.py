@@ -84,10 +84,15 @@ def _steps(text: str) -> tuple[int, ...]:
 def _demo(args: argparse.Namespace) -> int:
     from clamp3.demo.pipeline import DemoOptions, run_demo
     from clamp3.demo.report import format_report
+    from clamp3.train.interrupt import TrainingInterrupted
 
     quiet_logging(args)
     options = settings_from(DemoOptions, args, show_progress=not args.quiet, plot=not args.no_plot)
-    result = run_demo(options)
+    try:
+        result = run_demo(options)
+    except TrainingInterrupted as exc:  # the checkpoint is written; a rerun resumes from it
+        print(f"{exc.stopped}; run the same command again to continue", file=sys.stderr)
+        return exc.exit_code
     print(format_report(result.benchmark))
     if not args.quiet:
         timings = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())

@@ -53,8 +53,9 @@ class DemoOptions:
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
-    machine's load: thread count changes the order of float sums); ``workers``: corpus build processes (None: CPU count); ``model``: benchmark this
-    model instead of training one; ``split``: the corpus split the table is measured on.
+    machine's load: thread count changes the order of float sums); ``workers``: corpus build
+    processes (None: CPU count); ``model``: benchmark this model instead of training one;
+    ``split``: the corpus split the table is measured on.
     """
 
     workdir: str | os.PathLike = "runs/demo"

@@ -28,14 +28,16 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class TrainingInterrupted(Exception):
     """Raised by :func:`clamp3.train.train` after a stop signal, once the state is saved.
 
-    ``exit_code`` is 128 + the signal number; ``str()`` says where the run stopped.
+    ``exit_code`` is 128 + the signal number; ``str()`` says where the run stopped and how to
+    continue it with ``clamp3 train``; ``stopped`` says the first part only (for commands that
+    resume by being run again, such as ``clamp3 demo``).
     """
 
     def __init__(self, signum: int, where: str):
         self.signum = signum
         self.exit_code = 128 + signum
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} {where}; continue with --resume")
+        self.stopped = f"stopped by {signal.Signals(signum).name} {where}"
+        super().__init__(f"{self.stopped}; continue with --resume")
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:

@@ -173,6 +173,20 @@ def _make_loader(job: StageJob, plan: BatchPlan, start: int, stop: int) -> torch
     )
 
 
+def stop_loader_workers(loader: object) -> None:
+    """Stop a ``DataLoader`` iterator's worker processes now (no-op without workers).
+
+    torch does it when the iterator is garbage-collected. After an exception the traceback
+    keeps the training frames, and so the iterator, alive until the interpreter exits, and a
+    shutdown that late (modules half torn down) can wait forever: a SIGTERM'd ``clamp3 demo``
+    printed where it stopped and then hung. The method is torch's own, the one its
+    ``__del__`` calls.
+    """
+    shutdown = getattr(loader, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopRequests) -> bool:
     """Train one stage from scratch or from ``checkpoint``; True when the stage finished,
     False when the step budget ran out first (a checkpoint was written). Raises
@@ -193,26 +207,30 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopR
     bar = tqdm(total=steps, initial=state.step, desc=stage.name, disable=not show, dynamic_ncols=True)
     set_train_mode(job.task, job.trainable)
     started = time.perf_counter()
-    with logging_redirect_tqdm(), contextlib.closing(bar):
-        while state.step < steps:
-            lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
-            _update(optimizer, scaler, opt.max_grad_norm)
-            state.step += 1
-            bar.update(1)
-            micro = state.step * opt.grad_accum
-            epoch_end = micro // plan.batches_per_epoch > (micro - opt.grad_accum) // plan.batches_per_epoch
-            last = state.step == steps
-            if state.step % max(1, run.log_every) == 0 or last:
-                epoch = micro / plan.batches_per_epoch
-                _log_train(job, state.step, epoch, lr, metrics, time.perf_counter() - started, bar)
-            if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
-                _evaluate_and_keep_best(job, state, autocast)
-                set_train_mode(job.task, job.trainable)
-            if _checkpoint_or_stop(job, state, optimizer, scaler, budget, stops, epoch_end, last):
-                return False
+    try:
+        with logging_redirect_tqdm(), contextlib.closing(bar):
+            while state.step < steps:
+                lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
+                _update(optimizer, scaler, opt.max_grad_norm)
+                state.step += 1
+                bar.update(1)
+                micro = state.step * opt.grad_accum
+                per_epoch = plan.batches_per_epoch
+                epoch_end = micro // per_epoch > (micro - opt.grad_accum) // per_epoch
+                last = state.step == steps
+                if state.step % max(1, run.log_every) == 0 or last:
+                    epoch = micro / plan.batches_per_epoch
+                    _log_train(job, state.step, epoch, lr, metrics, time.perf_counter() - started, bar)
+                if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
+                    _evaluate_and_keep_best(job, state, autocast)
+                    set_train_mode(job.task, job.trainable)
+                if _checkpoint_or_stop(job, state, optimizer, scaler, budget, stops, epoch_end, last):
+                    return False
+    finally:
+        stop_loader_workers(loader)
     _finish(job, state)
     return True
 
