@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from clamp3.demo.benchmark import run_benchmark
-from clamp3.demo.pipeline import DemoOptions, demo_stages, run_config
+from clamp3.demo.pipeline import DEFAULT_THREADS, DemoOptions, demo_stages, run_config
 from clamp3.model import Clamp3Model
 from clamp3.train import train
 
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("overrides", nargs="?", default="{}")
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args()
     over = json.loads(args.overrides)
     torch.set_num_threads(args.threads)

@@ -41,7 +41,7 @@ MIN_SPLIT_PIECES = 2
 
 # Two torch threads, fixed: a fixed count keeps the table identical run to run (the count
 # changes the order of float sums), and on a quiet 2-core machine the mini model's text-symbolic
-# step takes 0.50x the time of one thread with dropout (docs/demo.md, "--threads").
+# step takes 0.43x the time of one thread with dropout (benchmarks/demo_step.py).
 DEFAULT_THREADS = 2
 
 

@@ -207,30 +207,27 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopR
     bar = tqdm(total=steps, initial=state.step, desc=stage.name, disable=not show, dynamic_ncols=True)
     set_train_mode(job.task, job.trainable)
     started = time.perf_counter()
-    try:
-        with logging_redirect_tqdm(), contextlib.closing(bar):
-            while state.step < steps:
-                lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
-                _update(optimizer, scaler, opt.max_grad_norm)
-                state.step += 1
-                bar.update(1)
-                micro = state.step * opt.grad_accum
-                per_epoch = plan.batches_per_epoch
-                epoch_end = micro // per_epoch > (micro - opt.grad_accum) // per_epoch
-                last = state.step == steps
-                if state.step % max(1, run.log_every) == 0 or last:
-                    epoch = micro / plan.batches_per_epoch
-                    _log_train(job, state.step, epoch, lr, metrics, time.perf_counter() - started, bar)
-                if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
-                    _evaluate_and_keep_best(job, state, autocast)
-                    set_train_mode(job.task, job.trainable)
-                if _checkpoint_or_stop(job, state, optimizer, scaler, budget, stops, epoch_end, last):
-                    return False
-    finally:
-        stop_loader_workers(loader)
+    with logging_redirect_tqdm(), contextlib.closing(bar), contextlib.ExitStack() as cleanup:
+        cleanup.callback(stop_loader_workers, loader)  # also when a signal or an error ends the stage
+        while state.step < steps:
+            lr = lr_at(state.step, opt.lr, opt.warmup_steps, steps, opt.schedule, opt.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            metrics = _accumulate(wrapped, loader, opt.grad_accum, autocast, scaler, env)
+            _update(optimizer, scaler, opt.max_grad_norm)
+            state.step += 1
+            bar.update(1)
+            micro = state.step * opt.grad_accum
+            epoch_end = micro // plan.batches_per_epoch > (micro - opt.grad_accum) // plan.batches_per_epoch
+            last = state.step == steps
+            if state.step % max(1, run.log_every) == 0 or last:
+                epoch = micro / plan.batches_per_epoch
+                _log_train(job, state.step, epoch, lr, metrics, time.perf_counter() - started, bar)
+            if job.eval_source is not None and (_due(run.eval_every, state.step, epoch_end) or last):
+                _evaluate_and_keep_best(job, state, autocast)
+                set_train_mode(job.task, job.trainable)
+            if _checkpoint_or_stop(job, state, optimizer, scaler, budget, stops, epoch_end, last):
+                return False
     _finish(job, state)
     return True
 
