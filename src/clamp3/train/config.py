@@ -25,6 +25,7 @@ from typing import Any
 
 TASKS = ("contrastive", "m3")
 SCHEDULES = ("constant", "cosine")
+TRUNCATIONS = ("random", "head")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BAD_ITEMS = ("skip", "fail")
 
@@ -60,12 +61,17 @@ class ContrastiveConfig:
 
     ``logit_scale`` multiplies the similarity matrix (the official 1, i.e. temperature 1);
     ``normalize`` L2-normalises features before it (the official does not, in training).
+    ``truncation``: which window of a training text or music item longer than its tower's
+    segment is kept: ``random`` (official: the head, the tail or a middle window, one of the
+    three uniformly) or ``head`` (always the head, as evaluation does: the header fields of a
+    score, its opening and a text's first tokens are then always seen).
     """
 
     text_dropout: bool = True
     instrument_removal_p: float = 0.9
     logit_scale: float = 1.0
     normalize: bool = False
+    truncation: str = "random"
 
 
 @dataclass
@@ -121,6 +127,8 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r}: batch_size, grad_accum and lr must be positive")
         if self.group_by is not None and (self.task != "contrastive" or not self.group_by.strip(".")):
             raise ValueError(f"stage {self.name!r}: group_by names a record field of a contrastive stage")
+        if self.contrastive.truncation not in TRUNCATIONS:
+            raise ValueError(f"stage {self.name!r}: truncation must be one of {TRUNCATIONS}")
         if self.task == "m3" and not 0 < self.m3.mask_ratio <= 1:
             raise ValueError(f"stage {self.name!r}: mask_ratio must lie in (0, 1]")
 

@@ -130,10 +130,10 @@ PATCH_CACHE_BYTES = 256 * 2**20
 class PairSource:
     """Text–music pairs of one modality built from M4-RAG records (§3.5, §4.1).
 
-    Training items (``train=True``): text dropout (or all text), a random window of
-    ``segment_length`` tokens when longer; a random file of the record; symbolic files lose
-    instrument names with ``instrument_removal_p``; long music gets a random head/tail/middle
-    window. Evaluation items: the ``analysis`` text, the first file, head windows.
+    Training items (``train=True``): text dropout (or all text); a random file of the record;
+    symbolic files lose instrument names with ``instrument_removal_p``; text and music longer
+    than their segment get a random head/tail/middle window (the head with
+    ``truncation="head"``). Evaluation items: the ``analysis`` text, the first file, head windows.
     """
 
     def __init__(
@@ -175,7 +175,7 @@ class PairSource:
                 "the tokenizer does not belong to this model",
             )
         length = self.text_cfg.segment_length
-        start = crop_start(len(ids), length, rng if self.train else None)
+        start = crop_start(len(ids), length, self._crop_rng(rng))
         return torch.tensor(ids[start : start + length], dtype=torch.long)
 
     def _music(self, record: dict[str, Any], rng: np.random.Generator) -> torch.Tensor:
@@ -188,8 +188,13 @@ class PairSource:
         else:
             array = load_feature_rows(path, self.music_cfg.feature_dim)
         length = self.music_cfg.segment_length
-        start = crop_start(array.shape[0], length, rng if self.train else None)
+        start = crop_start(array.shape[0], length, self._crop_rng(rng))
         return torch.from_numpy(np.ascontiguousarray(array[start : start + length]))
+
+    def _crop_rng(self, rng: np.random.Generator) -> np.random.Generator | None:
+        """The generator a training crop draws from; None (the head) in evaluation and with
+        ``truncation="head"``."""
+        return rng if self.train and self.settings.truncation == "random" else None
 
     def _file_patches(self, path: Path, remove: bool) -> np.ndarray:
         transform = remove_instrument_info if remove else None
