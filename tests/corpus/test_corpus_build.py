@@ -225,3 +225,32 @@ def test_cli_builds_a_corpus(tmp_path):
     assert main(["build-corpus", str(out), "--pieces", "2", "--no-audio", "--workers", "1", "--quiet"]) == 0
     built = sum(len(read_jsonl(out / f"m4rag_{s}.jsonl")) for s in SPLITS)
     assert built == 2 and (out / "manifest.json").is_file()
+
+
+def test_exclude_leaves_out_another_corpus_s_pieces(symbolic_corpus, tmp_path):
+    # An external check: pieces the first corpus never had; the next candidates fill in.
+    from clamp3.corpus import corpus_piece_ids
+
+    out, _ = symbolic_corpus
+    held = corpus_piece_ids(out)
+    assert held == {ref.id for ref in GOOD}
+    first_two = {GOOD[0].id, GOOD[1].id}
+    other = tmp_path / "other"
+    summary = build_corpus(
+        other, pieces=2, workers=1, options=BuildOptions(audio=False), candidates=[BAD, *GOOD],
+        show_progress=False, exclude=first_two,
+    )
+    assert summary.built == [GOOD[2].id, GOOD[3].id]
+    assert corpus_piece_ids(other) == {GOOD[2].id, GOOD[3].id}
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert manifest["last_run"]["excluded_ids"] == 2
+
+
+def test_cli_exclude_names_a_folder_that_is_not_a_corpus(tmp_path, capsys):
+    from clamp3.cli.main import main
+
+    (tmp_path / "notes").mkdir()
+    code = main(["build-corpus", str(tmp_path / "out"), "--exclude", str(tmp_path / "notes"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "notes" in err and "splits.json" in err
+    assert not (tmp_path / "out" / "pieces").exists()

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write audio features with this preset's front-end",
     )
     p.add_argument(
+        "--exclude",
+        metavar="CORPUS",
+        action="append",
+        default=[],
+        help="leave out every piece this corpus holds (repeatable): held-out pieces for an external check",
+    )
+    p.add_argument(
         "--retry-failed", action="store_true", help="try pieces that failed in an earlier run again"
     )
     add_timeout_argument(p, 300.0, "building one piece")
@@ -61,9 +68,10 @@ def quiet_logging(args: argparse.Namespace) -> None:
 
 
 def _build_corpus(args: argparse.Namespace) -> int:
-    from clamp3.corpus import BuildOptions, build_corpus
+    from clamp3.corpus import BuildOptions, build_corpus, corpus_piece_ids
 
     quiet_logging(args)
+    excluded = set().union(*(corpus_piece_ids(path) for path in args.exclude))
     # A ConfigError (an InputError) from the options or the build ends in cli.main: one line, exit 2.
     options = BuildOptions(
         seconds_max=args.seconds_max, audio=not args.no_audio, synth=args.synth, features=args.features
@@ -76,6 +84,7 @@ def _build_corpus(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         show_progress=not args.quiet,
         timeout=timeout_of(args),
+        exclude=excluded,
     )
     print(
         f"{len(summary.built)} pieces in {args.output} ({summary.reused} reused, {len(summary.failed)} failed "

@@ -6,6 +6,7 @@ Needs the ``corpus`` extra (music21, mido, soundfile). Audio uses FluidSynth wit
 General-MIDI soundfont when installed, else a built-in additive synthesizer.
 """
 
+from clamp3.corpus.assemble import corpus_piece_ids
 from clamp3.corpus.build import BuildSummary, build_corpus
 from clamp3.corpus.options import BuildOptions, ConfigError
 from clamp3.corpus.piece import build_piece
@@ -20,6 +21,7 @@ __all__ = [
     "PieceRef",
     "build_corpus",
     "build_piece",
+    "corpus_piece_ids",
     "select_pieces",
     "train_corpus_tokenizer",
     "write_texts",

@@ -161,6 +161,19 @@ def assemble(
     return counts
 
 
+def corpus_piece_ids(corpus: str | os.PathLike) -> set[str]:
+    """The ids of every piece a built corpus holds (all splits of its ``splits.json``).
+    Raises :class:`InputError` naming the folder when it holds no readable ``splits.json``."""
+    path = Path(corpus) / "splits.json"
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+        ids = {str(i) for name in SPLITS for i in splits.get(name, [])}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        reason = f"not a corpus made by clamp3 build-corpus (no readable splits.json: {exc})"
+        raise InputError(corpus, reason) from exc
+    return ids
+
+
 def _link(src: Path, dst: Path) -> None:
     """Hard link (no copy of the audio), or a copy where links are not possible."""
     try:

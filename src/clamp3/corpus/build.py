@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,15 @@ def build_corpus(
     show_progress: bool = True,
     candidates: list[PieceRef] | None = None,
     timeout: float | None = 300.0,
+    exclude: Collection[str] = (),
 ) -> BuildSummary:
     """Build (or resume) a corpus of ``pieces`` pieces (all candidates when None) under ``out``.
 
     ``workers``: processes (default: CPU count). Pieces logged as failed by an earlier run are
     skipped unless ``retry_failed``. ``candidates`` replaces the music21 selection (tests).
     ``timeout``: seconds one piece may take before it counts as failed (None: no limit).
+    ``exclude``: piece ids left out of the selection (e.g. :func:`corpus_piece_ids` of another
+    corpus: pieces that corpus never had); the next candidates take their place.
     Ends by writing texts, splits, JSONL, evaluation folders and the manifest
     (:func:`clamp3.corpus.assemble.assemble`).
 
@@ -154,6 +158,8 @@ def build_corpus(
     out = str(out)
     Path(out, PIECES_DIR).mkdir(parents=True, exist_ok=True)
     order = candidates if candidates is not None else select_pieces(None)
+    excluded = set(exclude)
+    order = [ref for ref in order if ref.id not in excluded]
     target = len(order) if pieces is None else min(pieces, len(order))
     known_failed = set() if retry_failed else {e.extra["id"] for e in read_errors(Path(out) / ERRORS_NAME)}
     workers = workers or os.cpu_count() or 1
@@ -189,6 +195,8 @@ def build_corpus(
     summary.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
     timing = {"wall_seconds": summary.seconds, "cpu_seconds": summary.cpu_seconds, "workers": workers}
     timing["pieces_built"] = len(summary.built) - summary.reused
+    if excluded:
+        timing["excluded_ids"] = len(excluded)
     summary.splits = assemble(out, summary.built, options, timing=timing)
     return summary
 
