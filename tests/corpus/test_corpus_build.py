@@ -254,3 +254,6 @@ def test_cli_exclude_names_a_folder_that_is_not_a_corpus(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "notes" in err and "splits.json" in err
     assert not (tmp_path / "out" / "pieces").exists()
+    out = tmp_path / "out"
+    code = main(["build-corpus", str(out), "--exclude", str(tmp_path / "." / "out"), "--quiet"])
+    assert code == 2 and "names the corpus being built" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from clamp3.cli.args import add_timeout_argument, positive_float, positive_int, timeout_of
 
@@ -69,8 +70,12 @@ def quiet_logging(args: argparse.Namespace) -> None:
 
 def _build_corpus(args: argparse.Namespace) -> int:
     from clamp3.corpus import BuildOptions, build_corpus, corpus_piece_ids
+    from clamp3.utils.errors import InputError
 
     quiet_logging(args)
+    for path in args.exclude:
+        if Path(path).resolve() == Path(args.output).resolve():
+            raise InputError(path, "--exclude names the corpus being built; name another corpus")
     excluded = set().union(*(corpus_piece_ids(path) for path in args.exclude))
     # A ConfigError (an InputError) from the options or the build ends in cli.main: one line, exit 2.
     options = BuildOptions(
