@@ -130,9 +130,9 @@ def test_fluidsynth_without_lazy_sample_loading_renders_the_same(tmp_path, monke
     """An older FluidSynth refuses the lazy-sample setting: it is run again without it
     (and not offered again), and the audio is the same as with it."""
     midi = _midi(tmp_path / "tune.mid", [(62, 1), (69, 2)], program=40)
-    monkeypatch.setattr(render, "_lazy_samples_known", None)
+    monkeypatch.setattr(render, "_lazy_samples_refused", False)
     lazy = render.render_audio(midi, tmp_path / "lazy.wav", 2.0)
-    assert render._lazy_samples_known is True
+    assert render._lazy_samples_refused is False
     real_run, calls = render.subprocess.run, []
 
     def old_fluidsynth(cmd, **kwargs):
@@ -143,11 +143,10 @@ def test_fluidsynth_without_lazy_sample_loading_renders_the_same(tmp_path, monke
             )
         return real_run(cmd, **kwargs)
 
-    monkeypatch.setattr(render, "_lazy_samples_known", None)
     monkeypatch.setattr(render.subprocess, "run", old_fluidsynth)
     render.render_audio(midi, tmp_path / "old.wav", 2.0)
     render.render_audio(midi, tmp_path / "old2.wav", 2.0)
-    assert render._lazy_samples_known is False
+    assert render._lazy_samples_refused is True
     assert ["synth.dynamic-sample-loading=1" in c for c in calls] == [True, False, False]
     first, _ = sf.read(str(tmp_path / "lazy.wav"), dtype="float32")
     for name in ("old.wav", "old2.wav"):

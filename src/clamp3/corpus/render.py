@@ -230,22 +230,18 @@ def _fluidsynth(midi_path: str | os.PathLike, seconds_max: float, sample_rate: i
 # 0.32 s instead of 0.41 s a render here, the same audio byte for byte. An older FluidSynth that
 # does not know the setting refuses to start; the setting is then left out.
 _LAZY_SAMPLES = ["-o", "synth.dynamic-sample-loading=1"]
-_lazy_samples_known: bool | None = None
+_lazy_samples_refused = False  # set once this process's FluidSynth has refused the setting
 
 
 def _run_fluidsynth(cmd: list[str], files: list[str]) -> subprocess.CompletedProcess:
-    """``cmd`` + the lazy-sample setting (where this FluidSynth knows it) + ``files``."""
-    global _lazy_samples_known
-    if _lazy_samples_known is not False:
-        done = subprocess.run(
-            cmd + _LAZY_SAMPLES + files, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT
-        )
-        unknown = done.returncode != 0 and "dynamic-sample-loading" in (done.stderr + done.stdout)
-        if not unknown:
-            _lazy_samples_known = True
-            return done
-        _lazy_samples_known = False
-    return subprocess.run(cmd + files, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT)
+    """``cmd`` + the lazy-sample setting (unless this FluidSynth refused it) + ``files``."""
+    global _lazy_samples_refused
+    settings = [] if _lazy_samples_refused else _LAZY_SAMPLES
+    done = subprocess.run(cmd + settings + files, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT)
+    if settings and done.returncode != 0 and "dynamic-sample-loading" in (done.stderr + done.stdout):
+        _lazy_samples_refused = True
+        return _run_fluidsynth(cmd, files)
+    return done
 
 
 def truncate_midi(src: str | os.PathLike, dst: str | os.PathLike, seconds_max: float) -> None:
