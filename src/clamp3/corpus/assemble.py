@@ -161,17 +161,22 @@ def assemble(
     return counts
 
 
-def corpus_piece_ids(corpus: str | os.PathLike) -> set[str]:
-    """The ids of every piece a built corpus holds (all splits of its ``splits.json``).
-    Raises :class:`InputError` naming the folder when it holds no readable ``splits.json``."""
+def read_splits(corpus: str | os.PathLike) -> dict[str, list[str]]:
+    """``{split: [piece id, ...]}`` from a built corpus's ``splits.json``, every split of
+    :data:`SPLITS` present (empty when the file lacks it). Raises :class:`InputError` naming the
+    folder when it holds no readable ``splits.json``."""
     path = Path(corpus) / "splits.json"
     try:
         splits = json.loads(path.read_text(encoding="utf-8"))
-        ids = {str(i) for name in SPLITS for i in splits.get(name, [])}
+        return {name: [str(i) for i in splits.get(name, [])] for name in SPLITS}
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         reason = f"not a corpus made by clamp3 build-corpus (no readable splits.json: {exc})"
         raise InputError(corpus, reason) from exc
-    return ids
+
+
+def corpus_piece_ids(corpus: str | os.PathLike) -> set[str]:
+    """The ids of every piece a built corpus holds (all splits; :func:`read_splits`)."""
+    return {piece for ids in read_splits(corpus).values() for piece in ids}
 
 
 def _link(src: Path, dst: Path) -> None:

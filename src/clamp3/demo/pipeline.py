@@ -169,14 +169,15 @@ def check_split(corpus: Path, split: str, needed: int = MIN_SPLIT_PIECES) -> Non
     """Raise :class:`InputError` when ``split`` of the built corpus has fewer than ``needed``
     pieces, saying how many pieces would give enough: checked right after the corpus step,
     so a too small ``--pieces`` fails before any training, not at the benchmark."""
-    path = corpus / "splits.json"
-    if not path.is_file():
+    from clamp3.corpus.assemble import SPLITS, read_splits
+
+    if not (corpus / "splits.json").is_file():
         return  # not a finished corpus; the benchmark names what is missing
-    splits = json.loads(path.read_text(encoding="utf-8"))
+    splits = read_splits(corpus)
     have = len(splits.get(split, []))
     if have >= needed:
         return
-    counts = ", ".join(f"{len(splits.get(name, []))} {name}" for name in ("train", "validation", "test"))
+    counts = ", ".join(f"{len(splits[name])} {name}" for name in SPLITS)
     advice = ""
     enough = pieces_for_split(split, needed)
     if enough is not None:

@@ -19,7 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
-from clamp3.corpus.assemble import FILES, PIECES_DIR
+from clamp3.corpus.assemble import FILES, PIECES_DIR, read_splits
 from clamp3.utils.errors import InputError
 
 # Corpus file kind -> its name on the page: distinct stems, because embeddings are named by the
@@ -61,7 +61,7 @@ def prepare_media(work: Path, split: str = "test") -> Path:
     splits_file = corpus / "splits.json"
     if not splits_file.is_file():
         raise InputError(corpus, "no built demo corpus here: run `clamp3 demo` first")
-    ids = json.loads(splits_file.read_text(encoding="utf-8")).get(split) or []
+    ids = read_splits(corpus).get(split, [])
     if not ids:
         raise InputError(splits_file, f"the corpus has no {split!r} piece")
     media = Path(work) / "search" / "media"
