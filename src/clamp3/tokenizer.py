@@ -8,6 +8,14 @@ truncates: the segmentation handles long texts, as in the official extractor.
 
 Presets trained offline (``mini``) carry their own ``tokenizer.json`` next to the weights,
 made by :func:`train_tokenizer` with the same special-token ids.
+
+Memory: ``tokenizers`` keeps a Unigram vocabulary as a byte trie of hash maps, which for 250k
+pieces costs 167-876 MB resident depending on how many prefixes the pieces share
+(``benchmarks/tokenizer_memory.py``), more than the int8 text tower. From
+``COMPACT_MIN_PIECES`` pieces on, the segmentation (the only part that needs the vocabulary)
+runs over a Python dict instead (:class:`CompactUnigram`, the same ids, tested against
+``tokenizers``); added tokens, normalisation, pre-tokenisation and ``<s>``/``</s>`` stay in
+``tokenizers``.
 """
 
 from __future__ import annotations
@@ -25,42 +33,191 @@ TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
+COMPACT_MIN_PIECES = 100_000  # XLM-R has 250,002; the demo's trained tokenizers a few thousand
+UNK_PENALTY = 10.0  # tokenizers' Unigram: an unknown character scores the lowest piece score - 10
+
+
 class TokenizerNotFound(FileNotFoundError):
     pass
 
 
-class TextTokenizer:
-    """Wraps a ``tokenizers.Tokenizer``; ``encode`` returns ids with ``<s>`` and ``</s>``."""
+class CompactUnigram:
+    """The Viterbi segmentation of ``tokenizers``' Unigram model over a dict of the pieces.
 
-    def __init__(self, tokenizer, source: str = ""):
+    Same algorithm and order of comparisons as ``tokenizers``' ``Unigram::encode_optimized``, so
+    the same pieces, ties included: positions left to right, candidates from each position by
+    increasing length, a candidate replaces the best path ending at the same place only if it
+    scores strictly more; a character that starts no one-character piece is ``<unk>`` at the
+    lowest score minus ``UNK_PENALTY``, and neighbouring unknowns are fused into one token, whose
+    id is then looked up like any piece (``<unk>`` unless the fused text is itself a piece).
+    ``vocab``: ``[[piece, score], ...]`` as in ``tokenizer.json``; a piece listed twice takes
+    its last id, as there.
+    """
+
+    def __init__(self, vocab: Sequence[Sequence[Any]], unk_id: int):
+        self.ids: dict[str, int] = {}
+        self.scores: list[float] = []
+        for i, (piece, score) in enumerate(vocab):
+            self.ids[piece] = i
+            self.scores.append(score)
+        self.pieces = [piece for piece, _ in vocab]  # the same str objects as the dict's keys
+        self.unk_id = unk_id
+        self.unk_score = min(self.scores) - UNK_PENALTY
+        self.longest = max(len(piece) for piece in self.ids)
+
+    def segment(self, text: str) -> list[tuple[int, int]]:
+        """``text`` cut into pieces: (start, end) character offsets covering it in order."""
+        n, ids, scores, unk = len(text), self.ids, self.scores, self.unk_id
+        best = [0.0] * (n + 1)
+        start: list[int] = [-1] * (n + 1)
+        chosen = [0] * (n + 1)
+        for i in range(n):
+            here, single = best[i], False
+            for end in range(i + 1, min(n, i + self.longest) + 1):
+                piece = ids.get(text[i:end])
+                if piece is None:
+                    continue
+                score = scores[piece] + here
+                if start[end] < 0 or score > best[end]:
+                    best[end], start[end], chosen[end] = score, i, piece
+                single = single or end == i + 1
+            if not single:
+                score = self.unk_score + here
+                if start[i + 1] < 0 or score > best[i + 1]:
+                    best[i + 1], start[i + 1], chosen[i + 1] = score, i, unk
+        spans: list[tuple[int, int]] = []
+        end, unknown_end = n, -1
+        while end > 0:  # back from the end; a run of unknowns becomes one span
+            begin = start[end]
+            if chosen[end] == unk:
+                unknown_end = end if unknown_end < 0 else unknown_end
+            else:
+                if unknown_end >= 0:
+                    spans.append((end, unknown_end))
+                    unknown_end = -1
+                spans.append((begin, end))
+            end = begin
+        if unknown_end >= 0:
+            spans.append((0, unknown_end))
+        return spans[::-1]
+
+    def tokenize(self, normalized: Any) -> list[Any]:
+        """A pre-tokenised split (``tokenizers.NormalizedString``) -> its ``tokenizers.Token`` s,
+        offsets in bytes of the split, as the Rust model gives them."""
+        from tokenizers import Token
+
+        text, tokens, byte = str(normalized), [], 0
+        for begin, end in self.segment(text):
+            piece = text[begin:end]
+            size = len(piece.encode("utf-8"))
+            tokens.append(Token(self.ids.get(piece, self.unk_id), piece, (byte, byte + size)))
+            byte += size
+        return tokens
+
+    def pre_tokenize(self, pretokenized: Any) -> None:
+        """The hook of a custom ``tokenizers`` pre-tokenizer: gives every split its tokens, so the
+        placeholder model behind it is never asked."""
+        pretokenized.tokenize(self.tokenize)
+
+
+def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, CompactUnigram] | None:
+    """``tokenizer.json`` (parsed) as a ``tokenizers.Tokenizer`` whose Unigram model is a
+    :class:`CompactUnigram`, or ``None`` if it is not a Unigram vocabulary of ``min_pieces`` or
+    more with an ``<unk>`` and no byte fallback (those stay entirely in ``tokenizers``)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    model = data.get("model") or {}
+    if (
+        model.get("type") != "Unigram"
+        or model.get("byte_fallback")
+        or model.get("unk_id") is None
+        or len(model.get("vocab", ())) < max(min_pieces, 1)
+    ):
+        return None
+    unigram = CompactUnigram(model["vocab"], model["unk_id"])
+    unk = unigram.pieces[unigram.unk_id]
+    specials = {token["content"]: token["id"] for token in data.get("added_tokens", [])}
+    # A placeholder model that only knows the added tokens (which keep their ids) and <unk>:
+    # every split reaches it already tokenised by the hook below.
+    placeholder = {"type": "WordLevel", "vocab": specials | {unk: unigram.unk_id}, "unk_token": unk}
+    tok = Tokenizer.from_str(json.dumps(dict(data, model=placeholder)))
+    hook = pre_tokenizers.PreTokenizer.custom(unigram)
+    before = tok.pre_tokenizer
+    tok.pre_tokenizer = hook if before is None else pre_tokenizers.Sequence([before, hook])
+    return tok, unigram
+
+
+class TextTokenizer:
+    """Wraps a ``tokenizers.Tokenizer``; ``encode`` returns ids with ``<s>`` and ``</s>``.
+    ``compact``: the :class:`CompactUnigram` doing its segmentation, if any."""
+
+    def __init__(self, tokenizer, source: str = "", compact: CompactUnigram | None = None):
         self._tok = tokenizer
         self.source = source
+        self.compact = compact
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> TextTokenizer:
+    def from_file(cls, path: str | os.PathLike, compact: bool | None = None) -> TextTokenizer:
+        """``compact``: ``None`` decides by the vocabulary (a Unigram one of ``COMPACT_MIN_PIECES``
+        pieces or more, see the module's docstring), ``False`` always loads it into
+        ``tokenizers``, ``True`` compacts any Unigram vocabulary (tests)."""
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_file(str(path)), str(path))
+        from clamp3.utils.errors import CheckpointError
+
+        try:
+            if compact is not False:
+                with open(path, encoding="utf-8") as file:
+                    data = json.load(file)
+                built = _compact_tokenizer(data, min_pieces=0 if compact else COMPACT_MIN_PIECES)
+                del data  # the parsed vocabulary lists: only the dict and the scores stay
+                if built is not None:
+                    return cls(built[0], str(path), compact=built[1])
+                if compact:
+                    raise ValueError("not a Unigram vocabulary with an <unk> and no byte fallback")
+            return cls(Tokenizer.from_file(str(path)), str(path))
+        except Exception as exc:  # tokenizers raises a plain Exception for a malformed file
+            # A model asset, not one input: stops a batch once (clamp3.encode.SETUP_ERRORS).
+            raise CheckpointError(f"{path}: not a usable {TOKENIZER_FILE}: {exc}") from exc
+
+    def __reduce__(self):
+        if self.compact is not None:  # the custom hook does not pickle; the file it came from does
+            return (type(self).from_file, (self.source, True))
+        return super().__reduce__()
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text).ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.compact is not None:  # the Python hook holds the GIL: no gain from threads
+            return [self.encode(text) for text in texts]
         return [list(e.ids) for e in self._tok.encode_batch(list(texts))]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids))
+        if self.compact is None:
+            return self._tok.decode(list(ids))
+        special = {token.content for token in self._tok.get_added_tokens_decoder().values() if token.special}
+        known = len(self.compact.pieces)
+        pieces = [self.compact.pieces[i] if i < known else self._tok.id_to_token(i) for i in ids]
+        pieces = [piece for piece in pieces if piece is not None and piece not in special]
+        return self._tok.decoder.decode(pieces) if self._tok.decoder is not None else " ".join(pieces)
 
     @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
+        if self.compact is None:
+            return self._tok.get_vocab_size()
+        added = self._tok.get_added_tokens_decoder().values()
+        return len(self.compact.pieces) + sum(token.content not in self.compact.ids for token in added)
 
     def save(self, directory: str | os.PathLike) -> Path:
         from clamp3.utils.io import atomic_path
 
         target = Path(directory) / TOKENIZER_FILE
         with atomic_path(target) as tmp:
-            self._tok.save(str(tmp))
+            if self.compact is not None:  # the hook cannot be serialised: the file it came from
+                shutil.copyfile(self.source, tmp)
+            else:
+                self._tok.save(str(tmp))
         return target
 
 
