@@ -88,6 +88,27 @@ def test_the_cli_reports_a_missing_tokenizer_in_one_line(tmp_path, offline, caps
     assert len(offline) == 1
 
 
+def test_a_corrupt_tokenizer_stops_embed_once_in_one_line(tmp_path, capsys, tiny_model_dir):
+    """A broken tokenizer.json is the model's fault, not each text's: one line naming it, exit 2."""
+    import shutil
+
+    from clamp3.cli.main import main
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / TOKENIZER_FILE).write_text('{"model": {"type": "Unigram", "vocab": [', encoding="utf-8")
+    src = tmp_path / "texts"
+    src.mkdir()
+    for i in range(5):
+        (src / f"t{i}.txt").write_text(f"a waltz {i}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["embed", str(src), str(out), "--model", str(model_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {model_dir / TOKENIZER_FILE}: not a usable") and err.count("\n") == 1, err
+    errors = out / "errors.jsonl"
+    assert not list(out.glob("*.npy")) and (not errors.is_file() or not errors.read_text().strip())
+
+
 def test_the_tokenizer_beside_an_official_checkpoint_is_found(tmp_path, tiny_tokenizer):
     pth = _official_tiny(tmp_path / "weights")
     tiny_tokenizer.save(pth.parent)  # where the offline error advises putting it
