@@ -18,7 +18,10 @@ of the same fuzzed texts, which must be identical between the two.
 ``--search BENCH`` then runs the cold ``clamp3 search`` of ``benchmarks/onnx_runtime.py`` (a
 fresh process to the first result row, its peak RSS; BENCH is that script's ``--work`` folder,
 already built) with the fp32 and int8 exports as they are and with the same graphs beside each
-250k-piece tokenizer, so the tokenizer's share of a torch-free search is measured end to end.
+250k-piece tokenizer, once as a bare ``tokenizer.json`` (parsed at load) and once as
+``TextTokenizer.save`` writes it (with ``tokenizer.compact.npz``, as ``export-onnx`` and
+``save_pretrained`` leave it), so the tokenizer's share of a torch-free search is measured end
+to end.
 
     .venv/bin/python benchmarks/tokenizer_memory.py --work /tmp/tokenizer-memory
     .venv/bin/python benchmarks/tokenizer_memory.py --work /tmp/tokenizer-memory --search /tmp/onnx-bench
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +134,8 @@ def search_with(bench: Path, work: Path, runs: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from onnx_runtime import cold_start  # the same measurement as the ONNX benchmark's
 
+    from clamp3.tokenizer import TextTokenizer
+
     idx = bench / "idx"
     query = "a slow melancholy waltz for solo piano with a gentle dotted theme in minor"
     variants = {}
@@ -137,23 +143,27 @@ def search_with(bench: Path, work: Path, runs: int) -> None:
         export = bench / f"onnx-{precision}"
         variants[f"{precision}, its own (2,000 pieces)"] = export
         for kind in ("shared", "random"):
-            linked = work / f"onnx-{precision}-{kind}"
-            linked.mkdir(exist_ok=True)
-            for item in export.iterdir():
-                target = linked / item.name
-                if item.name != "tokenizer.json" and not target.exists():
-                    target.symlink_to(item.resolve())
-            (linked / "tokenizer.json").write_bytes((work / f"{kind}.json").read_bytes())
-            variants[f"{precision}, 250k {kind}, compacted"] = linked
+            for form in ("json", "saved"):  # tokenizer.json alone / as saved, with its compact form
+                linked = work / f"onnx-{precision}-{kind}-{form}"
+                shutil.rmtree(linked, ignore_errors=True)
+                linked.mkdir()
+                for item in export.iterdir():
+                    if not item.name.startswith("tokenizer."):
+                        (linked / item.name).symlink_to(item.resolve())
+                if form == "json":
+                    (linked / "tokenizer.json").write_bytes((work / f"{kind}.json").read_bytes())
+                else:
+                    TextTokenizer.from_file(work / f"{kind}.json").save(linked)
+                variants[f"{precision}, 250k {kind}, {form}"] = linked
     print(f"\ncold `clamp3 search` of an ONNX export, median of {runs} (interleaved):")
     results: dict[str, list[tuple[float, float, float]]] = {}
     for _ in range(runs):
         for name, directory in variants.items():
             results.setdefault(name, []).append(cold_start(directory, idx, query))
-    print(f"{'export, tokenizer':34}{'first result s':>15}{'CPU s':>8}{'peak RSS MB':>13}")
+    print(f"{'export, tokenizer':36}{'first result s':>15}{'CPU s':>8}{'peak RSS MB':>13}")
     for name, rows in results.items():
         first, _, cpu = (sorted(r[i] for r in rows)[len(rows) // 2] for i in range(3))
-        print(f"{name:34}{first:>15.2f}{cpu:>8.2f}{max(r[1] for r in rows):>13.0f}")
+        print(f"{name:36}{first:>15.2f}{cpu:>8.2f}{max(r[1] for r in rows):>13.0f}")
 
 
 def main() -> None:

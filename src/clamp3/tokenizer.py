@@ -15,19 +15,26 @@ pieces costs 167-876 MB resident depending on how many prefixes the pieces share
 ``COMPACT_MIN_PIECES`` pieces on, the segmentation (the only part that needs the vocabulary)
 runs over a Python dict instead (:class:`CompactUnigram`, the same ids, tested against
 ``tokenizers``); added tokens, normalisation, pre-tokenisation and ``<s>``/``</s>`` stay in
-``tokenizers``.
+``tokenizers``. Saving such a tokenizer also writes ``tokenizer.compact.npz`` beside
+``tokenizer.json`` (the pieces, scores and the rest of the file, with the SHA-256 of the
+``tokenizer.json`` it belongs to): loading from it skips parsing 250k JSON entries, ~0.3 s of a
+cold search. A sidecar whose hash does not match its ``tokenizer.json`` is ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 from pathlib import Path
 
 from clamp3.config import TextTowerConfig
+
+log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -55,15 +62,14 @@ class CompactUnigram:
     """
 
     def __init__(self, vocab: Sequence[Sequence[Any]], unk_id: int):
-        self.ids: dict[str, int] = {}
-        self.scores: list[float] = []
-        for i, (piece, score) in enumerate(vocab):
-            self.ids[piece] = i
-            self.scores.append(score)
-        self.pieces = [piece for piece, _ in vocab]  # the same str objects as the dict's keys
+        # map/zip/dict loop in C: the bulk of a cold search's tokenizer time for 250k pieces
+        self.pieces: list[str] = list(map(itemgetter(0), vocab))  # id -> piece, the dict's own strs
+        self.scores: list[float] = list(map(itemgetter(1), vocab))
+        self.ids: dict[str, int] = dict(zip(self.pieces, range(len(vocab))))  # repeated piece: last id
         self.unk_id = unk_id
         self.unk_score = min(self.scores) - UNK_PENALTY
-        self.longest = max(len(piece) for piece in self.ids)
+        self.longest = max(map(len, self.pieces))
+        self.rest = ""  # tokenizer.json without the vocabulary (JSON), for the saved compact form
 
     def segment(self, text: str) -> list[tuple[int, int]]:
         """``text`` cut into pieces: (start, end) character offsets covering it in order."""
@@ -124,8 +130,6 @@ def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, Comp
     """``tokenizer.json`` (parsed) as a ``tokenizers.Tokenizer`` whose Unigram model is a
     :class:`CompactUnigram`, or ``None`` if it is not a Unigram vocabulary of ``min_pieces`` or
     more with an ``<unk>`` and no byte fallback (those stay entirely in ``tokenizers``)."""
-    from tokenizers import Tokenizer, pre_tokenizers
-
     model = data.get("model") or {}
     if (
         model.get("type") != "Unigram"
@@ -135,6 +139,15 @@ def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, Comp
     ):
         return None
     unigram = CompactUnigram(model["vocab"], model["unk_id"])
+    unigram.rest = json.dumps(dict(data, model=dict(model, vocab=[])), ensure_ascii=False)
+    return _behind_tokenizers(data, unigram), unigram
+
+
+def _behind_tokenizers(data: dict[str, Any], unigram: CompactUnigram) -> Any:
+    """The ``tokenizers.Tokenizer`` of ``data`` (its model's vocabulary not needed) with
+    ``unigram`` as the segmentation step."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
     unk = unigram.pieces[unigram.unk_id]
     specials = {token["content"]: token["id"] for token in data.get("added_tokens", [])}
     # A placeholder model that only knows the added tokens (which keep their ids) and <unk>:
@@ -144,7 +157,59 @@ def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, Comp
     hook = pre_tokenizers.PreTokenizer.custom(unigram)
     before = tok.pre_tokenizer
     tok.pre_tokenizer = hook if before is None else pre_tokenizers.Sequence([before, hook])
-    return tok, unigram
+    return tok
+
+
+COMPACT_SUFFIX = ".compact.npz"  # tokenizer.json -> tokenizer.compact.npz
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _write_sidecar(unigram: CompactUnigram, source: Path) -> None:
+    """``source``'s compact form beside it (atomically): the pieces as one UTF-8 blob with their
+    lengths in characters, the scores, the rest of the file and ``source``'s SHA-256."""
+    import numpy as np
+
+    from clamp3.utils.io import atomic_path
+
+    with atomic_path(source.with_suffix(COMPACT_SUFFIX)) as tmp, open(tmp, "wb") as file:
+        np.savez(
+            file,
+            sha256=np.array(_sha256(source)),
+            rest=np.array(unigram.rest),
+            unk_id=np.array(unigram.unk_id),
+            blob=np.frombuffer("".join(unigram.pieces).encode("utf-8"), np.uint8),
+            lengths=np.fromiter(map(len, unigram.pieces), np.int64, len(unigram.pieces)),
+            scores=np.asarray(unigram.scores, np.float64),
+        )
+
+
+def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
+    """The compact tokenizer from ``source``'s sidecar, if there is one for this very file."""
+    import numpy as np
+
+    sidecar = source.with_suffix(COMPACT_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        with np.load(sidecar, allow_pickle=False) as saved:
+            if str(saved["sha256"]) != _sha256(source):
+                log.info("%s: made from another %s; not used", sidecar, source.name)
+                return None
+            text, ends = saved["blob"].tobytes().decode("utf-8"), np.cumsum(saved["lengths"]).tolist()
+            pieces = list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+            vocab = list(zip(pieces, saved["scores"].tolist()))
+            unigram = CompactUnigram(vocab, int(saved["unk_id"]))
+            unigram.rest = str(saved["rest"])
+    except (OSError, ValueError, KeyError) as exc:  # unreadable: the JSON is the truth
+        log.warning("%s: unreadable (%s); reading %s instead", sidecar, exc, source.name)
+        return None
+    return _behind_tokenizers(json.loads(unigram.rest), unigram), unigram
 
 
 class TextTokenizer:
@@ -167,6 +232,9 @@ class TextTokenizer:
 
         try:
             if compact is not False:
+                built = _from_sidecar(Path(path))
+                if built is not None:
+                    return cls(built[0], str(path), compact=built[1])
                 with open(path, encoding="utf-8") as file:
                     data = json.load(file)
                 built = _compact_tokenizer(data, min_pieces=0 if compact else COMPACT_MIN_PIECES)
@@ -213,11 +281,15 @@ class TextTokenizer:
         from clamp3.utils.io import atomic_path
 
         target = Path(directory) / TOKENIZER_FILE
-        with atomic_path(target) as tmp:
-            if self.compact is not None:  # the hook cannot be serialised: the file it came from
-                shutil.copyfile(self.source, tmp)
-            else:
-                self._tok.save(str(tmp))
+        same = Path(self.source).resolve() == target.resolve() if self.source else False
+        if not same:
+            with atomic_path(target) as tmp:
+                if self.compact is not None:  # the hook cannot be serialised: the file it came from
+                    shutil.copyfile(self.source, tmp)
+                else:
+                    self._tok.save(str(tmp))
+        if self.compact is not None:
+            _write_sidecar(self.compact, target)
         return target
 
 

@@ -156,3 +156,43 @@ def test_a_corrupt_file_is_one_setup_error_naming_it(tmp_path, compact):
     with pytest.raises(SETUP_ERRORS) as caught:
         TextTokenizer.from_file(path, compact=compact)
     assert str(caught.value).startswith(f"{path}: not a usable tokenizer.json")
+
+
+def test_the_saved_compact_form_loads_the_same_tokenizer(tmp_path, monkeypatch):
+    import clamp3.tokenizer as tokenizer_module
+
+    rng = random.Random(5)
+    pieces = _pieces(rng, 2000, False)
+    (tmp_path / "src").mkdir()
+    path = _xlmr_like(tmp_path / "src" / "tokenizer.json", pieces, {"type": "NFKC"})
+    saved = TextTokenizer.from_file(path, compact=True).save(tmp_path / "out")
+    sidecar = saved.with_suffix(".compact.npz")
+    assert sidecar.is_file()
+    monkeypatch.setattr(tokenizer_module.json, "load", lambda *a, **k: pytest.fail("parsed the JSON"))
+    fast = TextTokenizer.from_file(saved)  # from the sidecar: the 250k-entry JSON is not parsed
+    assert fast.compact is not None
+    monkeypatch.undo()
+    reference = TextTokenizer.from_file(saved, compact=False)
+    texts = _texts(rng, pieces, 500)
+    assert [fast.encode(t) for t in texts] == [reference.encode(t) for t in texts]
+    assert fast.vocab_size == reference.vocab_size
+    assert fast.decode(fast.encode("ab c")) == reference.decode(reference.encode("ab c"))
+    again = fast.save(tmp_path / "again")  # a tokenizer loaded from its sidecar saves both files
+    assert again.read_bytes() == saved.read_bytes() and again.with_suffix(".compact.npz").is_file()
+
+
+def test_a_stale_or_broken_compact_form_is_ignored(tmp_path, caplog):
+    rng = random.Random(6)
+    (tmp_path / "a").mkdir()
+    first = _xlmr_like(tmp_path / "a" / "tokenizer.json", _pieces(rng, 1500, False), {"type": "NFKC"})
+    saved = TextTokenizer.from_file(first, compact=True).save(tmp_path / "out")
+    other = _pieces(random.Random(99), 1500, True)
+    _xlmr_like(saved, other, {"type": "NFKC"})  # tokenizer.json replaced, the old sidecar left behind
+    texts = _texts(rng, other, 300)
+    reference = TextTokenizer.from_file(saved, compact=False)
+    assert [TextTokenizer.from_file(saved).encode(t) for t in texts] == [reference.encode(t) for t in texts]
+    saved.with_suffix(".compact.npz").write_bytes(b"not a zip file")
+    with caplog.at_level("WARNING"):
+        loaded = TextTokenizer.from_file(saved, compact=True)
+    assert [loaded.encode(t) for t in texts] == [reference.encode(t) for t in texts]
+    assert "compact.npz: unreadable" in caplog.text
