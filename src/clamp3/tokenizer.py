@@ -57,19 +57,24 @@ class CompactUnigram:
     scores strictly more; a character that starts no one-character piece is ``<unk>`` at the
     lowest score minus ``UNK_PENALTY``, and neighbouring unknowns are fused into one token, whose
     id is then looked up like any piece (``<unk>`` unless the fused text is itself a piece).
-    ``vocab``: ``[[piece, score], ...]`` as in ``tokenizer.json``; a piece listed twice takes
-    its last id, as there.
+    ``pieces`` / ``scores``: by id, as in ``tokenizer.json``'s vocabulary; a piece listed twice
+    takes its last id, as there.
     """
 
-    def __init__(self, vocab: Sequence[Sequence[Any]], unk_id: int):
-        # map/zip/dict loop in C: the bulk of a cold search's tokenizer time for 250k pieces
-        self.pieces: list[str] = list(map(itemgetter(0), vocab))  # id -> piece, the dict's own strs
-        self.scores: list[float] = list(map(itemgetter(1), vocab))
-        self.ids: dict[str, int] = dict(zip(self.pieces, range(len(vocab))))  # repeated piece: last id
+    def __init__(self, pieces: list[str], scores: list[float], unk_id: int):
+        self.pieces = pieces  # id -> piece, the same str objects as the dict's keys
+        self.scores = scores
+        self.ids: dict[str, int] = dict(zip(pieces, range(len(pieces))))  # repeated piece: last id
         self.unk_id = unk_id
-        self.unk_score = min(self.scores) - UNK_PENALTY
-        self.longest = max(map(len, self.pieces))
+        self.unk_score = min(scores) - UNK_PENALTY
+        self.longest = max(map(len, pieces))
         self.rest = ""  # tokenizer.json without the vocabulary (JSON), for the saved compact form
+
+    @classmethod
+    def from_vocab(cls, vocab: Sequence[Sequence[Any]], unk_id: int) -> CompactUnigram:
+        """From ``tokenizer.json``'s ``[[piece, score], ...]`` (map/zip/dict loop in C: at 250k
+        pieces this is most of the tokenizer's share of a cold search)."""
+        return cls(list(map(itemgetter(0), vocab)), list(map(itemgetter(1), vocab)), unk_id)
 
     def segment(self, text: str) -> list[tuple[int, int]]:
         """``text`` cut into pieces: (start, end) character offsets covering it in order."""
@@ -138,7 +143,7 @@ def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, Comp
         or len(model.get("vocab", ())) < max(min_pieces, 1)
     ):
         return None
-    unigram = CompactUnigram(model["vocab"], model["unk_id"])
+    unigram = CompactUnigram.from_vocab(model["vocab"], model["unk_id"])
     unigram.rest = json.dumps(dict(data, model=dict(model, vocab=[])), ensure_ascii=False)
     return _behind_tokenizers(data, unigram), unigram
 
@@ -171,20 +176,22 @@ def _sha256(path: str | os.PathLike) -> str:
 
 
 def _write_sidecar(unigram: CompactUnigram, source: Path) -> None:
-    """``source``'s compact form beside it (atomically): the pieces as one UTF-8 blob with their
-    lengths in characters, the scores, the rest of the file and ``source``'s SHA-256."""
+    """``source``'s compact form beside it (atomically): the pieces as one UTF-8 text separated
+    by NUL (split back in C, ~10x faster than slicing), the scores, the rest of the file and
+    ``source``'s SHA-256. Not written for a vocabulary with a NUL inside a piece."""
     import numpy as np
 
     from clamp3.utils.io import atomic_path
 
+    if any("\x00" in piece for piece in unigram.pieces):
+        return
     with atomic_path(source.with_suffix(COMPACT_SUFFIX)) as tmp, open(tmp, "wb") as file:
         np.savez(
             file,
             sha256=np.array(_sha256(source)),
             rest=np.array(unigram.rest),
             unk_id=np.array(unigram.unk_id),
-            blob=np.frombuffer("".join(unigram.pieces).encode("utf-8"), np.uint8),
-            lengths=np.fromiter(map(len, unigram.pieces), np.int64, len(unigram.pieces)),
+            pieces=np.frombuffer("\x00".join(unigram.pieces).encode("utf-8"), np.uint8),
             scores=np.asarray(unigram.scores, np.float64),
         )
 
@@ -201,10 +208,11 @@ def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
             if str(saved["sha256"]) != _sha256(source):
                 log.info("%s: made from another %s; not used", sidecar, source.name)
                 return None
-            text, ends = saved["blob"].tobytes().decode("utf-8"), np.cumsum(saved["lengths"]).tolist()
-            pieces = list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-            vocab = list(zip(pieces, saved["scores"].tolist()))
-            unigram = CompactUnigram(vocab, int(saved["unk_id"]))
+            pieces = saved["pieces"].tobytes().decode("utf-8").split("\x00")
+            scores = saved["scores"].tolist()
+            if len(pieces) != len(scores):
+                raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
+            unigram = CompactUnigram(pieces, scores, int(saved["unk_id"]))
             unigram.rest = str(saved["rest"])
     except (OSError, ValueError, KeyError) as exc:  # unreadable: the JSON is the truth
         log.warning("%s: unreadable (%s); reading %s instead", sidecar, exc, source.name)
