@@ -198,11 +198,10 @@ def _write_sidecar(unigram: CompactUnigram, source: Path) -> None:
 
 def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
     """The compact tokenizer from ``source``'s sidecar, if there is one for this very file."""
-    import numpy as np
-
     sidecar = source.with_suffix(COMPACT_SUFFIX)
     if not sidecar.is_file():
         return None
+    import numpy as np
     try:
         with np.load(sidecar, allow_pickle=False) as saved:
             if str(saved["sha256"]) != _sha256(source):
