@@ -202,6 +202,7 @@ def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
     if not sidecar.is_file():
         return None
     import numpy as np
+
     try:
         with np.load(sidecar, allow_pickle=False) as saved:
             if str(saved["sha256"]) != _sha256(source):
@@ -213,7 +214,7 @@ def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
                 raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
             unigram = CompactUnigram(pieces, scores, int(saved["unk_id"]))
             unigram.rest = str(saved["rest"])
-    except (OSError, ValueError, KeyError) as exc:  # unreadable: the JSON is the truth
+    except Exception as exc:  # unreadable (a truncated zip is BadZipFile): the JSON is the truth
         log.warning("%s: unreadable (%s); reading %s instead", sidecar, exc, source.name)
         return None
     return _behind_tokenizers(json.loads(unigram.rest), unigram), unigram

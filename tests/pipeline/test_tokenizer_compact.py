@@ -191,8 +191,13 @@ def test_a_stale_or_broken_compact_form_is_ignored(tmp_path, caplog):
     texts = _texts(rng, other, 300)
     reference = TextTokenizer.from_file(saved, compact=False)
     assert [TextTokenizer.from_file(saved).encode(t) for t in texts] == [reference.encode(t) for t in texts]
-    saved.with_suffix(".compact.npz").write_bytes(b"not a zip file")
-    with caplog.at_level("WARNING"):
-        loaded = TextTokenizer.from_file(saved, compact=True)
-    assert [loaded.encode(t) for t in texts] == [reference.encode(t) for t in texts]
-    assert "compact.npz: unreadable" in caplog.text
+    sidecar = saved.with_suffix(".compact.npz")
+    TextTokenizer.from_file(saved, compact=True).save(saved.parent)  # a fresh sidecar, then broken:
+    whole = sidecar.read_bytes()
+    for broken in (b"not a zip file", whole[: len(whole) // 2]):  # garbage; a truncated zip
+        sidecar.write_bytes(broken)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            loaded = TextTokenizer.from_file(saved, compact=True)
+        assert [loaded.encode(t) for t in texts] == [reference.encode(t) for t in texts]
+        assert "compact.npz: unreadable" in caplog.text
