@@ -17,7 +17,7 @@ runs over a Python dict instead (:class:`CompactUnigram`, the same ids, tested a
 ``tokenizers``); added tokens, normalisation, pre-tokenisation and ``<s>``/``</s>`` stay in
 ``tokenizers``. Saving such a tokenizer also writes ``tokenizer.compact.npz`` beside
 ``tokenizer.json`` (the pieces, scores and the rest of the file, with the SHA-256 of the
-``tokenizer.json`` it belongs to): loading from it skips parsing 250k JSON entries, ~0.3 s of a
+``tokenizer.json`` it belongs to): loading from it skips parsing 250k JSON entries, ~0.5 s of a
 cold search. A sidecar whose hash does not match its ``tokenizer.json`` is ignored.
 """
 
