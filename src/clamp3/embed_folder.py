@@ -28,7 +28,6 @@ too: ``--modality symbolic`` / ``audio`` leaves it out.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -55,7 +54,7 @@ from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.utils.errorlog import append_error, read_errors
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, atomic_path, remove_stale_temporaries, save_npy_atomic
+from clamp3.utils.io import append_jsonl, atomic_path, file_sha256, remove_stale_temporaries, save_npy_atomic
 from clamp3.utils.walk import Listing, walk_files
 
 if TYPE_CHECKING:
@@ -101,14 +100,6 @@ def read_manifests(out_dir: Path) -> dict[str, ManifestRecord]:
     """Manifest records of every rank, keyed by input path relative to the input root (the
     last record of a path wins)."""
     return {record.path: record for record in read_manifest(out_dir)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_done(record: ManifestRecord | None, path: Path, out_dir: Path) -> bool:
@@ -221,7 +212,7 @@ class _Run:
             modality=item.modality,
             n_items=item.n_items,
             shape=tuple(shape),
-            sha256=_sha256(path),
+            sha256=file_sha256(path),
             size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             model=self.identity.id,

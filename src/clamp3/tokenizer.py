@@ -168,27 +168,20 @@ def _behind_tokenizers(data: dict[str, Any], unigram: CompactUnigram) -> Any:
 COMPACT_SUFFIX = ".compact.npz"  # tokenizer.json -> tokenizer.compact.npz
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def _write_sidecar(unigram: CompactUnigram, source: Path) -> None:
     """``source``'s compact form beside it (atomically): the pieces as one UTF-8 text separated
     by NUL (split back in C, ~10x faster than slicing), the scores, the rest of the file and
     ``source``'s SHA-256. Not written for a vocabulary with a NUL inside a piece."""
     import numpy as np
 
-    from clamp3.utils.io import atomic_path
+    from clamp3.utils.io import atomic_path, file_sha256
 
     if any("\x00" in piece for piece in unigram.pieces):
         return
     with atomic_path(source.with_suffix(COMPACT_SUFFIX)) as tmp, open(tmp, "wb") as file:
         np.savez(
             file,
-            sha256=np.array(_sha256(source)),
+            sha256=np.array(file_sha256(source)),
             rest=np.array(unigram.rest),
             unk_id=np.array(unigram.unk_id),
             pieces=np.frombuffer("\x00".join(unigram.pieces).encode("utf-8"), np.uint8),
@@ -203,9 +196,11 @@ def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
         return None
     import numpy as np
 
+    from clamp3.utils.io import file_sha256
+
     try:
         with np.load(sidecar, allow_pickle=False) as saved:
-            if str(saved["sha256"]) != _sha256(source):
+            if str(saved["sha256"]) != file_sha256(source):
                 log.info("%s: made from another %s; not used", sidecar, source.name)
                 return None
             pieces = saved["pieces"].tobytes().decode("utf-8").split("\x00")
