@@ -202,9 +202,11 @@ class _IvfPq:
         return self.index.nlist, self.DEPTHS[-1]
 
     def _rerank(self, query: np.ndarray, rows: np.ndarray) -> list[int]:
-        rows = np.sort(rows[rows >= 0])
-        exact = np.asarray(self.vectors[rows]) @ query
-        return rows[np.argsort(-exact, kind="stable")[:10]].tolist()
+        from clamp3.index.subset import exact_subset_nearest
+
+        rows = np.sort(rows[rows >= 0])  # ascending: equal scores keep the lower row first
+        best = exact_subset_nearest(query[None, :], np.asarray(self.vectors[rows]), rows, 10)[1][0]
+        return best[best >= 0].tolist()
 
     def _mask(self, name: str) -> np.ndarray:
         return self.buckets == 7 if name == "1%" else self.buckets < 30

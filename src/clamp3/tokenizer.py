@@ -165,6 +165,11 @@ def _behind_tokenizers(data: dict[str, Any], unigram: CompactUnigram) -> Any:
     return tok
 
 
+def _read_json(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
 COMPACT_SUFFIX = ".compact.npz"  # tokenizer.json -> tokenizer.compact.npz
 
 
@@ -235,13 +240,10 @@ class TextTokenizer:
 
         try:
             if compact is not False:
-                built = _from_sidecar(Path(path))
-                if built is not None:
-                    return cls(built[0], str(path), compact=built[1])
-                with open(path, encoding="utf-8") as file:
-                    data = json.load(file)
-                built = _compact_tokenizer(data, min_pieces=0 if compact else COMPACT_MIN_PIECES)
-                del data  # the parsed vocabulary lists: only the dict and the scores stay
+                # the parsed JSON lives only inside this expression: the dict and scores stay
+                built = _from_sidecar(Path(path)) or _compact_tokenizer(
+                    _read_json(path), min_pieces=0 if compact else COMPACT_MIN_PIECES
+                )
                 if built is not None:
                     return cls(built[0], str(path), compact=built[1])
                 if compact:
