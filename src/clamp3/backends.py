@@ -15,11 +15,13 @@ import os
 from typing import Any
 
 
-def load(source: Any, device: str | None = None, dtype: Any = None) -> Any:
+def load(source: Any, device: str | None = None, dtype: Any = None, one_shot: bool = False) -> Any:
     """``source`` loaded (an object that is already a model is returned as it is).
 
     ``dtype`` (a torch dtype) applies to the torch backend only: an ONNX export's precision is
-    fixed when it is exported (``--quantize int8`` / ``--fp16``).
+    fixed when it is exported (``--quantize int8`` / ``--fp16``). ``one_shot``: the model will
+    encode one query and the process ends (an ONNX export then opens faster and runs slower;
+    torch ignores it).
     """
     if not isinstance(source, (str, os.PathLike)):
         return source
@@ -28,7 +30,7 @@ def load(source: Any, device: str | None = None, dtype: Any = None) -> Any:
     if is_onnx_directory(source):
         from clamp3.onnx.runtime import OnnxModel
 
-        return OnnxModel.from_pretrained(source, device=device)
+        return OnnxModel.from_pretrained(source, device=device, one_shot=one_shot)
     from clamp3.model import Clamp3Model
 
     return Clamp3Model.from_pretrained(source, device=device, dtype=dtype)

@@ -389,6 +389,7 @@ def load_pipeline(
     dtype: str | torch.dtype | None = None,
     captioner: Captioner | str | os.PathLike | None = None,
     index: RecordsModel | None = None,
+    one_shot: bool = False,
 ) -> Clamp3Pipeline:
     """The pipeline for a model argument, as every command, the service and the demo resolve it.
 
@@ -397,7 +398,9 @@ def load_pipeline(
     (wrapped) or a pipeline (returned as it is); ``None`` is the model ``index`` records.
     ``device``: ``None`` / ``"auto"`` picks this process's GPU when there is one, else the CPU;
     ``dtype`` (``fp32``/``fp16``/``bf16`` or a torch dtype) defaults to float32 on the CPU and
-    float16 on a GPU (:mod:`clamp3.utils.device`). Towers load on first use.
+    float16 on a GPU (:mod:`clamp3.utils.device`). Towers load on first use. ``one_shot``: the
+    pipeline encodes one query and the process ends (``clamp3 search``): an ONNX export then
+    opens its towers without weight prepacking (:class:`clamp3.onnx.session.TowerSession`).
 
     Raises ``InputError`` when ``model`` is ``None`` and ``index`` records no model (or no index
     is given), or when a ``dtype`` is asked of an ONNX export (its precision is fixed at
@@ -414,7 +417,7 @@ def load_pipeline(
     if is_onnx_directory(model):
         if dtype is not None:
             raise InputError(f"dtype {dtype}", "an ONNX export has the precision it was exported with")
-        return Clamp3Pipeline(load(model, device=device), captioner=captioner)
+        return Clamp3Pipeline(load(model, device=device, one_shot=one_shot), captioner=captioner)
     from clamp3.utils.device import model_dtype, resolve_device
 
     chosen = resolve_device(device)

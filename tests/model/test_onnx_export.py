@@ -206,3 +206,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_one_shot_pipeline_skips_prepacking_and_gives_the_same_vectors(exports, tiny_torch):
+    """``clamp3 search`` loads for one query: the sessions open unpacked (faster to open, slower
+    to run) and the vectors stay torch's."""
+    from clamp3 import Clamp3Pipeline
+    from clamp3.pipeline import load_pipeline
+
+    texts = ["a melancholy waltz for solo piano", "一首欢快的民歌"]
+    want = Clamp3Pipeline(tiny_torch).encode_texts(texts)
+    for precision in ("fp32", "int8"):
+        root = exports[precision][1]
+        shot, warm = load_pipeline(root, one_shot=True), load_pipeline(root)
+        assert shot.model.one_shot and not warm.model.one_shot
+        got, packed = shot.encode_texts(texts), warm.encode_texts(texts)
+        options = {name: p.model.require("text")._session.get_session_options() for name, p in
+                   (("shot", shot), ("warm", warm))}
+        assert options["shot"].get_session_config_entry("session.disable_prepacking") == "1"
+        with pytest.raises(RuntimeError, match="does not have"):  # never set: ORT's default, prepacked
+            options["warm"].get_session_config_entry("session.disable_prepacking")
+        tolerance = 1e-4 if precision == "fp32" else 2e-2
+        np.testing.assert_allclose(got, want, atol=tolerance)
+        np.testing.assert_allclose(got, packed, atol=1e-4 if precision == "fp32" else 1e-2)

@@ -201,3 +201,50 @@ def test_a_stale_or_broken_compact_form_is_ignored(tmp_path, caplog):
             loaded = TextTokenizer.from_file(saved, compact=True)
         assert [loaded.encode(t) for t in texts] == [reference.encode(t) for t in texts]
         assert "compact.npz: unreadable" in caplog.text
+
+
+def test_repeated_and_nul_pieces_follow_tokenizers(tmp_path):
+    """A piece listed twice takes its last id, as in tokenizers; a NUL inside a piece takes the
+    sort outside numpy (whose strings drop trailing NULs) and gets no sidecar."""
+    rng = random.Random(11)
+    pieces = _pieces(rng, 800, False)
+    pieces += [pieces[10], pieces[20], ("▁a\x00", -2.0), ("b\x00\x00", -3.0)]
+    path = _xlmr_like(tmp_path / "tokenizer.json", pieces, None)
+    reference = TextTokenizer.from_file(path, compact=False)
+    compact = TextTokenizer.from_file(path, compact=True)
+    texts = _texts(rng, pieces, 400) + [" a\x00b", "b\x00\x00a", pieces[10][0].replace("▁", " ")]
+    assert [compact.encode(t) for t in texts] == [reference.encode(t) for t in texts]
+    first = 4 + 10  # the earlier id of the repeated piece still decodes to it
+    assert compact.decode([first]) == reference.decode([first])
+    saved = compact.save(tmp_path / "out")
+    assert not saved.with_suffix(".compact.npz").exists()
+
+
+def test_a_first_format_sidecar_still_loads(tmp_path, monkeypatch):
+    """Sidecars of the first format held the pieces by id; they are sorted at load."""
+    import numpy as np
+
+    from clamp3.utils.io import file_sha256
+
+    rng = random.Random(12)
+    pieces = _pieces(rng, 1200, True)
+    path = _xlmr_like(tmp_path / "tokenizer.json", pieces, {"type": "NFKC"})
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    rest = json.dumps(dict(data, model=dict(data["model"], vocab=[])), ensure_ascii=False)
+    np.savez(
+        path.with_suffix(".compact.npz"),
+        sha256=np.array(file_sha256(path)),
+        rest=np.array(rest),
+        unk_id=np.array(3),
+        pieces=np.frombuffer("\x00".join(p for p, _ in vocab).encode("utf-8"), np.uint8),
+        scores=np.array([s for _, s in vocab], np.float64),
+    )
+    reference = TextTokenizer.from_file(path, compact=False)
+    texts = _texts(rng, pieces, 300)
+    import clamp3.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module.json, "load", lambda *a, **k: pytest.fail("parsed the JSON"))
+    loaded = TextTokenizer.from_file(path, compact=True)
+    monkeypatch.undo()
+    assert [loaded.encode(t) for t in texts] == [reference.encode(t) for t in texts]

@@ -95,10 +95,10 @@ def add_captioner_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def pipeline_of(args: argparse.Namespace, index: Any = None):
+def pipeline_of(args: argparse.Namespace, index: Any = None, one_shot: bool = False):
     """The pipeline of :func:`add_model_arguments` (and ``--captioner`` where the command has
     it): :func:`clamp3.pipeline.load_pipeline`, which also defaults a missing ``--model`` to
-    the one ``index`` records."""
+    the one ``index`` records; ``one_shot`` for a command that encodes one query."""
     from clamp3.pipeline import load_pipeline
 
     return load_pipeline(
@@ -107,6 +107,7 @@ def pipeline_of(args: argparse.Namespace, index: Any = None):
         dtype=args.dtype,
         captioner=getattr(args, "captioner", None),
         index=index,
+        one_shot=one_shot,
     )
 
 

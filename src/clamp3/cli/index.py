@@ -246,7 +246,7 @@ def _search(args: argparse.Namespace) -> int:
     )  # a bad filter fails before any model loads
     model = None
     if needs_model(args.query, index.dim):
-        model = pipeline_of(args, index=index)
+        model = pipeline_of(args, index=index, one_shot=True)  # one query, then the process ends
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality, where=where)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)

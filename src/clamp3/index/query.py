@@ -103,7 +103,7 @@ def query_vector(
         raise InputError(str(query), "a model is needed to encode this query (--model)")
     from clamp3.pipeline import load_pipeline
 
-    pipeline = load_pipeline(model, device=device)
+    pipeline = load_pipeline(model, device=device, one_shot=True)  # loaded for this one query
     warn_if_other_model(pipeline.model, index_model)
     if is_file:
         vector = pipeline.encode_files([query])[0]

@@ -56,24 +56,37 @@ def pad_batch(pieces: list[np.ndarray], pad_value: int | float) -> tuple[np.ndar
 
 class OnnxModel:
     """An ``export-onnx`` directory. Sessions open on first use of a tower; every file is
-    checked against the manifest when the directory is opened (``CheckpointError`` naming it)."""
+    checked against the manifest when the directory is opened (``CheckpointError`` naming it).
+    ``one_shot``: the process runs one query and ends, so sessions skip weight prepacking
+    (:class:`clamp3.onnx.session.TowerSession`)."""
 
     def __init__(
-        self, directory: Path, manifest: Manifest, device: str | None = None, threads: int | None = None
+        self,
+        directory: Path,
+        manifest: Manifest,
+        device: str | None = None,
+        threads: int | None = None,
+        one_shot: bool = False,
     ):
         self.directory = directory
         self.manifest = manifest
         self.config = Clamp3Config.load(directory / "config.json")
         self.device = device or "cpu"
         self.threads = threads
+        self.one_shot = one_shot
         self._sessions: dict[str, TowerSession] = {}
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, *, device: str | None = None, threads: int | None = None
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        one_shot: bool = False,
     ) -> OnnxModel:
         root = Path(directory)
-        return cls(root, read_manifest(root), device=device, threads=threads)
+        return cls(root, read_manifest(root), device=device, threads=threads, one_shot=one_shot)
 
     # ------------------------------------------------------------------ identity, raw inputs
     @property
@@ -133,7 +146,9 @@ class OnnxModel:
                     f"{self.directory}: the {modality} tower was not exported (exported: "
                     f"{', '.join(self.manifest.towers)}); rerun export-onnx with --towers {modality}"
                 )
-            session = TowerSession(self.directory / entry.graph, modality, self.device, self.threads)
+            session = TowerSession(
+                self.directory / entry.graph, modality, self.device, self.threads, prepack=not self.one_shot
+            )
             hidden = self.config.tower(modality).encoder.hidden_size
             if session.output_dims() != (
                 self.config.projection_dim if self.config.projection else hidden,

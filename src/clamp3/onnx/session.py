@@ -32,9 +32,21 @@ class TowerSession:
     inputs: (B, L) int64 token ids, (B, L, 64) int64 patch ids or (B, L, F) float32 rows;
     mask: (B, L) bool, True on real positions. Returns the (B, D) float32 embedding and, when
     asked, the (B, L, H) float32 last hidden state.
+
+    ``prepack``: let ONNX Runtime repack the matrix weights into its kernels' layout when the
+    session opens. That makes every run 2-3x faster, but repacking the text tower takes about as
+    long as loading it (0.2-1 s, fp32 the most), so a process that runs one query (``clamp3
+    search``) opens without it (``benchmarks/onnx_runtime.py`` measures both).
     """
 
-    def __init__(self, path: Path, modality: str, device: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        modality: str,
+        device: str | None = None,
+        threads: int | None = None,
+        prepack: bool = True,
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -42,6 +54,8 @@ class TowerSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: ORT warns about unused initializers etc.
+        if not prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers_for(device))
         except CheckpointError:

@@ -13,12 +13,12 @@ Memory: ``tokenizers`` keeps a Unigram vocabulary as a byte trie of hash maps, w
 pieces costs 167-876 MB resident depending on how many prefixes the pieces share
 (``benchmarks/tokenizer_memory.py``), more than the int8 text tower. From
 ``COMPACT_MIN_PIECES`` pieces on, the segmentation (the only part that needs the vocabulary)
-runs over a Python dict instead (:class:`CompactUnigram`, the same ids, tested against
-``tokenizers``); added tokens, normalisation, pre-tokenisation and ``<s>``/``</s>`` stay in
-``tokenizers``. Saving such a tokenizer also writes ``tokenizer.compact.npz`` beside
-``tokenizer.json`` (the pieces, scores and the rest of the file, with the SHA-256 of the
-``tokenizer.json`` it belongs to): loading from it skips parsing 250k JSON entries, ~0.5 s of a
-cold search. A sidecar whose hash does not match its ``tokenizer.json`` is ignored.
+runs over the sorted pieces instead (:class:`clamp3.tokenizer.compact.CompactUnigram`, the same
+ids, tested against ``tokenizers``); added tokens, normalisation, pre-tokenisation and
+``<s>``/``</s>`` stay in ``tokenizers``. Saving such a tokenizer also writes
+``tokenizer.compact.npz`` beside ``tokenizer.json`` (:mod:`clamp3.tokenizer.compact`): loading
+from it skips parsing 250k JSON entries and sorting them, ~1 s of a cold search. A sidecar whose
+hash does not match its ``tokenizer.json`` is ignored.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 from pathlib import Path
 
 from clamp3.config import TextTowerConfig
+from clamp3.tokenizer.compact import CompactUnigram, read_sidecar, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -41,94 +42,10 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
 COMPACT_MIN_PIECES = 100_000  # XLM-R has 250,002; the demo's trained tokenizers a few thousand
-UNK_PENALTY = 10.0  # tokenizers' Unigram: an unknown character scores the lowest piece score - 10
 
 
 class TokenizerNotFound(FileNotFoundError):
     pass
-
-
-class CompactUnigram:
-    """The Viterbi segmentation of ``tokenizers``' Unigram model over a dict of the pieces.
-
-    Same algorithm and order of comparisons as ``tokenizers``' ``Unigram::encode_optimized``, so
-    the same pieces, ties included: positions left to right, candidates from each position by
-    increasing length, a candidate replaces the best path ending at the same place only if it
-    scores strictly more; a character that starts no one-character piece is ``<unk>`` at the
-    lowest score minus ``UNK_PENALTY``, and neighbouring unknowns are fused into one token, whose
-    id is then looked up like any piece (``<unk>`` unless the fused text is itself a piece).
-    ``pieces`` / ``scores``: by id, as in ``tokenizer.json``'s vocabulary; a piece listed twice
-    takes its last id, as there.
-    """
-
-    def __init__(self, pieces: list[str], scores: list[float], unk_id: int):
-        self.pieces = pieces  # id -> piece, the same str objects as the dict's keys
-        self.scores = scores
-        self.ids: dict[str, int] = dict(zip(pieces, range(len(pieces))))  # repeated piece: last id
-        self.unk_id = unk_id
-        self.unk_score = min(scores) - UNK_PENALTY
-        self.longest = max(map(len, pieces))
-        self.rest = ""  # tokenizer.json without the vocabulary (JSON), for the saved compact form
-
-    @classmethod
-    def from_vocab(cls, vocab: Sequence[Sequence[Any]], unk_id: int) -> CompactUnigram:
-        """From ``tokenizer.json``'s ``[[piece, score], ...]`` (map/zip/dict loop in C: at 250k
-        pieces this is most of the tokenizer's share of a cold search)."""
-        return cls(list(map(itemgetter(0), vocab)), list(map(itemgetter(1), vocab)), unk_id)
-
-    def segment(self, text: str) -> list[tuple[int, int]]:
-        """``text`` cut into pieces: (start, end) character offsets covering it in order."""
-        n, ids, scores, unk = len(text), self.ids, self.scores, self.unk_id
-        best = [0.0] * (n + 1)
-        start: list[int] = [-1] * (n + 1)
-        chosen = [0] * (n + 1)
-        for i in range(n):
-            here, single = best[i], False
-            for end in range(i + 1, min(n, i + self.longest) + 1):
-                piece = ids.get(text[i:end])
-                if piece is None:
-                    continue
-                score = scores[piece] + here
-                if start[end] < 0 or score > best[end]:
-                    best[end], start[end], chosen[end] = score, i, piece
-                single = single or end == i + 1
-            if not single:
-                score = self.unk_score + here
-                if start[i + 1] < 0 or score > best[i + 1]:
-                    best[i + 1], start[i + 1], chosen[i + 1] = score, i, unk
-        spans: list[tuple[int, int]] = []
-        end, unknown_end = n, -1
-        while end > 0:  # back from the end; a run of unknowns becomes one span
-            begin = start[end]
-            if chosen[end] == unk:
-                unknown_end = end if unknown_end < 0 else unknown_end
-            else:
-                if unknown_end >= 0:
-                    spans.append((end, unknown_end))
-                    unknown_end = -1
-                spans.append((begin, end))
-            end = begin
-        if unknown_end >= 0:
-            spans.append((0, unknown_end))
-        return spans[::-1]
-
-    def tokenize(self, normalized: Any) -> list[Any]:
-        """A pre-tokenised split (``tokenizers.NormalizedString``) -> its ``tokenizers.Token`` s,
-        offsets in bytes of the split, as the Rust model gives them."""
-        from tokenizers import Token
-
-        text, tokens, byte = str(normalized), [], 0
-        for begin, end in self.segment(text):
-            piece = text[begin:end]
-            size = len(piece.encode("utf-8"))
-            tokens.append(Token(self.ids.get(piece, self.unk_id), piece, (byte, byte + size)))
-            byte += size
-        return tokens
-
-    def pre_tokenize(self, pretokenized: Any) -> None:
-        """The hook of a custom ``tokenizers`` pre-tokenizer: gives every split its tokens, so the
-        placeholder model behind it is never asked."""
-        pretokenized.tokenize(self.tokenize)
 
 
 def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, CompactUnigram] | None:
@@ -143,7 +60,9 @@ def _compact_tokenizer(data: dict[str, Any], min_pieces: int) -> tuple[Any, Comp
         or len(model.get("vocab", ())) < max(min_pieces, 1)
     ):
         return None
-    unigram = CompactUnigram.from_vocab(model["vocab"], model["unk_id"])
+    vocab = model["vocab"]
+    pieces, scores = list(map(itemgetter(0), vocab)), list(map(itemgetter(1), vocab))
+    unigram = CompactUnigram.from_pieces(pieces, scores, model["unk_id"])
     unigram.rest = json.dumps(dict(data, model=dict(model, vocab=[])), ensure_ascii=False)
     return _behind_tokenizers(data, unigram), unigram
 
@@ -153,7 +72,7 @@ def _behind_tokenizers(data: dict[str, Any], unigram: CompactUnigram) -> Any:
     ``unigram`` as the segmentation step."""
     from tokenizers import Tokenizer, pre_tokenizers
 
-    unk = unigram.pieces[unigram.unk_id]
+    unk = unigram.piece(unigram.unk_id)
     specials = {token["content"]: token["id"] for token in data.get("added_tokens", [])}
     # A placeholder model that only knows the added tokens (which keep their ids) and <unk>:
     # every split reaches it already tokenised by the hook below.
@@ -170,52 +89,10 @@ def _read_json(path: str | os.PathLike) -> dict[str, Any]:
         return json.load(file)
 
 
-COMPACT_SUFFIX = ".compact.npz"  # tokenizer.json -> tokenizer.compact.npz
-
-
-def _write_sidecar(unigram: CompactUnigram, source: Path) -> None:
-    """``source``'s compact form beside it (atomically): the pieces as one UTF-8 text separated
-    by NUL (split back in C, ~10x faster than slicing), the scores, the rest of the file and
-    ``source``'s SHA-256. Not written for a vocabulary with a NUL inside a piece."""
-    import numpy as np
-
-    from clamp3.utils.io import atomic_path, file_sha256
-
-    if any("\x00" in piece for piece in unigram.pieces):
-        return
-    with atomic_path(source.with_suffix(COMPACT_SUFFIX)) as tmp, open(tmp, "wb") as file:
-        np.savez(
-            file,
-            sha256=np.array(file_sha256(source)),
-            rest=np.array(unigram.rest),
-            unk_id=np.array(unigram.unk_id),
-            pieces=np.frombuffer("\x00".join(unigram.pieces).encode("utf-8"), np.uint8),
-            scores=np.asarray(unigram.scores, np.float64),
-        )
-
-
 def _from_sidecar(source: Path) -> tuple[Any, CompactUnigram] | None:
     """The compact tokenizer from ``source``'s sidecar, if there is one for this very file."""
-    sidecar = source.with_suffix(COMPACT_SUFFIX)
-    if not sidecar.is_file():
-        return None
-    import numpy as np
-
-    from clamp3.utils.io import file_sha256
-
-    try:
-        with np.load(sidecar, allow_pickle=False) as saved:
-            if str(saved["sha256"]) != file_sha256(source):
-                log.info("%s: made from another %s; not used", sidecar, source.name)
-                return None
-            pieces = saved["pieces"].tobytes().decode("utf-8").split("\x00")
-            scores = saved["scores"].tolist()
-            if len(pieces) != len(scores):
-                raise ValueError(f"{len(pieces)} pieces but {len(scores)} scores")
-            unigram = CompactUnigram(pieces, scores, int(saved["unk_id"]))
-            unigram.rest = str(saved["rest"])
-    except Exception as exc:  # unreadable (a truncated zip is BadZipFile): the JSON is the truth
-        log.warning("%s: unreadable (%s); reading %s instead", sidecar, exc, source.name)
+    unigram = read_sidecar(source)
+    if unigram is None:
         return None
     return _behind_tokenizers(json.loads(unigram.rest), unigram), unigram
 
@@ -270,8 +147,8 @@ class TextTokenizer:
         if self.compact is None:
             return self._tok.decode(list(ids))
         special = {token.content for token in self._tok.get_added_tokens_decoder().values() if token.special}
-        known = len(self.compact.pieces)
-        pieces = [self.compact.pieces[i] if i < known else self._tok.id_to_token(i) for i in ids]
+        known = len(self.compact)
+        pieces = [self.compact.piece(i) if i < known else self._tok.id_to_token(i) for i in ids]
         pieces = [piece for piece in pieces if piece is not None and piece not in special]
         return self._tok.decoder.decode(pieces) if self._tok.decoder is not None else " ".join(pieces)
 
@@ -280,7 +157,7 @@ class TextTokenizer:
         if self.compact is None:
             return self._tok.get_vocab_size()
         added = self._tok.get_added_tokens_decoder().values()
-        return len(self.compact.pieces) + sum(token.content not in self.compact.ids for token in added)
+        return len(self.compact) + sum(self.compact.id_of(token.content) is None for token in added)
 
     def save(self, directory: str | os.PathLike) -> Path:
         from clamp3.utils.io import atomic_path
@@ -294,7 +171,7 @@ class TextTokenizer:
                 else:
                     self._tok.save(str(tmp))
         if self.compact is not None:
-            _write_sidecar(self.compact, target)
+            write_sidecar(self.compact, target)
         return target
 
 
