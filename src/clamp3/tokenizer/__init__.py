@@ -24,7 +24,6 @@ hash does not match its ``tokenizer.json`` is ignored.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -34,8 +33,6 @@ from pathlib import Path
 
 from clamp3.config import TextTowerConfig
 from clamp3.tokenizer.compact import CompactUnigram, read_sidecar, write_sidecar
-
-log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
