@@ -46,6 +46,27 @@ def test_plan_with_groups_is_seeded_and_changes_each_epoch():
     assert sum(len({groups[i] for i in batch}) == 1 for batch in items) == 2 + 2 + 3
 
 
+def test_group_size_puts_several_single_group_blocks_in_each_batch():
+    groups = tuple(_groups([4] * 8 + [6, 2]).tolist())  # 8 pieces x 4 keys, a group of 6, one of 2
+    plan = BatchPlan(len(groups), 8, seed=5, salt=1, groups=groups, group_size=4)
+    order = plan.epoch_order(0)
+    assert sorted(order.tolist()) == list(range(len(groups)))
+    blocks = [order[i : i + 4] for i in range(0, len(order), 4)]
+    single = [len({groups[i] for i in block}) == 1 for block in blocks]
+    assert sum(single) == 8 + 1  # every group's full block of 4 stays whole; tails are mixed
+    batches = [[i for i, _ in plan.local_items(k)] for k in range(plan.batches_per_epoch)]
+    assert all(len(b) == 8 for b in batches)
+    assert sum(len({groups[i] for i in batch}) >= 2 for batch in batches) == len(batches)
+    assert not np.array_equal(order, plan.epoch_order(1))
+
+
+def test_group_size_needs_group_by_and_a_divisor_of_the_batch():
+    for bad in ({"group_size": 4}, {"group_by": "facts.group", "group_size": 5}):
+        with pytest.raises(ValueError, match="group_size"):
+            stage_from_dict({"preset": "symbolic", "optim": {"batch_size": 32}, **bad})
+    stage_from_dict({"preset": "symbolic", "group_by": "facts.group", "group_size": 4}).validate()
+
+
 def test_record_groups_reads_dotted_keys_and_marks_missing():
     records = [{"facts": {"collection": "bach"}}, {"facts": {"collection": "essen"}}, {"facts": {}}, {}]
     assert record_groups(records, "facts.collection") == (0, 1, -1, -1)

@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-audio", action="store_true", help="skip audio rendering")
     p.add_argument(
+        "--transpose",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also write K transposed copies (ABC, MTF, texts; no audio) of each training piece, 0-11",
+    )
+    p.add_argument(
         "--synth",
         choices=["auto", "fluidsynth", "additive"],
         default="auto",
@@ -79,7 +86,11 @@ def _build_corpus(args: argparse.Namespace) -> int:
     excluded = set().union(*(corpus_piece_ids(path) for path in args.exclude))
     # A ConfigError (an InputError) from the options or the build ends in cli.main: one line, exit 2.
     options = BuildOptions(
-        seconds_max=args.seconds_max, audio=not args.no_audio, synth=args.synth, features=args.features
+        seconds_max=args.seconds_max,
+        audio=not args.no_audio,
+        synth=args.synth,
+        features=args.features,
+        transpose=args.transpose,
     )
     summary = build_corpus(
         args.output,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clamp3.cli.args import pipeline_of, positive_float, positive_int, settings_from
 from clamp3.cli.corpus import quiet_logging
-from clamp3.demo.pipeline import DEFAULT_THREADS
+from clamp3.demo.pipeline import DEFAULT_THREADS, DemoOptions
 
 # Bad settings and inputs (a --workdir or --out that is a file or cannot be written) end in
 # cli.main: one line and exit status 2 (docs/demo.md), not a traceback.
@@ -34,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seconds-max", type=positive_float, default=20.0, help="audio seconds per piece (default 20)"
+    )
+    p.add_argument(
+        "--transpose",
+        type=int,
+        choices=range(12),
+        default=DemoOptions.transpose,
+        metavar="K",
+        help=f"transposed copies of each training piece for the text-symbolic stage, 0-11 "
+        f"(default {DemoOptions.transpose})",
     )
     p.add_argument(
         "--steps",
@@ -82,7 +91,7 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from clamp3.demo.pipeline import DemoOptions, run_demo
+    from clamp3.demo.pipeline import run_demo
     from clamp3.demo.report import format_report
     from clamp3.train.interrupt import TrainingInterrupted
 

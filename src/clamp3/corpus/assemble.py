@@ -3,7 +3,9 @@
 Layout under ``OUT`` (all paths inside JSONL records are relative to ``OUT``)::
 
     pieces/<id>/score.musicxml score.abc score.mid score.mtf audio.wav [audio.npy] facts.json
-    m4rag_train.jsonl m4rag_validation.jsonl m4rag_test.jsonl   one record per piece
+    pieces/<id>/transposed/<key>/score.abc score.mtf facts.json   training copies (``transpose``)
+    m4rag_train.jsonl m4rag_validation.jsonl m4rag_test.jsonl   one record per piece (and,
+        in the training file, one per transposed copy: filepaths ABC and MTF, no media)
         (filepaths: score.abc, score.mtf [, audio.npy]; media: score.musicxml, score.mid, audio.wav)
     splits.json          ids per split and how they were drawn
     eval/<split>/sheet/<id>.abc  midi/<id>.mtf  audio/<id>.wav  [audio_features/<id>.npy]
@@ -30,6 +32,7 @@ from typing import Any
 from clamp3.corpus.select import stable_hash
 from clamp3.corpus.textfix import find_unclean
 from clamp3.corpus.texts import LANGUAGES, all_texts
+from clamp3.corpus.transpose import read_transposed
 from clamp3.utils.errorlog import ERRORS_NAME
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic, write_text_atomic
@@ -133,18 +136,17 @@ def assemble(
             "--retry-failed tries logged pieces again)",
         )
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    copies: list[dict[str, Any]] = []  # transposed training copies: m4rag_train.jsonl only
     for piece_id in piece_ids:
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
         facts["split"] = split_of(facts["group"])
-        record = make_record(facts, all_texts(facts, languages), _piece_files(out, piece_id))
-        unclean = find_unclean(record)
-        if unclean:  # facts are checked when built; this guards the templates and older corpora
-            raise ValueError(
-                f"{piece_id}: text with control or replacement characters: {unclean[0]} (a corpus built "
-                "before the code-page repair: build it again in a new folder)"
-            )
-        by_split[facts["split"]].append(record)
+        by_split[facts["split"]].append(_checked_record(facts, _piece_files(out, piece_id), languages))
+        if facts["split"] == "train":
+            for copy, files in read_transposed(out / PIECES_DIR / piece_id, facts):
+                files = {kind: f"{PIECES_DIR}/{piece_id}/{path}" for kind, path in files.items()}
+                copies.append(_checked_record({**copy, "split": "train"}, files, languages))
     for name, records in by_split.items():
+        records = records + (copies if name == "train" else [])
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         write_text_atomic(out / f"m4rag_{name}.jsonl", lines)
     write_json_atomic(
@@ -157,8 +159,19 @@ def assemble(
     )
     _write_eval(out, by_split, languages)
     counts = {name: len(records) for name, records in by_split.items()}
-    _write_manifest(out, by_split, options, languages, timing)
+    _write_manifest(out, by_split, options, languages, timing, len(copies))
     return counts
+
+
+def _checked_record(facts: dict[str, Any], files: dict[str, str], languages: tuple[str, ...]) -> dict:
+    record = make_record(facts, all_texts(facts, languages), files)
+    unclean = find_unclean(record)
+    if unclean:  # facts are checked when built; this guards the templates and older corpora
+        raise ValueError(
+            f"{facts['id']}: text with control or replacement characters: {unclean[0]} (a corpus built "
+            "before the code-page repair: build it again in a new folder)"
+        )
+    return record
 
 
 def read_splits(corpus: str | os.PathLike) -> dict[str, list[str]]:
@@ -234,6 +247,7 @@ def _write_manifest(
     options: Any,
     languages: tuple[str, ...],
     timing: dict[str, Any] | None,
+    copies: int = 0,
 ) -> None:
     records = [r for records in by_split.values() for r in records]
     synths = Counter((r["facts"].get("audio") or {}).get("synth", "none") for r in records)
@@ -244,9 +258,12 @@ def _write_manifest(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "pieces": len(records),
             "splits": {name: len(rs) for name, rs in by_split.items()},
+            "transposed_copies": copies,
             "collections": dict(Counter(r["facts"]["collection"] for r in records)),
             "languages": list(languages),
-            "options": {k: getattr(options, k) for k in ("seconds_max", "audio", "synth", "features")},
+            "options": {
+                k: getattr(options, k, 0) for k in ("seconds_max", "audio", "synth", "features", "transpose")
+            },
             "synthesizers": dict(synths),
             "audio_seconds": round(
                 sum((r["facts"].get("audio") or {}).get("seconds", 0) for r in records), 1

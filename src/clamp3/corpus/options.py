@@ -26,18 +26,23 @@ class ConfigError(InputError):
 class BuildOptions:
     """What to produce per piece. ``seconds_max``: audio length cap in seconds (> 0);
     ``synth``: ``auto``, ``fluidsynth`` or ``additive``; ``features``: name of a model preset
-    whose audio front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features.
+    whose audio front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features;
+    ``transpose``: transposed copies (ABC, MTF, texts; no audio) of each training piece, 0-11
+    (:mod:`clamp3.corpus.transpose`).
     Raises :class:`ConfigError` for a value no build could use."""
 
     seconds_max: float = 30.0
     audio: bool = True
     synth: str = "auto"
     features: str | None = None
+    transpose: int = 0
 
     def __post_init__(self) -> None:
         if self.features and not self.audio:
             raise ConfigError("features", "audio features need audio: drop --no-audio or --features")
         if not self.seconds_max > 0:  # also refuses NaN
             raise ConfigError("seconds_max", f"must be a positive number of seconds, got {self.seconds_max}")
+        if not 0 <= self.transpose <= 11:
+            raise ConfigError("transpose", f"must be 0-11 copies (11 other keys), got {self.transpose}")
         if self.synth not in SYNTHS:
             raise ConfigError("synth", f"unknown synthesizer {self.synth!r}; use {', '.join(SYNTHS)}")

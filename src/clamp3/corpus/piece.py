@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from clamp3.corpus.assemble import FILES, PIECES_DIR
+from clamp3.corpus.assemble import FILES, PIECES_DIR, split_of
 from clamp3.corpus.options import BuildOptions, ConfigError
 from clamp3.corpus.select import PieceRef
 from clamp3.utils.io import save_npy_atomic, write_json_atomic, write_text_atomic
@@ -49,6 +49,9 @@ def _missing_steps(directory: Path, facts: dict[str, Any] | None, options: Build
         or audio.get("features") != options.features
     ):
         steps.append("npy")
+    if facts is None or facts.get("transposed_count", 0) != options.transpose:
+        if options.transpose or facts is not None:
+            steps.append("transposed")
     return steps
 
 
@@ -199,6 +202,21 @@ def _step_npy(score: Any, ref: PieceRef, directory: Path, facts: dict, options: 
     facts["audio"]["feature_rows"] = int(features.shape[0])
 
 
+def _step_transposed(score: Any, ref: PieceRef, directory: Path, facts: dict, options: BuildOptions) -> None:
+    """Transposed copies of a training piece (:mod:`clamp3.corpus.transpose`); other splits
+    only record that none are due, so they are never asked again."""
+    from clamp3.corpus.transpose import write_transposed
+
+    made, failed = [], []
+    if options.transpose and split_of(facts["group"]) == "train":
+        made, failed = write_transposed(directory, facts, options.transpose)
+    facts["transposed"], facts["transposed_count"] = made, options.transpose
+    if failed:
+        facts["transposed_failed"] = failed
+    else:
+        facts.pop("transposed_failed", None)
+
+
 _STEPS = {
     "musicxml": _step_musicxml,
     "abc": _step_abc,
@@ -206,6 +224,7 @@ _STEPS = {
     "mtf": _step_mtf,
     "wav": _step_wav,
     "npy": _step_npy,
+    "transposed": _step_transposed,
 }
 _FRONTENDS: dict[str, Any] = {}
 

@@ -50,6 +50,7 @@ class DemoOptions:
     """What the demo builds and trains.
 
     ``pieces``: corpus size (the test split is ~10 %); ``seconds_max``: audio per piece;
+    ``transpose``: transposed copies of each training piece for the text–symbolic stage;
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
@@ -61,6 +62,7 @@ class DemoOptions:
     workdir: str | os.PathLike = "runs/demo"
     pieces: int = 400
     seconds_max: float = 20.0
+    transpose: int = 0
     steps: tuple[int, ...] | None = None
     batch_size: int | None = None
     threads: int = DEFAULT_THREADS
@@ -110,6 +112,8 @@ def demo_stages(options: DemoOptions) -> tuple[list, list]:
 def settings(options: DemoOptions) -> dict[str, Any]:
     """What decides the folder's content: a rerun with other values would mix two demos."""
     corpus = {"pieces": options.pieces, "seconds_max": options.seconds_max, "features": FEATURES}
+    if options.transpose:  # left out at 0, so folders made before the option stay valid
+        corpus["transpose"] = options.transpose
     if options.model is not None:
         return {"corpus": corpus}
     m3, align = demo_stages(options)
@@ -146,11 +150,12 @@ def ensure_corpus(work: Path, options: DemoOptions) -> bool:
     from clamp3.corpus import BuildOptions, build_corpus
 
     corpus = work / "corpus"
-    build = BuildOptions(seconds_max=options.seconds_max, features=FEATURES)
+    build = BuildOptions(seconds_max=options.seconds_max, features=FEATURES, transpose=options.transpose)
     manifest = corpus / "manifest.json"
     if manifest.is_file():
         done = json.loads(manifest.read_text(encoding="utf-8"))
-        same = all(done["options"].get(k) == getattr(build, k) for k in ("seconds_max", "audio", "features"))
+        keys = ("seconds_max", "audio", "features", "transpose")
+        same = all(done["options"].get(k, 0 if k == "transpose" else None) == getattr(build, k) for k in keys)
         if same and done.get("pieces") == options.pieces:
             return True
     summary = build_corpus(

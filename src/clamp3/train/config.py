@@ -96,6 +96,8 @@ class StageConfig:
     a record field, dotted for nested ones (``facts.collection``), whose value groups the
     records; each batch is then drawn from one group where it can be, so the in-batch negatives
     are hard ones (:class:`clamp3.train.data.BatchPlan`). None: batches are random (official).
+    ``group_size`` (with ``group_by``; divides the batch): blocks of that many items from one
+    group, several groups per batch, instead of whole batches from one group.
     """
 
     name: str
@@ -106,6 +108,7 @@ class StageConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     m3: M3Config = field(default_factory=M3Config)
     group_by: str | None = None
+    group_size: int | None = None
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -127,6 +130,9 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r}: batch_size, grad_accum and lr must be positive")
         if self.group_by is not None and (self.task != "contrastive" or not self.group_by.strip(".")):
             raise ValueError(f"stage {self.name!r}: group_by names a record field of a contrastive stage")
+        size = self.group_size
+        if size is not None and (self.group_by is None or size < 1 or opt.batch_size % size):
+            raise ValueError(f"stage {self.name!r}: group_size needs group_by and must divide the batch size")
         if self.contrastive.truncation not in TRUNCATIONS:
             raise ValueError(f"stage {self.name!r}: truncation must be one of {TRUNCATIONS}")
         if self.task == "m3" and not 0 < self.m3.mask_ratio <= 1:

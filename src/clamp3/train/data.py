@@ -220,10 +220,12 @@ class PairSource:
 
 
 def group_order(order: np.ndarray, groups: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """``order`` (a permutation) rearranged so that each full block of ``batch`` comes from one
-    group where possible: per group, its items in ``order``'s order cut into full blocks; the
-    rest (group tails and group -1) in ``order``'s order cut into mixed blocks; the full blocks
-    shuffled, the incomplete remainder last (the epoch drops it)."""
+    """``order`` (a permutation) rearranged so that each full block of ``batch`` items comes
+    from one group where possible: per group, its items in ``order``'s order cut into full
+    blocks; the rest (group tails and group -1) in ``order``'s order cut into mixed blocks; the
+    full blocks shuffled, the incomplete remainder last (the epoch drops it). Called with a
+    block smaller than the batch (``group_size``), consecutive blocks of several groups make
+    up one batch."""
     blocks: list[np.ndarray] = []
     rest: list[np.ndarray] = []
     for group in np.unique(groups):
@@ -272,6 +274,9 @@ class BatchPlan:
     group wherever the group has a batch's worth of items left: the in-batch negatives are then
     the hard ones (pieces of the same collection), not pieces any collection label tells apart.
     Items left over in their group, and ungrouped ones, fill mixed batches; batches are shuffled.
+    With ``group_size`` (a divisor of ``batch_size``), blocks of that many items come from one
+    group and a batch holds ``batch_size / group_size`` blocks: e.g. 8 pieces x their 4 keys
+    (``group_by="facts.group"`` over transposed copies), hard negatives beside easy ones.
     """
 
     n_items: int
@@ -281,6 +286,7 @@ class BatchPlan:
     rank: int = 0
     world_size: int = 1
     groups: tuple[int, ...] | None = None
+    group_size: int | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -291,7 +297,7 @@ class BatchPlan:
         order = rng.permutation(self.n_items)
         if self.groups is None:
             return order
-        return group_order(order, np.asarray(self.groups), self.batch_size, rng)
+        return group_order(order, np.asarray(self.groups), self.group_size or self.batch_size, rng)
 
     def item_rng(self, epoch: int, position: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.salt, epoch, position, 1])

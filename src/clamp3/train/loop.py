@@ -199,7 +199,8 @@ def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopR
     steps = total_steps(stage, n_items, env.world_size)
     groups = record_groups(job.train_source.records, stage.group_by) if stage.group_by else None
     plan = BatchPlan(
-        n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size, groups
+        n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size, groups,
+        stage.group_size,
     )
     wrapped = _wrap(job.task, env)
     loader = iter(_make_loader(job, plan, state.step * opt.grad_accum, steps * opt.grad_accum))
