@@ -45,7 +45,8 @@ _PITCH = re.compile(r"^([A-G])(#{1,2}|b{1,2})?(-?\d+)?$")
 
 @dataclass(frozen=True)
 class Transposition:
-    """A move to key signature ``key``: ``semitones`` (-5..+6) and ``steps`` letters (same sign)."""
+    """A move to key signature ``key``: ``semitones`` (-5..+6) and ``steps`` letters (never of
+    the opposite sign; 0 for D -> Db, a chromatic move on one letter)."""
 
     key: str
     semitones: int
