@@ -49,9 +49,8 @@ def _missing_steps(directory: Path, facts: dict[str, Any] | None, options: Build
         or audio.get("features") != options.features
     ):
         steps.append("npy")
-    if facts is None or facts.get("transposed_count", 0) != options.transpose:
-        if options.transpose or facts is not None:
-            steps.append("transposed")
+    if (facts or {}).get("transposed_count", 0) != options.transpose:
+        steps.append("transposed")
     return steps
 
 

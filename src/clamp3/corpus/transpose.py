@@ -133,24 +133,23 @@ def transposed_abc(abc: str, move: Transposition, name: str) -> str:
 def transposed_mtf(midi: tuple[int, list[Any]], move: Transposition) -> str:
     """MTF of ``midi`` = (ticks per beat, merged messages) with every note moved by
     ``move.semitones`` (not on channel 10, the drums) and key signatures respelled."""
-    from clamp3.preprocess.mtf import M3_DROPPED_META, message_to_line
+    from clamp3.preprocess.mtf import messages_to_mtf
 
     ticks, messages = midi
-    lines = [f"ticks_per_beat {ticks}"]
-    for msg in messages:
-        if msg.is_meta and msg.type in M3_DROPPED_META:
-            continue
-        if msg.type in ("note_on", "note_off", "polytouch") and msg.channel != 9:
-            msg = msg.copy(note=min(127, max(0, msg.note + move.semitones)))
-        elif msg.type == "key_signature":
-            minor = msg.key.endswith("m")
-            tonic = move_pitch(msg.key[:-1] if minor else msg.key, move)
-            try:
-                msg = msg.copy(key=tonic + ("m" if minor else ""))
-            except (KeyError, ValueError):  # mido knows at most seven accidentals: keep the old one
-                pass
-        lines.append(message_to_line(msg))
-    return "\n".join(lines)
+    return messages_to_mtf(ticks, (_moved_message(msg, move) for msg in messages))
+
+
+def _moved_message(msg: Any, move: Transposition) -> Any:
+    if msg.type in ("note_on", "note_off", "polytouch") and msg.channel != 9:
+        return msg.copy(note=min(127, max(0, msg.note + move.semitones)))
+    if msg.type == "key_signature":
+        minor = msg.key.endswith("m")
+        tonic = move_pitch(msg.key[:-1] if minor else msg.key, move)
+        try:
+            return msg.copy(key=tonic + ("m" if minor else ""))
+        except (KeyError, ValueError):  # mido knows at most seven accidentals: keep the old one
+            pass
+    return msg
 
 
 def write_transposed(directory: Path, facts: dict[str, Any], count: int) -> tuple[list[str], list[str]]:

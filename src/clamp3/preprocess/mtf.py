@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,14 @@ def midi_to_mtf(path: str | os.PathLike, drop_sysex: bool = False) -> str:
     except Exception as exc:  # mido raises EOFError, ValueError, KeyError, ... on bad data
         raise InputError(path, f"corrupt MIDI file ({describe_exception(exc)})") from exc
 
-    lines = [f"ticks_per_beat {midi.ticks_per_beat}"]
-    for msg in merged:
+    return messages_to_mtf(midi.ticks_per_beat, merged, drop_sysex)
+
+
+def messages_to_mtf(ticks_per_beat: int, messages: Iterable[Any], drop_sysex: bool = False) -> str:
+    """MTF text of mido messages already merged into one track (``midi.merged_track``): the
+    ``ticks_per_beat`` line, then one line per message the official conversion keeps."""
+    lines = [f"ticks_per_beat {ticks_per_beat}"]
+    for msg in messages:
         if msg.is_meta and msg.type in M3_DROPPED_META:
             continue
         if drop_sysex and msg.type in CLAMP2_DROPPED:
