@@ -161,3 +161,28 @@ def test_templates_cover_the_vocabulary(lang):
     eras = {spec["era"] for spec in collections["collections"].values() if spec.get("era")}
     eras |= {c["era"] for key, c in collections["composer_by_path"].items() if not key.startswith("_")}
     assert eras - {"traditional"} <= set(tpl["vocab"]["era"])
+
+
+ANONYMOUS = {**FACTS, "id": "trecento-x", "title": "Donna gentil", "composer": None, "traditional": False}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("facts", [FACTS, FOLK, ANONYMOUS], ids=["composer", "traditional", "anonymous"])
+def test_untitled_texts_name_no_title_and_state_the_same_facts(lang, facts):
+    titled, untitled = write_texts(facts, lang), write_texts(facts, lang, titled=False)
+    assert "title" not in untitled and untitled["language"] == lang
+    tpl = load_templates(lang)
+    for field in TEXT_FIELDS:
+        text = untitled[field]
+        assert facts["title"] not in text and "{" not in text and "None" not in text, (field, text)
+        assert len(text) > 40, field
+    for field in ("description", "background"):
+        assert facts["title"] in titled[field] and untitled[field] != titled[field]
+    assert untitled["analysis"] == titled["analysis"]  # it never names the title
+    assert untitled["tags"] == titled["tags"] and untitled["genres"] == titled["genres"]
+    key = key_phrase(facts["key_tonic"], facts["key_mode"], tpl)
+    assert key in untitled["description"] and key in titled["description"]
+    # The composer (or that there is none) is said where the titled sentence said it.
+    if facts["composer"]:
+        assert facts["composer"] in untitled["description"] and facts["composer"] in untitled["background"]
+    assert write_texts(facts, lang, titled=False) == untitled  # deterministic too

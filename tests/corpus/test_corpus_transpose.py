@@ -139,3 +139,34 @@ def test_a_count_outside_the_eleven_other_keys_is_refused():
     for bad in (-1, 12):
         with pytest.raises(ConfigError, match="transpose"):
             BuildOptions(transpose=bad)
+
+
+def test_untitled_training_texts_rebuild_no_piece_and_keep_evaluation_titles(corpus, tmp_path):
+    import shutil
+
+    from clamp3.corpus.texts import corpus_texts
+
+    again = tmp_path / "c"
+    shutil.copytree(corpus, again)
+    stamp = {p: p.stat().st_mtime_ns for p in (again / "pieces").rglob("score.*")}
+    held_out = [again / "eval" / split for split in ("validation", "test")]
+    eval_before = {p: p.read_bytes() for d in held_out for p in d.rglob("*.txt")}
+    build_corpus(
+        again, workers=1, options=BuildOptions(audio=False, transpose=2, train_titles=False),
+        candidates=[*TRAIN, HELD_OUT], show_progress=False,
+    )
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # only the assembly ran
+    train = read_jsonl(again / "m4rag_train.jsonl")
+    assert len(train) == 6
+    for record in train:  # originals and copies
+        title = record["facts"]["title"]
+        skip = ("id", "filepaths", "facts", "media")
+        texts = json.dumps({k: v for k, v in record.items() if k not in skip})
+        assert "title" not in record and title not in texts, record["id"]
+        assert all("title" not in t for t in record["texts"].values())
+    held = read_jsonl(again / "m4rag_validation.jsonl")[0]
+    assert held["title"] and held["title"] in held["description"]
+    assert eval_before and {p: p.read_bytes() for d in held_out for p in d.rglob("*.txt")} == eval_before
+    manifest = json.loads((again / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["options"]["train_titles"] is False
+    assert not any(TRAIN[0].id.split("-")[1] in t for t in corpus_texts(again))  # the tokenizer's material

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write K transposed copies (ABC, MTF, texts; no audio) of each training piece, 0-11",
     )
     p.add_argument(
+        "--no-train-titles",
+        action="store_true",
+        help="training texts without the pieces' titles (nothing the music shows); "
+        "evaluation texts keep them",
+    )
+    p.add_argument(
         "--synth",
         choices=["auto", "fluidsynth", "additive"],
         default="auto",
@@ -91,6 +97,7 @@ def _build_corpus(args: argparse.Namespace) -> int:
         synth=args.synth,
         features=args.features,
         transpose=args.transpose,
+        train_titles=not args.no_train_titles,
     )
     summary = build_corpus(
         args.output,

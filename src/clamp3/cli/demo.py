@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default {DemoOptions.transpose})",
     )
     p.add_argument(
+        "--no-train-titles",
+        dest="train_titles",
+        action="store_false",
+        help="training texts without the pieces' titles (they say 'the piece'; test queries keep "
+        "their titles): better on the validation split, docs/demo.md",
+    )
+    p.add_argument(
         "--steps",
         type=_steps,
         default=None,

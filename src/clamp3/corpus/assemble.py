@@ -80,7 +80,8 @@ def make_record(
 
     ``filepaths`` lists the training inputs the loader accepts (interleaved ABC, MTF, audio
     features); the other renderings (MusicXML, MIDI, WAV) are in ``media``. Text fields are
-    English; ``translations`` holds one other language; ``texts`` (every language), ``media``
+    English; ``translations`` holds one other language; untitled texts (``write_texts(...,
+    titled=False)``) give a record without ``title``; ``texts`` (every language), ``media``
     and ``facts`` are objects, which the official text sampling ignores (it reads only string
     and list fields).
     """
@@ -90,7 +91,7 @@ def make_record(
         "id": facts["id"],
         "filepaths": [files[kind] for kind in TRAINING_FILES if kind in files],
         "language": "en",
-        "title": facts["title"],
+        **({"title": en["title"]} if "title" in en else {}),
         "artists": [facts["composer"]] if facts.get("composer") else [],
         "genres": en["genres"],
         "tags": en["tags"],
@@ -98,7 +99,7 @@ def make_record(
         "analysis": en["analysis"],
         "description": en["description"],
         "translations": {"language": other["language"], **{k: other[k] for k in TEXT_FIELDS if k != "title"}},
-        "texts": {lang: {k: t[k] for k in TEXT_FIELDS} for lang, t in texts.items()},
+        "texts": {lang: {k: t[k] for k in TEXT_FIELDS if k in t} for lang, t in texts.items()},
         "media": {kind: files[kind] for kind in MEDIA_FILES if kind in files},
         "facts": {k: v for k, v in facts.items() if k != "id"},
     }
@@ -137,14 +138,17 @@ def assemble(
         )
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     copies: list[dict[str, Any]] = []  # transposed training copies: m4rag_train.jsonl only
+    train_titles = getattr(options, "train_titles", True)
     for piece_id in piece_ids:
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
         facts["split"] = split_of(facts["group"])
-        by_split[facts["split"]].append(_checked_record(facts, _piece_files(out, piece_id), languages))
+        titled = train_titles or facts["split"] != "train"  # evaluation texts always name the title
+        record = _checked_record(facts, _piece_files(out, piece_id), languages, titled)
+        by_split[facts["split"]].append(record)
         if facts["split"] == "train":
             for copy, files in read_transposed(out / PIECES_DIR / piece_id, facts):
                 files = {kind: f"{PIECES_DIR}/{piece_id}/{path}" for kind, path in files.items()}
-                copies.append(_checked_record({**copy, "split": "train"}, files, languages))
+                copies.append(_checked_record({**copy, "split": "train"}, files, languages, titled))
     for name, records in by_split.items():
         records = records + (copies if name == "train" else [])
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -163,8 +167,10 @@ def assemble(
     return counts
 
 
-def _checked_record(facts: dict[str, Any], files: dict[str, str], languages: tuple[str, ...]) -> dict:
-    record = make_record(facts, all_texts(facts, languages), files)
+def _checked_record(
+    facts: dict[str, Any], files: dict[str, str], languages: tuple[str, ...], titled: bool = True
+) -> dict:
+    record = make_record(facts, all_texts(facts, languages, titled), files)
     unclean = find_unclean(record)
     if unclean:  # facts are checked when built; this guards the templates and older corpora
         raise ValueError(
@@ -262,7 +268,11 @@ def _write_manifest(
             "collections": dict(Counter(r["facts"]["collection"] for r in records)),
             "languages": list(languages),
             "options": {
-                k: getattr(options, k, 0) for k in ("seconds_max", "audio", "synth", "features", "transpose")
+                **{
+                    k: getattr(options, k, 0)
+                    for k in ("seconds_max", "audio", "synth", "features", "transpose")
+                },
+                "train_titles": getattr(options, "train_titles", True),
             },
             "synthesizers": dict(synths),
             "audio_seconds": round(

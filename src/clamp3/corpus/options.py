@@ -28,7 +28,9 @@ class BuildOptions:
     ``synth``: ``auto``, ``fluidsynth`` or ``additive``; ``features``: name of a model preset
     whose audio front-end writes ``audio.npy`` (e.g. ``"mini"``), or None for no features;
     ``transpose``: transposed copies (ABC, MTF, texts; no audio) of each training piece, 0-11
-    (:mod:`clamp3.corpus.transpose`).
+    (:mod:`clamp3.corpus.transpose`); ``train_titles``: False writes the training split's
+    texts without the pieces' titles (``write_texts(..., titled=False)``); evaluation texts
+    keep them. Only the assembly reads it, so changing it rebuilds no piece.
     Raises :class:`ConfigError` for a value no build could use."""
 
     seconds_max: float = 30.0
@@ -36,6 +38,7 @@ class BuildOptions:
     synth: str = "auto"
     features: str | None = None
     transpose: int = 0
+    train_titles: bool = True
 
     def __post_init__(self) -> None:
         if self.features and not self.audio:

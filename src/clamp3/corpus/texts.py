@@ -41,12 +41,18 @@ def load_templates(lang: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_texts(facts: dict[str, Any], lang: str) -> dict[str, Any]:
+def write_texts(facts: dict[str, Any], lang: str, titled: bool = True) -> dict[str, Any]:
     """``{"language", "title", "genres", "tags", "description", "analysis", "background"}``
-    for one language; the same ``facts`` always give the same texts."""
+    for one language; the same ``facts`` always give the same texts.
+
+    ``titled=False``: no ``title`` entry, and the sentences that would name the title say
+    "the piece" instead (the templates' ``{if_untitled}`` variants); the facts stated are the
+    titled text's (the phrasing of later sentences may differ). Training texts are written
+    this way with ``BuildOptions(train_titles=False)``: a title is nothing the music shows, and a small model
+    trained on it learns to recognise the training pieces by name instead of by their music."""
     tpl = load_templates(lang)
-    values = localize(facts, tpl)
-    texts: dict[str, Any] = {"language": lang, "title": facts["title"]}
+    values = localize(facts, tpl, titled)
+    texts: dict[str, Any] = {"language": lang, **({"title": facts["title"]} if titled else {})}
     texts["genres"] = [tpl["vocab"]["genre"][g]["noun"] for g in facts["genres"]]
     texts["tags"] = _tags(facts, values, tpl)
     for field in TEXT_FIELDS:
@@ -63,9 +69,11 @@ def write_texts(facts: dict[str, Any], lang: str) -> dict[str, Any]:
     return texts
 
 
-def all_texts(facts: dict[str, Any], languages: Iterable[str] = LANGUAGES) -> dict[str, dict[str, Any]]:
+def all_texts(
+    facts: dict[str, Any], languages: Iterable[str] = LANGUAGES, titled: bool = True
+) -> dict[str, dict[str, Any]]:
     """:func:`write_texts` for every language, keyed by language code."""
-    return {lang: write_texts(facts, lang) for lang in languages}
+    return {lang: write_texts(facts, lang, titled) for lang in languages}
 
 
 def _fillable(template: str, values: dict[str, str]) -> bool:
@@ -144,8 +152,9 @@ def main_genre(genres: list[str]) -> str:
     return (specific or genres)[-1]
 
 
-def localize(facts: dict[str, Any], tpl: dict[str, Any]) -> dict[str, Any]:
-    """Placeholder values for the templates of one language; a missing fact is None."""
+def localize(facts: dict[str, Any], tpl: dict[str, Any], titled: bool = True) -> dict[str, Any]:
+    """Placeholder values for the templates of one language; a missing fact is None (so is
+    ``title`` when not ``titled``, which leaves only the ``{if_untitled}`` variants fillable)."""
     vocab = tpl["vocab"]
     genre = vocab["genre"][main_genre(facts["genres"])]
     qpm = facts.get("tempo_qpm") or facts["default_qpm"]
@@ -156,7 +165,8 @@ def localize(facts: dict[str, Any], tpl: dict[str, Any]) -> dict[str, Any]:
     composer = facts.get("composer")
     flag = {True: "", False: None}
     return {
-        "title": tpl["quote"].format(facts["title"]),
+        "title": tpl["quote"].format(facts["title"]) if titled else None,
+        "if_untitled": flag[not titled],
         "composer": composer,
         "traditional": vocab["traditional"] if facts.get("traditional") and not composer else None,
         "if_traditional": flag[bool(facts.get("traditional")) and not composer],
@@ -227,7 +237,8 @@ def corpus_texts(out: str | os.PathLike, splits: Iterable[str] = ("train",)) -> 
     for split in splits:
         for record in read_jsonl(Path(out) / f"m4rag_{split}.jsonl"):
             for texts in record["texts"].values():
-                yield texts["title"]
+                if "title" in texts:  # untitled training texts have none
+                    yield texts["title"]
                 yield " ".join(texts["genres"] + texts["tags"])
                 yield from (texts[field] for field in TEXT_FIELDS)
 

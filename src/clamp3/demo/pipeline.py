@@ -51,6 +51,9 @@ class DemoOptions:
 
     ``pieces``: corpus size (the test split is ~10 %); ``seconds_max``: audio per piece;
     ``transpose``: transposed copies of each training piece for the text–symbolic stage;
+    ``train_titles``: the training texts name the pieces' titles (False: they say "the piece",
+    so the model must match what the music shows; the test queries keep their titles;
+    measured better on validation, docs/demo.md, not yet the default);
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
@@ -63,6 +66,7 @@ class DemoOptions:
     pieces: int = 400
     seconds_max: float = 20.0
     transpose: int = 0
+    train_titles: bool = True
     steps: tuple[int, ...] | None = None
     batch_size: int | None = None
     threads: int = DEFAULT_THREADS
@@ -114,6 +118,8 @@ def settings(options: DemoOptions) -> dict[str, Any]:
     corpus = {"pieces": options.pieces, "seconds_max": options.seconds_max, "features": FEATURES}
     if options.transpose:  # left out at 0, so folders made before the option stay valid
         corpus["transpose"] = options.transpose
+    if not options.train_titles:  # left out when titled, so folders made before the option stay valid
+        corpus["train_titles"] = False
     if options.model is not None:
         return {"corpus": corpus}
     m3, align = demo_stages(options)
@@ -150,12 +156,18 @@ def ensure_corpus(work: Path, options: DemoOptions) -> bool:
     from clamp3.corpus import BuildOptions, build_corpus
 
     corpus = work / "corpus"
-    build = BuildOptions(seconds_max=options.seconds_max, features=FEATURES, transpose=options.transpose)
+    build = BuildOptions(
+        seconds_max=options.seconds_max,
+        features=FEATURES,
+        transpose=options.transpose,
+        train_titles=options.train_titles,
+    )
     manifest = corpus / "manifest.json"
     if manifest.is_file():
         done = json.loads(manifest.read_text(encoding="utf-8"))
-        keys = ("seconds_max", "audio", "features", "transpose")
-        same = all(done["options"].get(k, 0 if k == "transpose" else None) == getattr(build, k) for k in keys)
+        missing = {"transpose": 0, "train_titles": True}  # what corpora from before the option hold
+        keys = ("seconds_max", "audio", "features", "transpose", "train_titles")
+        same = all(done["options"].get(k, missing.get(k)) == getattr(build, k) for k in keys)
         if same and done.get("pieces") == options.pieces:
             return True
     summary = build_corpus(
