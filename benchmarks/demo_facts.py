@@ -29,11 +29,14 @@ import numpy as np
 
 from clamp3 import Clamp3Pipeline
 from clamp3.corpus.texts import LANGUAGES, write_texts
+from clamp3.utils.io import read_jsonl
 
 TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # the corpus's spelling
 METERS = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8")
 TARGETS = {"sheet": ("sheet", ".abc"), "midi": ("midi", ".mtf"), "audio": ("audio_features", ".npy")}
 ENHARMONIC = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "B#": "C", "Fb": "E"}
+MODES = ("major", "minor")
+FACTS = ("tonic", "mode", "meter", "bars")
 
 
 def variants(facts: dict, fact: str) -> tuple[list[dict], int] | None:
@@ -47,10 +50,9 @@ def variants(facts: dict, fact: str) -> tuple[list[dict], int] | None:
             return None
         return [with_value("key_tonic", t) for t in TONICS], TONICS.index(tonic)
     if fact == "mode":
-        if facts["key_mode"] not in ("major", "minor"):
+        if facts["key_mode"] not in MODES:
             return None
-        modes = ("major", "minor")
-        return [with_value("key_mode", m) for m in modes], modes.index(facts["key_mode"])
+        return [with_value("key_mode", m) for m in MODES], MODES.index(facts["key_mode"])
     if fact == "meter":
         if facts.get("meter") not in METERS or facts.get("meter_changes"):
             return None
@@ -63,11 +65,8 @@ def variants(facts: dict, fact: str) -> tuple[list[dict], int] | None:
     raise ValueError(fact)
 
 
-FACTS = ("tonic", "mode", "meter", "bars")
-
-
 def piece_ids(corpus: Path, split: str) -> list[str]:
-    return [json.loads(line)["id"] for line in open(corpus / f"m4rag_{split}.jsonl", encoding="utf-8")]
+    return [record["id"] for record in read_jsonl(corpus / f"m4rag_{split}.jsonl")]
 
 
 def score_piece(pipe: Clamp3Pipeline, corpus: Path, split: str, pid: str, langs, targets) -> list[dict]:

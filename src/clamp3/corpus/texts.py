@@ -48,8 +48,9 @@ def write_texts(facts: dict[str, Any], lang: str, titled: bool = True) -> dict[s
     ``titled=False``: no ``title`` entry, and the sentences that would name the title say
     "the piece" instead (the templates' ``{if_untitled}`` variants); the facts stated are the
     titled text's (the phrasing of later sentences may differ). Training texts are written
-    this way with ``BuildOptions(train_titles=False)``: a title is nothing the music shows, and a small model
-    trained on it learns to recognise the training pieces by name instead of by their music."""
+    this way with ``BuildOptions(train_titles=False)``: a title is nothing the music shows,
+    and a small model trained on it learns to recognise the training pieces by name instead
+    of by their music."""
     tpl = load_templates(lang)
     values = localize(facts, tpl, titled)
     texts: dict[str, Any] = {"language": lang, **({"title": facts["title"]} if titled else {})}
