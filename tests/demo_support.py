@@ -40,7 +40,10 @@ def ready_corpus(work: Path, parity_dir: Path, n_test: int, pieces: int) -> None
     train = [f"train{i}" for i in range(pieces - len(records))]
     splits = {"train": train, "validation": [], "test": [r["id"] for r in records]}
     (corpus / "splits.json").write_text(json.dumps(splits), encoding="utf-8")
+    from clamp3.demo import DemoOptions
+
     options = {"seconds_max": 4.0, "audio": True, "synth": "auto", "features": "mini"}
+    options["train_titles"] = DemoOptions.train_titles  # what the demo's default corpus holds
     manifest = {"pieces": pieces, "options": options}
     (corpus / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 

@@ -205,3 +205,39 @@ def test_a_stopped_demo_says_where_and_how_to_continue(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     where = "stopped by SIGTERM after step 3 of stage 'm3-mini' (CHECKPOINT)"
     assert err == f"{where}; run the same command again to continue\n"
+
+
+def _parsed(argv: list[str]):
+    from clamp3.cli.main import build_parser
+
+    return build_parser().parse_args(["demo", *argv])
+
+
+def test_training_texts_are_untitled_by_default_and_titles_can_be_asked_for():
+    assert _parsed([]).train_titles is False
+    assert _parsed(["--train-titles"]).train_titles is True
+    assert _parsed(["--no-train-titles"]).train_titles is False  # the flag of the release before
+    assert pipeline.settings(pipeline.DemoOptions(train_titles=True))["corpus"].get("train_titles") is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        ([], []),
+        (["--workdir", "w", "--quiet"], ["--workdir", "w"]),
+        (["--pieces", "60", "--seconds-max", "4"], ["--pieces", "60", "--seconds-max", "4.0"]),
+        (
+            ["--steps", "2,3,4", "--batch-size", "8", "--train-titles"],
+            ["--steps", "2,3,4", "--batch-size", "8", "--train-titles"],
+        ),
+        (["--transpose", "2", "--model", "m"], ["--transpose", "2", "--model", "m"]),
+    ],
+)
+def test_the_printed_serve_command_repeats_the_folder_settings(argv, extra):
+    from clamp3.cli.demo import serve_command
+
+    command = serve_command(_parsed(argv))
+    assert command == ["clamp3", "demo", "--serve", *extra]
+    again = _parsed(command[2:])  # parsed back, it names the same folder settings
+    keys = ("workdir", "pieces", "seconds_max", "transpose", "train_titles", "steps", "batch_size", "model")
+    assert all(getattr(again, k) == getattr(_parsed(argv), k) for k in keys)

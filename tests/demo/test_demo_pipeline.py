@@ -152,10 +152,10 @@ def test_other_settings_in_the_same_workdir_are_refused(demo):
         run_demo(
             DemoOptions(workdir=work, pieces=60, seconds_max=4.0, transpose=2, steps=STEPS, batch_size=8)
         )
-    with pytest.raises(ValueError, match="other corpus settings"):  # untitled training texts: another corpus
+    with pytest.raises(ValueError, match="other corpus settings"):  # titled training texts: another corpus
         run_demo(
             DemoOptions(
-                workdir=work, pieces=60, seconds_max=4.0, train_titles=False, steps=STEPS, batch_size=8
+                workdir=work, pieces=60, seconds_max=4.0, train_titles=True, steps=STEPS, batch_size=8
             )
         )
     with pytest.raises(ValueError, match="other training settings"):

@@ -30,10 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
     p.add_argument(
-        "--pieces", type=positive_int, default=400, help="corpus size (default 400; ~10%% are test pieces)"
+        "--pieces",
+        type=positive_int,
+        default=DemoOptions.pieces,
+        help=f"corpus size (default {DemoOptions.pieces}; ~10%% are test pieces)",
     )
     p.add_argument(
-        "--seconds-max", type=positive_float, default=20.0, help="audio seconds per piece (default 20)"
+        "--seconds-max",
+        type=positive_float,
+        default=DemoOptions.seconds_max,
+        help=f"audio seconds per piece (default {DemoOptions.seconds_max:g})",
     )
     p.add_argument(
         "--transpose",
@@ -45,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default {DemoOptions.transpose})",
     )
     p.add_argument(
-        "--no-train-titles",
-        dest="train_titles",
-        action="store_false",
-        help="training texts without the pieces' titles (they say 'the piece'; test queries keep "
-        "their titles): better on the validation split, docs/demo.md",
+        "--train-titles",
+        action=argparse.BooleanOptionalAction,
+        default=DemoOptions.train_titles,
+        help="training texts name the pieces' titles (default: no, they say 'the piece'; test "
+        "queries keep their titles; untitled measured better, docs/demo.md)",
     )
     p.add_argument(
         "--steps",
@@ -115,11 +121,35 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\n{timings}", file=sys.stderr)
     if args.serve:
         return _serve_demo(args, result.model)
-    again = ["clamp3", "demo", "--serve"] + (
-        ["--workdir", args.workdir] if args.workdir != "runs/demo" else []
-    )
-    print(f"\nsearch the test pieces on a web page: {' '.join(again)}")
+    print(f"\nsearch the test pieces on a web page: {' '.join(serve_command(args))}")
     return 0
+
+
+# The options that decide a demo folder's content, with their flags: a --serve rerun must repeat
+# them, or check_workdir refuses the folder as another demo's.
+_FOLDER_FLAGS = {
+    "pieces": "--pieces",
+    "seconds_max": "--seconds-max",
+    "transpose": "--transpose",
+    "steps": "--steps",
+    "batch_size": "--batch-size",
+    "model": "--model",
+}
+
+
+def serve_command(args: argparse.Namespace) -> list[str]:
+    """``clamp3 demo --serve`` with this run's folder and every folder setting that is not the
+    default, so the printed command serves the model just trained instead of being refused."""
+    argv = ["clamp3", "demo", "--serve"]
+    if args.workdir != "runs/demo":
+        argv += ["--workdir", str(args.workdir)]
+    for field, flag in _FOLDER_FLAGS.items():
+        value = getattr(args, field)
+        if value != getattr(DemoOptions, field):
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    if args.train_titles != DemoOptions.train_titles:
+        argv.append("--train-titles" if args.train_titles else "--no-train-titles")
+    return argv
 
 
 def _serve_demo(args: argparse.Namespace, model: str) -> int:

@@ -51,9 +51,9 @@ class DemoOptions:
 
     ``pieces``: corpus size (the test split is ~10 %); ``seconds_max``: audio per piece;
     ``transpose``: transposed copies of each training piece for the text–symbolic stage;
-    ``train_titles``: the training texts name the pieces' titles (False: they say "the piece",
-    so the model must match what the music shows; the test queries keep their titles;
-    measured better on validation, docs/demo.md, not yet the default);
+    ``train_titles``: the training texts name the pieces' titles (False, the default: they say
+    "the piece", so the model must match what the music shows, not a name it can memorise; the
+    test queries keep their titles; better on both evaluation splits, docs/demo.md);
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
@@ -66,7 +66,7 @@ class DemoOptions:
     pieces: int = 400
     seconds_max: float = 20.0
     transpose: int = 0
-    train_titles: bool = True
+    train_titles: bool = False
     steps: tuple[int, ...] | None = None
     batch_size: int | None = None
     threads: int = DEFAULT_THREADS
@@ -118,7 +118,9 @@ def settings(options: DemoOptions) -> dict[str, Any]:
     corpus = {"pieces": options.pieces, "seconds_max": options.seconds_max, "features": FEATURES}
     if options.transpose:  # left out at 0, so folders made before the option stay valid
         corpus["transpose"] = options.transpose
-    if not options.train_titles:  # left out when titled, so folders made before the option stay valid
+    # Left out when titled: folders made before the option (titled) stay valid with --train-titles,
+    # and a default run refuses them rather than mix two corpora.
+    if not options.train_titles:
         corpus["train_titles"] = False
     if options.model is not None:
         return {"corpus": corpus}
