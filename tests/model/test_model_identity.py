@@ -24,9 +24,6 @@ from clamp3.model_identity import (
     same_model,
 )
 
-PARITY_MIDI = Path(__file__).resolve().parents[2].parent / "shared" / "parity" / "inputs" / "midi"
-
-
 def test_same_model_rule_and_refusal():
     assert same_model(ModelIdentity("/a", "t:1"), ModelIdentity("/b", "t:1")) is True  # a copy elsewhere
     assert same_model(ModelIdentity("saas", "t:1"), ModelIdentity("saas", "t:2")) is False  # retrained
@@ -68,7 +65,7 @@ def test_fingerprint_follows_the_weights_not_the_load_path(tmp_path):
 
 
 # ------------------------------------------------------------------------- one rule, every stage
-def _source_tree(root: Path) -> Path:
+def _source_tree(root: Path, parity_dir: Path) -> Path:
     words = ["waltz", "fugue", "chorale", "lullaby", "march", "nocturne"]
     for i, word in enumerate(words):
         folder = root / ("a" if i < 3 else "b")
@@ -76,7 +73,7 @@ def _source_tree(root: Path) -> Path:
         (folder / f"t{i}.txt").write_text(f"a {word} number {i}\n", encoding="utf-8")
     (root / "m").mkdir()
     for name in ("m21_test01.mid", "m21_test08.mid"):
-        shutil.copy(PARITY_MIDI / name, root / "m" / name)
+        shutil.copy(parity_dir / "inputs" / "midi" / name, root / "m" / name)
     return root
 
 
@@ -85,10 +82,10 @@ def _embed(src: Path, out: Path, model: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory, tiny_model_dir):
+def first(tmp_path_factory, tiny_model_dir, parity_dir):
     """The first model's outputs: embeddings of a small tree, their index and a probe."""
     root = tmp_path_factory.mktemp("identity")
-    src = _source_tree(root / "src")
+    src = _source_tree(root / "src", parity_dir)
     assert _embed(src, root / "emb", tiny_model_dir) == 0
     assert main(["index", str(root / "emb"), str(root / "idx"), "--quiet"]) == 0
     probe = ["probe", "train", str(root / "emb"), str(root / "probe"), "--labels-from-folders"]
