@@ -141,10 +141,10 @@ def test_a_count_outside_the_eleven_other_keys_is_refused():
             BuildOptions(transpose=bad)
 
 
-def test_untitled_training_texts_rebuild_no_piece_and_keep_evaluation_titles(corpus, tmp_path):
+def test_untitled_training_texts_rebuild_no_piece_and_ask_held_out_queries_untitled(corpus, tmp_path):
     import shutil
 
-    from clamp3.corpus.texts import corpus_texts
+    from clamp3.corpus.texts import all_texts, corpus_texts
 
     again = tmp_path / "c"
     shutil.copytree(corpus, again)
@@ -165,8 +165,17 @@ def test_untitled_training_texts_rebuild_no_piece_and_keep_evaluation_titles(cor
         assert "title" not in record and title not in texts, record["id"]
         assert all("title" not in t for t in record["texts"].values())
     held = read_jsonl(again / "m4rag_validation.jsonl")[0]
-    assert held["title"] and held["title"] in held["description"]
-    assert eval_before and {p: p.read_bytes() for d in held_out for p in d.rglob("*.txt")} == eval_before
+    assert held["title"] and held["title"] in held["description"]  # records keep it: results show it
+    # ... but the queries are asked as the model was taught: untitled, the facts unchanged
+    queries = sorted(p for p in (again / "eval" / "validation").rglob("text_*/*.txt"))
+    assert eval_before and len(queries) == len([p for p in eval_before if "validation" in p.parts]) == 5
+    facts = json.loads((again / "pieces" / held["id"] / "facts.json").read_text(encoding="utf-8"))
+    asked = all_texts(facts, titled=False)
+    for path in queries:
+        before = eval_before[path].decode("utf-8")
+        lang = path.parent.name.removeprefix("text_")
+        assert path.read_text(encoding="utf-8") == asked[lang]["description"] + "\n" != before
+        assert held["texts"][lang]["description"] + "\n" == before  # the titled build asked with the title
     manifest = json.loads((again / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["options"]["train_titles"] is False
     assert not any(TRAIN[0].id.split("-")[1] in t for t in corpus_texts(again))  # the tokenizer's material

@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-train-titles",
         action="store_true",
-        help="training texts without the pieces' titles (nothing the music shows); "
-        "evaluation texts keep them",
+        help="training texts and the eval/ queries without the pieces' titles (nothing the "
+        "music shows); the validation and test records keep them",
     )
     p.add_argument(
         "--synth",

@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--train-titles",
         action=argparse.BooleanOptionalAction,
         default=DemoOptions.train_titles,
-        help="training texts name the pieces' titles (default: no, they say 'the piece'; test "
-        "queries keep their titles; untitled measured better, docs/demo.md)",
+        help="training texts and benchmark queries name the pieces' titles (default: no, they "
+        "say 'the piece'; untitled measured better, docs/demo.md)",
     )
     p.add_argument(
         "--steps",

@@ -9,7 +9,8 @@ Layout under ``OUT`` (all paths inside JSONL records are relative to ``OUT``)::
         (filepaths: score.abc, score.mtf [, audio.npy]; media: score.musicxml, score.mid, audio.wav)
     splits.json          ids per split and how they were drawn
     eval/<split>/sheet/<id>.abc  midi/<id>.mtf  audio/<id>.wav  [audio_features/<id>.npy]
-    eval/<split>/text_<lang>/<id>.txt   the description in that language, one line
+    eval/<split>/text_<lang>/<id>.txt   the description in that language, one line, named the way
+                         the training texts are (untitled with ``train_titles=False``)
     manifest.json        options, counts, tools and versions, build time
     errors.jsonl         one line per piece that failed (``clamp3.utils.errorlog``: path, reason,
                          time, then id, number, stage, message, trace)
@@ -138,12 +139,18 @@ def assemble(
         )
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     copies: list[dict[str, Any]] = []  # transposed training copies: m4rag_train.jsonl only
+    queries: dict[str, dict[str, str]] = {}  # piece id -> language -> the eval/ query text
     train_titles = getattr(options, "train_titles", True)
     for piece_id in piece_ids:
         facts = json.loads((out / PIECES_DIR / piece_id / FILES["facts"]).read_text(encoding="utf-8"))
         facts["split"] = split_of(facts["group"])
-        titled = train_titles or facts["split"] != "train"  # evaluation texts always name the title
+        # Held-out records keep their titles (search results and examples show them); their
+        # queries are written as the training texts are, so a model trained without titles is
+        # not asked with a name that neither its training nor the music ever showed it.
+        titled = train_titles or facts["split"] != "train"
         record = _checked_record(facts, _piece_files(out, piece_id), languages, titled)
+        asked = record["texts"] if titled == train_titles else all_texts(facts, languages, train_titles)
+        queries[piece_id] = {lang: texts["description"] for lang, texts in asked.items()}
         by_split[facts["split"]].append(record)
         if facts["split"] == "train":
             for copy, files in read_transposed(out / PIECES_DIR / piece_id, facts):
@@ -161,7 +168,7 @@ def assemble(
             **{name: [r["id"] for r in records] for name, records in by_split.items()},
         },
     )
-    _write_eval(out, by_split, languages)
+    _write_eval(out, by_split, queries, languages)
     counts = {name: len(records) for name, records in by_split.items()}
     _write_manifest(out, by_split, options, languages, timing, len(copies))
     return counts
@@ -206,9 +213,15 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_eval(out: Path, by_split: dict[str, list[dict[str, Any]]], languages: tuple[str, ...]) -> None:
+def _write_eval(
+    out: Path,
+    by_split: dict[str, list[dict[str, Any]]],
+    queries: dict[str, dict[str, str]],
+    languages: tuple[str, ...],
+) -> None:
     """Mirrored folders per split whose files share the piece id as name, so the evaluation
-    pairs a query with its target by file name (the official eval keys on the name)."""
+    pairs a query with its target by file name (the official eval keys on the name);
+    ``queries[id][lang]`` is the text of ``text_<lang>/<id>.txt``."""
     staging = out / f".eval.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()  # exists even when every split is empty, so the swap below cannot fail
     for split, records in by_split.items():
@@ -222,7 +235,7 @@ def _write_eval(out: Path, by_split: dict[str, list[dict[str, Any]]], languages:
             for lang in languages:
                 target = staging / split / f"text_{lang}" / f"{record['id']}.txt"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(record["texts"][lang]["description"] + "\n", encoding="utf-8")
+                target.write_text(queries[record["id"]][lang] + "\n", encoding="utf-8")
     old = out / f".eval.{uuid.uuid4().hex[:8]}.old"
     if (out / "eval").exists():
         os.replace(out / "eval", old)

@@ -53,7 +53,7 @@ class DemoOptions:
     ``transpose``: transposed copies of each training piece for the text–symbolic stage;
     ``train_titles``: the training texts name the pieces' titles (False, the default: they say
     "the piece", so the model must match what the music shows, not a name it can memorise; the
-    test queries keep their titles; better on both evaluation splits, docs/demo.md);
+    benchmark's queries are written the same way; better on both evaluation splits, docs/demo.md);
     ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
