@@ -30,7 +30,8 @@ class BuildOptions:
     ``transpose``: transposed copies (ABC, MTF, texts; no audio) of each training piece, 0-11
     (:mod:`clamp3.corpus.transpose`); ``train_titles``: False writes the training split's
     texts and every split's ``eval/`` queries without the pieces' titles (``write_texts(...,
-    titled=False)``); the validation and test records keep them. Only the assembly reads it, so changing it rebuilds no piece.
+    titled=False)``); the validation and test records keep them. Only the assembly reads it,
+    so changing it rebuilds no piece.
     Raises :class:`ConfigError` for a value no build could use."""
 
     seconds_max: float = 30.0
