@@ -149,7 +149,9 @@ def assemble(
         # not asked with a name that neither its training nor the music ever showed it.
         titled = train_titles or facts["split"] != "train"
         record = _checked_record(facts, _piece_files(out, piece_id), languages, titled)
-        asked = record["texts"] if titled == train_titles else all_texts(facts, languages, train_titles)
+        asked = record["texts"]
+        if titled != train_titles:  # a held-out piece of an untitled corpus: its queries say "the piece"
+            asked = _checked(facts, all_texts(facts, languages, train_titles))
         queries[piece_id] = {lang: texts["description"] for lang, texts in asked.items()}
         by_split[facts["split"]].append(record)
         if facts["split"] == "train":
@@ -178,13 +180,19 @@ def _checked_record(
     facts: dict[str, Any], files: dict[str, str], languages: tuple[str, ...], titled: bool = True
 ) -> dict:
     record = make_record(facts, all_texts(facts, languages, titled), files)
-    unclean = find_unclean(record)
+    return _checked(facts, record)
+
+
+def _checked(facts: dict[str, Any], value: Any) -> Any:
+    """``value`` (a record or texts of the piece ``facts``), or ValueError when a string in it
+    holds control or replacement characters."""
+    unclean = find_unclean(value)
     if unclean:  # facts are checked when built; this guards the templates and older corpora
         raise ValueError(
             f"{facts['id']}: text with control or replacement characters: {unclean[0]} (a corpus built "
             "before the code-page repair: build it again in a new folder)"
         )
-    return record
+    return value
 
 
 def read_splits(corpus: str | os.PathLike) -> dict[str, list[str]]:
