@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from clamp3.testing import find_parity_dir
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_steps import Check, step_parity, step_throughput  # noqa: E402
@@ -51,11 +53,6 @@ STEPS = {
     "torchrun": step_torchrun,
     "serve": step_serve,
 }
-
-
-def default_parity_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "parity"
-    return Path(os.environ.get("CLAMP3_PARITY_DIR") or (here if here.is_dir() else "/work/shared/parity"))
 
 
 def environment(device: torch.device) -> dict:
@@ -161,7 +158,7 @@ def main() -> int:
     )
     parser.add_argument("--scale", type=int, default=8, help="workload multiplier for the throughput step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--parity-dir", default=str(default_parity_dir()))
+    parser.add_argument("--parity-dir", default=str(find_parity_dir()))
     parser.add_argument("--ddp-child", action="store_true", help=argparse.SUPPRESS)  # internal (torchrun)
     parser.add_argument("--preset", default="tiny", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=4, help=argparse.SUPPRESS)

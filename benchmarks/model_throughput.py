@@ -33,16 +33,9 @@ from clamp3 import Clamp3Model, load_preset
 from clamp3.embedding import prepare_patches
 from clamp3.model import masked_mean
 from clamp3.segments import pool_segments, segment_item
-from clamp3.testing import deterministic_tensor
+from clamp3.testing import deterministic_tensor, find_parity_dir
 
-PARITY = next(
-    (
-        p
-        for p in (Path(__file__).resolve().parents[2] / "shared" / "parity", Path("/work/shared/parity"))
-        if p.is_dir()
-    ),
-    Path(__file__).resolve().parents[2] / "shared" / "parity",
-)
+PARITY = find_parity_dir()
 
 
 def deterministic_model(modalities: tuple[str, ...]) -> Clamp3Model:

@@ -139,9 +139,14 @@ def build_models(work: Path, preset: str, texts: list[str]) -> dict[str, Path]:
         if preset == "tiny":
             model = Clamp3Model.from_preset("tiny", seed=0)
         else:
-            from clamp3.testing import deterministic_state_dict, read_key_list, write_official_checkpoint
+            from clamp3.testing import (
+                deterministic_state_dict,
+                find_parity_dir,
+                read_key_list,
+                write_official_checkpoint,
+            )
 
-            keys = Path(__file__).resolve().parents[2] / "shared" / "parity" / "keys" / "clamp3_model.json"
+            keys = find_parity_dir() / "keys" / "clamp3_model.json"
             pth = work / "weights_clamp3_saas_parity.pth"
             write_official_checkpoint(pth, deterministic_state_dict(read_key_list(keys)))
             model = Clamp3Model.from_pretrained(pth, modalities=None)

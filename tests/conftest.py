@@ -11,18 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from clamp3.testing import find_parity_dir
 
-def _find_parity() -> Path:
-    """``$CLAMP3_PARITY_DIR``, else ``shared/parity`` beside the checkout, else the workplace copy."""
-    if os.environ.get("CLAMP3_PARITY_DIR"):
-        return Path(os.environ["CLAMP3_PARITY_DIR"])
-    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "parity", Path("/work/shared/parity")):
-        if candidate.is_dir():
-            return candidate
-    return Path(__file__).resolve().parents[2] / "shared" / "parity"
-
-
-PARITY = _find_parity()
+PARITY = find_parity_dir()
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -2,7 +2,8 @@
 
 ``deterministic_tensor`` is the weight recipe of ``shared/parity/README.md``: every tensor is
 seeded by the CRC-32 of its official key name, so the official code and this package can be
-compared without real weights.
+compared without real weights. ``find_parity_dir`` is where the tests and the benchmarks look
+for that folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+# beside the checkout (the folder above the repository root of an editable install), and the
+# workplace's copy for clones made elsewhere on the same machine
+BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "parity"
+WORKPLACE_PARITY = Path("/work/shared/parity")
+
+
+def find_parity_dir() -> Path:
+    """The official-code fixtures folder (``shared/parity``) the tests and benchmarks read.
+
+    ``$CLAMP3_PARITY_DIR`` when set (even if it does not exist: a wrong setting should fail, not
+    fall back); else ``shared/parity`` beside the checkout, else the workplace copy. When neither
+    exists the one beside the checkout is returned, so the caller's "not found" message names
+    where it was expected.
+    """
+    if os.environ.get("CLAMP3_PARITY_DIR"):
+        return Path(os.environ["CLAMP3_PARITY_DIR"])
+    return next((p for p in (BESIDE_CHECKOUT, WORKPLACE_PARITY) if p.is_dir()), BESIDE_CHECKOUT)
 
 
 def deterministic_tensor(key: str, shape: Sequence[int]) -> np.ndarray:
