@@ -155,6 +155,8 @@ def test_benchmark_cli_with_another_model_joins_the_table(small_corpus, tiny_mod
     for row in entry["rows"]:
         assert 0.0 <= row["hit@1"] <= row["mrr"] <= 1.0
     assert (out / "benchmark.png").is_file()
+    assert (out / f"map-{slug(str(tiny_model_dir))}.png").is_file()
+    assert f"map-{slug(str(tiny_model_dir))}.png" in printed.splitlines()[-1]  # the "written:" line
     # A second model (here: the same weights under another label) lands beside the first.
     renamed = tmp_path / "other"
     shutil.copytree(tiny_model_dir, renamed)

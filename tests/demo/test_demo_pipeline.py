@@ -99,6 +99,9 @@ def test_json_text_and_png_are_written(demo):
     assert all(row["direction"] in text for row in first.benchmark.entry["rows"])
     assert all(f"query from {ex['id']}" in text for ex in first.benchmark.entry["examples"])
     assert first.benchmark.plot_path == out / "benchmark.png"
+    # the embedding map of the model just benchmarked, named after its label
+    assert first.benchmark.map_path == out / "map-mini-demo.png"
+    assert first.benchmark.map_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_examples_show_top_results_and_mark_the_correct_piece(demo):

@@ -91,7 +91,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="segments per forward pass")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--no-plot", action="store_true", help="write no plots (benchmark.png; the demo's embedding map)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 

@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip training and benchmark this model (directory, official .pth or tag such as saas)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png")
+    p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png and the embedding map")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
     p.add_argument(
         "--serve",

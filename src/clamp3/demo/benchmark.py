@@ -13,7 +13,9 @@ Work folder (``OUT``, shared by every model; reruns reuse what exists)::
     OUT/index/<model>/<kind>/                clamp3 index of sheet, midi and audio (example queries)
     OUT/benchmark.json                       {"format", "models": {<label>: entry}}; rows keyed by model
     OUT/benchmark.txt                        the latest table, every model side by side, examples
-    OUT/benchmark.png                        MRR / Hit@10 of every model vs random
+    OUT/benchmark.png                        MRR / Hit@10 of every model vs random and collection-only
+    OUT/map-<model>.png                      this model's test pieces on one plane, all four kinds
+                                             (:mod:`clamp3.demo.embedding_map`)
 
 Metrics follow :mod:`clamp3.evaluate.metrics` (expected rank under ties); the random baseline
 is the exact expectation for ``N`` candidates: MRR = H_N / N, Hit@k = min(k, N) / N.
@@ -235,6 +237,7 @@ class BenchmarkResult:
     plot_path: Path | None
     failures: list[tuple[str, str]] = field(default_factory=list)
     comparison: str = ""
+    map_path: Path | None = None
 
 
 def run_benchmark(
@@ -252,8 +255,8 @@ def run_benchmark(
     """Embed ``split`` of ``corpus`` with ``model``, index it, score every direction and write
     ``OUT/benchmark.json`` (this model's entry replaces an older one of the same ``label``,
     other models' entries stay), ``benchmark.txt`` (with every model of ``out`` side by
-    side) and, with ``plot`` and matplotlib,
-    ``benchmark.png``. Metrics are floats in [0, 1]. Raises ``InputError`` for a corpus
+    side) and, with ``plot`` and matplotlib, ``benchmark.png`` and this model's embedding map
+    ``map-<label>.png``. Metrics are floats in [0, 1]. Raises ``InputError`` for a corpus
     without that split."""
     from clamp3.corpus.texts import LANGUAGES
     from clamp3.demo import report
@@ -293,7 +296,32 @@ def run_benchmark(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     json_path, plot_path, table, comparison = report.write_outputs(out, entry, plot=plot)
-    return BenchmarkResult(label, entry, table, json_path, plot_path, failures, comparison)
+    map_path = write_map(out, label, split, vectors, collections, languages[0]) if plot else None
+    return BenchmarkResult(label, entry, table, json_path, plot_path, failures, comparison, map_path)
+
+
+def write_map(
+    out: Path,
+    label: str,
+    split: str,
+    vectors: dict[str, dict[str, np.ndarray]],
+    collections: dict[str, str],
+    language: str,
+) -> Path | None:
+    """``OUT/map-<label>.png`` (:func:`clamp3.demo.embedding_map.plot_embedding_map`); None
+    when it has too few pieces, and with a warning without matplotlib: the picture is optional,
+    the table is the result."""
+    from clamp3.demo.embedding_map import plot_embedding_map
+
+    n = len(vectors["sheet"])
+    title = f"{label}: {split} split, {n} pieces; text ({language}), sheet, MIDI and audio"
+    try:
+        return plot_embedding_map(
+            vectors, collections, out / f"map-{slug(label)}.png", text_kind=f"text_{language}", title=title
+        )
+    except ImportError as exc:
+        log.warning("%s; no embedding map written", exc)
+        return None
 
 
 def build_indexes(emb_root: Path, index_root: Path, progress: bool) -> dict[str, Path]:

@@ -123,7 +123,8 @@ def format_examples(entry: dict[str, Any], width: int = 100) -> str:
 def format_report(result: Any) -> str:
     """What the commands print: the table, the example queries and where the files are
     (``result`` is a :class:`clamp3.demo.benchmark.BenchmarkResult`)."""
-    files = [str(result.json_path)] + ([str(result.plot_path)] if result.plot_path else [])
+    pictures = (result.plot_path, getattr(result, "map_path", None))
+    files = [str(result.json_path)] + [str(path) for path in pictures if path]
     parts = [result.table] + ([result.comparison] if getattr(result, "comparison", "") else [])
     parts += ["example queries (top results; cosine, id, title):", format_examples(result.entry)]
     if result.failures:
@@ -155,7 +156,9 @@ def write_outputs(out: Path, entry: dict[str, Any], plot: bool = True) -> tuple[
 
 def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
     """Horizontal bars per direction, one colour per model, a black tick at the random
-    baseline; left panel MRR, right panel Hit@10. Format from ``path``'s suffix."""
+    baseline and a dashed line in the model's colour at its collection-only reference (when
+    the corpus names collections); left panel MRR, right panel Hit@10. Format from ``path``'s
+    suffix."""
     from clamp3.utils.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -168,11 +171,14 @@ def plot_benchmark(models: dict[str, dict[str, Any]], path: Path) -> Path:
             rows = {row["direction"]: row for row in models[label]["rows"]}
             ys = [i - 0.4 + height * (m + 0.5) for i in range(len(directions))]
             values = [rows[d][key] if d in rows else 0.0 for d in directions]
-            ax.barh(ys, values, height=height * 0.9, label=label)
+            bars = ax.barh(ys, values, height=height * 0.9, label=label)
             chance = [rows[d]["random"][key] if d in rows else 0.0 for d in directions]
             ax.scatter(chance, ys, marker="|", color="black", s=60, zorder=3)
+            reference = models[label].get("collection_reference") or {}
+            if key in reference:
+                ax.axvline(reference[key], color=bars.patches[0].get_facecolor(), linestyle="--", zorder=3)
         ax.set_xlim(0, 1)
-        ax.set_title(f"{name} (black tick: random ranking)")
+        ax.set_title(f"{name} (black tick: random; dashed: collection-only)")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(directions)), directions)
     axes[0].invert_yaxis()
