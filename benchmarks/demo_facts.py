@@ -14,7 +14,8 @@ ignores it gives the true text a random rank among the K variants (chance: rank-
 rank (K + 1) / 2).
 
 The true variant must equal the text in ``eval/<split>/text_<lang>/`` (checked), so the variants
-differ from the benchmark's queries only in that fact. This is a diagnostic for the demo recipe,
+differ from the benchmark's queries only in that fact; they are untitled when the corpus's queries
+are (``--no-train-titles``, read from its ``manifest.json``). This is a diagnostic for the demo recipe,
 not a speed figure; it prints one table and, with ``--json``, writes the per-fact numbers.
 """
 
@@ -69,8 +70,15 @@ def piece_ids(corpus: Path, split: str) -> list[str]:
     return [record["id"] for record in read_jsonl(corpus / f"m4rag_{split}.jsonl")]
 
 
+def titled_queries(corpus: Path) -> bool:
+    """Whether the corpus's ``eval/`` queries name the title (not with ``train_titles=False``)."""
+    manifest = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))
+    return bool(manifest.get("options", {}).get("train_titles", True))
+
+
 def score_piece(pipe: Clamp3Pipeline, corpus: Path, split: str, pid: str, langs, targets) -> list[dict]:
     """One row per (language, fact, target): the true variant's rank among the variants."""
+    titled = titled_queries(corpus)
     facts = json.loads((corpus / "pieces" / pid / "facts.json").read_text(encoding="utf-8"))
     files = {t: corpus / "eval" / split / TARGETS[t][0] / f"{pid}{TARGETS[t][1]}" for t in targets}
     files = {t: f for t, f in files.items() if f.exists()}
@@ -85,7 +93,7 @@ def score_piece(pipe: Clamp3Pipeline, corpus: Path, split: str, pid: str, langs,
             if found is None:
                 continue
             options, true = found
-            texts = [write_texts(v, lang)["description"] for v in options]
+            texts = [write_texts(v, lang, titled=titled)["description"] for v in options]
             if query.exists() and texts[true] != query.read_text(encoding="utf-8").strip():
                 raise SystemExit(f"{pid} {lang}: the regenerated text differs from {query}")
             if len(set(texts)) < len(texts):
