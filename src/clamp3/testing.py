@@ -17,9 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# beside the checkout (the folder above the repository root of an editable install), and the
-# workplace's copy for clones made elsewhere on the same machine
-BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "parity"
+
+def _beside_checkout() -> Path:
+    """``shared/parity`` in the folder above the repository root (``src/clamp3/testing.py`` of
+    an editable install); for an installed copy some other path (usually absent), never an error."""
+    above = Path(__file__).resolve().parents
+    return above[min(3, len(above) - 1)] / "shared" / "parity"
+
+
+BESIDE_CHECKOUT = _beside_checkout()
+# the workplace's copy, for clones made elsewhere on the same machine
 WORKPLACE_PARITY = Path("/work/shared/parity")
 
 

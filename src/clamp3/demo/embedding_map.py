@@ -62,7 +62,7 @@ def plot_embedding_map(
     where = {(k, i): points[n * len(ids) + m] for n, k in enumerate(kinds) for m, i in enumerate(ids)}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 7))
-    if text_kind in kinds:
+    if text_kind in kinds and "sheet" in kinds:
         for i in ids:
             (x0, y0), (x1, y1) = where[text_kind, i], where["sheet", i]
             ax.plot([x0, x1], [y0, y1], color="0.8", linewidth=0.7, zorder=1)
