@@ -52,13 +52,17 @@ def test_the_map_is_a_png_of_the_pieces_that_have_every_kind(tmp_path, monkeypat
     monkeypatch.setattr(
         plotting, "save_figure", lambda fig, path, dpi: drawn.append(fig) or save(fig, path, dpi)
     )
-    collections = {"a": "bach", "b": "bach", "c": "essen"}  # "d" has none: grey
+    collections = {"a": "bach", "b": "bach", "d": "essen"}  # "c" has none: drawn grey
     path = plot_embedding_map(vectors, collections, tmp_path / "map.png", text_kind="text_en", title="t")
     assert path == tmp_path / "map.png" and path.read_bytes()[:8] == PNG
     ax = drawn[0].axes[0]
     assert [len(c.get_offsets()) for c in ax.collections] == [3, 3, 3, 3]  # 4 kinds x 3 pieces
     assert len(ax.lines) == 3  # one text-to-score line per piece
     assert "variance" in ax.get_xlabel()
+    legends = [child for child in ax.get_children() if child.__class__.__name__ == "Legend"]
+    names = {text.get_text() for legend in legends for text in legend.get_texts()}
+    # "essen" only had the piece without a recording, so it is not in the legend
+    assert {"bach", "(none)", "sheet", "MIDI", "audio"} <= names and "essen" not in names
 
 
 def test_a_map_of_one_piece_is_not_drawn(tmp_path):
