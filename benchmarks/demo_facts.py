@@ -76,9 +76,11 @@ def titled_queries(corpus: Path) -> bool:
     return bool(manifest.get("options", {}).get("train_titles", True))
 
 
-def score_piece(pipe: Clamp3Pipeline, corpus: Path, split: str, pid: str, langs, targets) -> list[dict]:
-    """One row per (language, fact, target): the true variant's rank among the variants."""
-    titled = titled_queries(corpus)
+def score_piece(
+    pipe: Clamp3Pipeline, corpus: Path, split: str, pid: str, langs, targets, titled: bool
+) -> list[dict]:
+    """One row per (language, fact, target): the true variant's rank among the variants
+    (``titled``: :func:`titled_queries` of the corpus)."""
     facts = json.loads((corpus / "pieces" / pid / "facts.json").read_text(encoding="utf-8"))
     files = {t: corpus / "eval" / split / TARGETS[t][0] / f"{pid}{TARGETS[t][1]}" for t in targets}
     files = {t: f for t, f in files.items() if f.exists()}
@@ -129,9 +131,9 @@ def main() -> None:
     args = parser.parse_args()
     pipe = Clamp3Pipeline.from_pretrained(args.model)
     langs, targets = args.languages.split(","), args.targets.split(",")
-    rows = []
+    rows, titled = [], titled_queries(args.corpus)  # read once, not per piece
     for pid in piece_ids(args.corpus, args.split):
-        rows += score_piece(pipe, args.corpus, args.split, pid, langs, targets)
+        rows += score_piece(pipe, args.corpus, args.split, pid, langs, targets, titled)
     print(f"model {args.model} | corpus {args.corpus} | split {args.split} | languages {','.join(langs)}")
     print(table(rows))
     if args.json:

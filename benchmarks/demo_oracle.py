@@ -13,10 +13,10 @@ would reach about the last row; the table under the demo's own shows the first. 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from clamp3.demo.benchmark import collection_reference
+from clamp3.utils.io import read_jsonl
 
 LEVELS = (
     ("collection",),
@@ -33,8 +33,7 @@ def main() -> None:
     parser.add_argument("corpus", type=Path, help="a clamp3 build-corpus folder")
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    lines = (args.corpus / f"m4rag_{args.split}.jsonl").read_text(encoding="utf-8").splitlines()
-    facts = {r["id"]: r["facts"] for r in map(json.loads, lines)}
+    facts = {r["id"]: r["facts"] for r in read_jsonl(args.corpus / f"m4rag_{args.split}.jsonl")}
     print(f"{args.split}: {len(facts)} pieces")
     print(f"{'MRR':>6} {'Hit@1':>6}  ranking knows")
     for level in LEVELS:
