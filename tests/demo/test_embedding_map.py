@@ -13,6 +13,17 @@ from clamp3.demo.embedding_map import plot_embedding_map, principal_plane
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures ``save_figure`` writes (still written), to look inside them."""
+    figures = []
+    save = plotting.save_figure
+    monkeypatch.setattr(
+        plotting, "save_figure", lambda fig, path, dpi: figures.append(fig) or save(fig, path, dpi)
+    )
+    return figures
+
+
 def test_the_plane_holds_the_spread_in_order_and_ignores_row_order():
     rng = np.random.default_rng(0)
     # most spread along one random direction, less along a second, little elsewhere
@@ -43,15 +54,10 @@ def _vectors(ids, rng, kinds=("sheet", "midi", "audio", "text_en")):
     return {kind: {i: rng.standard_normal(8).astype(np.float32) for i in ids} for kind in kinds}
 
 
-def test_the_map_is_a_png_of_the_pieces_that_have_every_kind(tmp_path, monkeypatch):
+def test_the_map_is_a_png_of_the_pieces_that_have_every_kind(tmp_path, drawn):
     rng = np.random.default_rng(1)
     vectors = _vectors(["a", "b", "c", "d"], rng)
     del vectors["audio"]["d"]  # one piece lacks a recording: it is left out, the map still drawn
-    drawn = []
-    save = plotting.save_figure
-    monkeypatch.setattr(
-        plotting, "save_figure", lambda fig, path, dpi: drawn.append(fig) or save(fig, path, dpi)
-    )
     collections = {"a": "bach", "b": "bach", "d": "essen"}  # "c" has none: drawn grey
     path = plot_embedding_map(vectors, collections, tmp_path / "map.png", text_kind="text_en", title="t")
     assert path == tmp_path / "map.png" and path.read_bytes()[:8] == PNG
@@ -80,14 +86,9 @@ def _entry(label: str, mrr: float, reference: float | None) -> dict:
     return {"model": label, "rows": rows, "collection_reference": ref}
 
 
-def test_benchmark_bars_draw_the_collection_only_line_where_the_corpus_has_one(tmp_path, monkeypatch):
+def test_benchmark_bars_draw_the_collection_only_line_where_the_corpus_has_one(tmp_path, drawn):
     from clamp3.demo.report import plot_benchmark
 
-    drawn = []
-    save = plotting.save_figure
-    monkeypatch.setattr(
-        plotting, "save_figure", lambda fig, path, dpi: drawn.append(fig) or save(fig, path, dpi)
-    )
     plot_benchmark({"a": _entry("a", 0.5, 0.44), "b": _entry("b", 0.3, None)}, tmp_path / "p.png")
     mrr_axis, hit_axis = drawn[0].axes[:2]
     dashed = [line for line in mrr_axis.lines if line.get_linestyle() == "--"]
