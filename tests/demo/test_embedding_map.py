@@ -64,7 +64,7 @@ def test_the_map_is_a_png_of_the_pieces_that_have_every_kind(tmp_path, drawn):
     ax = drawn[0].axes[0]
     assert [len(c.get_offsets()) for c in ax.collections] == [3, 3, 3, 3]  # 4 kinds x 3 pieces
     assert len(ax.lines) == 3  # one text-to-score line per piece
-    assert "variance" in ax.get_xlabel()
+    assert "variance" in ax.get_xlabel() and ax.get_title() == "t (3 pieces)"
     legends = [child for child in ax.get_children() if child.__class__.__name__ == "Legend"]
     names = {text.get_text() for legend in legends for text in legend.get_texts()}
     # "essen" only had the piece without a recording, so it is not in the legend

@@ -313,8 +313,7 @@ def write_map(
     the table is the result."""
     from clamp3.demo.embedding_map import plot_embedding_map
 
-    n = len(vectors["sheet"])
-    title = f"{label}: {split} split, {n} pieces; text ({language}), sheet, MIDI and audio"
+    title = f"{label}: {split} split; text ({language}), sheet, MIDI and audio"
     try:
         return plot_embedding_map(
             vectors, collections, out / f"map-{slug(label)}.png", text_kind=f"text_{language}", title=title

@@ -79,7 +79,7 @@ def plot_embedding_map(
     _legends(ax, names, colour, kinds, text_kind)
     ax.set_xlabel(f"first principal component ({explained[0]:.0%} of the variance)")
     ax.set_ylabel(f"second ({explained[1]:.0%})")
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(f"{title} ({len(ids)} pieces)", fontsize="medium")  # the pieces drawn, not those given
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
 
