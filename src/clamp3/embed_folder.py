@@ -282,8 +282,6 @@ def embed_folder(
     outputs. Raises ``InputError`` for a missing input, or an output folder holding another
     model's (or the other pooling's) embeddings without ``overwrite``.
     """
-    from tqdm.auto import tqdm
-
     source, out = Path(in_dir), Path(out_dir)
     rank, world = shard or (0, 1)
     root, listing = _inputs(source, out, modality)
@@ -309,14 +307,30 @@ def embed_folder(
     for error in listing.errors if rank == 0 else []:  # a folder that could not be listed
         run.report.total += 1
         run.fail(Path(os.path.relpath(error.path, root)).as_posix(), error.reason)
-    bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
     with Preparer(pipeline, workers, timeout) as preparer:
-        try:
-            for lo in range(0, len(pending), chunk_size):
-                chunk = pending[lo : lo + chunk_size]
-                run.embed_chunk(preparer, chunk, modality, batch_size)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
+        _embed_chunks(run, preparer, pending, modality, batch_size, chunk_size, show_progress)
     run.finish_error_log()
     return run.report
+
+
+def _embed_chunks(
+    run: _Run,
+    preparer: Preparer,
+    pending: list,
+    modality: str | None,
+    batch_size: int,
+    chunk_size: int,
+    show_progress: bool,
+) -> None:
+    """Embed ``pending`` jobs ``chunk_size`` at a time (each chunk's outputs and manifest lines
+    are written before the next is read), with a progress bar in files."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pending), desc="embed", unit="file", disable=not show_progress)
+    try:
+        for lo in range(0, len(pending), chunk_size):
+            chunk = pending[lo : lo + chunk_size]
+            run.embed_chunk(preparer, chunk, modality, batch_size)
+            bar.update(len(chunk))
+    finally:
+        bar.close()

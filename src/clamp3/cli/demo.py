@@ -29,6 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
+    _add_corpus_arguments(p)
+    _add_training_arguments(p)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png and the embedding map")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve the test pieces with the trained model on the search page (Ctrl-C stops it)",
+    )
+    p.add_argument("--port", type=positive_int, default=8000, help="port of the search page (default 8000)")
+    p.set_defaults(handler=_demo)
+
+
+def _add_corpus_arguments(p: argparse.ArgumentParser) -> None:
+    """The corpus options: its size, audio length, transposed copies and texts."""
     p.add_argument(
         "--pieces",
         type=positive_int,
@@ -57,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training texts and benchmark queries name the pieces' titles (default: no, they "
         "say 'the piece'; untitled measured better, docs/demo.md)",
     )
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The training and runtime options: steps, batch, threads, workers, or a model to score."""
     p.add_argument(
         "--steps",
         type=_steps,
@@ -80,16 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="skip training and benchmark this model (directory, official .pth or tag such as saas)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png and the embedding map")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
-    p.add_argument(
-        "--serve",
-        action="store_true",
-        help="then serve the test pieces with the trained model on the search page (Ctrl-C stops it)",
-    )
-    p.add_argument("--port", type=positive_int, default=8000, help="port of the search page (default 8000)")
-    p.set_defaults(handler=_demo)
 
 
 def _steps(text: str) -> tuple[int, ...]:

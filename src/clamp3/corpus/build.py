@@ -149,8 +149,6 @@ def build_corpus(
     configuration error met by a worker (no piece is logged for it); ``InputError`` when no
     piece could be built.
     """
-    from tqdm.auto import tqdm
-
     start, cpu_start = time.perf_counter(), cpu_seconds()
     options = options or BuildOptions()
     check_arguments(pieces, workers, timeout)
@@ -165,8 +163,41 @@ def build_corpus(
     workers = workers or os.cpu_count() or 1
     summary = BuildSummary(out=out)
     done: set[str] = set()
+    position = _build_pieces(
+        order, target, known_failed, out, options, workers, timeout, summary, done, show_progress
+    )
+    summary.built = [ref.id for ref in order[:position] if ref.id in done]
+    summary.seconds = round(time.perf_counter() - start, 2)
+    summary.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
+    timing = {"wall_seconds": summary.seconds, "cpu_seconds": summary.cpu_seconds, "workers": workers}
+    timing["pieces_built"] = len(summary.built) - summary.reused
+    if excluded:
+        timing["excluded_ids"] = len(excluded)
+    summary.splits = assemble(out, summary.built, options, timing=timing)
+    return summary
+
+
+def _build_pieces(
+    order: list[PieceRef],
+    target: int,
+    known_failed: set[str],
+    out: str,
+    options: BuildOptions,
+    workers: int,
+    timeout: float | None,
+    summary: BuildSummary,
+    done: set[str],
+    show_progress: bool,
+) -> int:
+    """Build candidates of ``order`` until ``target`` pieces are done (or the candidates run
+    out), reusing complete pieces and skipping ``known_failed``; a failed piece is replaced by
+    the next candidate. Fills ``done`` and ``summary``; returns how many candidates were
+    looked at (the built pieces keep the selection's order)."""
+    from tqdm.auto import tqdm
+
     position = 0
     bar = tqdm(total=target, desc="building corpus", unit="piece", disable=not show_progress)
+    task = functools.partial(_worker, out=out, options=options, timeout=timeout)
     try:
         while len(done) < target and position < len(order):
             batch = order[position : position + target - len(done)]
@@ -181,7 +212,6 @@ def build_corpus(
                     bar.update(1)
                 else:
                     todo.append(ref)
-            task = functools.partial(_worker, out=out, options=options, timeout=timeout)
             # closing(): a configuration error leaves the loop; the pool must stop at once
             with contextlib.closing(
                 run_isolated(task, todo, workers if workers > 1 else 0, timeout)
@@ -190,15 +220,7 @@ def build_corpus(
                     _record(_result(outcome, todo[outcome.index]), out, summary, done, bar)
     finally:
         bar.close()
-    summary.built = [ref.id for ref in order[:position] if ref.id in done]
-    summary.seconds = round(time.perf_counter() - start, 2)
-    summary.cpu_seconds = round(cpu_seconds() - cpu_start, 2)
-    timing = {"wall_seconds": summary.seconds, "cpu_seconds": summary.cpu_seconds, "workers": workers}
-    timing["pieces_built"] = len(summary.built) - summary.reused
-    if excluded:
-        timing["excluded_ids"] = len(excluded)
-    summary.splits = assemble(out, summary.built, options, timing=timing)
-    return summary
+    return position
 
 
 def check_arguments(pieces: int | None, workers: int | None, timeout: float | None) -> None:

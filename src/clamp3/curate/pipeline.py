@@ -100,43 +100,33 @@ def curate(
     for error in (*catalogue_errors, *document_errors):
         log.warning("%s", error)
     embedder = embedder if settings.retrieval != "bm25" else None  # bm25 never asks it
-    fingerprint = {
-        **asdict(settings),
-        "model": client.model,
-        "prompts": prompts.fingerprint,
-        "embed_model": embedder and embedder.model,
-    }
+    fingerprint = {**asdict(settings), "model": client.model, "prompts": prompts.fingerprint}
+    fingerprint["embed_model"] = embedder and embedder.model  # a changed setting refuses to resume
     state = RunState(paths["state"], json.loads(json.dumps(fingerprint)))
     done = state.open()
     pending = [item for item in items if item.id not in done]
     log.info("%d items, %d finished earlier, %d to do; %d passages", len(items), len(items) - len(pending),
              len(pending), len(passages))  # fmt: skip
     stopped, failures, config_error, vectors = None, {}, None, None
-    if pending:
-        try:
+    try:
+        if pending:
             retriever, vectors = _retriever(passages, settings, embedder, paths["embeddings"], show_progress)
             annotator = Annotator(client, prompts, retriever, settings, paths["output"].parent)
             stopped, failures = _run(annotator, pending, state, done, len(items), client, show_progress)
-        except LLMConfigError as exc:
-            stopped, config_error = f"endpoint refused the requests: {exc}", exc
-        except (BudgetExhausted, LLMUnavailable) as exc:
-            # Only passage embedding lets these out (``_run`` handles them per item). The vectors
-            # embedded so far are cached, so the rerun continues from there.
-            stopped = f"passage embedding stopped: {exc}; rerun to continue"
+    except LLMConfigError as exc:
+        stopped, config_error = f"endpoint refused the requests: {exc}", exc
+    except (BudgetExhausted, LLMUnavailable) as exc:
+        # Only passage embedding lets these out (``_run`` handles them per item). The vectors
+        # embedded so far are cached, so the rerun continues from there.
+        stopped = f"passage embedding stopped: {exc}; rerun to continue"
     report = _finalise(items, done, paths, prompts.annotation_schema)
-    report.update(
-        complete=report["pending"] == 0,
-        stopped=stopped,
-        failures=failures,
-        catalogue_errors=[str(e) for e in catalogue_errors],
-        document_errors=[str(e) for e in document_errors],
-        documents=n_documents,
-        passages=len(passages),
-        requests={**dict(client.stats), "budget": client.budget.limit, "used": client.budget.used},
-        retrieval=settings.retrieval,
-        embedding=_embedding_report(embedder, vectors) if embedder else None,
-        elapsed_seconds=round(time.monotonic() - started, 2),
-    )
+    report.update(complete=report["pending"] == 0, stopped=stopped, failures=failures)
+    report.update(catalogue_errors=[str(e) for e in catalogue_errors])
+    report.update(document_errors=[str(e) for e in document_errors], documents=n_documents)
+    report.update(passages=len(passages), retrieval=settings.retrieval)
+    report["requests"] = {**dict(client.stats), "budget": client.budget.limit, "used": client.budget.used}
+    report["embedding"] = _embedding_report(embedder, vectors) if embedder else None
+    report["elapsed_seconds"] = round(time.monotonic() - started, 2)
     report["rejected"][CATALOGUE_ERROR] = len(catalogue_errors)
     write_json_atomic(report_path or paths["report"], report)
     if config_error is not None:

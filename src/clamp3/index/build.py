@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clamp3.index.catalogue import Catalogue, read_catalogue
 from clamp3.index.embeddings import EmbeddingSet, load_embeddings
 from clamp3.index.records import META_FILE, read_meta
@@ -137,28 +139,14 @@ def build_index(
         emb_root, dim=index.dim if index else None, skip_errors=True, progress=progress
     )
     if index is None:
-        index = _create(
-            out,
-            embeddings,
-            approximate,
-            backend or "faiss",
-            milvus,
-            found_catalogue,
-            target_recall,
-            overwrite,
-        )
+        kind = backend or "faiss"
+        index = _create(out, embeddings, approximate, kind, milvus, found_catalogue, target_recall, overwrite)
     _check_model(index, embeddings, emb_root, out)
     records = embeddings.records()
     if found_catalogue is not None:
         records = found_catalogue.join(records)
         index.record_catalogue(found_catalogue.source.resolve())
-    replaced = removed = 0
-    if sync:
-        plan = plan_sync(index, embeddings.vectors, records)
-        apply_sync(index, embeddings.vectors, records, plan, progress=progress)
-        added, replaced, removed = len(plan.new), len(plan.changed), len(plan.vanished)
-    else:
-        added = index.add(embeddings.vectors, records, progress=progress)
+    added, replaced, removed = _fill(index, embeddings.vectors, records, sync, progress)
     index.save(out)
     for err in embeddings.errors:
         append_error(out / ERRORS_NAME, err.path, err.reason)
@@ -167,6 +155,18 @@ def build_index(
         out, index.kind, added, len(embeddings) - added - replaced, len(index), embeddings.errors,
         replaced, removed, index.backend, unmatched,
     )  # fmt: skip
+
+
+def _fill(
+    index: SearchIndex, vectors: np.ndarray, records: list[dict], sync: bool, progress: bool
+) -> tuple[int, int, int]:
+    """Add the new rows of ``vectors`` to ``index`` or (``sync``) make it hold exactly them;
+    returns how many were (added, replaced, removed)."""
+    if not sync:
+        return index.add(vectors, records, progress=progress), 0, 0
+    plan = plan_sync(index, vectors, records)
+    apply_sync(index, vectors, records, plan, progress=progress)
+    return len(plan.new), len(plan.changed), len(plan.vanished)
 
 
 def _create(

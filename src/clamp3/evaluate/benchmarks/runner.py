@@ -280,18 +280,9 @@ def run_benchmark(
     paper = published.for_model(published_as) if published_as else []
     for row in rows:
         row["published"] = published.match(paper, row)
-    result = {
-        "dataset": dataset,
-        "source": str(data.source),
-        "model": model_label,
-        "fingerprint": identity.fingerprint,
-        "published_as": published_as,
-        "ties": ties,
-        "subset": subset or mod.SUBSETS[0],
-        "rows": rows,
-        "notes": data.notes,
-        "errors": vectors.errors,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
+    result = {"dataset": dataset, "source": str(data.source), "model": model_label}
+    result.update(fingerprint=identity.fingerprint, published_as=published_as, ties=ties)
+    result.update(subset=subset or mod.SUBSETS[0], rows=rows, notes=data.notes, errors=vectors.errors)
+    result["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     picture = write_outputs(out, result, records, json_out, plot)
     return BenchmarkRun(rows, result, out, picture)
