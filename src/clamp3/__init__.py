@@ -23,7 +23,7 @@ _EXPORTS = {
     "Clamp3Model": "clamp3.model",
     "Clamp3Output": "clamp3.model",
     "Clamp3Pipeline": "clamp3.pipeline",
-    "load_pipeline": "clamp3.pipeline",
+    "load_pipeline": "clamp3.loading",
     "InputError": "clamp3.utils.errors",
 }
 
@@ -52,8 +52,9 @@ if TYPE_CHECKING:
         list_presets,
         load_preset,
     )
+    from clamp3.loading import load_pipeline
     from clamp3.model import Clamp3Model, Clamp3Output
-    from clamp3.pipeline import Clamp3Pipeline, load_pipeline
+    from clamp3.pipeline import Clamp3Pipeline
     from clamp3.utils.errors import InputError
 
 

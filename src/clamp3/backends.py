@@ -1,7 +1,7 @@
 """Which runtime a model source names: an ``export-onnx`` directory runs on ONNX Runtime
 (:class:`clamp3.onnx.runtime.OnnxModel`, no torch imported), anything else is a
 :class:`clamp3.model.Clamp3Model` (a converted directory, an official ``.pth`` or a tag).
-Commands load through :func:`clamp3.pipeline.load_pipeline`, which chooses the device and dtype
+Commands load through :func:`clamp3.loading.load_pipeline`, which chooses the device and dtype
 and calls this.
 
 Both objects offer the item-level contract (``embed_text_ids``, ``embed_patches``,

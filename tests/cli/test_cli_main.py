@@ -139,7 +139,8 @@ def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path, tiny_m
 
     import torch
 
-    from clamp3.pipeline import Clamp3Pipeline, load_pipeline
+    from clamp3.loading import load_pipeline
+    from clamp3.pipeline import Clamp3Pipeline
     from clamp3.utils.errors import InputError
 
     built_with = SimpleNamespace(model=str(tiny_model_dir), directory=tmp_path / "idx")
@@ -157,8 +158,8 @@ def test_search_and_serve_default_the_model_by_one_library_rule(tmp_path, tiny_m
 
 
 def test_the_one_loader_refuses_a_dtype_for_an_onnx_export_and_a_missing_device(tmp_path, capsys):
+    from clamp3.loading import load_pipeline
     from clamp3.onnx.layout import MANIFEST_NAME
-    from clamp3.pipeline import load_pipeline
     from clamp3.utils.errors import InputError, UsageError
 
     export = tmp_path / "export"

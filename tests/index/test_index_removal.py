@@ -89,7 +89,7 @@ def _killed_removal(make, tmp_path, monkeypatch) -> None:
         from clamp3.index.backends import milvus
 
         monkeypatch.setattr(milvus, "WRITE_BATCH", 2)
-        real, calls = milvus.MilvusIndex._delete_keys, itertools.count()
+        calls = itertools.count()
 
         def dying_delete(self, keys):  # the first batch (2 keys) is deleted, then the process dies
             if next(calls) == 0:

@@ -24,6 +24,7 @@ from clamp3.model_identity import (
     same_model,
 )
 
+
 def test_same_model_rule_and_refusal():
     assert same_model(ModelIdentity("/a", "t:1"), ModelIdentity("/b", "t:1")) is True  # a copy elsewhere
     assert same_model(ModelIdentity("saas", "t:1"), ModelIdentity("saas", "t:2")) is False  # retrained

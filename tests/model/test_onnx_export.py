@@ -212,7 +212,7 @@ def test_a_one_shot_pipeline_skips_prepacking_and_gives_the_same_vectors(exports
     """``clamp3 search`` loads for one query: the sessions open unpacked (faster to open, slower
     to run) and the vectors stay torch's."""
     from clamp3 import Clamp3Pipeline
-    from clamp3.pipeline import load_pipeline
+    from clamp3.loading import load_pipeline
 
     texts = ["a melancholy waltz for solo piano", "一首欢快的民歌"]
     want = Clamp3Pipeline(tiny_torch).encode_texts(texts)

@@ -97,9 +97,9 @@ def add_captioner_argument(p: argparse.ArgumentParser) -> None:
 
 def pipeline_of(args: argparse.Namespace, index: Any = None, one_shot: bool = False):
     """The pipeline of :func:`add_model_arguments` (and ``--captioner`` where the command has
-    it): :func:`clamp3.pipeline.load_pipeline`, which also defaults a missing ``--model`` to
+    it): :func:`clamp3.loading.load_pipeline`, which also defaults a missing ``--model`` to
     the one ``index`` records; ``one_shot`` for a command that encodes one query."""
-    from clamp3.pipeline import load_pipeline
+    from clamp3.loading import load_pipeline
 
     return load_pipeline(
         args.model,

@@ -10,6 +10,7 @@ finished unless the options ask for outputs it lacks (:func:`is_complete`). A fa
 from __future__ import annotations
 
 import json
+import os
 import traceback
 import warnings
 from pathlib import Path

@@ -326,7 +326,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     import torch
 
     from clamp3.demo.benchmark import run_benchmark
-    from clamp3.pipeline import load_pipeline
+    from clamp3.loading import load_pipeline
 
     work = Path(options.workdir)
     # A given model is resolved first: a wrong path or unreachable weights must fail in

@@ -101,7 +101,7 @@ def query_vector(
     modality = modality_of(query) if is_file else "text"
     if model is None:
         raise InputError(str(query), "a model is needed to encode this query (--model)")
-    from clamp3.pipeline import load_pipeline
+    from clamp3.loading import load_pipeline
 
     pipeline = load_pipeline(model, device=device, one_shot=True)  # loaded for this one query
     warn_if_other_model(pipeline.model, index_model)

@@ -28,8 +28,8 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from clamp3.config import TextTowerConfig
 from clamp3.tokenizer.compact import CompactUnigram, read_sidecar, write_sidecar

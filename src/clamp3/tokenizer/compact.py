@@ -72,7 +72,7 @@ class CompactUnigram:
             )
         if not 0 <= unk_id < len(scores):
             raise ValueError(f"unk_id {unk_id} is not one of the {len(scores)} ids")
-        ids_ok = 0 <= key_ids.min() and key_ids.max() < len(scores)
+        ids_ok = key_ids.min() >= 0 and key_ids.max() < len(scores)
         if not ids_ok or id_keys.min() < 0 or id_keys.max() >= len(keys):
             raise ValueError("an id or a piece position is out of range")
         self.keys = keys
