@@ -117,8 +117,14 @@ def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
     for required in (cfg_file, weights):
         if not required.is_file():
             raise CheckpointError(f"{path}: missing {required.name} (expected a save_pretrained directory)")
-    config = config or Clamp3Config.load(cfg_file)
-    handle = safe_open(str(weights), framework="pt")
+    try:
+        config = config or Clamp3Config.load(cfg_file)
+    except (ValueError, TypeError, KeyError) as exc:  # not JSON, unknown fields, wrong types
+        raise CheckpointError(f"{cfg_file}: not a clamp3 model config ({exc})") from exc
+    try:
+        handle = safe_open(str(weights), framework="pt")
+    except Exception as exc:  # safetensors' own error for a truncated or empty file
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from exc
     names = frozenset(handle.keys())
     shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in names}  # header only, no data read
     return WeightSource(config, names, handle.get_tensor, str(weights), directory=path, shapes=shapes)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from clamp3.config import SymbolicTowerConfig
-from clamp3.inputs import MODALITIES, Prepared, modality_of
+from clamp3.inputs import Prepared, check_modality, modality_of
 from clamp3.tokenizer import TokenizerNotFound
 from clamp3.utils.errors import CheckpointError, InputError
 
@@ -114,8 +114,7 @@ class Preparer:
         """Prepared items (or the ``InputError`` of a bad input) in input order; never raises
         for a bad input, whatever the parser or the worker did with it (an unknown ``modality``
         is the caller's mistake: ``ValueError``)."""
-        if modality is not None and modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; choose {', '.join(MODALITIES)}")
+        check_modality(modality)
         chosen = self._in_workers(inputs, modality)
         convert = functools.partial(
             prepare_symbolic_file, config=self.pipeline.config.symbolic, timeout=self.timeout

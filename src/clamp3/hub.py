@@ -51,6 +51,18 @@ def offline_reason() -> str | None:
     return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` can name a hub repository (``owner/name`` or ``name``, huggingface_hub's
+    own rule); a path such as ``/data/mert`` or ``./mert`` cannot."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def fetch(
     repo_id: str,
     filenames: str | Sequence[str],
@@ -67,6 +79,8 @@ def fetch(
     (what else the user may do, e.g. pass a path)."""
     from huggingface_hub import hf_hub_download
 
+    if not is_repo_id(repo_id):  # e.g. a folder path that does not exist: no hub can help
+        raise error(f"{repo_id}: no such folder (and not a Hugging Face repository id) for {what}")
     names = [filenames] if isinstance(filenames, str) else list(filenames)
     for name in names:
         path = cached(repo_id, name)

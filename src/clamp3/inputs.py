@@ -61,6 +61,13 @@ PREPARED_KINDS = ("abc", "mtf", "features")
 _BY_EXTENSION = {ext: kind for kind in KINDS for ext in kind.extensions}
 
 
+def check_modality(modality: str | None) -> None:
+    """Refuse a modality argument that is none of :data:`MODALITIES` (``None`` means any):
+    ``ValueError``, the caller's mistake, not a bad input."""
+    if modality is not None and modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; choose {', '.join(MODALITIES)}")
+
+
 def extensions(modality: str | None = None, kinds: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """Supported extensions (with the dot), in table order: all, those of one ``modality``,
     and/or those of the named ``kinds``."""

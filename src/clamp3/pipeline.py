@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from clamp3.config import AudioTowerConfig, Clamp3Config, SymbolicTowerConfig, TextTowerConfig
-from clamp3.inputs import Prepared, kind_of, read_feature_file, read_text_file
+from clamp3.inputs import Prepared, check_modality, kind_of, read_feature_file, read_text_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.vectors import l2_normalize
 
@@ -237,8 +237,9 @@ class Clamp3Pipeline:
         ``modality`` (optional) is what the caller expects: a file of another modality is an
         ``InputError``. ``timeout`` bounds a MusicXML/MIDI conversion (seconds). Raises
         ``InputError`` naming the file for an unsupported type, a missing or unreadable file,
-        or a model without the tower.
+        or a model without the tower; ``ValueError`` for an unknown ``modality``.
         """
+        check_modality(modality)
         kind = kind_of(path)
         if modality is not None and kind.modality != modality:
             raise InputError(path, f"is a {kind.modality} file ({kind.name}), not {modality}")

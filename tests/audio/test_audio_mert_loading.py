@@ -90,6 +90,18 @@ def test_folder_without_weights(tmp_path):
         MertExtractor.from_pretrained(tmp_path)
 
 
+def test_a_missing_folder_is_not_taken_for_a_hub_repository(tmp_path):
+    """No hub could hold an absolute path: the error says so, not "hf download /abs/path"."""
+    from clamp3.hub import is_repo_id
+
+    missing = tmp_path / "no_such_mert"
+    with pytest.raises(CheckpointError, match="no such folder") as err:
+        MertExtractor.from_pretrained(missing)
+    assert str(missing) in str(err.value) and "hf download" not in str(err.value)
+    assert is_repo_id("m-a-p/MERT-v1-95M") and is_repo_id("mert")
+    assert not any(map(is_repo_id, (str(missing), "./mert", "a/b/c", "..")))
+
+
 def test_cqt_variant_is_refused(tmp_path):
     cfg = dict(TINY_MERT_CONFIG, feature_extractor_cqt=True)
     folder = write_mert_folder(tmp_path / "cqt", cfg, tiny_mert_keys())

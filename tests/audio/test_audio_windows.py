@@ -39,7 +39,7 @@ def test_normalisation_is_whole_track_population_variance():
 @pytest.mark.parametrize(
     ("wave", "reason"),
     [
-        (np.ones(MIN_WINDOW_SAMPLES - 1, np.float32), "too short: 1.00 s"),
+        (np.ones(MIN_WINDOW_SAMPLES - 1, np.float32), "too short: 0.99 s"),
         (np.zeros(48000, np.float32), "silent"),
         (np.full(48000, 0.3, np.float32), "silent"),  # a constant offset has no variance either
         (np.array([0.1, np.inf] * 24000, np.float32), "NaN or infinite"),

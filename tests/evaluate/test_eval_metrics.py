@@ -74,6 +74,16 @@ def test_hit_curve_and_bad_input():
         metrics.ranks(np.zeros((1, 2)), [2])
 
 
+@pytest.mark.parametrize("ties", metrics.TIE_MODES)
+def test_a_nan_similarity_is_refused_not_scored_as_a_hit(ties):
+    """NaN compares as neither greater nor equal: counted, it made a broken query a perfect hit."""
+    with pytest.raises(ValueError, match=r"NaN similarity in 1 query row\(s\) \(1\)"):
+        metrics.ranks(np.array([[0.9, 0.1, 0.2], [np.nan, 0.5, 0.9]]), [0, 0], ties=ties)
+    queries, references = np.array([[np.nan, 0.0, 0.0]]), np.eye(3)
+    with pytest.raises(ValueError, match="NaN similarity"):
+        metrics.rank_counts_chunked(queries, references, [0])
+
+
 def naive_expected(scores: list[float], correct: int, ks=(1, 10, 100)) -> dict[str, float]:
     """E[1/rank] and P(rank <= k) by listing every position the correct item takes when its
     ties are shuffled (all equally likely)."""

@@ -149,6 +149,11 @@ def test_bad_vectors_are_refused(rng):
     with pytest.raises(ValueError, match="query dimension"):
         index.search(np.ones((1, 5), np.float32))
     assert len(index) == 0
+    index.add(np.ones((1, 8), np.float32), [{"key": "one", "path": "one.npy"}])
+    for query in (np.full(8, np.nan), np.zeros(8), np.stack([np.ones(8), np.full(8, np.inf)])):
+        with pytest.raises(ValueError, match="zero or non-finite query"):  # never "no hits"
+            index.search(query.astype(np.float32))
+    assert [h.key for h in index.search(np.ones(8, np.float32))[0]] == ["one"]
 
 
 def test_load_reports_missing_files(rng, tmp_path):

@@ -205,6 +205,25 @@ def test_tag_offline_and_not_cached_says_what_to_fetch(tmp_path, monkeypatch):
     assert "hf download" in message
 
 
+@pytest.mark.parametrize(
+    ("name", "damage", "reason"),
+    [
+        ("config.json", lambda b: b"{not json", "not a clamp3 model config"),
+        ("config.json", lambda b: b.replace(b"{", b'{"bogus": 1, ', 1), "unknown model config fields"),
+        ("model.safetensors", lambda b: b[:1000], "unreadable safetensors file"),
+        ("model.safetensors", lambda b: b[: len(b) * 9 // 10], "unreadable safetensors file"),
+        ("model.safetensors", lambda b: b"", "unreadable safetensors file"),
+    ],
+)
+def test_a_damaged_model_folder_is_a_checkpoint_error_naming_the_file(tiny, tmp_path, name, damage, reason):
+    tiny.save_pretrained(tmp_path / "m")
+    target = tmp_path / "m" / name
+    target.write_bytes(damage(target.read_bytes()))
+    with pytest.raises(CheckpointError, match=reason) as info:
+        Clamp3Model.from_pretrained(tmp_path / "m")
+    assert str(info.value).startswith(f"{target}: ")
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a model directory"):
         Clamp3Model.from_pretrained(tmp_path / "nothing-here")

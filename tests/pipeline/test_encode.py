@@ -106,6 +106,10 @@ def test_bad_files_raise_input_errors_naming_them(pipeline, tmp_path):
         with pytest.raises(InputError) as info:
             pipeline.encode_files([tmp_path / name])
         assert info.value.path.endswith(name) and reason in info.value.reason
+    # an unknown modality is the caller's mistake, not the first file's (as for Preparer)
+    with pytest.raises(ValueError, match="unknown modality 'bogus'") as info:
+        pipeline.encode_files([tmp_path / "empty.txt"], modality="bogus")
+    assert not isinstance(info.value, InputError)
 
 
 def test_a_string_naming_an_existing_file_is_text_for_encode_texts(pipeline, tmp_path, monkeypatch):

@@ -62,7 +62,16 @@ def test_malformed_mtf_names_the_line(tmp_path):
         mtf_to_midi("note_on 0 0 60 80", tmp_path / "x.mid")
     with pytest.raises(ValueError, match="line 3"):
         mtf_to_midi("ticks_per_beat 480\nnote_on 0 0 60 80\nnote_on 0 0 sixty 80", tmp_path / "x.mid")
+    # mido takes these when the message is made and fails only on save, naming no line
+    with pytest.raises(ValueError, match=r"line 3.*'0\.5' is not a whole number"):
+        mtf_to_midi("ticks_per_beat 480\nnote_on 0 0 60 64\nnote_off 0.5 0 60 0", tmp_path / "x.mid")
+    with pytest.raises(ValueError, match="line 2.*negative delta time -5"):
+        mtf_to_midi("ticks_per_beat 480\nset_tempo 500000 -5\nend_of_track 0", tmp_path / "x.mid")
+    with pytest.raises(ValueError, match="line 2.*negative delta time"):
+        mtf_to_midi("ticks_per_beat 480\nunknown_meta 127 [1, 2] -1", tmp_path / "x.mid")
     assert not (tmp_path / "x.mid").exists()
+    mtf_to_midi("ticks_per_beat 480\nnote_on 0.0 0 60 64\nend_of_track 0", tmp_path / "x.mid")  # "0.0" is 0
+    assert midi_to_mtf(tmp_path / "x.mid").splitlines()[1] == "note_on 0 0 60 64"
 
 
 @pytest.mark.parametrize(

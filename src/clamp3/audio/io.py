@@ -60,8 +60,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     """Decode ``path`` (wav, flac, ogg, mp3) to a mono float32 waveform at ``sample_rate`` Hz.
 
     Returns float32 (n_samples,): the channel mean, resampled, not normalised. Raises
-    :class:`InputError` naming the file for a missing, unsupported, unreadable, truncated or
-    empty file, or one holding NaN/infinite samples.
+    :class:`InputError` naming the file for a missing, unsupported, unreadable or empty file,
+    one holding NaN/infinite samples, and a truncated file whose decoder reports it (MP3, FLAC);
+    a truncated WAV or OGG decodes to the samples it still holds (libsndfile reads them
+    without an error).
     """
     path = Path(path)
     if not is_audio_file(path):

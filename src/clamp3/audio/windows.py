@@ -65,9 +65,10 @@ def prepare_track(wave: np.ndarray, name: str = "<waveform>") -> Track:
     if not np.isfinite(wave).all():
         raise InputError(name, "the audio holds NaN or infinite samples")
     if len(wave) < MIN_WINDOW_SAMPLES:
+        seconds = np.floor(len(wave) / SAMPLE_RATE * 100) / 100  # down: 0.999 s must not read "1.00 s"
         raise InputError(
             name,
-            f"audio too short: {len(wave) / SAMPLE_RATE:.2f} s at 24 kHz; at least 1 s is needed "
+            f"audio too short: {seconds:.2f} s at 24 kHz; at least 1 s is needed "
             "(the official extractor silently drops such files)",
         )
     mean = wave.mean(dtype=np.float32)

@@ -62,6 +62,8 @@ def rank_counts(similarity: np.ndarray, correct: Sequence[int] | np.ndarray) -> 
     """``(greater, tied)`` int64 (Q,) for similarity (Q, R) and correct column per query (Q,).
 
     ``tied`` excludes the correct reference itself (definitions in the module docstring).
+    Raises ``ValueError`` for a NaN similarity (a NaN embedding): it compares as neither greater
+    nor equal, so it would score its query as a perfect hit.
     """
     sim = np.asarray(similarity)
     idx = np.asarray(correct, dtype=np.int64)
@@ -69,6 +71,10 @@ def rank_counts(similarity: np.ndarray, correct: Sequence[int] | np.ndarray) -> 
         raise ValueError(f"similarity must be (Q, R) and correct (Q,), got {sim.shape} and {idx.shape}")
     if len(idx) and (idx.min() < 0 or idx.max() >= sim.shape[1]):
         raise ValueError("correct indices must lie in [0, R)")
+    broken = np.flatnonzero(np.isnan(sim).any(axis=1))
+    if len(broken):
+        rows = ", ".join(map(str, broken[:5])) + (", ..." if len(broken) > 5 else "")
+        raise ValueError(f"NaN similarity in {len(broken)} query row(s) ({rows}): a NaN embedding?")
     target = sim[np.arange(len(idx)), idx][:, None]
     greater = (sim > target).sum(axis=1).astype(np.int64)
     tied = (sim == target).sum(axis=1).astype(np.int64) - 1

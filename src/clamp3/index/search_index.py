@@ -338,8 +338,12 @@ class SearchIndex:
         Queries are normalised here. ``modality`` keeps only rows of that modality, ``where``
         only rows passing a filter (:mod:`clamp3.index.filters`). Returns one list per query,
         best first, equal scores ordered by key; shorter than ``k`` when fewer rows qualify.
+        Raises ``ValueError`` for a zero or non-finite query (as :meth:`add` refuses such rows).
         """
-        queries = normalize(vectors)
+        raw = np.atleast_2d(np.asarray(vectors))
+        if not (np.isfinite(raw).all() and raw.any(axis=-1).all()):
+            raise ValueError("a zero or non-finite query vector cannot be searched")
+        queries = normalize(raw)
         if queries.shape[1] != self.dim:
             raise ValueError(f"query dimension {queries.shape[1]} != index dimension {self.dim}")
         if k < 1:

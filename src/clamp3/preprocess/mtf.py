@@ -119,7 +119,7 @@ def line_to_message(line: str) -> Any:
     kind, _, rest = line.partition(" ")
     if kind == "unknown_meta":  # type_byte data time
         type_byte, data, time = _split_bytes(rest)
-        return mido.UnknownMetaMessage(int(type_byte[0]), data=data, time=_number(time[0]))
+        return _checked(mido.UnknownMetaMessage(int(type_byte[0]), data=data, time=_number(time[0])))
     try:
         template = mido.Message(kind)
         build = mido.Message
@@ -143,7 +143,15 @@ def line_to_message(line: str) -> Any:
         key: value if isinstance(defaults[key], str) or key == "data" else _number(value)
         for key, value in zip(fields, values)
     }
-    return build(kind, **kwargs)
+    return _checked(build(kind, **kwargs))
+
+
+def _checked(message: Any) -> Any:
+    """``message``, refused when its delta time is negative: mido accepts that when the message
+    is made and fails only when the file is saved, with no line to name."""
+    if message.time < 0:
+        raise ValueError(f"negative delta time {message.time}")
+    return message
 
 
 def _split_bytes(rest: str) -> tuple[list[str], list[int], list[str]]:
@@ -158,6 +166,9 @@ def _split_bytes(rest: str) -> tuple[list[str], list[int], list[str]]:
     return before, data, after
 
 
-def _number(value: str) -> int | float:
+def _number(value: str) -> int:
+    """An MTF value: every number a MIDI file holds is a whole number (``"64"``, ``"64.0"``)."""
     number = float(value)
-    return int(number) if number.is_integer() else number
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
