@@ -119,17 +119,17 @@ def join_text_lines(lines: Iterable[str]) -> str:
 
 def read_text_file(path: str | os.PathLike) -> str:
     """A ``.txt`` input -> one text: non-empty lines, deduplicated in order, joined by ``</s>``
-    (the official multi-line text input). ``InputError`` for unreadable, non-UTF-8 or empty files."""
+    (the official multi-line text input; a line of blanks among others is kept, as there).
+    ``InputError`` for unreadable, non-UTF-8, empty or whitespace-only files."""
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
-    text = join_text_lines(raw.split("\n"))
-    if not text:
-        raise InputError(path, "the text file is empty")
-    return text
+    if not raw.strip():  # as a typed query of blanks is refused; blank lines among words are kept
+        raise InputError(path, "the text file is empty" + (" (only whitespace)" if raw else ""))
+    return join_text_lines(raw.split("\n"))
 
 
 def check_feature_rows(array: np.ndarray, feature_dim: int, name: str | os.PathLike) -> np.ndarray:

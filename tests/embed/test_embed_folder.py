@@ -291,6 +291,13 @@ def test_output_and_earlier_outputs_inside_the_input_are_not_embedded(tiny_model
     assert main(["embed", str(src), str(src / "emb"), *base]) == 0
     assert "embedded 0, skipped 5 already done, failed 0 (of 5)" in capsys.readouterr().err
     assert sorted(r["path"] for r in read_jsonl(src / "emb" / "manifest.jsonl"))[0].startswith("group0/")
+    # OUT = IN: a (1, D) vector passes for (1, n, D) features, so a rerun would embed the outputs
+    # and overwrite them; refused before anything is written (also through another spelling)
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    for out in (src, src / "group0" / ".."):
+        assert main(["embed", str(src), str(out), *base]) == 2
+        assert "the output folder is the input folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
 
 
 def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(

@@ -59,9 +59,11 @@ def test_index_refuses_overwrite_appends_and_reports_bad_files(tmp_path, rng, ca
     # New files plus a broken one: append adds the new ones, reports the broken one, exit 1.
     np.save(emb / "new1.npy", rng.standard_normal((1, 32)).astype(np.float32))
     (emb / "broken.npy").write_bytes(b"garbage")
+    np.save(emb / "zero.npy", np.zeros((1, 32), np.float32))  # refused alone, as the broken file
     assert main(["index", str(emb), str(idx), "--append", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "1 added, 20 already there, 1 failed" in err and "broken.npy: unreadable .npy" in err
+    assert "1 added, 20 already there, 2 failed" in err and "broken.npy: unreadable .npy" in err
+    assert "zero.npy: embedding is all zeros" in err
     assert json.loads((idx / "meta.json").read_text())["count"] == 21
     assert "broken.npy" in (idx / "errors.jsonl").read_text()
     # A folder of another dimension cannot be appended.

@@ -57,6 +57,7 @@ def test_mismatched_dimensions(tmp_path, rng):
         (b"not a numpy file", "unreadable .npy"),
         (None, r"got \(1, 5, 8\) \(unpooled"),
         ("nan", "NaN or infinity"),
+        ("zero", "all zeros"),  # skipped like the others, not the end of an index build
     ],
 )
 def test_bad_files_name_the_file_and_reason(tmp_path, rng, content, reason):
@@ -64,8 +65,8 @@ def test_bad_files_name_the_file_and_reason(tmp_path, rng, content, reason):
     bad = tmp_path / "bad.npy"
     if content is None:
         _save(bad, rng.standard_normal((1, 5, 8)))
-    elif content == "nan":
-        _save(bad, np.full((1, 8), np.nan))
+    elif content in ("nan", "zero"):
+        _save(bad, np.full((1, 8), np.nan if content == "nan" else 0.0))
     else:
         bad.write_bytes(content)
     with pytest.raises(InputError, match=reason) as info:

@@ -91,12 +91,14 @@ def test_text_file_lines_are_deduplicated_in_order(pipeline, tmp_path):
 
 def test_bad_files_raise_input_errors_naming_them(pipeline, tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text("   \n\t\n", encoding="utf-8")
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 7), dtype=np.float32))
     (tmp_path / "x.mid").write_bytes(b"MThd garbage")
     (tmp_path / "x.docx").write_bytes(b"PK")
     for name, reason in [
         ("empty.txt", "empty"),
+        ("blank.txt", "empty (only whitespace)"),
         ("bad.npy", "readable"),
         ("wrong.npy", "shape"),
         ("missing.abc", "no such file"),

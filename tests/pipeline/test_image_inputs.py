@@ -11,14 +11,18 @@ import pytest
 from conftest import make_images, write_image
 
 from clamp3.cli.main import main
+from clamp3.pipeline import Clamp3Pipeline
 from clamp3.utils.io import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on busy cores: one thread is faster
 
 
-def test_an_image_vector_is_the_text_vector_of_its_caption(image_pipeline, tmp_path):
+def test_an_image_vector_is_the_text_vector_of_its_caption(image_pipeline, tiny_blip_dir, tmp_path):
     images = make_images(tmp_path)
-    assert not image_pipeline.captioner.loaded  # named, not loaded, until an image comes
+    fresh = Clamp3Pipeline(image_pipeline.model, captioner=tiny_blip_dir)  # the shared one may be loaded
+    assert not fresh.captioner.loaded  # named, not loaded, until an image comes
+    fresh.encode_texts(["a text needs no captioner"])
+    assert not fresh.captioner.loaded
     vectors = image_pipeline.encode_files(images)
     captions = [image_pipeline.captioner.caption(path) for path in images]
     assert len(set(captions)) == len(images)  # distinct captions: a mix-up would show

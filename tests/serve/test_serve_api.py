@@ -259,3 +259,31 @@ def test_a_slow_upload_does_not_block_text_search(library, tiny_model, monkeypat
         other = (library.media / "midi/m21_k525short.mid").read_bytes()
         refused = client.post("/api/search/file", files={"file": ("q.mid", other)})
         assert refused.status_code == 422 and "too long" in refused.json()["message"]
+
+
+def test_a_file_name_that_is_not_utf8_is_served_under_its_id(tmp_path, tiny_model_dir, tiny_model):  # noqa: F811
+    """The service used to refuse to start: the name's surrogate escapes broke the item id."""
+    import os
+
+    from clamp3.embed_folder import embed_folder
+    from clamp3.index import build_index
+    from clamp3.serve.settings import LOCAL_HOSTS, Settings
+    from clamp3.serve.service import build_app
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / os.fsdecode(b"latin\xe9.txt")).write_text("a latin waltz", encoding="utf-8")
+    (media / "plain.txt").write_text("a plain march", encoding="utf-8")
+    embed_folder(tiny_model, media, tmp_path / "emb", show_progress=False, model_id=str(tiny_model_dir))
+    build_index(tmp_path / "emb", tmp_path / "idx", progress=False)
+    app = build_app(tmp_path / "idx", media, tiny_model, Settings(allowed_hosts=LOCAL_HOSTS | {"testserver"}))
+    with client_for(app) as c:
+        assert c.get("/api/health").json()["items"] == 2
+        results = c.get("/api/search", params={"q": "waltz", "k": 5}).json()["results"]
+        latin = next(r for r in results if r["path"] != "plain.txt")
+        assert latin["path"] == "latin\ufffd.txt"  # shown with U+FFFD, reached by id
+        served = c.get(latin["file_url"])
+        assert served.status_code == 200 and served.content == b"a latin waltz"
+        assert "filename*=UTF-8''latin%EF%BF%BD.txt" in served.headers["content-disposition"]
+        assert c.get(f"/api/items/{latin['id']}").json()["name"] == "latin\ufffd.txt"
+        assert c.get(f"/api/items/{latin['id']}/similar").status_code == 200

@@ -37,16 +37,34 @@ def test_json_files_and_text_take_any_path(tmp_path):
     )
 
 
-def test_a_truncated_last_line_is_ignored_and_the_next_append_starts_a_new_line(tmp_path):
+def test_a_truncated_last_line_is_ignored_and_cut_off_by_the_next_append(tmp_path):
     log = tmp_path / "manifest.jsonl"
     append_jsonl(log, {"path": "a.mid"})
     with open(log, "a", encoding="utf-8") as handle:
         handle.write('{"path": "b.m')  # what a writer killed mid-line leaves
     assert read_jsonl(log) == [{"path": "a.mid"}]
-    append_jsonl(log, {"path": "c.mid"})  # the remnant becomes a line of its own
-    with pytest.raises(InputError) as caught:
-        read_jsonl(log)  # ... which is now damage in the middle, reported, not skipped
-    assert (caught.value.path, caught.value.reason.split(":")[0]) == (str(log), "line 2")
+    append_jsonl(log, {"path": "c.mid"})  # the remnant goes: kept, it would be damage mid-file
+    assert read_jsonl(log) == [{"path": "a.mid"}, {"path": "c.mid"}]
+    assert log.read_bytes().count(b"\n") == 2
+    first = tmp_path / "torn-first.jsonl"
+    first.write_bytes(b'{"path": "x')  # killed during the very first line
+    append_jsonl(first, {"path": "y"})
+    assert first.read_bytes() == b'{"path": "y"}\n'
+
+
+def test_a_torn_manifest_line_leaves_the_embedding_folder_usable(tmp_path, tiny_model_dir):
+    """A kill mid-line, then two reruns: the second used to fail on a broken line mid-file."""
+    from clamp3.cli.main import main
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"t{i}.txt").write_text(f"a waltz number {i}", encoding="utf-8")
+    args = ["embed", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"]
+    assert main(args) == 0
+    manifest = tmp_path / "out" / "manifest.jsonl"
+    manifest.write_bytes(manifest.read_bytes()[:-20])  # the last record torn
+    assert main(args) == 0 and main(args) == 0
+    assert sorted(r["path"] for r in read_jsonl(manifest)) == ["t0.txt", "t1.txt", "t2.txt"]
 
 
 def test_a_malformed_line_in_the_middle_names_the_file_and_line(tmp_path):

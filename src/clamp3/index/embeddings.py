@@ -79,7 +79,8 @@ def read_vector(path: Path, dim: int | None = None) -> np.ndarray:
     """One stored embedding -> float32 (D,).
 
     Accepts (D,) and (1, D). Raises ``InputError`` naming the file for an unreadable file, any
-    other shape (e.g. unpooled (1, n, D) features), a dimension other than ``dim``, or NaN/inf.
+    other shape (e.g. unpooled (1, n, D) features), a dimension other than ``dim``, NaN/inf, or
+    an all-zero vector (it has no direction: no index can hold it, no query can use it).
     """
     try:
         array = np.load(path, allow_pickle=False)
@@ -97,6 +98,8 @@ def read_vector(path: Path, dim: int | None = None) -> np.ndarray:
         raise InputError(path, f"dimension {array.shape[0]} differs from the expected {dim}")
     if not np.isfinite(array).all():
         raise InputError(path, "embedding contains NaN or infinity")
+    if not array.any():
+        raise InputError(path, "embedding is all zeros")
     return array.astype(np.float32, copy=False)
 
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clamp3.serve import errors
-from clamp3.serve.catalog import Catalog
+from clamp3.serve.catalog import Catalog, shown
 from clamp3.serve.guards import BodyLimit, HostGuard, SecurityHeaders
 from clamp3.serve.logs import AccessLog, request_id
 from clamp3.serve.render import Renderer
@@ -41,7 +41,7 @@ UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the 
 
 def _error(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     headers = extra.pop("headers", None)
-    body = {"error": code, "message": message, "request_id": request_id(request.scope), **extra}
+    body = {"error": code, "message": shown(message), "request_id": request_id(request.scope), **extra}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -52,7 +52,16 @@ TEXT_PREVIEW_CHARS = 2000
 
 
 def item_id(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    """The item's id in URLs: 16 hex digits of the key's SHA-256. A key from a file name that
+    is not valid UTF-8 holds surrogate escapes (``os.fsdecode``); they hash as the raw bytes."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def shown(text: str) -> str:
+    """``text`` as the service shows it: a file name that is not valid UTF-8 holds surrogate
+    escapes (``os.fsdecode``), which no JSON encoder writes; each becomes U+FFFD. Files are
+    reached by id, never by this name."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -294,7 +303,7 @@ class Catalog:
         hits = snap.index.search(vector[None, :], fetch, where=condition)[0]
         hits = [h for h in hits if h.row != exclude and h.row not in snap.hidden][:wanted]
         results = [
-            Result(snap.ids[h.row], rank, h.score, h.modality, h.path, media_kind(h.path))
+            Result(snap.ids[h.row], rank, h.score, h.modality, shown(h.path), media_kind(h.path))
             for rank, h in enumerate(hits[offset:], start=offset + 1)
         ]
         return Page(results, total, offset, k)
@@ -320,9 +329,9 @@ class Catalog:
         entry = snap.index.entry(row)
         info: dict[str, Any] = {
             "id": identifier,
-            "key": entry["key"],
-            "path": entry["path"],
-            "name": PurePosixPath(entry["path"]).name,
+            "key": shown(entry["key"]),
+            "path": shown(entry["path"]),
+            "name": shown(PurePosixPath(entry["path"]).name),
             "modality": entry.get("modality"),
             "kind": media_kind(entry["path"]),
             "size_bytes": None,
@@ -336,7 +345,7 @@ class Catalog:
                 with open(path, encoding="utf-8", errors="replace") as handle:
                     info["text"] = handle.read(TEXT_PREVIEW_CHARS)
         except (NotFound, Forbidden, OSError) as exc:  # described, never served
-            info["available"], info["problem"] = False, str(exc)
+            info["available"], info["problem"] = False, shown(str(exc))
             return info
         info["available"], info["problem"] = True, None
         return info

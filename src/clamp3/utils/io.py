@@ -105,24 +105,57 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk (logs and manifests that survive a kill).
 
-    A line is written with a single ``write`` call in append mode, so concurrent writers and
-    a kill can at worst leave a final line without its newline, which :func:`read_jsonl`
-    skips; the next append starts a new line after such a remnant instead of gluing onto it.
-    Any path can be recorded, including file names that are not valid UTF-8 (see :func:`json_text`).
+    A line is written with a single ``write`` call in append mode, under an exclusive advisory
+    lock (``flock``, where the platform has it) that every writer through this function takes.
+    A kill can at worst leave a final line without its newline, which :func:`read_jsonl`
+    skips; the next append cuts such a remnant off before writing. (Writing after it would put
+    a broken line in the middle of the file, which :func:`read_jsonl` must refuse: the file
+    would stay unreadable.) Any path can be recorded, including file names that are not valid
+    UTF-8 (see :func:`json_text`).
     """
-    line = json_text(record) + "\n"
-    with open(path, "ab") as handle:
-        if handle.tell() > 0 and _last_byte(path) != b"\n":
-            line = "\n" + line
-        handle.write(line.encode("utf-8"))
+    line = (json_text(record) + "\n").encode("utf-8")
+    with open(path, "ab") as handle, _locked(handle):
+        end = handle.seek(0, os.SEEK_END)
+        if end > 0 and _last_byte(path) != b"\n":
+            handle.truncate(_after_last_newline(path))
+        handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _locked(handle: Any) -> Iterator[None]:
+    """An exclusive ``flock`` on ``handle`` for the block (no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: appends are not serialised there
+        yield
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _last_byte(path: str | os.PathLike) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1)
+
+
+def _after_last_newline(path: str | os.PathLike, block: int = 1 << 16) -> int:
+    """The offset just after the file's last ``\n`` (0 when it has none), read from the end."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            found = handle.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
