@@ -52,9 +52,9 @@ from clamp3.formats import (
 from clamp3.inputs import Prepared, extensions, kind_of, modality_of
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.pipeline import Clamp3Pipeline, as_pipeline
-from clamp3.utils.errorlog import append_error, read_errors
+from clamp3.utils.errorlog import append_error, keep_errors
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, atomic_path, file_sha256, remove_stale_temporaries, save_npy_atomic
+from clamp3.utils.io import file_sha256, remove_stale_temporaries, save_npy_atomic
 from clamp3.utils.walk import Listing, walk_files
 
 if TYPE_CHECKING:
@@ -142,13 +142,6 @@ def plan(
     return jobs, failures
 
 
-def _rewrite_jsonl(path: Path, records: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.touch()
-        for record in records:
-            append_jsonl(tmp, record)
-
-
 def _discard_outputs(out: Path, rank: int, world: int) -> None:
     """--overwrite: delete this rank's manifest and the .npy files it lists (they may come from
     another model); rank 0 also clears the ranks an earlier, wider launch left."""
@@ -199,12 +192,11 @@ class _Run:
 
     def start_error_log(self, pending: set[str]) -> None:
         """Keep the old records of files about to be retried; drop the rest (fixed or gone)."""
-        _rewrite_jsonl(self.errors, [r.to_json() for r in read_errors(self.errors) if r.path in pending])
+        keep_errors(self.errors, pending.__contains__)
 
     def finish_error_log(self) -> None:
         """One record per file still failing: the latest, without files embedded since."""
-        latest = {r.path: r.to_json() for r in read_errors(self.errors)}
-        _rewrite_jsonl(self.errors, [r for p, r in latest.items() if p not in self.embedded])
+        keep_errors(self.errors, lambda path: path not in self.embedded)
 
     def record(self, rel: str, npy: str, path: Path, item: Prepared, shape: tuple) -> ManifestRecord:
         stat = path.stat()

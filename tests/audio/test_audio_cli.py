@@ -55,6 +55,35 @@ def test_extract_audio_tree(audio_tree, tmp_path, tiny_mert_dir, capsys):
     assert not list(out.rglob("*.tmp"))
 
 
+def test_reruns_redo_edited_recordings_keep_one_error_each_and_refuse_another_frontend(tmp_path, capsys):
+    import json
+    import os
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    sf.write(root / "t.wav", _tone(2.0, 24000), 24000)
+    (root / "bad.wav").write_bytes(b"RIFF....WAVEnot audio")
+    argv = ["extract-audio", str(root), str(out), "--model", "logmel:8", "--no-progress"]
+    for _ in range(3):  # a failing file is retried each time and listed once
+        assert main(argv) == 1
+    assert [e.path for e in read_errors(out / "errors.jsonl")] == ["bad.wav"]
+    assert np.load(out / "t.npy").shape == (1, 1, 8)
+    sf.write(root / "t.wav", _tone(12.0, 24000), 24000)  # the recording is edited: newer than its output
+    later = (out / "t.npy").stat().st_mtime_ns + 10**9
+    os.utime(root / "t.wav", ns=(later, later))
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert "wrote 1, skipped 0 existing" in capsys.readouterr().out
+    assert np.load(out / "t.npy").shape == (1, 3, 8)
+    (root / "bad.wav").unlink()  # fixed or gone: its record goes
+    assert main(argv) == 0 and read_errors(out / "errors.jsonl") == []
+    assert json.loads((out / "extract.json").read_text())["source"] == "logmel:8"
+    other = ["extract-audio", str(root), str(out), "--model", "logmel:16", "--no-progress"]
+    assert main(other) == 2  # its features would sit beside the 8-band ones
+    assert "holds features of" in capsys.readouterr().err
+    assert np.load(out / "t.npy").shape == (1, 3, 8)
+
+
 def test_same_output_name_is_an_error_not_an_overwrite(tmp_path, capsys):
     root = tmp_path / "in"
     root.mkdir()

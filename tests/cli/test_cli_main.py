@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,24 @@ def test_the_rule_covers_value_errors_paths_and_custom_statuses(monkeypatch, cap
     _one_error_line(capsys)
     assert _run_with(monkeypatch, LLMConfigError("401 from the endpoint"), ["presets"]) == 4
     assert _one_error_line(capsys) == "error: 401 from the endpoint"
+    # an OS error names its path first, without Python's "[Errno 17] ...: 'out'" form
+    assert _run_with(monkeypatch, FileExistsError(17, "File exists", "out"), ["presets"]) == 2
+    assert _one_error_line(capsys) == "error: out: exists and is not a folder"
+    assert _run_with(monkeypatch, PermissionError(13, "Permission denied", "/x.json"), ["presets"]) == 2
+    assert _one_error_line(capsys) == "error: /x.json: Permission denied"
+
+
+def test_an_unwritable_output_is_named_not_its_temporary(tmp_path):
+    from clamp3.utils.io import write_json_atomic
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError) as info:
+        write_json_atomic(tmp_path / "afile" / "x.json", {})
+    assert info.value.filename == str(tmp_path / "afile")  # mkdir of the folder: the file is in the way
+    target = Path("/proc/clamp3-test.json")  # a folder where no file can be made
+    with pytest.raises(OSError) as info:
+        write_json_atomic(target, {})
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
 
 
 def test_a_bug_keeps_its_traceback_and_verbose_shows_every_traceback(monkeypatch):

@@ -52,6 +52,12 @@ def test_build_prompts_any_language():
         build_prompts(["jazz"], ["no placeholder"])
     with pytest.raises(ValueError, match="unique"):
         build_prompts(["jazz", "jazz"])
+    with pytest.raises(ValueError, match=r"label 3 of 3 is empty \(a stray comma\?\)"):
+        build_prompts("jazz,rock,".split(","))
+    with pytest.raises(ValueError, match="label 2 of 3 is empty"):
+        build_prompts("jazz, ,rock".split(","))
+    with pytest.raises(ValueError, match="at least one label"):
+        build_prompts([])
 
 
 def test_ensemble_is_mean_of_normalised_prompts_renormalised(rng):

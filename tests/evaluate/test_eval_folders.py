@@ -141,6 +141,11 @@ def test_cli_eval_writes_ranks_metrics_and_plot(folders, tmp_path, capsys):
     assert len(ranks) == len(q_vectors) and {"query", "reference", "rank", "score"} <= set(ranks[0])
     pytest.importorskip("matplotlib")
     assert (out / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    # a figure format matplotlib lacks is refused before the evaluation, and nothing is written
+    bad = ["eval", str(q_dir), str(r_dir), "--quiet", "--json", str(tmp_path / "m2.json"), "--plot", "p.txt"]
+    assert main(bad) == 2
+    assert "p.txt: cannot draw a .txt figure; use one of" in capsys.readouterr().err
+    assert not (tmp_path / "m2.json").exists()
 
 
 def test_cli_score_and_clear_errors(folders, tmp_path, capsys):

@@ -45,7 +45,8 @@ def _extract(args: argparse.Namespace) -> int:
         frontend = MertExtractor.from_pretrained(
             args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
         )
-    report = extract_tree(args.input, args.output, frontend, show_progress=not args.no_progress)
+    progress = not args.no_progress
+    report = extract_tree(args.input, args.output, frontend, show_progress=progress, source=args.model)
     print(f"wrote {report.written}, skipped {report.skipped} existing, failed {len(report.failed)}")
     for rel, reason in report.failed:
         print(f"  failed: {rel}: {reason}")

@@ -285,9 +285,15 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.items import check_output_file
     from clamp3.evaluate.score import evaluate_retrieval
     from clamp3.utils.io import write_json_atomic, write_text_atomic
+    from clamp3.utils.plotting import check_figure_path
 
+    for output in filter(None, (args.ranks, args.json, args.plot)):  # before the work, not after
+        check_output_file(output)
+    if args.plot:
+        check_figure_path(args.plot)
     result = evaluate_retrieval(
         args.query_dir,
         args.reference_dir,

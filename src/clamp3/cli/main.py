@@ -152,8 +152,17 @@ def _run(argv: list[str] | None) -> int:
         if status is None or args.verbose:
             raise
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
-            print(printable(f"error: {exc}"), file=sys.stderr)
+            print(printable(f"error: {_message(exc)}"), file=sys.stderr)
         return status
+
+
+def _message(exc: BaseException) -> str:
+    """The error line's text: an OS error as ``<path>: <reason>`` (Python's own form,
+    ``[Errno 17] File exists: 'out'``, puts the path last and the errno first)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        return f"{exc.filename}: {reason}"
+    return str(exc)
 
 
 def exit_status(exc: BaseException) -> int | None:

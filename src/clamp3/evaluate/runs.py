@@ -22,6 +22,7 @@ from clamp3.formats import load_folder_identity
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import write_json_atomic
+from clamp3.utils.plotting import check_figure_path
 
 if TYPE_CHECKING:
     from clamp3.evaluate.probe import LinearProbe
@@ -200,6 +201,7 @@ def check_plot(
     if truth_csv is None and not truth_from_folders:
         raise ValueError("--plot needs known labels (--truth CSV or --labels-from-folders)")
     check_output_file(plot)
+    check_figure_path(plot)
 
 
 # ------------------------------------------------------------------------------------- zero-shot

@@ -30,8 +30,11 @@ def build_prompts(labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMP
     without the ``{label}`` placeholder (other braces are kept literally).
     """
     labels = [label.strip() for label in labels]
-    if not labels or not all(labels):
-        raise ValueError("zero-shot classification needs at least one non-empty label")
+    if not labels:
+        raise ValueError("zero-shot classification needs at least one label")
+    if not all(labels):
+        empty = [str(i + 1) for i, label in enumerate(labels) if not label]
+        raise ValueError(f"label {', '.join(empty)} of {len(labels)} is empty (a stray comma?)")
     if len(set(labels)) != len(labels):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         raise ValueError(f"labels must be unique, repeated: {repeated}")

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, read_jsonl
+from clamp3.utils.io import append_jsonl, atomic_path, read_jsonl
 
 ERRORS_NAME = "errors.jsonl"
 _FIELDS = ("path", "reason", "time")
@@ -67,3 +68,16 @@ def read_errors(log: str | os.PathLike) -> list[ErrorRecord]:
         extra = {k: v for k, v in data.items() if k not in _FIELDS}
         records.append(ErrorRecord(data["path"], data["reason"], data["time"], extra))
     return records
+
+
+def keep_errors(log: str | os.PathLike, keep: Callable[[str], bool]) -> None:
+    """Rewrite ``log`` (atomically) with the latest record of each path that ``keep`` accepts:
+    how a rerun drops the failures of inputs fixed or gone, and never lists one input twice."""
+    if not os.path.exists(log):
+        return
+    latest = {r.path: r for r in read_errors(log)}
+    with atomic_path(log) as tmp:
+        tmp.touch()
+        for record in latest.values():
+            if keep(record.path):
+                append_jsonl(tmp, record.to_json())

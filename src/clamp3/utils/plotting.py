@@ -27,6 +27,18 @@ def pyplot():
     return plt
 
 
+def check_figure_path(path: str | os.PathLike) -> None:
+    """Refuse a figure file whose suffix matplotlib cannot write (``ValueError`` naming it and
+    the formats it can), before the work that would draw it; ``ImportError`` without matplotlib."""
+    pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(f"{path}: cannot draw a .{suffix} figure; use one of {', '.join(sorted(formats))}")
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write ``fig`` atomically in the format of ``path``'s suffix (png when it has none) and
     close it, also when writing fails; returns the path."""

@@ -131,7 +131,7 @@ class MilvusIndex(SearchIndex):
     @classmethod
     def open(cls, root: Path, meta: dict[str, Any]) -> MilvusIndex:
         """Connect to the collection ``meta`` names and read its metadata table (key order)."""
-        client = connect(str(meta.get("uri")), meta.get("token_env"))
+        client = connect(str(meta.get("uri")), meta.get("token_env"), existing=True)
         name = meta.get("collection", DEFAULT_COLLECTION)
         try:
             if not client.has_collection(name):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,18 @@ def resolve_uri(uri: str) -> str:
     return str(Path(uri).expanduser().resolve())
 
 
-def connect(uri: str, token_env: str | None = None) -> Any:
-    """A ``MilvusClient`` for ``uri``; the token comes from the environment variable ``token_env``."""
+def connect(uri: str, token_env: str | None = None, existing: bool = False) -> Any:
+    """A ``MilvusClient`` for ``uri``; the token comes from the environment variable ``token_env``.
+
+    A Lite ``uri`` names a database (a file, or the folder Milvus Lite 3 makes): an existing
+    folder that holds something else is refused; with ``existing`` (opening an index) the
+    database must be there, since Milvus Lite would otherwise create an empty one in its place."""
+    lite = "://" not in uri
+    if lite and Path(uri).is_dir() and not _is_lite_database(Path(uri)):
+        raise InputError(uri, "is a folder that holds no Milvus Lite database (name a new one: ./library.db)")
+    if lite and existing and not Path(uri).exists():
+        raise InputError(uri, "no such Milvus Lite database (moved or deleted? meta.json names it)")
+    mute_alloc_timestamp()
     pymilvus = import_pymilvus()
     token = ""
     if token_env:
@@ -51,8 +62,14 @@ def connect(uri: str, token_env: str | None = None) -> Any:
     try:
         return pymilvus.MilvusClient(uri=uri, token=token)
     except Exception as exc:  # pymilvus raises its own types and grpc/OS errors: say where
-        hint = "" if "://" in uri else "; a Milvus Lite file serves one process: is another one using it?"
+        hint = "; a Milvus Lite file serves one process: is another one using it?" if lite else ""
         raise InputError(uri, f"cannot open Milvus ({type(exc).__name__}: {exc}){hint}") from exc
+
+
+def _is_lite_database(folder: Path) -> bool:
+    """Whether ``folder`` is what Milvus Lite 3 writes for a database (its ``LOCK`` file and
+    ``collections`` folder), or empty."""
+    return (folder / "LOCK").exists() or (folder / "collections").is_dir() or not any(folder.iterdir())
 
 
 def schema(dim: int, columns: dict[str, str]) -> Any:
@@ -85,11 +102,33 @@ def schema(dim: int, columns: dict[str, str]) -> Any:
     return schema
 
 
+class _WithoutAllocTimestamp(logging.Filter):
+    """Drops grpc's ERROR for Milvus Lite's missing ``AllocTimestamp`` call (its in-process
+    server lacks it; a query iterator tries it first, then uses a client-side timestamp).
+    grpc logs it from a server thread, possibly after the call has returned, so muting the
+    logger around the call (:func:`quiet_iterator`) does not always catch it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, NotImplementedError):
+            return True
+        frames = traceback.extract_tb(error.__traceback__)
+        return not any(frame.name == "AllocTimestamp" for frame in frames)
+
+
+def mute_alloc_timestamp() -> None:
+    """Install :class:`_WithoutAllocTimestamp` on grpc's server logger (once per process)."""
+    logger = logging.getLogger("grpc._server")
+    if not any(isinstance(f, _WithoutAllocTimestamp) for f in logger.filters):
+        logger.addFilter(_WithoutAllocTimestamp())
+
+
 @contextlib.contextmanager
 def quiet_iterator() -> Iterator[None]:
     """Mute two harmless messages of a query iterator on Milvus Lite: Lite's in-process server
     lacks the timestamp call the iterator tries first (an ERROR from grpc) and pymilvus then warns
     that it uses a client-side timestamp instead, on every index load."""
+    mute_alloc_timestamp()
     loggers = [logging.getLogger(name) for name in ("grpc._server", "pymilvus")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
