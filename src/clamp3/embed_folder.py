@@ -114,7 +114,9 @@ def check_compatible(
 ) -> None:
     """Refuse (``InputError``) to add embeddings to a folder whose records come from another
     model (:func:`clamp3.model_identity.require_same_model`) or the other pooling: the folder
-    would mix incomparable vectors."""
+    would mix incomparable vectors. A folder with no records yet has nothing to compare."""
+    if not records:
+        return
     way_out = "use a new folder or --overwrite"
     stored = folder_identity(list(records.values()), out, way_out)
     require_same_model((f"the embeddings in {out}", stored), ("this run", identity), out, way_out=way_out)

@@ -134,6 +134,10 @@ def test_embed_index_search_end_to_end(tiny_model_dir, parity_dir, tmp_path, cap
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["path"] == "audio/track.npy" and hits[0]["modality"] == "audio"
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # One vector of another size: named as such, not as malformed audio features.
+    np.save(tmp_path / "other_model.npy", np.ones((1, 16), np.float32))
+    assert main(["search", str(tmp_path / "other_model.npy"), str(idx)]) == 2
+    assert "holds one 16-d vector; this index holds 32-d embeddings" in capsys.readouterr().err
 
 
 def test_search_from_another_directory_uses_the_recorded_model(

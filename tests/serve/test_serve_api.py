@@ -139,6 +139,7 @@ def test_audio_streams_with_ranges(client, library):  # noqa: F811
         assert refused.status_code == 416, bad
         assert refused.headers["content-range"] == f"bytes */{len(data)}"
         assert refused.json()["error"] == "range_not_satisfiable"
+    assert "ends before it starts" in client.get(url, headers={"Range": "bytes=50-10"}).json()["message"]
 
 
 def test_midi_download_is_an_attachment(client, library):  # noqa: F811

@@ -26,12 +26,19 @@ log = logging.getLogger(__name__)
 
 def _stored_embedding(path: Path, dim: int) -> np.ndarray | None:
     """A ``.npy`` holding one (1, D) / (D,) vector of the index's dimension, else ``None``
-    (then it is taken as audio feature rows, e.g. the official (1, n_windows, 768) MERT file)."""
+    (then it is taken as audio feature rows, e.g. the official (1, n_windows, 768) MERT file).
+    One vector of another size is an ``InputError``: an embedding of another model, most
+    likely, and as features it would be a single window."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
         raise InputError(path, f"unreadable .npy ({type(exc).__name__}: {exc})") from exc
-    if array.ndim <= 2 and array.size == dim and (array.ndim == 1 or array.shape[0] == 1):
+    if array.ndim == 1 or (array.ndim == 2 and array.shape[0] == 1):
+        if array.size != dim:
+            raise InputError(
+                path, f"holds one {array.size}-d vector; this index holds {dim}-d embeddings"
+                " (audio features would be (1, n_windows, F))"
+            )  # fmt: skip
         return read_vector(path, dim)
     return None
 

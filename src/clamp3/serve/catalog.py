@@ -64,6 +64,18 @@ def shown(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def _warn_if_missing(entries: list[dict], hidden: frozenset[int], media: MediaRoot) -> None:
+    """One warning when indexed files are absent under the media root (a wrong ``--media-root``
+    serves an index whose every file is missing; the items still rank, their files 404)."""
+    shown_rows = [e for row, e in enumerate(entries) if row not in hidden]
+    missing = [e["path"] for e in shown_rows if not os.path.lexists(media.root / e["path"])]
+    if missing:
+        log.warning(
+            "indexed files missing under the media root: is --media-root the folder that was embedded?",
+            extra={"fields": {"missing": len(missing), "of": len(shown_rows), "first": shown(missing[0])}},
+        )
+
+
 @dataclass(frozen=True)
 class Result:
     """One ranked item: ``score`` is the cosine similarity in [-1, 1]; ``rank`` is 1-based."""
@@ -109,9 +121,11 @@ class Snapshot:
         hidden = frozenset(row for row, e in enumerate(entries) if media.escapes(e["path"], folders))
         if hidden:
             log.warning(
-                "index rows whose files resolve outside the media root are left out of every search",
+                "index rows whose paths are not plain relative paths (a backslash, '..', absolute) or whose "
+                "files resolve outside the media root are left out of every search",
                 extra={"fields": {"rows_left_out": len(hidden), "media_root": str(media.root)}},
             )
+        _warn_if_missing(entries, hidden, media)
         ids = [item_id(e["key"]) for e in entries]
         rows = {i: row for row, i in enumerate(ids) if row not in hidden}
         counts = Counter(e.get("modality") or "unknown" for row, e in enumerate(entries) if row not in hidden)

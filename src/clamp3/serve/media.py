@@ -172,7 +172,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return ByteRange(max(0, size - count), size - 1, size)
     start = int(first)
     end = size - 1 if last == "" else min(int(last), size - 1)
-    if start >= size or (last != "" and int(last) < start):
+    if last != "" and int(last) < start:
+        raise RangeNotSatisfiable(f"range {header[:80]!r} ends before it starts", size)
+    if start >= size:
         raise RangeNotSatisfiable(f"range {header[:80]!r} is outside this {size}-byte file", size)
     return ByteRange(start, end, size)
 
