@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="offline end-to-end demo: build a corpus from music21, train the mini model, print the retrieval table",
         description=(
             "Builds (or reuses) an aligned sheet/MIDI/audio/text corpus from music21's corpus, trains its "
-            "text tokenizer and the mini model through the real stages (M3 pre-training -> text-symbolic "
-            "-> text-audio), embeds and indexes the test split and prints text->music (per language) and "
+            "text tokenizer and the mini model through the real stages (M3 pre-training -> text-audio "
+            "-> text-symbolic), embeds and indexes the test split and prints text->music (per language) and "
             "emergent music->music retrieval (MRR, Hit@1, Hit@10) next to the random baseline, then example "
             "queries. Writes WORKDIR/benchmark/benchmark.{json,txt,png}. A rerun reuses every finished step. "
             "The texts are template-generated from metadata and score analysis, not human-written."
@@ -81,8 +81,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=_steps,
         default=None,
-        metavar="M3,SYMBOLIC,AUDIO",
-        help="optimizer steps per stage (default: the mini-m3 and mini recipes, 50,1000,600)",
+        metavar="M3,AUDIO,SYMBOLIC",
+        help="optimizer steps per stage, in training order (default: the mini-m3 and mini recipes, "
+        "50,1000,1000)",
     )
     p.add_argument("--batch-size", type=positive_int, default=None, help="contrastive batch (default 32)")
     p.add_argument(

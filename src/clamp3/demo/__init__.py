@@ -3,7 +3,7 @@
 The demo chains the stages of the package on the corpus that ships inside music21: build the
 aligned score/MIDI/audio/text corpus (:mod:`clamp3.corpus`), train its text tokenizer, train the
 ``mini`` model through the real training stages (:mod:`clamp3.train`: M3 pre-training, then
-text–symbolic, then text–audio), embed the test split (:mod:`clamp3.embed_folder`), index it
+text–audio, then text–symbolic), embed the test split (:mod:`clamp3.embed_folder`), index it
 (:mod:`clamp3.index`) and print the retrieval table (:mod:`clamp3.evaluate.metrics`).
 
 The benchmark is the last part alone and runs with any model (the official ``saas`` weights

@@ -1,4 +1,4 @@
-"""``clamp3 demo``: corpus -> tokenizer -> M3 -> text–symbolic -> text–audio -> embed -> index -> table.
+"""``clamp3 demo``: corpus -> tokenizer -> M3 -> text–audio -> text–symbolic -> embed -> index -> table.
 
 Work folder (every step reuses what an earlier run left, so a rerun only re-scores)::
 
@@ -54,7 +54,7 @@ class DemoOptions:
     ``train_titles``: the training texts name the pieces' titles (False, the default: they say
     "the piece", so the model must match what the music shows, not a name it can memorise; the
     benchmark's queries are written the same way; better on both evaluation splits, docs/demo.md);
-    ``steps``: optimizer steps of the M3, text–symbolic and text–audio stages (None: the
+    ``steps``: optimizer steps of the M3, text–audio and text–symbolic stages (None: the
     recipes'); ``batch_size``: contrastive batch (None: the recipe's 32); ``threads``: torch
     threads for training and embedding (fixed, so two runs print the same table whatever the
     machine's load: thread count changes the order of float sums); ``workers``: corpus build
@@ -287,7 +287,7 @@ def train_run(config) -> tuple[Path, bool]:
 
 
 def train_demo_model(work: Path, options: DemoOptions, result: DemoResult) -> Path:
-    """Tokenizer -> M3 pre-training -> text–symbolic -> text–audio; returns the model folder."""
+    """Tokenizer -> M3 pre-training -> text–audio -> text–symbolic; returns the model folder."""
     m3_stages, align_stages = demo_stages(options)
     _step(result, "tokenizer", lambda: ensure_tokenizer(work))
     m3_best = _step(result, "m3", lambda: train_run(run_config(work, "m3", m3_stages, options)))
