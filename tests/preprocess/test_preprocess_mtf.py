@@ -63,7 +63,7 @@ def test_malformed_mtf_names_the_line(tmp_path):
     with pytest.raises(ValueError, match="line 3"):
         mtf_to_midi("ticks_per_beat 480\nnote_on 0 0 60 80\nnote_on 0 0 sixty 80", tmp_path / "x.mid")
     # mido takes these when the message is made and fails only on save, naming no line
-    with pytest.raises(ValueError, match=r"line 3.*'0\.5' is not a whole number"):
+    with pytest.raises(ValueError, match=r"line 3.*delta time 0\.5 is not a whole number of ticks"):
         mtf_to_midi("ticks_per_beat 480\nnote_on 0 0 60 64\nnote_off 0.5 0 60 0", tmp_path / "x.mid")
     with pytest.raises(ValueError, match="line 2.*negative delta time -5"):
         mtf_to_midi("ticks_per_beat 480\nset_tempo 500000 -5\nend_of_track 0", tmp_path / "x.mid")
@@ -72,6 +72,9 @@ def test_malformed_mtf_names_the_line(tmp_path):
     assert not (tmp_path / "x.mid").exists()
     mtf_to_midi("ticks_per_beat 480\nnote_on 0.0 0 60 64\nend_of_track 0", tmp_path / "x.mid")  # "0.0" is 0
     assert midi_to_mtf(tmp_path / "x.mid").splitlines()[1] == "note_on 0 0 60 64"
+    # a float where mido has one: 29.97 frames per second
+    mtf_to_midi("ticks_per_beat 480\nsmpte_offset 29.97 1 0 0 0 0 0\nend_of_track 0", tmp_path / "x.mid")
+    assert midi_to_mtf(tmp_path / "x.mid").splitlines()[1] == "smpte_offset 29.97 1 0 0 0 0 0"
 
 
 @pytest.mark.parametrize(

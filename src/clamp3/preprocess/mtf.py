@@ -147,8 +147,10 @@ def line_to_message(line: str) -> Any:
 
 
 def _checked(message: Any) -> Any:
-    """``message``, refused when its delta time is negative: mido accepts that when the message
-    is made and fails only when the file is saved, with no line to name."""
+    """``message``, refused when its delta time is not a whole number of ticks or negative: mido
+    accepts both when the message is made and fails only when the file is saved, naming no line."""
+    if not isinstance(message.time, int):
+        raise ValueError(f"delta time {message.time} is not a whole number of ticks")
     if message.time < 0:
         raise ValueError(f"negative delta time {message.time}")
     return message
@@ -166,9 +168,8 @@ def _split_bytes(rest: str) -> tuple[list[str], list[int], list[str]]:
     return before, data, after
 
 
-def _number(value: str) -> int:
-    """An MTF value: every number a MIDI file holds is a whole number (``"64"``, ``"64.0"``)."""
+def _number(value: str) -> int | float:
+    """An MTF value: a whole number (``"64"``, ``"64.0"``), or a float where mido has one (the
+    29.97 frames per second of ``smpte_offset``)."""
     number = float(value)
-    if not number.is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(number)
+    return int(number) if number.is_integer() else number
