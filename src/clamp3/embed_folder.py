@@ -163,7 +163,9 @@ def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listin
     if not source.is_dir():
         raise InputError(source, "no such file or folder")
     if out.exists() and out.resolve() == source.resolve():  # (1, D) vectors pass for (1, n, D) features
-        raise InputError(out, "the output folder is the input folder: its embeddings would be read back as inputs")
+        raise InputError(
+            out, "the output folder is the input folder: its embeddings would be read back as inputs"
+        )
     return source, list_inputs(source, modality, exclude=out)
 
 

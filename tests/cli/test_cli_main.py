@@ -201,8 +201,6 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-
-
 def test_settings_come_from_the_arguments_of_the_same_name():
     from dataclasses import dataclass
 

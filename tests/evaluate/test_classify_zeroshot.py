@@ -53,9 +53,9 @@ def test_build_prompts_any_language():
     with pytest.raises(ValueError, match="unique"):
         build_prompts(["jazz", "jazz"])
     with pytest.raises(ValueError, match=r"label 3 of 3 is empty \(a stray comma\?\)"):
-        build_prompts("jazz,rock,".split(","))
+        build_prompts(["jazz", "rock", ""])  # "jazz,rock," split at its commas
     with pytest.raises(ValueError, match="label 2 of 3 is empty"):
-        build_prompts("jazz, ,rock".split(","))
+        build_prompts(["jazz", " ", "rock"])
     with pytest.raises(ValueError, match="at least one label"):
         build_prompts([])
 

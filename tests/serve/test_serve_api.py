@@ -268,8 +268,8 @@ def test_a_file_name_that_is_not_utf8_is_served_under_its_id(tmp_path, tiny_mode
 
     from clamp3.embed_folder import embed_folder
     from clamp3.index import build_index
-    from clamp3.serve.settings import LOCAL_HOSTS, Settings
     from clamp3.serve.service import build_app
+    from clamp3.serve.settings import LOCAL_HOSTS, Settings
 
     media = tmp_path / "media"
     media.mkdir()

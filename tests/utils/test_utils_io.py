@@ -59,7 +59,14 @@ def test_a_torn_manifest_line_leaves_the_embedding_folder_usable(tmp_path, tiny_
     (tmp_path / "in").mkdir()
     for i in range(3):
         (tmp_path / "in" / f"t{i}.txt").write_text(f"a waltz number {i}", encoding="utf-8")
-    args = ["embed", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"]
+    args = [
+        "embed",
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model_dir),
+        "--no-progress",
+    ]
     assert main(args) == 0
     manifest = tmp_path / "out" / "manifest.jsonl"
     manifest.write_bytes(manifest.read_bytes()[:-20])  # the last record torn
