@@ -105,8 +105,8 @@ def schema(dim: int, columns: dict[str, str]) -> Any:
 class _WithoutAllocTimestamp(logging.Filter):
     """Drops grpc's ERROR for Milvus Lite's missing ``AllocTimestamp`` call (its in-process
     server lacks it; a query iterator tries it first, then uses a client-side timestamp).
-    grpc logs it from a server thread, possibly after the call has returned, so muting the
-    logger around the call (:func:`quiet_iterator`) does not always catch it."""
+    Muting the logger around the iterator (:func:`quiet_iterator`) did not catch every one: an
+    index build still logged it, with its traceback, before its first write."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
