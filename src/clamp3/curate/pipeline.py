@@ -97,7 +97,7 @@ def curate(
     _check_settings(settings, prompts.annotation_schema, embedder)
     items, catalogue_errors = read_catalogue(catalogue)
     passages, n_documents, document_errors = read_documents(documents, settings.passage_words)
-    for error in (*catalogue_errors, *document_errors):
+    for error in (*catalogue_errors, *document_errors):  # reported, and the run goes on
         log.warning("%s", error)
     embedder = embedder if settings.retrieval != "bm25" else None  # bm25 never asks it
     fingerprint = {**asdict(settings), "model": client.model, "prompts": prompts.fingerprint}
@@ -108,7 +108,7 @@ def curate(
     log.info("%d items, %d finished earlier, %d to do; %d passages", len(items), len(items) - len(pending),
              len(pending), len(passages))  # fmt: skip
     stopped, failures, config_error, vectors = None, {}, None, None
-    try:
+    try:  # an empty ``pending`` falls through: the report of a finished run is written again
         if pending:
             retriever, vectors = _retriever(passages, settings, embedder, paths["embeddings"], show_progress)
             annotator = Annotator(client, prompts, retriever, settings, paths["output"].parent)
@@ -121,8 +121,8 @@ def curate(
         stopped = f"passage embedding stopped: {exc}; rerun to continue"
     report = _finalise(items, done, paths, prompts.annotation_schema)
     report.update(complete=report["pending"] == 0, stopped=stopped, failures=failures)
-    report.update(catalogue_errors=[str(e) for e in catalogue_errors])
-    report.update(document_errors=[str(e) for e in document_errors], documents=n_documents)
+    report.update(catalogue_errors=list(map(str, catalogue_errors)), documents=n_documents)
+    report.update(document_errors=list(map(str, document_errors)))
     report.update(passages=len(passages), retrieval=settings.retrieval)
     report["requests"] = {**dict(client.stats), "budget": client.budget.limit, "used": client.budget.used}
     report["embedding"] = _embedding_report(embedder, vectors) if embedder else None
