@@ -60,6 +60,10 @@ def test_corpus_tokenizer_is_trained_on_the_training_texts_of_every_language(cor
     ids = loaded.encode("Ein Choral in fis-Moll")
     assert ids[0] == 0 and ids[-1] == 2 and 3 not in ids[1:-1]  # <s> ... </s>, no <unk>
     assert loaded.decode(ids).strip() == "Ein Choral in fis-Moll"
+    chinese = "升F小调"  # in the training texts (above), so no <unk>
+    tokens = [loaded.decode([i]).strip() for i in loaded.encode(chinese)[1:-1]]
+    assert {"升", "F", "小", "调"} <= set(tokens)  # each character a piece: the key is not inside a phrase
+    assert "".join(loaded.decode(loaded.encode(chinese)).split()) == chinese
 
 
 def test_corpus_tokenizer_needs_texts(tmp_path):

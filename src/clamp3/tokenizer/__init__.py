@@ -244,14 +244,22 @@ def _canonical(tok: Any) -> Any:
     return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
 
 
+CJK_CHARACTERS = r"[\p{Han}\u3000-\u303f\uff00-\uffef]"  # Han, CJK punctuation, full-width forms
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
     """A multilingual Unigram tokenizer (the sentencepiece model family XLM-R uses) trained on
     ``texts``, with XLM-R's special-token ids and ``<s> ... </s>`` added by ``encode``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import processors, trainers
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    # Each Chinese character is a word of its own, as in multilingual BERT: Chinese has no
+    # spaces, so Metaspace alone hands Unigram whole sentences, and it learns template phrases
+    # as pieces (the key inside 本曲以D小调写成, unseen by the model as a key of its own).
+    cjk = pre_tokenizers.Split(Regex(CJK_CHARACTERS), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), cjk])
     tok.decoder = decoders.Metaspace()
     # No progress output: the trainer writes it to stdout, which `clamp3 demo > table.txt` captures.
     trainer = trainers.UnigramTrainer(
