@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clamp3.serve import errors
-from clamp3.serve.catalog import Catalog, shown
+from clamp3.serve.catalog import Catalog
 from clamp3.serve.guards import BodyLimit, HostGuard, SecurityHeaders
 from clamp3.serve.logs import AccessLog, request_id
 from clamp3.serve.render import Renderer
@@ -31,6 +31,7 @@ from clamp3.serve.routes import router
 from clamp3.serve.settings import Settings
 from clamp3.serve.uploads import UploadArea
 from clamp3.utils.errors import InputError
+from clamp3.utils.reasons import printable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around the 
 
 def _error(request: Request, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     headers = extra.pop("headers", None)
-    body = {"error": code, "message": shown(message), "request_id": request_id(request.scope), **extra}
+    body = {"error": code, "message": printable(message), "request_id": request_id(request.scope), **extra}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

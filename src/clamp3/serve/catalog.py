@@ -41,6 +41,7 @@ from clamp3.model_identity import identify, require_same_model
 from clamp3.serve.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from clamp3.serve.media import MediaRoot, media_kind
 from clamp3.utils.errors import InputError
+from clamp3.utils.reasons import printable
 
 if TYPE_CHECKING:
     from clamp3.serve.encoder import QueryEncoder
@@ -57,22 +58,15 @@ def item_id(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def shown(text: str) -> str:
-    """``text`` as the service shows it: a file name that is not valid UTF-8 holds surrogate
-    escapes (``os.fsdecode``), which no JSON encoder writes; each becomes U+FFFD. Files are
-    reached by id, never by this name."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def _warn_if_missing(entries: list[dict], hidden: frozenset[int], media: MediaRoot) -> None:
     """One warning when indexed files are absent under the media root (a wrong ``--media-root``
     serves an index whose every file is missing; the items still rank, their files 404)."""
-    shown_rows = [e for row, e in enumerate(entries) if row not in hidden]
-    missing = [e["path"] for e in shown_rows if not os.path.lexists(media.root / e["path"])]
+    findable = [e for row, e in enumerate(entries) if row not in hidden]
+    missing = [e["path"] for e in findable if not os.path.lexists(media.root / e["path"])]
     if missing:
         log.warning(
             "indexed files missing under the media root: is --media-root the folder that was embedded?",
-            extra={"fields": {"missing": len(missing), "of": len(shown_rows), "first": shown(missing[0])}},
+            extra={"fields": {"missing": len(missing), "of": len(findable), "first": printable(missing[0])}},
         )
 
 
@@ -317,7 +311,7 @@ class Catalog:
         hits = snap.index.search(vector[None, :], fetch, where=condition)[0]
         hits = [h for h in hits if h.row != exclude and h.row not in snap.hidden][:wanted]
         results = [
-            Result(snap.ids[h.row], rank, h.score, h.modality, shown(h.path), media_kind(h.path))
+            Result(snap.ids[h.row], rank, h.score, h.modality, printable(h.path), media_kind(h.path))
             for rank, h in enumerate(hits[offset:], start=offset + 1)
         ]
         return Page(results, total, offset, k)
@@ -343,9 +337,9 @@ class Catalog:
         entry = snap.index.entry(row)
         info: dict[str, Any] = {
             "id": identifier,
-            "key": shown(entry["key"]),
-            "path": shown(entry["path"]),
-            "name": shown(PurePosixPath(entry["path"]).name),
+            "key": printable(entry["key"]),
+            "path": printable(entry["path"]),
+            "name": printable(PurePosixPath(entry["path"]).name),
             "modality": entry.get("modality"),
             "kind": media_kind(entry["path"]),
             "size_bytes": None,
@@ -359,7 +353,7 @@ class Catalog:
                 with open(path, encoding="utf-8", errors="replace") as handle:
                     info["text"] = handle.read(TEXT_PREVIEW_CHARS)
         except (NotFound, Forbidden, OSError) as exc:  # described, never served
-            info["available"], info["problem"] = False, shown(str(exc))
+            info["available"], info["problem"] = False, printable(str(exc))
             return info
         info["available"], info["problem"] = True, None
         return info

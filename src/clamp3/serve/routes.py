@@ -17,7 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clamp3.index.filters import MAX_WHERE_CHARS
-from clamp3.serve.catalog import MAX_RESULTS, Catalog, Page, shown
+from clamp3.serve.catalog import MAX_RESULTS, Catalog, Page
 from clamp3.serve.errors import Forbidden, NotFound, RangeNotSatisfiable, Unauthorized, Unprocessable
 from clamp3.serve.media import RENDERABLE_KINDS, content_type, iter_bytes, media_kind, parse_range
 from clamp3.serve.render import Renderer
@@ -35,6 +35,7 @@ from clamp3.serve.schemas import (
     SearchResponse,
 )
 from clamp3.serve.uploads import upload_suffix
+from clamp3.utils.reasons import printable
 
 router = APIRouter(prefix="/api")
 bearer = HTTPBearer(auto_error=False, description="the admin token given to the server (CLAMP3_ADMIN_TOKEN)")
@@ -195,7 +196,7 @@ def item_similar(
 def _disposition(name: str, inline: bool) -> str:
     ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name) or "file"
     kind = "inline" if inline else "attachment"
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(shown(name), safe='')}"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(printable(name), safe='')}"
 
 
 @router.head("/items/{item_id}/file", include_in_schema=False)  # players probe sizes with HEAD
