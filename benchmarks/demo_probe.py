@@ -7,8 +7,8 @@ Every piece of the corpus's ``train`` and ``validation`` splits is embedded per 
 ``eval/<split>/<kind>/`` file: interleaved ABC, MTF, audio features, an English text) with the
 model's pipeline. For each kind and fact (from the piece's ``facts.json``: tonic, mode, key =
 tonic + mode, meter, collection), a multinomial logistic regression on standardised features
-(scikit-learn, L2, C = 1) is fitted on the training pieces and scored on the validation pieces; beside it the accuracy of
-always answering the training split's most frequent value.
+(scikit-learn, L2, C = 1) is fitted on the training pieces and scored on the validation
+pieces; beside it the accuracy of always answering the training split's most frequent value.
 
 A fact the texts state but a tower's embedding does not keep cannot be matched through it: a
 text tower whose embedding loses the tonic, although every description names the key, has
