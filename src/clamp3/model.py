@@ -25,7 +25,7 @@ from clamp3 import checkpoints
 from clamp3.config import Clamp3Config, load_preset
 from clamp3.embedding import embed_items, prepare_audio, prepare_patches, prepare_text
 from clamp3.towers import build_audio_tower, build_symbolic_tower, build_text_tower
-from clamp3.towers.packed import Packing, packed_forward
+from clamp3.towers.packed import Packing, packed_forward, segment_means, unpad
 from clamp3.utils.meta import params_on_meta
 
 
@@ -244,10 +244,19 @@ class Clamp3Model(nn.Module):
 
     def packed_hidden_states(self, modality: str, inputs: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Segments concatenated without padding, (T,) ids / (T, 64) patches / (T, F) rows laid
-        out as ``packing`` says -> last hidden states (T, H); eval mode only
+        out as ``packing`` says -> last hidden states (T, H)
         (:mod:`clamp3.towers.packed`: equals :meth:`hidden_states` on the padded batch)."""
         self.require(modality)
         return packed_forward(getattr(self, f"{modality}_model"), inputs, packing)
+
+    def packed_features(self, modality: str, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The (B, D) of :meth:`get_features` for the same padded batch, computed on its real
+        tokens only: padding never enters a matrix product. Differentiable (training uses it);
+        equal to the padded forward to float rounding."""
+        flat, packing, order = unpad(inputs, mask)
+        hidden = self.packed_hidden_states(modality, flat, packing)
+        features = self.project(modality, segment_means(hidden, packing))
+        return features[torch.argsort(order)]
 
     def project(self, modality: str, pooled: torch.Tensor) -> torch.Tensor:
         """Apply the modality's projection to pooled (B, H) features -> (B, D)."""

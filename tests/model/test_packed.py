@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clamp3 import Clamp3Model
+from clamp3.config import load_preset
 from clamp3.batching import plan_batches
 from clamp3.embedding import pad_stack, run_packed, run_padded, run_segments
 from clamp3.towers.packed import Packing, packed_forward
@@ -89,15 +90,85 @@ def test_positions_restart_in_every_segment(tiny):
     torch.testing.assert_close(together[10:], alone, atol=1e-6, rtol=0)
 
 
-def test_packed_forward_refuses_training_mode_and_wrong_sizes():
-    model = Clamp3Model.from_preset("tiny", seed=0)
+def test_packed_forward_refuses_wrong_sizes_and_other_encoders():
+    model = Clamp3Model.from_preset("tiny", seed=0).eval()
     pieces = torch.randn(4, model.config.audio.feature_dim)
-    with pytest.raises(RuntimeError, match="eval mode"):
-        packed_forward(model.audio_model.train(), pieces, Packing.of([4]))
     with pytest.raises(ValueError, match="4 rows, the packing 5"):
-        packed_forward(model.audio_model.eval(), pieces, Packing.of([2, 3]))
+        packed_forward(model.audio_model, pieces, Packing.of([2, 3]))
     with pytest.raises(ValueError, match="lengths >= 1"):
         Packing.of([3, 0])
+    with pytest.raises(TypeError, match="no packed forward for Linear"):
+        packed_forward(torch.nn.Linear(4, 4), pieces, Packing.of([4]))
+    model.audio_model.config.is_decoder = True
+    with pytest.raises(ValueError, match="plain encoders"):
+        packed_forward(model.audio_model, pieces, Packing.of([4]))
+
+
+def _tiny_with_dropout(p):
+    config = load_preset("tiny")
+    for modality in ("text", "symbolic", "audio"):
+        tower = config.tower(modality)
+        tower.encoder.dropout = tower.encoder.attention_dropout = p
+    torch.manual_seed(0)
+    return Clamp3Model(config)
+
+
+def _padded_batch(model, modality, lengths, seed):
+    pieces = _pieces(model, modality, lengths, seed=seed)
+    if modality == "symbolic":
+        pieces = [p.to(torch.uint8) for p in pieces]  # the training batches' patch dtype
+    return pad_stack(pieces, model.config.text.pad_token_id if modality == "text" else 0)
+
+
+@pytest.mark.parametrize("modality", ["text", "symbolic", "audio"])
+def test_packed_features_and_their_gradients_equal_the_padded_forward(modality):
+    # Training mode with dropout off: the loss, the features and every gradient of the packed
+    # forward equal those of the padded transformers forward.
+    length = Clamp3Model.from_preset("tiny", seed=0).config.tower(modality).segment_length
+    for k, lengths in enumerate([[1], [length, 2, 3, length, 1, length - 1, 7], [3, 3, 3]]):
+        results = []
+        for packed in (False, True):
+            model = _tiny_with_dropout(0.0).train()
+            inputs, mask = _padded_batch(model, modality, lengths, seed=k)
+            fn = model.packed_features if packed else model.get_features
+            features = fn(modality, inputs, mask)
+            (features.square().sum() + features[0].sum()).backward()
+            grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+            results.append((features.detach(), grads))
+        (padded, padded_grads), (packed, packed_grads) = results
+        torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
+        assert packed_grads.keys() == padded_grads.keys() and len(packed_grads) > 4
+        for name, grad in padded_grads.items():
+            torch.testing.assert_close(packed_grads[name], grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_packed_features_keep_the_batch_order_and_refuse_masks_with_gaps(tiny):
+    inputs, mask = _padded_batch(tiny, "audio", [2, 5, 3, 5], seed=3)
+    with torch.inference_mode():
+        packed = tiny.packed_features("audio", inputs, mask)
+        single = [tiny.packed_features("audio", inputs[i : i + 1], mask[i : i + 1]) for i in range(4)]
+    torch.testing.assert_close(packed, torch.cat(single), atol=1e-6, rtol=0)
+    holed = mask.clone()
+    holed[1, 1] = 0
+    with pytest.raises(ValueError, match="real tokens first"):
+        tiny.packed_features("audio", inputs, holed)
+
+
+def test_packed_training_with_dropout_draws_like_the_padded_forward():
+    # With dropout on, both forwards are random; averaged over many draws they agree, and a
+    # draw differs from the dropout-free features (the dropout layers do run).
+    model = _tiny_with_dropout(0.3)
+    inputs, mask = _padded_batch(model, "text", [6, 4], seed=1)
+    with torch.no_grad():
+        clean = model.eval().get_features("text", inputs, mask)
+        model.train()
+        torch.manual_seed(0)
+        padded = torch.stack([model.get_features("text", inputs, mask) for _ in range(400)])
+        packed = torch.stack([model.packed_features("text", inputs, mask) for _ in range(400)])
+    assert (packed[0] - clean).abs().max() > 1e-3
+    spread = padded.std(0).mean()
+    assert (packed.mean(0) - padded.mean(0)).abs().mean() < 0.25 * spread
+    assert abs(packed.std(0).mean() - spread) < 0.15 * spread
 
 
 def test_packing_layout():

@@ -164,3 +164,28 @@ def test_placeholder_rows_count_for_nothing_in_the_loss():
         assert task(batch(2))["loss"] != pytest.approx(alone["loss"].item())
     for key in ("loss", "accuracy"):
         torch.testing.assert_close(padded[key], alone[key])
+
+
+def test_the_decoder_computes_the_official_gelu_new_decoder():
+    # torch's fused tanh GELU in place of transformers' "gelu_new" formula (the official
+    # decoder's): same weights, same logits to float rounding, in training mode's backward too.
+    import copy
+
+    from transformers.activations import ACT2FN, NewGELUActivation
+
+    tower = Clamp3Model.from_preset("tiny", seed=0).config.symbolic
+    torch.manual_seed(0)
+    decoder = build_decoder(tower, num_layers=2).eval()
+    assert decoder.base.config.activation_function == "gelu_pytorch_tanh"
+    official = copy.deepcopy(decoder)
+    for block in official.base.transformer.h:
+        block.mlp.act = ACT2FN["gelu_new"]
+    assert isinstance(official.base.transformer.h[1].mlp.act, NewGELUActivation)
+    features = torch.randn(5, 32, requires_grad=True)
+    targets = torch.randint(4, 128, (5, 64))
+    targets[:, 0], targets[2, 30:] = 1, 0
+    ours, theirs = decoder(features, targets), official(features, targets)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), features)
+    (grad_theirs,) = torch.autograd.grad(theirs.square().sum(), features)
+    torch.testing.assert_close(grad_ours, grad_theirs, atol=1e-4, rtol=1e-5)

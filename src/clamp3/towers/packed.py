@@ -8,8 +8,11 @@ longest first, so segments of equal length sit next to each other and each such 
 ``scaled_dot_product_attention`` call over a (n, heads, length, head_dim) view, without a mask.
 
 The forward walks the existing ``BertModel`` / ``XLMRobertaModel`` submodules and uses their
-parameters as they are (no copies, no new parameters, state-dict names unchanged); it is an
-inference path only (dropout off). Positions restart at every segment, as in the padded forward.
+parameters as they are (no copies, no new parameters, state-dict names unchanged), so autograd
+trains the same weights through it. Dropout runs where the transformers forward runs it (the
+modules' own dropout layers, attention-probability dropout inside the attention call), so in
+training mode the two forwards draw from the same distribution; with dropout off they agree to
+float rounding. Positions restart at every segment, as in the padded forward.
 """
 
 from __future__ import annotations
@@ -61,19 +64,47 @@ class Packing:
         return cls(tuple(lengths), tuple(starts), tuple(runs), positions.to(device), segment_ids.to(device))
 
 
+def unpad(inputs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Packing, torch.Tensor]:
+    """A padded batch (B, L, ...) and its mask (B, L) -> (packed real tokens (T, ...), their
+    ``Packing``, ``order`` (B,) int64): packed segment ``i`` is batch row ``order[i]``.
+
+    Rows are packed longest first (one attention call per distinct length). The mask must be
+    the padded forward's: each row's real tokens first, then padding, at least one real token
+    (the padded forward counts positions from the row's start, so a gap would change them).
+    """
+    real = mask.bool()
+    lengths = real.sum(1)
+    prefix = torch.arange(real.shape[1], device=real.device) < lengths[:, None]
+    if lengths.numel() == 0 or int(lengths.min()) < 1 or not torch.equal(real, prefix):
+        raise ValueError("packing needs masks of real tokens first, then padding, >= 1 real token per row")
+    order = torch.argsort(lengths, descending=True, stable=True)
+    flat = inputs[order][real[order]]
+    return flat, Packing.of(lengths[order].tolist(), inputs.device), order
+
+
 def block_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packing: Packing, heads: int, scale: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packing: Packing,
+    heads: int,
+    scale: float,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Attention of packed (T, H) projections within each segment -> context (T, H)."""
-    total, hidden = query.shape
+    """Attention of packed (T, H) projections within each segment -> context (T, H).
+
+    The runs' contexts are concatenated, not copied into a preallocated tensor: an in-place
+    copy per run would cost a masked copy of the whole gradient per run in the backward pass.
+    """
+    hidden = query.shape[1]
     head_dim = hidden // heads
-    out = query.new_empty(total, hidden)
+    contexts = []
     for first, count, length in packing.runs:
         rows, shape = slice(first, first + count * length), (count, length, heads, head_dim)
         q, k, v = (x[rows].view(shape).transpose(1, 2) for x in (query, key, value))
-        context = F.scaled_dot_product_attention(q, k, v, scale=scale)
-        out[rows].view(shape).copy_(context.transpose(1, 2))
-    return out
+        context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+        contexts.append(context.transpose(1, 2).reshape(count * length, hidden))
+    return contexts[0] if len(contexts) == 1 else torch.cat(contexts)
 
 
 def packed_layer(layer: nn.Module, hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
@@ -86,23 +117,22 @@ def packed_layer(layer: nn.Module, hidden: torch.Tensor, packing: Packing) -> to
         packing,
         attn.num_attention_heads,
         attn.scaling,
+        attn.dropout.p if attn.training else 0.0,
     )
     out = layer.attention.output
-    attended = out.LayerNorm(out.dense(context) + hidden)
+    attended = out.LayerNorm(out.dropout(out.dense(context)) + hidden)
     ffn = layer.output
-    return ffn.LayerNorm(ffn.dense(layer.intermediate(attended)) + attended)
+    return ffn.LayerNorm(ffn.dropout(ffn.dense(layer.intermediate(attended))) + attended)
 
 
 def check_packable(encoder: nn.Module) -> None:
-    """Raise unless ``encoder`` is a plain bidirectional encoder in eval mode (what the packed
-    forward reproduces): no decoder, no cross-attention, no feed-forward chunking, no dropout."""
+    """Raise unless ``encoder`` is a plain bidirectional encoder (what the packed forward
+    reproduces): no decoder, no cross-attention, no feed-forward chunking, absolute positions."""
     config = encoder.config
     if config.is_decoder or config.add_cross_attention or config.chunk_size_feed_forward:
         raise ValueError("the packed forward supports plain encoders only")
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ValueError("the packed forward supports absolute position embeddings only")
-    if encoder.training:
-        raise RuntimeError("the packed forward is for inference: put the model in eval mode")
 
 
 def packed_encoder(encoder: nn.Module, embeds: torch.Tensor, packing: Packing) -> torch.Tensor:
@@ -122,7 +152,7 @@ def bert_embeddings(encoder: nn.Module, inputs_embeds: torch.Tensor, packing: Pa
     emb = encoder.embeddings
     embeddings = inputs_embeds + emb.token_type_embeddings.weight[0]
     embeddings = embeddings + emb.position_embeddings(packing.positions)
-    return emb.LayerNorm(embeddings)
+    return emb.dropout(emb.LayerNorm(embeddings))
 
 
 def xlmr_embeddings(encoder: nn.Module, input_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
@@ -141,7 +171,7 @@ def xlmr_embeddings(encoder: nn.Module, input_ids: torch.Tensor, packing: Packin
     positions = (running - offsets[packing.segment_ids]) * real + pad
     embeddings = emb.word_embeddings(input_ids) + emb.token_type_embeddings.weight[0]
     embeddings = embeddings + emb.position_embeddings(positions)
-    return emb.LayerNorm(embeddings)
+    return emb.dropout(emb.LayerNorm(embeddings))
 
 
 def segment_means(hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
@@ -153,30 +183,40 @@ def segment_means(hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
     return sums / counts[:, None]
 
 
+def packed_encoder_of(tower: nn.Module) -> nn.Module:
+    """The transformers encoder inside a tower (the text ``XLMRobertaModel``, the symbolic
+    ``PatchEncoder``'s ``base``, the audio ``BertModel``), checked by :func:`check_packable`."""
+    from transformers import BertModel, XLMRobertaModel
+
+    from clamp3.towers.symbolic import PatchEncoder
+
+    if isinstance(tower, PatchEncoder):
+        encoder = tower.base
+    elif isinstance(tower, (XLMRobertaModel, BertModel)):
+        encoder = tower
+    else:
+        raise TypeError(f"no packed forward for {type(tower).__name__}")
+    check_packable(encoder)
+    return encoder
+
+
 def packed_forward(tower: nn.Module, inputs: torch.Tensor, packing: Packing) -> torch.Tensor:
     """Last hidden states (T, H) of a tower for packed inputs of ``packing``'s segments.
 
     ``inputs``: (T,) token ids for the text tower (an ``XLMRobertaModel``), (T, patch_size) ids
     for the symbolic ``PatchEncoder``, (T, H) float rows for the audio ``BertModel``.
     """
-    from transformers import BertModel, XLMRobertaModel
+    from transformers import XLMRobertaModel
 
     from clamp3.towers.symbolic import PatchEncoder
 
     if inputs.shape[0] != packing.total:
         raise ValueError(f"packed inputs have {inputs.shape[0]} rows, the packing {packing.total}")
+    encoder = packed_encoder_of(tower)
     if isinstance(tower, PatchEncoder):
-        encoder = tower.base
-        check_packable(encoder)
         embeds = bert_embeddings(encoder, tower.embed_patches(inputs), packing)
     elif isinstance(tower, XLMRobertaModel):
-        encoder = tower
-        check_packable(encoder)
         embeds = xlmr_embeddings(encoder, inputs, packing)
-    elif isinstance(tower, BertModel):
-        encoder = tower
-        check_packable(encoder)
-        embeds = bert_embeddings(encoder, inputs.to(encoder.embeddings.LayerNorm.weight.dtype), packing)
     else:
-        raise TypeError(f"no packed forward for {type(tower).__name__}")
+        embeds = bert_embeddings(encoder, inputs.to(encoder.embeddings.LayerNorm.weight.dtype), packing)
     return packed_encoder(encoder, embeds, packing)

@@ -65,6 +65,9 @@ class ContrastiveConfig:
     segment is kept: ``random`` (official: the head, the tail or a middle window, one of the
     three uniformly) or ``head`` (always the head, as evaluation does: the header fields of a
     score, its opening and a text's first tokens are then always seen).
+    ``packed``: the towers run on each batch's real tokens only (``clamp3.towers.packed``; the
+    same loss and gradients to float rounding, fewer FLOPs when lengths vary); False runs the
+    transformers forward on the padded batch, as the official code does.
     """
 
     text_dropout: bool = True
@@ -72,6 +75,7 @@ class ContrastiveConfig:
     logit_scale: float = 1.0
     normalize: bool = False
     truncation: str = "random"
+    packed: bool = True
 
 
 @dataclass

@@ -155,7 +155,7 @@ def build_job(
         tokenizer = resolve_tokenizer(config, model)
         train_source, eval_source, skipped = pair_sources(config, stage, model, tokenizer, bad)
         loss = InfoNCELoss(stage.contrastive.logit_scale, stage.contrastive.normalize)
-        task = ContrastiveTask(model, stage.modality, loss)
+        task = ContrastiveTask(model, stage.modality, loss, packed=stage.contrastive.packed)
     task.to(env.device)
     if env.is_main:
         n_eval = len(eval_source) if eval_source is not None else 0

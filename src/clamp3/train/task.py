@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clamp3.towers.packed import packed_encoder_of
 from clamp3.train.data import PairBatch
 from clamp3.train.loss import InfoNCELoss
 
@@ -20,18 +21,31 @@ class ContrastiveTask(nn.Module):
 
     ``forward`` returns ``loss`` (scalar, identical on every rank) and ``accuracy``; with
     ``rows`` only the batch's first ``rows`` items take part (evaluation gives a rank with no
-    item of a short batch a placeholder item and ``rows=0``).
+    item of a short batch a placeholder item and ``rows=0``). ``packed``: both towers run on
+    the batch's real tokens only (:meth:`Clamp3Model.packed_features`), the same features to
+    float rounding with fewer FLOPs when lengths vary; else the transformers forward on the
+    padded batch, as the official code runs it.
     """
 
-    def __init__(self, model: nn.Module, modality: str, loss: InfoNCELoss):
+    def __init__(self, model: nn.Module, modality: str, loss: InfoNCELoss, packed: bool = False):
         super().__init__()
         self.model = model
         self.modality = modality
         self.loss = loss
+        self.packed = packed
+        if packed:
+            for tower in ("text", modality):  # fail at the start, not at the first step
+                model.require(tower)
+                packed_encoder_of(getattr(model, f"{tower}_model"))
 
     def forward(self, batch: PairBatch, rows: int | None = None) -> dict[str, torch.Tensor]:
-        out = self.model(batch.text_ids, batch.text_mask, batch.music, batch.music_mask, self.modality)
-        return self.loss(out.text_features[:rows], out.music_features[:rows])
+        if self.packed:
+            text = self.model.packed_features("text", batch.text_ids, batch.text_mask)
+            music = self.model.packed_features(self.modality, batch.music, batch.music_mask)
+        else:
+            out = self.model(batch.text_ids, batch.text_mask, batch.music, batch.music_mask, self.modality)
+            text, music = out.text_features, out.music_features
+        return self.loss(text[:rows], music[:rows])
 
 
 def freeze(model: nn.Module, trainable: list[str]) -> list[str]:
