@@ -136,7 +136,7 @@ class PatchDecoder(nn.Module):
         # presets work), FFN 4 x hidden, GPT-2 default dropouts, tied output layer.
         # The activation is GPT-2's tanh-approximated GELU (the official "gelu_new") as
         # torch's fused kernel instead of transformers' five-op Python formula: the same
-        # function to float rounding, and the demo's M3 stage takes 0.65x the time.
+        # function to float rounding, and the demo's M3 stage takes about 0.75x the time.
         config = GPT2Config(
             vocab_size=num_classes,
             n_positions=patch_size,
