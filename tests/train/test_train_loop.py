@@ -148,16 +148,23 @@ def test_loader_workers_stop_at_once_after_an_error():
     stop_loader_workers(iter(torch.utils.data.DataLoader(range(4))))  # no workers: nothing to do
 
 
-def test_packed_training_follows_the_padded_run(toy, tmp_path):
-    # Without dropout a packed stage and a padded one see the same batches and compute the same
-    # losses and updates, to float rounding; both write the same model.
+def _start_without_dropout(folder):
+    """A tiny model without dropout saved to ``folder``: packed and padded runs then draw no
+    masks, so they compute the same losses."""
     from clamp3.config import load_preset
 
     config = load_preset("tiny")
     for modality in ("text", "symbolic", "audio"):
         config.tower(modality).encoder.dropout = config.tower(modality).encoder.attention_dropout = 0.0
     torch.manual_seed(0)
-    Clamp3Model(config).save_pretrained(tmp_path / "start")
+    Clamp3Model(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_packed_training_follows_the_padded_run(toy, tmp_path):
+    # Without dropout a packed stage and a padded one see the same batches and compute the same
+    # losses and updates, to float rounding; both write the same model.
+    _start_without_dropout(tmp_path / "start")
     runs = {}
     for packed in (True, False):
         stage = _stage("audio", max_steps=4)
@@ -174,3 +181,34 @@ def test_packed_training_follows_the_padded_run(toy, tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     start = load_file(tmp_path / "start/model.safetensors")
     assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-3  # it did train
+
+
+@pytest.mark.parametrize("preset", ["symbolic", "audio"])
+def test_packed_training_runs_under_bf16_autocast(toy, tmp_path, preset, monkeypatch):
+    # Mixed precision (the GPU recipe; bf16 autocast also runs on a CPU): the packed towers see
+    # bf16 projections and fp32 LayerNorms, and follow the padded bf16 run to bf16 rounding.
+    start = _start_without_dropout(tmp_path / "start")
+    seen = []
+    packed_features = Clamp3Model.packed_features
+
+    def recording(self, modality, inputs, mask):
+        features = packed_features(self, modality, inputs, mask)
+        seen.append((torch.is_autocast_enabled("cpu"), features.dtype))
+        return features
+
+    monkeypatch.setattr(Clamp3Model, "packed_features", recording)
+    runs, calls = {}, {}
+    for packed in (True, False):
+        stage = _stage(preset, max_steps=3)
+        stage["contrastive"] = {"packed": packed}
+        out = tmp_path / f"packed-{packed}"
+        extra = {"model": None, "init_from": start, "precision": "bf16", "save_every": 1000}
+        train(_config(toy, out, [stage], **extra))
+        runs[packed] = [loss for _, _, loss in _losses(out)]
+        calls[packed] = len(seen) - sum(calls.values())
+    # Two calls (text, music) per packed step and evaluation batch, none in the padded run.
+    assert calls[True] >= 2 * 3 and calls[False] == 0, calls
+    assert all(on and dtype == torch.bfloat16 for on, dtype in seen), seen
+    assert len(runs[True]) == len(runs[False]) == 3
+    assert all(np.isfinite(runs[True]))
+    assert runs[True] == pytest.approx(runs[False], abs=0.02)
