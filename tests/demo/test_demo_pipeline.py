@@ -20,7 +20,13 @@ pytest.importorskip("faiss")
 
 from clamp3.corpus.texts import LANGUAGES  # noqa: E402
 from clamp3.demo.benchmark import EMERGENT, MUSIC_KINDS, TOP_K  # noqa: E402
-from clamp3.demo.pipeline import DemoOptions, demo_stages, run_demo  # noqa: E402
+from clamp3.demo.pipeline import (  # noqa: E402
+    DemoOptions,
+    check_workdir,
+    demo_stages,
+    run_demo,
+    settings,
+)
 from clamp3.utils.io import read_jsonl  # noqa: E402
 
 STEPS = (2, 3, 3)
@@ -164,3 +170,20 @@ def test_other_settings_in_the_same_workdir_are_refused(demo):
     with pytest.raises(ValueError, match="other training settings"):
         run_demo(DemoOptions(workdir=work, pieces=60, seconds_max=4.0, steps=(2, 3, 4), batch_size=8))
 
+
+
+def test_a_folder_trained_before_packed_steps_is_reused_and_a_refusal_names_the_keys(tmp_path):
+    # A demo folder made before `contrastive.packed` existed holds stage settings without it;
+    # packed steps leave the weights as they are (to float rounding), so the folder is taken.
+    options = _options(tmp_path)
+    stored = settings(options)
+    for stage in stored["training"]:
+        stage["contrastive"].pop("packed")
+    (tmp_path / "demo.json").write_text(json.dumps({"settings": stored}), encoding="utf-8")
+    check_workdir(tmp_path, options)
+    recorded = json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["settings"]
+    assert all("packed" in stage["contrastive"] for stage in recorded["training"])
+    other = DemoOptions(**{**options.__dict__, "steps": (2, 3, 4)})
+    with pytest.raises(ValueError, match=r"training\[2\]\.optim\.max_steps: 3 -> 4") as refused:
+        check_workdir(tmp_path, other)
+    assert "name" not in str(refused.value)  # only the differing keys, not both whole recipes

@@ -63,6 +63,19 @@ def test_an_option_added_later_at_its_unset_default_is_no_change():
     assert config_changes(current, saved) == {"stages[0].group_by": ("facts.collection", "<absent>")}
 
 
+def test_packed_steps_are_no_change_of_the_result():
+    # Packed and padded steps compute the same updates to float rounding: a run started before
+    # the option existed, or with its other value, goes on; other stage keys still count.
+    saved = {"stages": [{"name": "a", "contrastive": {"normalize": True}}]}
+    current = {"stages": [{"name": "a", "contrastive": {"normalize": True, "packed": True}}]}
+    assert config_changes(saved, current) == {}
+    saved["stages"][0]["contrastive"]["packed"] = False
+    assert config_changes(saved, current) == {}
+    current["stages"][0]["contrastive"]["normalize"] = False
+    assert config_changes(saved, current) == {"stages[0].contrastive.normalize": (True, False)}
+    assert config_changes({"packed": 1}, {"packed": 2}) == {"packed": (1, 2)}  # only inside a stage
+
+
 def test_resume_with_a_changed_config_is_refused_unless_allowed(toy, tmp_path):
     run = tmp_path / "run"
     assert train(config_from_dict(_data(toy, run)), stop_after=2) is None

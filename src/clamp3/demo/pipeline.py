@@ -141,10 +141,16 @@ def check_workdir(work: Path, options: DemoOptions) -> None:
     wanted = settings(options)
     path = work / "demo.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    from clamp3.train.rundir import config_changes, describe_changes
+
+    stored = old.get("settings", {})
     for key, value in wanted.items():
-        if key in old.get("settings", {}) and old["settings"][key] != value:
+        # The rule of a training run's resume: settings that leave the weights as they are
+        # (packed steps) may differ, and only the differing keys are named.
+        changes = config_changes({key: stored[key]}, {key: value}) if key in stored else {}
+        if changes:
             raise ValueError(
-                f"{work} was made with other {key} settings ({old['settings'][key]}, now {value}); "
+                f"{work} was made with other {key} settings ({describe_changes(changes)}); "
                 "use another --workdir or delete this one"
             )
     work.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,10 @@ NEUTRAL = frozenset(
         "bad_items",
     )
 )
+# Stage settings that change how a step is computed, not what: the same losses and updates to
+# float rounding (as another CPU gives), so a run made before such a setting existed, or with
+# its other value, may go on with it.
+NEUTRAL_IN_STAGE = frozenset(("contrastive.packed",))
 ABSENT = "<absent>"
 
 
@@ -54,15 +58,23 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _neutral(key: str) -> bool:
+    """``key`` (``"stages[1].contrastive.packed"``) names a setting that leaves the weights as
+    they are: a NEUTRAL run setting, or a NEUTRAL_IN_STAGE one of any list of stages."""
+    head, _, rest = key.partition(".")
+    return head.split("[")[0] in NEUTRAL or (head.endswith("]") and rest in NEUTRAL_IN_STAGE)
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (saved value, current value)} for every result-shaping difference; a key
     missing on one side shows as ``"<absent>"``. A key the saved config lacks and the current one
-    leaves unset (None) is no difference: an option added in a later version, at its default."""
+    leaves unset (None) is no difference: an option added in a later version, at its default.
+    Neutral settings (``NEUTRAL``, ``NEUTRAL_IN_STAGE``) are never a difference."""
     old = _flatten(json.loads(json.dumps(saved)), "", {})  # the same JSON types on both sides
     new = _flatten(json.loads(json.dumps(current)), "", {})
     changes = {}
     for key in sorted(set(old) | set(new), key=lambda k: (k.split(".")[0], k)):
-        if key.split(".")[0].split("[")[0] in NEUTRAL:
+        if _neutral(key):
             continue
         before, after = old.get(key, ABSENT), new.get(key, ABSENT)
         if before != after and not (before == ABSENT and after is None):
