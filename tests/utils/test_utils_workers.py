@@ -165,3 +165,29 @@ def test_stopping_a_run_ends_its_workers_at_once():
     started = time.monotonic()
     outcomes.close()  # what Ctrl-C in the caller's loop does once the generator is dropped
     assert time.monotonic() - started < 10
+
+
+def _burn(seconds: float) -> int:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return os.getpid()
+
+
+def test_a_finished_run_leaves_its_workers_reaped_and_their_cpu_time_counted():
+    # The corpus build reports its CPU time from RUSAGE_CHILDREN, which holds a worker's time
+    # only once the worker is reaped: killed and left to the executor's thread, a whole build's
+    # workers were missing from it (3 s reported for 147 s of work).
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime  # the loop's clock reads count as system time
+
+    before = children_cpu()
+    pids = {o.value for o in run_isolated(_burn, [0.3] * 4, workers=2)}
+    gained = children_cpu() - before
+    assert gained >= 0.9, gained  # four items of 0.3 s CPU each
+    for pid in pids:  # no zombie left: the pid is gone from the process table
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

@@ -158,6 +158,12 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         with contextlib.suppress(OSError, ValueError):  # already exited or closed
             process.kill()
+    # Reaped here (a killed process ends within milliseconds), not later by the executor's
+    # thread: until then its CPU time is missing from the parent's RUSAGE_CHILDREN, which the
+    # corpus build reports, and it lingers as a zombie.
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=1.0)
 
 
 def _call(func: Callable[[Any], R], timeout: float | None, item: Any) -> R:
