@@ -7,6 +7,7 @@ rerun reuses the corpus, the trained model and the embeddings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from fractions import Fraction
@@ -171,7 +172,6 @@ def test_other_settings_in_the_same_workdir_are_refused(demo):
         run_demo(DemoOptions(workdir=work, pieces=60, seconds_max=4.0, steps=(2, 3, 4), batch_size=8))
 
 
-
 def test_a_folder_trained_before_packed_steps_is_reused_and_a_refusal_names_the_keys(tmp_path):
     # A demo folder made before `contrastive.packed` existed holds stage settings without it;
     # packed steps leave the weights as they are (to float rounding), so the folder is taken.
@@ -183,7 +183,7 @@ def test_a_folder_trained_before_packed_steps_is_reused_and_a_refusal_names_the_
     check_workdir(tmp_path, options)
     recorded = json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["settings"]
     assert all("packed" in stage["contrastive"] for stage in recorded["training"])
-    other = DemoOptions(**{**options.__dict__, "steps": (2, 3, 4)})
+    other = dataclasses.replace(options, steps=(2, 3, 4))
     with pytest.raises(ValueError, match=r"training\[2\]\.optim\.max_steps: 3 -> 4") as refused:
         check_workdir(tmp_path, other)
     assert "name" not in str(refused.value)  # only the differing keys, not both whole recipes
