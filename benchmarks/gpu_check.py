@@ -16,7 +16,8 @@ error and the others still run; the exit status is 1 if any step failed or misse
   a share of the fp32 and bf16 GEMM peak measured on the same device in the same run;
 - ``mert``: MERT-v1-95M (recipe weights) windows/s, one window per forward vs batched;
 - ``train``: optimizer steps of the text + symbolic stage with bf16 autocast at batch 64/128/256
-  (full-length items): steps/s and peak memory;
+  (full-length items): steps/s and peak memory; and at batch 64 on mixed lengths, padded vs
+  packed steps (the training default, measured on CPUs only until this runs);
 - ``torchrun``: a 1-process ``torchrun`` joining an NCCL group (gloo on CPU), DDP steps, and
   the real ``clamp3 train`` loop (toy data, bf16) launched through torchrun on the device;
 - ``serve``: p50/p95 of sequential text queries to ``clamp3 serve --device`` over 100k items.
@@ -101,6 +102,8 @@ def table(results: dict) -> str:
             summary = ", ".join(
                 f"b{x['batch']} {x.get('steps_per_s', float('nan')):.2f} steps/s" for x in r["runs"]
             )
+            if "packed_speedup" in r.get("packing", {}):
+                summary += f"; packed {r['packing']['packed_speedup']:.2f}x padded (mixed lengths)"
         if name == "serve" and "p50_ms" in r:
             summary = f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms over {r['items']} items"
         lines.append(

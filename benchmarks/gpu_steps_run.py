@@ -80,8 +80,27 @@ def step_mert(check: Check) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-def contrastive_steps(preset: str, batch: int, device: torch.device, steps: int, ddp: bool = False) -> dict:
-    """Optimizer steps of the text + symbolic stage with bf16 autocast on full-length batches."""
+def mixed_lengths(data, gen: torch.Generator):
+    """``data`` with prefix masks of random lengths (1/8 of the segment to all of it, uniform):
+    the length mix packed steps are for. The ids past a mask's end stay; both forwards ignore them."""
+    for mask in (data.text_mask, data.music_mask):
+        batch, length = mask.shape
+        ends = torch.randint(max(1, length // 8), length + 1, (batch, 1), generator=gen)
+        mask.copy_((torch.arange(length)[None, :] < ends).to(mask.dtype))
+    return data
+
+
+def contrastive_steps(
+    preset: str,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    ddp: bool = False,
+    packed: bool = False,
+    mixed: bool = False,
+) -> dict:
+    """Optimizer steps of the text + symbolic stage with bf16 autocast on full-length batches
+    (``mixed``: the lengths of :func:`mixed_lengths`), padded or ``packed``."""
     from train_speed import full_length_batch
 
     from clamp3 import Clamp3Model
@@ -95,7 +114,7 @@ def contrastive_steps(preset: str, batch: int, device: torch.device, steps: int,
     torch.manual_seed(0)
     config = load_preset(preset)
     model = Clamp3Model(config).to(device)
-    task = ContrastiveTask(model, "symbolic", InfoNCELoss()).to(device)
+    task = ContrastiveTask(model, "symbolic", InfoNCELoss(), packed=packed).to(device)
     freeze(model, stage.train)
     set_train_mode(task, stage.train)
     wrapped: torch.nn.Module = task
@@ -105,6 +124,11 @@ def contrastive_steps(preset: str, batch: int, device: torch.device, steps: int,
         )
     optimizer = _optimizer(task, stage)
     data = full_length_batch(config, stage, batch, torch.Generator().manual_seed(1))
+    if mixed:
+        data = mixed_lengths(data, torch.Generator().manual_seed(2))
+    real = (int(data.text_mask.sum()) + int(data.music_mask.sum())) / (
+        data.text_mask.numel() + data.music_mask.numel()
+    )
     data = data.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -123,6 +147,8 @@ def contrastive_steps(preset: str, batch: int, device: torch.device, steps: int,
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
         "batch": batch,
+        "packed": packed,
+        "real_token_share": round(real, 3),
         "steps_per_s": len(times) / sum(times),
         "peak_memory_gib": peak,
         "losses_finite": all(np.isfinite(losses)),
@@ -146,8 +172,28 @@ def step_train(check: Check) -> dict:
     return {
         "stage": "symbolic (text + symbolic), bf16 autocast",
         "runs": runs,
+        "packing": packed_vs_padded(check),
         "ok": any("steps_per_s" in r and r["losses_finite"] for r in runs),
     }
+
+
+def packed_vs_padded(check: Check) -> dict:
+    """Training steps on mixed lengths at batch 64, padded and packed (the training default,
+    measured on CPUs only until this runs): steps/s of each and their ratio."""
+    batch, steps = (8, 2) if check.smoke else (64, 5)
+    out: dict[str, Any] = {"batch": batch}
+    try:
+        for packed in (False, True):
+            run = contrastive_steps(check.preset, batch, check.device, steps, packed=packed, mixed=True)
+            out["packed" if packed else "padded"] = run
+    except torch.OutOfMemoryError as exc:
+        return {**out, "error": f"out of memory: {str(exc).splitlines()[0]}"}
+    finally:
+        if check.device.type == "cuda":
+            torch.cuda.empty_cache()
+    out["real_token_share"] = out["packed"]["real_token_share"]
+    out["packed_speedup"] = out["packed"]["steps_per_s"] / out["padded"]["steps_per_s"]
+    return out
 
 
 def ddp_child(device: str, preset: str, batch: int) -> dict:

@@ -57,6 +57,10 @@ def test_throughput_has_official_and_library_paths_with_peak_shares(smoke):
 def test_training_torchrun_and_service_figures(smoke):
     run = smoke["train"]["runs"][0]
     assert run["losses_finite"] and run["steps_per_s"] > 0
+    packing = smoke["train"]["packing"]  # the packed training default against padded steps
+    assert not packing["padded"]["packed"] and packing["packed"]["packed"]
+    assert 0.2 < packing["real_token_share"] < 0.9 and run["real_token_share"] == 1.0
+    assert packing["packed_speedup"] > 0 and packing["packed"]["losses_finite"]
     ddp = smoke["torchrun"]["ddp"]
     assert ddp["backend"] == "gloo" and ddp["world_size"] == 1 and ddp["all_reduce_ok"]
     assert smoke["torchrun"]["train_loop"]["logged_steps"] == 6
