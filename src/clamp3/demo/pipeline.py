@@ -154,7 +154,7 @@ def check_workdir(work: Path, options: DemoOptions) -> None:
                 "use another --workdir or delete this one"
             )
     work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**old, "settings": {**old.get("settings", {}), **wanted}})
+    write_json_atomic(path, {**old, "settings": {**stored, **wanted}})
 
 
 def ensure_corpus(work: Path, options: DemoOptions) -> bool:
