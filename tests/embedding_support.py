@@ -56,3 +56,13 @@ class InMemoryModel:
 
     def state_dict(self) -> dict:
         return {}
+
+    # What the evaluation item loader calls (through ``clamp3.encode.Preparer``): a file is
+    # "prepared" as its path and embedded by the stand-in's own ``encode_files``.
+    def prepare_file(self, path, modality=None, timeout=None):
+        from clamp3.inputs import Prepared, modality_of
+
+        return Prepared(modality_of(path), path)
+
+    def embed_prepared(self, items, batch_size=32, pooled=True):
+        return list(self.encode_files([item.data for item in items], normalize=False))

@@ -116,10 +116,12 @@ class Preparer:
         is the caller's mistake: ``ValueError``)."""
         check_modality(modality)
         chosen = self._in_workers(inputs, modality)
-        convert = functools.partial(
-            prepare_symbolic_file, config=self.pipeline.config.symbolic, timeout=self.timeout
-        )
-        outcomes = self._pool.run(convert, [inputs[i] for i in chosen])
+        outcomes: Iterator = iter(())
+        if chosen:
+            convert = functools.partial(
+                prepare_symbolic_file, config=self.pipeline.config.symbolic, timeout=self.timeout
+            )
+            outcomes = self._pool.run(convert, [inputs[i] for i in chosen])
         position = {i: n for n, i in enumerate(chosen)}
         ready: dict[int, object] = {}
         for i, x in enumerate(inputs):

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # an ONNX export (clamp3.onnx) embeds texts without them.
 
 T = TypeVar("T")
-_CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
+ENCODE_CHUNK = 256  # inputs prepared and embedded per round: memory stays bounded for long lists
 
 
 def _text_label(text: str) -> str:
@@ -337,8 +337,8 @@ class Clamp3Pipeline:
         out = np.zeros((len(inputs), self.dim), dtype=np.float32)
         with _progress(len(inputs), show_progress) as bar:
             # Within a chunk, segments are sorted by length and batched with dynamic padding.
-            for lo in range(0, len(inputs), _CHUNK):
-                chunk = [prepare(x) for x in inputs[lo : lo + _CHUNK]]
+            for lo in range(0, len(inputs), ENCODE_CHUNK):
+                chunk = [prepare(x) for x in inputs[lo : lo + ENCODE_CHUNK]]
                 out[lo : lo + len(chunk)] = np.stack(self.embed_prepared(chunk, batch_size))
                 bar.update(len(chunk))
         return l2_normalize(out) if normalize else out

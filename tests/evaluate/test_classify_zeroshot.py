@@ -189,3 +189,40 @@ def test_cli_rejects_a_template_without_placeholder_before_loading(tmp_path, cap
     argv = ["zero-shot", str(tmp_path), "--model", str(tmp_path / "absent"), "--labels", "a,b"]
     assert main([*argv, "--template", "no placeholder"]) == 2
     assert "has no {label} placeholder" in capsys.readouterr().err
+
+
+def test_a_bad_file_is_reported_and_the_rest_classified(tiny_model_dir, abc_tree, tmp_path, capsys):
+    (abc_tree / "reel" / "broken.mid").write_bytes(b"not a midi file")
+    (abc_tree / "waltz" / "empty.txt").write_text("  \n", encoding="utf-8")
+    out = tmp_path / "zs.json"
+    argv = ["zero-shot", str(abc_tree), "--model", str(tiny_model_dir), "--device", "cpu"]
+    argv += ["--labels", "reel,waltz", "--labels-from-folders", "--json", str(out), "--no-progress"]
+    assert main(argv) == 1  # as `clamp3 embed`: some files failed
+    err = capsys.readouterr().err
+    assert f"error: {abc_tree / 'reel' / 'broken.mid'}: corrupt MIDI file" in err
+    assert "2 files could not be read" in err
+    result = json.loads(out.read_text(encoding="utf-8"))
+    read = ["reel/t0.abc", "reel/t1.abc", "waltz/t0.abc", "waltz/t1.abc"]
+    assert [p["path"] for p in result["predictions"]] == read
+    assert [f["path"] for f in result["failed"]] == ["reel/broken.mid", "waltz/empty.txt"]
+    assert "empty" in result["failed"][1]["reason"] and result["metrics"]["n"] == 4
+
+    # the scores of the files that were read are those of a run without the bad ones
+    (abc_tree / "reel" / "broken.mid").unlink()
+    (abc_tree / "waltz" / "empty.txt").unlink()
+    clean = tmp_path / "clean.json"
+    assert main([*argv[:-3], "--json", str(clean), "--no-progress"]) == 0
+    expected = json.loads(clean.read_text(encoding="utf-8"))
+    assert expected["failed"] == []
+    for got, want in zip(result["predictions"], expected["predictions"], strict=True):
+        assert [t["label"] for t in got["top"]] == [t["label"] for t in want["top"]]
+        assert got["top"][0]["score"] == pytest.approx(want["top"][0]["score"], abs=1e-6)
+
+
+def test_nothing_readable_is_an_input_error(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd")
+    argv = ["zero-shot", str(bad), "--model", str(tiny_model_dir), "--device", "cpu", "--labels", "a,b"]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {bad}: no file could be read (1 failed" in err

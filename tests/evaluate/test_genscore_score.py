@@ -217,3 +217,29 @@ def test_frechet_only_on_embedding_folders_needs_no_model(tmp_path, rng, capsys)
     assert printed["frechet"]["normalized"] is True and printed["frechet"]["distance"] > 0
     assert "clamp3_score" not in printed
     assert main(["gen-score", "--generated", str(gen)]) == 2  # nothing to compute
+
+
+def test_a_bad_piece_is_reported_and_left_out(tiny_model_dir, tmp_path, capsys):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    for folder in (gen, ref):
+        folder.mkdir()
+    for i, tune in enumerate(["C D E F|G A B c|]", "c B A G|F E D C|]", "C E G c|G E C2|]"]):
+        (gen / f"song{i}.abc").write_text(f"X:1\nL:1/4\nM:4/4\nK:C\n{tune}\n", encoding="utf-8")
+        (ref / f"ref{i}.abc").write_text(f"X:1\nL:1/8\nM:4/4\nK:G\n{tune}\n", encoding="utf-8")
+    (gen / "song3.mid").write_bytes(b"not a midi file")
+    (ref / "ref3.mid").write_bytes(b"MThd")
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("id,prompt\nsong0,a waltz\nsong1,una canción\nsong2,Lied\nsong3,a reel\n", "utf-8")
+    out = tmp_path / "gs.json"
+    argv = ["gen-score", "--prompts", str(prompts), "--generated", str(gen), "--reference", str(ref)]
+    argv += ["--model", str(tiny_model_dir), "--device", "cpu", "--bootstrap", "50", "--fd-bootstrap", "5"]
+    with pytest.warns(UserWarning, match="N < D"):
+        assert main([*argv, "--json", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {gen / 'song3.mid'}: corrupt MIDI file" in err and f"error: {ref / 'ref3.mid'}" in err
+    assert "2 files could not be read and are not scored" in err
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert [f["path"] for f in result["failed_files"]] == ["song3.mid"]
+    assert [f["path"] for f in result["frechet"]["failed_files"]] == ["ref3.mid"]
+    assert result["n_generated"] == 3 and result["frechet"]["n_reference"] == 3
+    assert result["clamp3_score"]["n"] == 3 and result["clamp3_score"]["prompts_without_files"] == ["song3"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from clamp3.cli.args import (
@@ -106,7 +107,9 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
         "zero-shot",
         help="classify files against label prompts in any language",
         description="Each label becomes one prompt per --template ('{label}' is replaced); a label's vector "
-        "is the renormalised mean of its normalised prompt embeddings; items get cosine scores.",
+        "is the renormalised mean of its normalised prompt embeddings; items get cosine scores. A file "
+        "that cannot be read is reported (error: FILE: REASON) and left out. Exit status: 0 all classified, "
+        "1 some files failed, 2 bad usage or input.",
     )
     p.add_argument("inputs", nargs="+", help="files or folders (or embedding folders with --embeddings)")
     add_model_arguments(p)
@@ -136,6 +139,9 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gen-score",
         help="score generated music: CLaMP 3 score vs prompts, Fréchet distance vs a reference set",
+        description="Prints the CLaMP 3 score and/or the Fréchet distance as JSON. A piece that cannot be "
+        "read is reported (error: FILE: REASON) and left out of both. Exit status: 0 all scored, 1 some "
+        "files failed, 2 bad usage or input.",
     )
     p.add_argument("--prompts", default=None, help="JSONL {id, prompt} or CSV id,prompt")
     p.add_argument("--generated", required=True, help="folder of generated pieces (audio or symbolic)")
@@ -251,7 +257,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.json} ({len(result['predictions'])} predictions)")
     _print_metrics(result.get("metrics"))
-    return 0
+    return _failures_summary(len(result["failed"]), "files could not be read and are not classified")
 
 
 def _gen_score(args: argparse.Namespace) -> int:
@@ -278,8 +284,18 @@ def _gen_score(args: argparse.Namespace) -> int:
         score["unmatched_files"] = len(score["unmatched_files"])
         score["prompts_without_files"] = len(score["prompts_without_files"])
         summary["clamp3_score"] = score
+    if "frechet" in summary:
+        summary["frechet"] = {**summary["frechet"], "failed_files": len(summary["frechet"]["failed_files"])}
     print(json.dumps(summary, indent=2, ensure_ascii=False))
-    return 0
+    failed = len(result["failed_files"]) + len(result.get("frechet", {}).get("failed_files", []))
+    return _failures_summary(failed, "files could not be read and are not scored")
+
+
+def _failures_summary(failed: int, what: str) -> int:
+    """Exit status of a run that went on past bad files (each already reported): 1 if any."""
+    if failed:
+        print(f"warning: {failed} {what} (errors above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _print_metrics(metrics: dict | None) -> None:

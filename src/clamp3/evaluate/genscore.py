@@ -283,7 +283,9 @@ def run_gen_score(
     must share, as generated and reference folders must share theirs (``ModelMismatch`` unless
     ``allow_model_mismatch``). Returns (and writes
     to ``json_out``) ``clamp3_score`` + ``prompts`` + ``items`` when prompts are given and
-    ``frechet`` when a reference is given.
+    ``frechet`` when a reference is given. Files that cannot be read are reported and left out
+    (``failed_files``, ``{path, reason}``, at the top for generated pieces and in ``frechet`` for
+    the reference); a folder none of whose files can be read is an ``InputError``.
     """
     from clamp3.evaluate.runs import provenance
 
@@ -306,6 +308,7 @@ def run_gen_score(
         "n_generated": len(gen.paths),
         "modality": modality,
         "ignored_files": gen.ignored,
+        "failed_files": gen.failed,
         **({"model_check": verdicts} if verdicts else {}),
         **provenance(),
     }
@@ -345,7 +348,12 @@ def _frechet_to_reference(
     if settings.normalize_fd:
         x, y = l2_normalize(x, np.float64), l2_normalize(y, np.float64)
     fd = frechet_bootstrap(x, y, settings.fd_bootstrap, seed=settings.seed, show_progress=show_progress)
-    return {"reference": str(reference), **fd, "normalized": settings.normalize_fd}
+    return {
+        "reference": str(reference),
+        **fd,
+        "normalized": settings.normalize_fd,
+        "failed_files": ref.failed,
+    }
 
 
 def _score_prompts(

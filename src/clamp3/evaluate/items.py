@@ -8,6 +8,7 @@ its relative path and modality so that pipelines can keep only the modalities th
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +35,15 @@ class Items:
     """Vectors (N, D) float32, not normalised, with their relative paths (with extension).
 
     ``modalities[i]`` is row ``i``'s modality (``None``: unknown, an embedding without a
-    manifest record); ``ignored`` lists inputs left out by a modality filter.
+    manifest record); ``ignored`` lists inputs left out by a modality filter; ``failed`` the
+    files that could not be read, ``{"path", "reason"}`` (the ``errors.jsonl`` fields, no time).
     """
 
     paths: list[str]
     vectors: np.ndarray
     modalities: list[str | None] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
 
 
 def check_output_file(path: str | os.PathLike) -> Path:
@@ -183,10 +186,51 @@ def load_items(
     kinds = [_modality_of(rel) for _, rel in files]
     keep = select([rel for _, rel in files], kinds)
     ignored = [files[i][1] for i in sorted(set(range(len(files))) - set(keep))]
-    files = [files[i] for i in keep]
-    from clamp3.pipeline import as_pipeline
+    items = _encode_files([(*files[i], kinds[i]) for i in keep], model, batch_size, show_progress)
+    items.ignored = ignored
+    if files and keep and not items.paths:
+        raise InputError(
+            ", ".join(map(str, sources)), f"no file could be read ({len(keep)} failed; errors above)"
+        )
+    return items
 
-    vectors = as_pipeline(model).encode_files(
-        [path for path, _ in files], batch_size=batch_size, normalize=False, show_progress=show_progress
-    )
-    return Items([rel for _, rel in files], vectors, [kinds[i] for i in keep], ignored)
+
+def _encode_files(
+    files: list[tuple[Path, str, str | None]],
+    model: Clamp3Model | Clamp3Pipeline,
+    batch_size: int,
+    show_progress: bool,
+) -> Items:
+    """Encode ``(path, relative path, modality)`` files; a file that cannot be read is reported
+    (``error: <path>: <reason>`` on stderr, as ``clamp3 embed`` does) and left out, and the rest
+    go on: one corrupt file among thousands must not cost the whole run."""
+    from tqdm.auto import tqdm
+
+    from clamp3.encode import Preparer
+    from clamp3.pipeline import ENCODE_CHUNK, as_pipeline
+
+    pipeline = as_pipeline(model)
+    paths: list[str] = []
+    modalities: list[str | None] = []
+    blocks: list[np.ndarray] = []
+    failed: list[dict[str, str]] = []
+    with Preparer(pipeline) as preparer, tqdm(
+        total=len(files), disable=not show_progress, desc="encoding", unit="file"
+    ) as bar:
+        for lo in range(0, len(files), ENCODE_CHUNK):
+            chunk = files[lo : lo + ENCODE_CHUNK]
+            good = []
+            for (path, rel, kind), item in zip(chunk, preparer.prepare_many([c[0] for c in chunk])):
+                if isinstance(item, InputError):
+                    failed.append({"path": rel, "reason": item.reason})
+                    tqdm.write(f"error: {path}: {item.reason}", file=sys.stderr)
+                else:
+                    good.append((rel, kind, item))
+            if good:
+                vectors = pipeline.embed_prepared([g[2] for g in good], batch_size)
+                blocks.append(np.stack(vectors).astype(np.float32, copy=False))
+                paths += [g[0] for g in good]
+                modalities += [g[1] for g in good]
+            bar.update(len(chunk))
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, pipeline.dim), np.float32)
+    return Items(paths, vectors, modalities, failed=failed)

@@ -222,6 +222,9 @@ def run_zero_shot(
 ) -> dict:
     """Zero-shot classify files (or embedding folders) against ``labels``; metrics with known labels.
 
+    A file that cannot be read is reported and left out (``result["failed"]``, ``{path, reason}``);
+    ``InputError`` when none can be read.
+
     ``top_k`` >= 1; ``plot`` needs known labels (else ``ValueError``). With ``embeddings``, each
     folder's manifest model must be ``model`` (which encodes the labels), else ``ModelMismatch``
     unless ``allow_model_mismatch``.
@@ -246,7 +249,13 @@ def run_zero_shot(
         {"path": path, "label": top[0]["label"], "top": top}
         for path, top in zip(items.paths, best_labels(scores, names, top_k))
     ]
-    result = {"labels": names, "templates": list(templates), "predictions": records, **provenance()}
+    result = {
+        "labels": names,
+        "templates": list(templates),
+        "predictions": records,
+        "failed": items.failed,
+        **provenance(),
+    }
     if verdicts:
         result["model_check"] = verdicts
     if has_truth:
