@@ -157,3 +157,15 @@ def test_cli_score_and_clear_errors(folders, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["eval", str(tmp_path / "empty"), str(r_dir)]) == 2
     assert "no .npy embeddings found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_score_refuses_an_unusable_output_before_the_work(folders, tmp_path, capsys, group):
+    q_dir, r_dir, _, _ = folders
+    flags = ["--group"] if group else []
+    assert main(["score", str(q_dir), str(r_dir), *flags, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: is a folder; give a file name"
+    deep = tmp_path / "missing" / "deeper" / "pairs.jsonl"
+    assert main(["score", str(q_dir), str(r_dir), *flags, "--out", str(deep)]) == 2
+    assert f"folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q", "r"]  # nothing written, no temporary

@@ -107,3 +107,14 @@ def test_a_missing_optional_dependency_names_the_extra():
     with pytest.raises(ImportError, match=r"^x needs y: pip install 'clamp3\[demo\]'$") as caught:
         optional_module("clamp3_no_such_module", "x needs y", "demo")
     assert isinstance(caught.value.__cause__, ImportError)
+
+
+def test_an_atomic_write_onto_a_folder_names_it_and_leaves_nothing(tmp_path):
+    from clamp3.utils.io import write_text_atomic
+
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_text_atomic(target, "x")
+    assert caught.value.filename == str(target) and "is a folder" in caught.value.strerror
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any(target.iterdir())

@@ -260,9 +260,12 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from clamp3.evaluate.items import check_output_file
     from clamp3.evaluate.score import score_groups, score_pairs
     from clamp3.utils.io import write_json_atomic, write_text_atomic
 
+    if args.out:
+        check_output_file(args.out)  # before the work, as eval does
     if args.group:
         result = score_groups(args.query_dir, args.reference_dir, args.allow_model_mismatch)
         if args.out:

@@ -64,6 +64,7 @@ USER_ERRORS = (
     FileNotFoundError,
     FileExistsError,
     NotADirectoryError,
+    IsADirectoryError,
     PermissionError,
     ImportError,
 )

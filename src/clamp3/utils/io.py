@@ -8,6 +8,7 @@ leaves no partial output and a rerun can trust every file it finds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -38,8 +39,14 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it to ``path``."""
+    """Yield a temporary path next to ``path``; on success fsync it and rename it to ``path``.
+
+    A ``path`` that is an existing folder raises ``IsADirectoryError`` naming it, before anything
+    is written (the rename would fail only after the work, with the temporary's name).
+    """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
