@@ -89,6 +89,47 @@ def test_truncated_flac_is_reported(tmp_path):
         load_audio(path)
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_truncated_wav_is_reported(tmp_path, subtype):
+    """libsndfile decodes what is left of a cut-off WAV without a word; the header says more."""
+    from clamp3.audio.io import wav_shortfall
+
+    path = tmp_path / "t.wav"
+    sf.write(path, _tone(3.0, 44100, 2), 44100, subtype=subtype)
+    whole = path.read_bytes()
+    assert wav_shortfall(path) is None
+    path.write_bytes(whole[: len(whole) // 2])
+    declared, present = wav_shortfall(path)
+    header = len(whole) - declared  # 44 bytes for PCM; float WAVs carry a "fact" chunk as well
+    assert 44 <= header < 100 and present == len(whole) // 2 - header
+    with pytest.raises(InputError) as caught:
+        load_audio(path)
+    assert caught.value.path == str(path) and caught.value.reason.startswith("truncated: the header announces")
+    path.write_bytes(whole[:-4])  # one stereo 16-bit frame short: within the 1 % a writer may round
+    assert wav_shortfall(path) is None
+
+
+def test_wav_chunks_before_the_data_and_streaming_placeholders(tmp_path):
+    from clamp3.audio.io import wav_shortfall
+
+    samples = (np.arange(2400) % 200 - 100).astype("<i2").tobytes()
+    fmt = b"fmt " + (16).to_bytes(4, "little") + bytes.fromhex("0100 0100 c05d0000 80bb0000 0200 1000")
+    odd = b"LIST" + (3).to_bytes(4, "little") + b"abc\0"  # an odd-length chunk, padded to even
+    for declared, cut, expected in [
+        (len(samples), 0, None),
+        (len(samples), 1000, (len(samples), len(samples) - 1000)),
+        (0xFFFFFFFF, 1000, None),  # a writer that never came back to fill the sizes in
+        (0, 0, None),
+    ]:
+        data = b"data" + declared.to_bytes(4, "little") + samples[: len(samples) - cut]
+        body = b"WAVE" + fmt + odd + data
+        path = tmp_path / "w.wav"
+        path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+        assert wav_shortfall(path) == expected
+    (tmp_path / "rf64.wav").write_bytes(b"RF64" + bytes(40))
+    assert wav_shortfall(tmp_path / "rf64.wav") is None
+
+
 def test_truncated_mp3_is_reported(tmp_path):
     path = tmp_path / "t.mp3"
     sf.write(path, _tone(3.0, 44100, 2), 44100, format="MP3")

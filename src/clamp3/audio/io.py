@@ -61,9 +61,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
 
     Returns float32 (n_samples,): the channel mean, resampled, not normalised. Raises
     :class:`InputError` naming the file for a missing, unsupported, unreadable or empty file,
-    one holding NaN/infinite samples, and a truncated file whose decoder reports it (MP3, FLAC);
-    a truncated WAV or OGG decodes to the samples it still holds (libsndfile reads them
-    without an error).
+    one holding NaN/infinite samples, and a truncated file: a WAV whose sample data ends before
+    its header says (:func:`wav_shortfall`), an MP3 or FLAC whose decoder finds fewer frames than
+    announced. A truncated OGG decodes to the samples it still holds (its header gives no length).
     """
     path = Path(path)
     if not is_audio_file(path):
@@ -74,6 +74,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         )
     if not path.is_file():
         raise InputError(path, "no such file")
+    shortfall = wav_shortfall(path) if path.suffix.lower() == ".wav" else None
+    if shortfall is not None:  # libsndfile would read what is left without a word
+        declared, present = shortfall
+        raise InputError(
+            path, f"truncated: the header announces {declared} bytes of samples, the file holds {present}"
+        )
     sf = _soundfile()
     try:
         with sf.SoundFile(str(path)) as handle:
@@ -92,6 +98,33 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if not np.isfinite(wave).all():
         raise InputError(path, "the audio holds NaN or infinite samples")
     return wave
+
+
+def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of a RIFF WAV's ``data`` chunk when the file ends more than
+    1 % short of what its header declares (a copy or download cut off), else ``None``.
+
+    Only the chunk headers are read. ``None`` as well for what is not a plain RIFF WAV (RF64,
+    an unreadable header: the decoder judges those) and for the size placeholders that
+    streaming writers leave (0 and 0xFFFFFFFF).
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(handle.fileno()).st_size
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk = handle.read(8)
+            name, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                present = size - offset - 8
+                if length in (0, 0xFFFFFFFF) or present >= 0.99 * length:
+                    return None
+                return length, present
+            offset += 8 + length + (length & 1)  # chunks are padded to an even length
+    return None
 
 
 def _mix_down(block: np.ndarray) -> np.ndarray:
