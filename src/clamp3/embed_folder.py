@@ -226,25 +226,12 @@ class _Run:
         self, preparer: Preparer, chunk: list[tuple[Path, str, str]], modality: str | None, batch_size: int
     ) -> None:
         """Prepare, embed and write one chunk of (file, relative path, relative .npy) jobs."""
-        good: list[tuple[Path, str, str, Prepared]] = []
-        for (path, rel, npy), item in zip(chunk, preparer.prepare_many([c[0] for c in chunk], modality)):
-            if isinstance(item, InputError):
-                self.fail(rel, item.reason)
-            else:
-                good.append((path, rel, npy, item))
-        try:
-            vectors = self.pipeline.embed_prepared([g[3] for g in good], batch_size, pooled=self.pooled)
-        except Exception:  # e.g. an item the tower rejects: embed one by one to isolate it
-            vectors = []
-            for _, rel, _, item in good:
-                try:
-                    vectors.append(self.pipeline.embed_prepared([item], batch_size, pooled=self.pooled)[0])
-                except Exception as exc:
-                    self.fail(rel, f"embedding failed: {exc}")
-                    vectors.append(None)
-        for (path, rel, npy, item), vector in zip(good, vectors, strict=True):
-            if vector is None:
+        outcomes = preparer.embed_many([c[0] for c in chunk], modality, batch_size, pooled=self.pooled)
+        for (path, rel, npy), outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, InputError):
+                self.fail(rel, outcome.reason)
                 continue
+            item, vector = outcome
             array = vector[None].astype(np.float32)
             save_npy_atomic(self.out / npy, array)
             append_record(self.manifest, self.record(rel, npy, path, item, array.shape))

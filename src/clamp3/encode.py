@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from clamp3.config import SymbolicTowerConfig
 from clamp3.inputs import Prepared, check_modality, modality_of
 from clamp3.tokenizer import TokenizerNotFound
@@ -132,3 +134,25 @@ class Preparer:
                 outcome = next(outcomes)
                 ready[outcome.index] = outcome.value if outcome.ok else outcome.error
             yield self._outcome(x, ready.pop(position[i]))
+
+    def embed_many(
+        self, inputs: Sequence[Input], modality: str | None = None, batch_size: int = 32, pooled: bool = True
+    ) -> list[tuple[Prepared, np.ndarray] | InputError]:
+        """Prepare and embed ``inputs``: per input, in order, ``(item, vector)`` (vector as
+        :meth:`Clamp3Pipeline.embed_prepared` returns it) or the ``InputError`` of a bad input.
+        A batch the towers reject is embedded item by item, so the item at fault fails alone."""
+        outcomes: list = list(self.prepare_many(inputs, modality))
+        good = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, InputError)]
+        items = [outcomes[i] for i in good]
+        try:
+            vectors: list = self.pipeline.embed_prepared(items, batch_size, pooled=pooled)
+        except Exception:
+            vectors = []
+            for i, item in zip(good, items):
+                try:
+                    vectors.append(self.pipeline.embed_prepared([item], batch_size, pooled=pooled)[0])
+                except Exception as exc:
+                    vectors.append(InputError(str(inputs[i]), f"embedding failed: {exc}"))
+        for i, item, vector in zip(good, items, vectors, strict=True):
+            outcomes[i] = vector if isinstance(vector, InputError) else (item, vector)
+        return outcomes

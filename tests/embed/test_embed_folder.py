@@ -391,3 +391,30 @@ def test_unavailable_device_is_a_one_line_error(tiny_model_dir, tmp_path, capsys
     assert "error: device cuda: CUDA is not available" in capsys.readouterr().err
     assert main([*args, "--device", "gpu"]) == 2
     assert "error: device gpu: not a device name" in capsys.readouterr().err
+
+
+def test_embed_many_isolates_an_item_the_towers_reject(tmp_path):
+    """A batch that fails is embedded item by item: only the item at fault fails, in its place."""
+    import numpy as np
+
+    from clamp3.encode import Preparer
+    from clamp3.inputs import Prepared
+
+    class Picky:  # a pipeline whose towers refuse the item holding 13
+        def prepare_file(self, path, modality=None, timeout=None):
+            return Prepared("text", np.array([int(path.read_text())]))
+
+        def embed_prepared(self, items, batch_size=32, pooled=True):
+            if any(int(item.data[0]) == 13 for item in items):
+                raise RuntimeError("index out of range")
+            return [np.full(2, float(item.data[0])) for item in items]
+
+    files = []
+    for value in (1, 13, 2):
+        files.append(tmp_path / f"{value}.txt")
+        files[-1].write_text(str(value))
+    outcomes = Preparer(Picky()).embed_many([*files, tmp_path / "missing.txt"])
+    assert [o[1][0] for o in (outcomes[0], outcomes[2])] == [1.0, 2.0]
+    assert outcomes[1].path == str(files[1]) and outcomes[1].reason == "embedding failed: index out of range"
+    assert outcomes[3].path == str(tmp_path / "missing.txt")  # a preparation failure, in its place
+    assert outcomes[3].reason.startswith("preparation failed (FileNotFoundError")

@@ -203,7 +203,8 @@ def _encode_files(
 ) -> Items:
     """Encode ``(path, relative path, modality)`` files; a file that cannot be read is reported
     (``error: <path>: <reason>`` on stderr, as ``clamp3 embed`` does) and left out, and the rest
-    go on: one corrupt file among thousands must not cost the whole run."""
+    go on: one corrupt file among thousands must not cost the whole run (``Preparer.embed_many``,
+    what ``clamp3 embed`` runs)."""
     from tqdm.auto import tqdm
 
     from clamp3.encode import Preparer
@@ -219,18 +220,18 @@ def _encode_files(
     ) as bar:
         for lo in range(0, len(files), ENCODE_CHUNK):
             chunk = files[lo : lo + ENCODE_CHUNK]
-            good = []
-            for (path, rel, kind), item in zip(chunk, preparer.prepare_many([c[0] for c in chunk])):
-                if isinstance(item, InputError):
-                    failed.append({"path": rel, "reason": item.reason})
-                    tqdm.write(f"error: {path}: {item.reason}", file=sys.stderr)
+            vectors = []
+            outcomes = preparer.embed_many([c[0] for c in chunk], None, batch_size)
+            for (path, rel, kind), outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, InputError):
+                    failed.append({"path": rel, "reason": outcome.reason})
+                    tqdm.write(f"error: {path}: {outcome.reason}", file=sys.stderr)
                 else:
-                    good.append((rel, kind, item))
-            if good:
-                vectors = pipeline.embed_prepared([g[2] for g in good], batch_size)
+                    vectors.append(outcome[1])
+                    paths.append(rel)
+                    modalities.append(kind)
+            if vectors:
                 blocks.append(np.stack(vectors).astype(np.float32, copy=False))
-                paths += [g[0] for g in good]
-                modalities += [g[1] for g in good]
             bar.update(len(chunk))
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, pipeline.dim), np.float32)
     return Items(paths, vectors, modalities, failed=failed)
