@@ -153,13 +153,26 @@ def test_json_schema_resume_and_optimistic_ties(tiny, tiny_model_dir, tmp_path, 
     assert optimistic[audio]["mrr"] > expected[audio]["mrr"]  # p0/p9 tie: the official counts it a win
 
 
-def test_bad_file_fails_alone_and_is_recorded(tiny, tmp_path):
+def test_bad_file_fails_alone_and_is_recorded(tiny, tiny_model_dir, tmp_path, capsys):
+    from clamp3.utils.errorlog import read_errors
+
     root = song_describer(tmp_path / "sdd", tracks=4)
-    (root / "audio" / "01" / "1001.2min.mp3").write_bytes(b"not audio")
+    bad = root / "audio" / "01" / "1001.2min.mp3"
+    bad.write_bytes(b"not audio")
     run = run_benchmark("song-describer", root, tiny, tmp_path / "out", model_label="tiny", plot=False)
     assert run.rows[0]["n_candidates"] == 3
-    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
-    assert [e["key"] for e in errors] == ["1001"] and "1001.2min.mp3" in errors[0]["file"]
+    # The log is every stage's errors.jsonl (path, reason, time), with the piece it belonged to.
+    [error] = read_errors(tmp_path / "out" / "errors.jsonl")
+    assert error.path == str(bad) and error.reason and error.extra == {"modality": "audio", "key": "1001"}
+    # The command scores the rest, names the file on stderr and ends with status 1, as embed does.
+    argv = ["benchmark", "song-describer", str(root), "--model", str(tiny_model_dir), "--quiet", "--no-plot"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {bad}: " in err and "1 inputs could not be embedded" in err
+    bad.unlink()
+    tone(bad, 3)  # mended: the rerun embeds it and succeeds
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    assert read_errors(tmp_path / "cli" / "errors.jsonl") == []
 
 
 def test_published_figures_are_matched_for_an_official_tag(tiny, tmp_path):

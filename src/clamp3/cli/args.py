@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -136,3 +137,11 @@ def settings_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
     names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {name: getattr(args, name) for name in names - given.keys() if hasattr(args, name)}
     return cls(**values, **given)
+
+
+def failures_status(failed: int, what: str) -> int:
+    """Exit status of a run that went on past bad inputs (each already reported): 1 if any,
+    with a closing count on stderr (the contract of ``clamp3.cli.main``)."""
+    if failed:
+        print(f"warning: {failed} {what} (errors above)", file=sys.stderr)
+    return 1 if failed else 0

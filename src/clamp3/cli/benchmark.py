@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from clamp3.cli.args import add_model_arguments, pipeline_of, positive_int
+from clamp3.cli.args import add_model_arguments, failures_status, pipeline_of, positive_int
 from clamp3.utils.errors import InputError, UsageError
 
 DEMO = "demo"
@@ -160,4 +161,14 @@ def _run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     print(format_table(run.result))
-    return 0
+    return _failures(run.result["errors"], run.out / "errors.jsonl")
+
+
+def _failures(errors: list[dict], log: Path) -> int:
+    """Name the inputs that could not be embedded (the first ten; all are in ``log``): the run
+    scored the rest, and ends with status 1 as every batch command does."""
+    for err in errors[:10]:
+        print(f"error: {err['path']}: {err['reason']}", file=sys.stderr)
+    if len(errors) > 10:
+        print(f"  ... {len(errors) - 10} more in {log}", file=sys.stderr)
+    return failures_status(len(errors), "inputs could not be embedded and are left out of the scores")

@@ -11,6 +11,7 @@ from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
     add_model_mismatch_flag,
+    failures_status,
     non_negative_int,
     pipeline_of,
     positive_int,
@@ -257,7 +258,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.json} ({len(result['predictions'])} predictions)")
     _print_metrics(result.get("metrics"))
-    return _failures_summary(len(result["failed"]), "files could not be read and are not classified")
+    return failures_status(len(result["failed"]), "files could not be read and are not classified")
 
 
 def _gen_score(args: argparse.Namespace) -> int:
@@ -288,14 +289,7 @@ def _gen_score(args: argparse.Namespace) -> int:
         summary["frechet"] = {**summary["frechet"], "failed_files": len(summary["frechet"]["failed_files"])}
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     failed = len(result["failed_files"]) + len(result.get("frechet", {}).get("failed_files", []))
-    return _failures_summary(failed, "files could not be read and are not scored")
-
-
-def _failures_summary(failed: int, what: str) -> int:
-    """Exit status of a run that went on past bad files (each already reported): 1 if any."""
-    if failed:
-        print(f"warning: {failed} {what} (errors above)", file=sys.stderr)
-    return 1 if failed else 0
+    return failures_status(failed, "files could not be read and are not scored")
 
 
 def _print_metrics(metrics: dict | None) -> None:

@@ -10,7 +10,7 @@ free of the writer's time zone).
 
 Writers: ``embed`` (``OUT/errors.jsonl``, ``errors.rank-K.jsonl`` per rank), ``convert``
 (``OUT_DIR``), ``extract-audio`` (``OUT``), ``index`` (``INDEX_DIR``), ``build-corpus``
-(``OUT``). Lines are appended with :func:`clamp3.utils.io.append_jsonl` (flushed, so a killed
+(``OUT``), ``benchmark`` (``OUT``, rewritten whole by each run; adds ``modality`` and ``key``). Lines are appended with :func:`clamp3.utils.io.append_jsonl` (flushed, so a killed
 run keeps them) and read back with :func:`read_errors`.
 """
 

@@ -86,12 +86,13 @@ class Embedder:
 
     def files(self, paths: Sequence[str | os.PathLike]) -> list[Result]:
         """One vector per music file (modality from the extension), or the ``InputError``
-        naming the file and the reason (a converter crash costs only its file)."""
+        naming the file and the reason (a converter crash, or a file the towers refuse, costs
+        only its file)."""
         from clamp3.encode import Preparer
 
-        with Preparer(self.pipeline) as preparer:
-            prepared = list(preparer.prepare_many([str(p) for p in paths]))
-        return self._vectors(prepared)
+        with Preparer(self.pipeline) as preparer:  # prepare and embed, as ``clamp3 embed`` does
+            outcomes = preparer.embed_many([str(p) for p in paths], batch_size=self.batch_size)
+        return [o if isinstance(o, InputError) else np.asarray(o[1], dtype=np.float32) for o in outcomes]
 
     def audio_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """float32 (N, D) of audio feature rows (n_windows, F) made by :attr:`audio_frontend`."""

@@ -56,7 +56,7 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("errors"):
         first = result["errors"][0]
         out.append(
-            f"note: {len(result['errors'])} inputs failed (errors.jsonl), e.g. {first['file']}: {first['reason']}"
+            f"note: {len(result['errors'])} inputs failed (errors.jsonl), e.g. {first['path']}: {first['reason']}"
         )
     return "\n".join(out)
 

@@ -9,7 +9,9 @@ Output folder ``OUT``::
                          n_candidates, mrr, hit@1, hit@10, hit@100}]} (also ``--json FILE``)
     OUT/ranks.jsonl     one line per query: direction, text_type, language, query, key, rank
                          (under the tie mode), n_greater, n_tied, score
-    OUT/errors.jsonl    one line per input that could not be embedded: modality, key, file, reason
+    OUT/errors.jsonl    one line per input that could not be embedded (``clamp3.utils.errorlog``:
+                         path, reason, time; then modality and piece key; a text's path is its
+                         query id)
     OUT/retrieval.png   MRR per direction, ours beside the published figure
     OUT/cache/          the vector cache (:mod:`.embedder`); a rerun embeds only what is missing
 
@@ -32,6 +34,7 @@ import numpy as np
 from clamp3.evaluate import metrics
 from clamp3.evaluate.benchmarks import embedder, loader
 from clamp3.evaluate.benchmarks.layout import BenchmarkData, select_queries
+from clamp3.utils.errorlog import error_record
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import json_text, write_json_atomic, write_text_atomic
 
@@ -62,7 +65,7 @@ class Vectors:
 
     music: dict[str, dict[str, np.ndarray]]
     text: dict[str, np.ndarray]
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # ``errors.jsonl`` records
 
 
 @dataclass
@@ -94,9 +97,7 @@ def embed_data(
         out.music[modality] = {}
         for key, path, result in zip(keys, paths, results):
             if isinstance(result, InputError):
-                out.errors.append(
-                    {"modality": modality, "key": key, "file": str(path), "reason": result.reason}
-                )
+                out.errors.append(error_record(path, result.reason, modality=modality, key=key))
             else:
                 out.music[modality][key] = result
     texts = [embedder.as_text_file(q.text) for q in data.queries]  # as the official .txt inputs
@@ -108,9 +109,7 @@ def embed_data(
     )
     for query, result in zip(data.queries, results):
         if isinstance(result, InputError):
-            out.errors.append(
-                {"modality": "text", "key": query.key, "file": query.id, "reason": result.reason}
-            )
+            out.errors.append(error_record(query.id, result.reason, modality="text", key=query.key))
         else:
             out.text[query.id] = result
     bar.close()
