@@ -36,6 +36,17 @@ def test_exact_search_equals_brute_force(make, rng):
             assert index.entry(hit.row)["key"] == hit.key
 
 
+
+def test_an_item_against_itself_scores_at_most_one(make, rng):
+    """float32 unit vectors dot themselves to 1 +- a few ulp; a cosine above 1 is not shown."""
+    db = normalize(rng.standard_normal((300, 768)).astype(np.float32))
+    assert (np.einsum("ij,ij->i", db, db) > 1).any()  # the rounding this guards against occurs
+    index = make(768)
+    index.add(db, _records(300))
+    for q, row in enumerate(index.search(db[:40], k=3)):
+        assert row[0].key == f"item{q:04d}" and row[0].score == pytest.approx(1.0, abs=1e-6)
+        assert all(-1.0 <= hit.score <= 1.0 for hit in row)
+
 FILTERS = [
     ('modality == "audio"', lambda r: r["modality"] == "audio"),
     ("year >= 1850 and year < 1950", lambda r: r["year"] is not None and 1850 <= r["year"] < 1950),

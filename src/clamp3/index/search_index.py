@@ -54,6 +54,11 @@ MAX_CACHED_FILTERS = 64  # row sets kept per index (one int64 per matching row e
 TIE_MARGIN = 8  # extra rows fetched so hits tied with the k-th can be ordered by key before the cut
 
 
+def _cosine(score: float) -> float:
+    """A back-end's score held to [-1, 1] (float rounding of unit vectors can pass 1)."""
+    return min(1.0, max(-1.0, float(score)))
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: ``score`` is the cosine similarity in [-1, 1]; ``row`` the index row."""
@@ -400,7 +405,7 @@ class SearchIndex:
     def _ranked(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         entries = self._entries
         hits = [
-            Hit(entries[r]["path"], entries[r].get("modality"), float(s), int(r), entries[r]["key"])
+            Hit(entries[r]["path"], entries[r].get("modality"), _cosine(s), int(r), entries[r]["key"])
             for s, r in zip(scores, rows)
             if r >= 0
         ]
