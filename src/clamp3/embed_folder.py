@@ -50,7 +50,7 @@ from clamp3.formats import (
     read_manifest_file,
 )
 from clamp3.inputs import Prepared, extensions, kind_of, modality_of
-from clamp3.model_identity import ModelIdentity, identify, require_same_model
+from clamp3.model_identity import ModelIdentity, identify, locate, require_same_model
 from clamp3.pipeline import Clamp3Pipeline, as_pipeline
 from clamp3.utils.errorlog import append_error, keep_errors
 from clamp3.utils.errors import InputError
@@ -217,9 +217,10 @@ class _Run:
             model_fingerprint=str(self.identity.fingerprint),
             pooled=self.pooled,
             input_root=self.root,
-            # An image's vector is its caption's: the caption and who wrote it, to read and redo.
+            # An image's vector is its caption's: the caption and who wrote it (a hub id, or a
+            # folder made absolute as the model is), to read and redo.
             caption=item.caption,
-            captioner=self.pipeline.captioner.name if item.caption is not None else None,
+            captioner=locate(self.pipeline.captioner.name) if item.caption is not None else None,
         )
 
     def embed_chunk(

@@ -71,6 +71,19 @@ def test_a_folder_of_images_embeds_with_captions_and_bad_images_fail_alone(
     assert code == 1 and "embedded 0, skipped 5 already done, failed 3" in err  # a rerun resumes
 
 
+def test_a_captioner_folder_given_relative_is_recorded_absolute(
+    tiny_model_dir, tiny_blip_dir, tmp_path, capsys, monkeypatch
+):
+    """A manifest is read from other folders (index, serve): ``--captioner blip`` run inside the
+    folder holding ``blip/`` records where the captioner is, as ``--model`` is recorded."""
+    make_images(tmp_path / "media")
+    monkeypatch.chdir(tiny_blip_dir.parent)
+    argv = [str(tmp_path / "media"), str(tmp_path / "emb"), "--model", str(tiny_model_dir)]
+    code, _ = _embed([*argv, "--captioner", tiny_blip_dir.name], capsys)
+    assert code == 0
+    recorded = {r["captioner"] for r in read_jsonl(tmp_path / "emb" / "manifest.jsonl")}
+    assert recorded == {str(tiny_blip_dir.resolve())}
+
 def test_offline_captioner_stops_the_run_once_naming_the_download(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
