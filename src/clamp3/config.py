@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clamp3.utils.typed import build
+
 MODALITIES = ("text", "symbolic", "audio")
 
 
@@ -117,6 +119,8 @@ class Clamp3Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Clamp3Config:
+        """A config from its JSON object: ``ValueError`` naming the field for an unknown field
+        or a value of the wrong type (:func:`clamp3.utils.typed.build`)."""
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
@@ -128,9 +132,9 @@ class Clamp3Config:
             "audio": AudioTowerConfig,
         }
         for key, tower_cls in towers.items():
-            if data.get(key) is not None:
-                data[key] = _tower_from_dict(tower_cls, data[key])
-        return cls(**data)
+            if isinstance(data.get(key), dict):
+                data[key] = _tower_from_dict(tower_cls, data[key], f"model config {key}")
+        return build(cls, data, "model config")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -151,7 +155,7 @@ RETIRED_KEYS: dict[type, dict[str, Any]] = {
 }
 
 
-def _tower_from_dict(tower_cls: type, data: dict[str, Any]) -> Any:
+def _tower_from_dict(tower_cls: type, data: dict[str, Any], where: str) -> Any:
     data = dict(data)
     for key, supported in RETIRED_KEYS.get(tower_cls, {}).items():
         value = data.pop(key, supported)
@@ -159,9 +163,7 @@ def _tower_from_dict(tower_cls: type, data: dict[str, Any]) -> Any:
             raise ValueError(
                 f"{tower_cls.__name__}.{key} must be {supported} (the only value clamp3 supports), got {value!r}"
             )
-    if "encoder" in data:
-        data["encoder"] = EncoderConfig(**data["encoder"])
-    return tower_cls(**data)
+    return build(tower_cls, data, where)
 
 
 def list_presets() -> list[str]:

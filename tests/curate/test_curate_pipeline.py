@@ -185,6 +185,18 @@ def test_cli_exit_codes(tmp_path, capsys):
         assert main(["curate", str(tmp_path / "none.csv"), str(docs), str(out), *common]) == 2
         assert "none.csv: catalogue file not found" in capsys.readouterr().err
         assert main(["curate", str(catalogue), str(docs), str(out), *common, "--max-requests", "1"]) == 3
-        assert main(["curate", str(catalogue), str(docs), str(out), *common]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["kept"] == 2 and summary["pending"] == 0 and summary["rejected"] == {"catalogue_error": 1}
+        # Finished, but one catalogue row could not be used: named, left out, exit 1 as embed.
+        assert main(["curate", str(catalogue), str(docs), str(out), *common]) == 1
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["kept"] == 2 and summary["pending"] == 0
+        assert summary["rejected"] == {"catalogue_error": 1}
+        lines = catalogue.read_text(encoding="utf-8").splitlines()
+        good = catalogue.with_name("good.csv")
+        good.write_text("\n".join(line for line in lines if "none.abc" not in line) + "\n", encoding="utf-8")
+        assert main(["curate", str(good), str(docs), str(tmp_path / "good" / "train.jsonl"), *common]) == 0
+        capsys.readouterr()
+        bad = catalogue.with_name("bad.csv")
+        rows = [lines[0], *(line for line in lines if "none.abc" in line)]
+        bad.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        assert main(["curate", str(bad), str(docs), str(tmp_path / "bad" / "train.jsonl"), *common]) == 2
+        assert f"error: {bad}: no catalogue row can be used (1 rejected" in capsys.readouterr().err

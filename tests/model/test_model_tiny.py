@@ -210,6 +210,16 @@ def test_tag_offline_and_not_cached_says_what_to_fetch(tmp_path, monkeypatch):
     [
         ("config.json", lambda b: b"{not json", "not a clamp3 model config"),
         ("config.json", lambda b: b.replace(b"{", b'{"bogus": 1, ', 1), "unknown model config fields"),
+        (
+            "config.json",
+            lambda b: b.replace(b'"num_heads": 4', b'"num_heads": "4"', 1),
+            "model config text encoder: num_heads must be an integer, got '4'",
+        ),
+        (
+            "config.json",
+            lambda b: b.replace(b'"segment_length": 32', b'"segment_length": 32.0', 1),
+            "model config text: segment_length must be an integer, got 32.0",
+        ),
         ("model.safetensors", lambda b: b[:1000], "unreadable safetensors file"),
         ("model.safetensors", lambda b: b[: len(b) * 9 // 10], "unreadable safetensors file"),
         ("model.safetensors", lambda b: b"", "unreadable safetensors file"),

@@ -71,6 +71,8 @@ def test_record_groups_reads_dotted_keys_and_marks_missing():
     records = [{"facts": {"collection": "bach"}}, {"facts": {"collection": "essen"}}, {"facts": {}}, {}]
     assert record_groups(records, "facts.collection") == (0, 1, -1, -1)
     assert record_groups([{"c": ["a", 1]}, {"c": ["a", 1]}], "c") == (0, 0)
+    with pytest.raises(ValueError, match="group_by 'facts.colection': no training record has this field"):
+        record_groups(records, "facts.colection")
 
 
 def test_group_by_belongs_to_contrastive_stages():

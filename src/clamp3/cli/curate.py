@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from clamp3.curate import ChatClient, EmbeddingClient
 
-# Exit codes: 0 every item finished; 3 some items pending (budget spent, server unavailable): rerun
-# to continue; 2 bad input; 4 an endpoint (chat or embeddings) refuses every request (URL, model or key).
+# Exit codes: 0 every item finished; 1 finished, but catalogue rows or documents could not be read;
+# 3 some items pending (budget spent, server unavailable): rerun to continue; 2 bad input; 4 an
+# endpoint (chat or embeddings) refuses every request (URL, model or key).
 EXIT_INCOMPLETE, EXIT_INPUT, EXIT_ENDPOINT = 3, 2, 4
 # Spelled out rather than imported from clamp3.curate.retrieve, which needs the curate extra:
 # registering the sub-command must not, or `clamp3 --help` would fail without it.
@@ -177,4 +178,19 @@ def _curate(args: argparse.Namespace) -> int:
         )
     summary = {k: report[k] for k in ("items", "kept", "rejected", "pending", "stopped")}
     print(json.dumps(summary, ensure_ascii=False))
-    return 0 if report["complete"] else EXIT_INCOMPLETE
+    return _status(args.catalogue, report)
+
+
+def _status(catalogue: str, report: dict) -> int:
+    """3 while items are pending; else, as every batch command, 1 when catalogue rows or
+    documents could not be read (each was named above) and 0 when all were; a catalogue none
+    of whose rows can be used is bad input (2)."""
+    from clamp3.cli.args import failures_status
+    from clamp3.utils.errors import InputError
+
+    rows, documents = len(report["catalogue_errors"]), len(report["document_errors"])
+    if report["items"] == 0 and rows:
+        raise InputError(catalogue, f"no catalogue row can be used ({rows} rejected; reasons above)")
+    if not report["complete"]:
+        return EXIT_INCOMPLETE
+    return failures_status(rows + documents, "catalogue rows or documents could not be read and are left out")

@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clamp3.utils.typed import build
+
 TASKS = ("contrastive", "m3")
 SCHEDULES = ("constant", "cosine")
 TRUNCATIONS = ("random", "head")
@@ -127,20 +129,45 @@ class StageConfig:
                 f"stage {self.name!r}: 'train' must name towers used by a text-{self.modality} "
                 f"stage ({sorted(allowed)}), got {self.train}"
             )
-        opt = self.optim
-        if opt.schedule not in SCHEDULES:
-            raise ValueError(f"stage {self.name!r}: schedule must be one of {SCHEDULES}")
-        if opt.batch_size < 1 or opt.grad_accum < 1 or opt.lr <= 0 or opt.warmup_steps < 0:
-            raise ValueError(f"stage {self.name!r}: batch_size, grad_accum and lr must be positive")
+        self._validate_optim()
         if self.group_by is not None and (self.task != "contrastive" or not self.group_by.strip(".")):
             raise ValueError(f"stage {self.name!r}: group_by names a record field of a contrastive stage")
         size = self.group_size
-        if size is not None and (self.group_by is None or size < 1 or opt.batch_size % size):
+        if size is not None and (self.group_by is None or size < 1 or self.optim.batch_size % size):
             raise ValueError(f"stage {self.name!r}: group_size needs group_by and must divide the batch size")
         if self.contrastive.truncation not in TRUNCATIONS:
             raise ValueError(f"stage {self.name!r}: truncation must be one of {TRUNCATIONS}")
-        if self.task == "m3" and not 0 < self.m3.mask_ratio <= 1:
+        c = self.contrastive
+        if not 0 <= c.instrument_removal_p <= 1 or not c.logit_scale > 0:
+            raise ValueError(
+                f"stage {self.name!r}: instrument_removal_p must lie in [0, 1] and logit_scale be positive"
+            )
+        m3 = self.m3
+        if self.task == "m3" and not 0 < m3.mask_ratio <= 1:
             raise ValueError(f"stage {self.name!r}: mask_ratio must lie in (0, 1]")
+        probabilities = 0 <= m3.mask_p and 0 <= m3.shuffle_p and m3.mask_p + m3.shuffle_p <= 1
+        if not probabilities or m3.decoder_layers < 1:
+            raise ValueError(
+                f"stage {self.name!r}: m3 mask_p and shuffle_p must be probabilities summing to at most 1, "
+                "decoder_layers at least 1"
+            )
+
+    def _validate_optim(self) -> None:
+        opt, where = self.optim, f"stage {self.name!r}"
+        if opt.schedule not in SCHEDULES:
+            raise ValueError(f"{where}: schedule must be one of {SCHEDULES}")
+        if opt.batch_size < 1 or opt.grad_accum < 1 or opt.lr <= 0 or opt.warmup_steps < 0:
+            raise ValueError(f"{where}: batch_size, grad_accum and lr must be positive")
+        if opt.epochs < 1 or (opt.max_steps is not None and opt.max_steps < 1):
+            raise ValueError(f"{where}: epochs and max_steps must be at least 1 (max_steps caps epochs)")
+        if opt.min_lr < 0 or opt.weight_decay < 0 or not opt.eps > 0:
+            raise ValueError(f"{where}: min_lr and weight_decay must not be negative, eps must be positive")
+        if not all(0 <= b < 1 for b in opt.betas):
+            raise ValueError(f"{where}: betas must lie in [0, 1), got {list(opt.betas)}")
+        if opt.max_grad_norm is not None and not opt.max_grad_norm > 0:
+            raise ValueError(f"{where}: max_grad_norm must be positive (or null: no clipping)")
+        if opt.eval_batch_size is not None and opt.eval_batch_size < 1:
+            raise ValueError(f"{where}: eval_batch_size must be at least 1 (or null: the batch size)")
 
 
 @dataclass
@@ -210,6 +237,14 @@ class TrainConfig:
             raise ValueError("eval_fraction must lie in [0, 1)")
         if self.bad_items not in BAD_ITEMS:
             raise ValueError(f"bad_items must be one of {BAD_ITEMS}, got {self.bad_items!r}")
+        every = {"log_every": self.log_every, "eval_every": self.eval_every, "save_every": self.save_every}
+        if any(v is not None and v < 1 for v in every.values()) or self.keep_checkpoints < 1:
+            raise ValueError(
+                "log_every, eval_every, save_every (null: each epoch end) and keep_checkpoints "
+                "must be at least 1"
+            )
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must not be negative, got {self.num_workers}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,14 +281,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"{where}: unknown fields {sorted(unknown)} (known: {sorted(known)})")
-    return cls(**data)
-
-
 def stage_from_dict(entry: str | dict[str, Any]) -> StageConfig:
     """A stage from a preset name or an object (optional ``preset`` + overrides)."""
     if isinstance(entry, str):
@@ -262,17 +289,7 @@ def stage_from_dict(entry: str | dict[str, Any]) -> StageConfig:
     preset = data.pop("preset", None)
     if preset is not None:
         data = _merge(_read_preset("stages", preset), data)
-    where = f"stage {data.get('name', preset)!r}"
-    if "optim" in data:
-        optim = dict(data["optim"])
-        if "betas" in optim:
-            optim["betas"] = tuple(optim["betas"])
-        data["optim"] = _build(OptimConfig, optim, where + " optim")
-    if "contrastive" in data:
-        data["contrastive"] = _build(ContrastiveConfig, data["contrastive"], where + " contrastive")
-    if "m3" in data:
-        data["m3"] = _build(M3Config, data["m3"], where + " m3")
-    stage = _build(StageConfig, data, where)
+    stage = build(StageConfig, data, f"stage {data.get('name', preset)!r}")  # optim etc. nested
     stage.validate()
     return stage
 
@@ -324,7 +341,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> TrainC
     data["output_dir"] = str(base / data["output_dir"])
     for key in ("init_from", "init_symbolic_from", "init_text_from", "tokenizer"):
         data[key] = _local(data.get(key), base, hub_ok=key == "init_text_from")
-    config = _build(TrainConfig, data, "training config")
+    config = build(TrainConfig, data, "training config")
     config.validate()
     return config
 

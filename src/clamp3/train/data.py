@@ -248,7 +248,9 @@ def group_order(order: np.ndarray, groups: np.ndarray, batch: int, rng: np.rando
 
 def record_groups(records: list[dict[str, Any]], key: str) -> tuple[int, ...]:
     """A group index per record from the value at the dotted ``key`` (e.g. ``facts.collection``);
-    records without it get -1. Indices follow the sorted distinct values, so they are stable."""
+    records without it get -1. Indices follow the sorted distinct values, so they are stable.
+    ``ValueError`` when no record has the field: a misspelt ``group_by`` would otherwise train
+    on random batches without a word."""
     values = []
     for record in records:
         value: Any = record
@@ -256,6 +258,8 @@ def record_groups(records: list[dict[str, Any]], key: str) -> tuple[int, ...]:
             value = value.get(part) if isinstance(value, dict) else None
         values.append(None if value is None else json.dumps(value, sort_keys=True))
     index = {v: i for i, v in enumerate(sorted({v for v in values if v is not None}))}
+    if records and not index:
+        raise ValueError(f"group_by {key!r}: no training record has this field (dotted for nested fields)")
     return tuple(-1 if v is None else index[v] for v in values)
 
 

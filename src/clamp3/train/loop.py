@@ -187,17 +187,27 @@ def stop_loader_workers(loader: object) -> None:
         shutdown()
 
 
+def _groups(job: StageJob) -> tuple[int, ...] | None:
+    """The ``group_by`` group of each training record (None: random batches)."""
+    if not job.stage.group_by:
+        return None
+    try:
+        return record_groups(job.train_source.records, job.stage.group_by)
+    except ValueError as exc:
+        raise ValueError(f"stage {job.stage.name!r}: {exc}") from None
+
+
 def fit(job: StageJob, checkpoint: Path | None, budget: StepBudget, stops: StopRequests) -> bool:
     """Train one stage from scratch or from ``checkpoint``; True when the stage finished,
     False when the step budget ran out first (a checkpoint was written). Raises
     :class:`TrainingInterrupted` after a stop signal, once the step's checkpoint is written."""
     run, stage, env, opt = job.run, job.stage, job.env, job.stage.optim
+    groups = _groups(job)
     autocast, scaler = _precision(run.precision, env.device)
     optimizer = _optimizer(job.task, stage)
     state = _start(job, checkpoint, optimizer, scaler)
     n_items = len(job.train_source)
     steps = total_steps(stage, n_items, env.world_size)
-    groups = record_groups(job.train_source.records, stage.group_by) if stage.group_by else None
     plan = BatchPlan(
         n_items, opt.batch_size, run.seed, stage_salt(stage.name), env.rank, env.world_size, groups,
         stage.group_size,
