@@ -137,12 +137,22 @@ def test_a_too_small_test_split_stops_the_demo_before_training(tmp_path, capsys,
         pipeline, "train_demo_model", lambda *a: pytest.fail("trained on a corpus without a test split")
     )
     work = tmp_path / "work"
-    ready_corpus(work, parity_dir, n_test=0, pieces=30)
-    assert main(["demo", "--workdir", str(work), "--pieces", "30", "--seconds-max", "4", "--quiet"]) == 2
     needed = pipeline.pieces_for_split("test", pipeline.MIN_SPLIT_PIECES)
+    # Too few pieces for the split: refused in a second, before anything is built or recorded,
+    # so the advised --pieces then works in the same folder.
+    assert main(["demo", "--workdir", str(work), "--pieces", str(needed - 1), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    few = needed - 1
+    assert err.startswith(f"error: --pieces {few}: the first {few} pieces of the selection hold 1 test")
+    assert f"needs at least 2; use --pieces {needed} or more" in err and err.count("\n") == 1
+    assert not work.exists()
+    # A built corpus whose split came out too small (failed pieces are replaced): checked again.
+    ready_corpus(work, parity_dir, n_test=0, pieces=needed)
+    argv = ["demo", "--workdir", str(work), "--pieces", str(needed), "--seconds-max", "4", "--quiet"]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(
-        f"error: {work / 'corpus'}: the test split has 0 piece(s) (30 train, 0 validation, 0 test)"
+        f"error: {work / 'corpus'}: the test split has 0 piece(s) ({needed} train, 0 validation, 0 test)"
     )
     assert f"needs at least 2; use --pieces {needed} or more" in err and err.count("\n") == 1
     # one test piece is not enough either: a ranking of one candidate always scores 1.0

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clamp3.utils.errors import InputError
+from clamp3.utils.errors import InputError, UsageError
 from clamp3.utils.io import read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,33 @@ def check_split(corpus: Path, split: str, needed: int = MIN_SPLIT_PIECES) -> Non
     )
 
 
+def check_pieces(work: Path, options: DemoOptions, needed: int = MIN_SPLIT_PIECES) -> None:
+    """Refuse, before anything is built or recorded, a ``--pieces`` whose selection holds fewer
+    than ``needed`` pieces of the benchmark's split: a folder marked with settings the advice
+    then contradicts is a trap. A finished corpus of that size is judged by its own splits
+    (:func:`check_split`, after the corpus step: failed pieces are replaced by later ones)."""
+    import importlib.util
+
+    manifest = work / "corpus" / "manifest.json"
+    built = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    if built.get("pieces") == options.pieces:
+        return
+    if importlib.util.find_spec("music21") is None:
+        return  # the corpus step names the missing extra
+    from clamp3.corpus.assemble import split_of
+    from clamp3.corpus.select import select_pieces
+
+    have = sum(split_of(ref.group) == options.split for ref in select_pieces(options.pieces))
+    if have >= needed:
+        return
+    enough = pieces_for_split(options.split, needed)
+    advice = f"; use --pieces {enough} or more" if enough is not None else ""
+    raise UsageError(
+        f"--pieces {options.pieces}: the first {options.pieces} pieces of the selection hold {have} "
+        f"{options.split} piece(s); the benchmark needs at least {needed}{advice}"
+    )
+
+
 def pieces_for_split(split: str, needed: int) -> int | None:
     """The smallest ``--pieces`` whose selection prefix holds ``needed`` pieces of ``split``
     (None when the whole selection has fewer). About 0.6 s: it lists music21's corpus."""
@@ -325,9 +352,9 @@ def run_demo(options: DemoOptions) -> DemoResult:
     Sets torch's thread count for its duration (restored afterwards).
 
     Fails early, with ``ValueError`` (``InputError``, ``CheckpointError``): before anything is
-    built for bad settings, a ``workdir`` that is a file or holds another demo, and a
-    ``model`` that cannot be resolved; right after the corpus step for a split with fewer
-    than :data:`MIN_SPLIT_PIECES` pieces, before any training.
+    built for bad settings (a ``pieces`` too few for the split), a ``workdir`` that is a file
+    or holds another demo, and a ``model`` that cannot be resolved; right after the corpus
+    step for a split with fewer than :data:`MIN_SPLIT_PIECES` pieces, before any training.
     """
     import torch
 
@@ -338,6 +365,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     # A given model is resolved first: a wrong path or unreachable weights must fail in
     # seconds, not after the corpus build (towers load lazily, so this reads no weights yet).
     given = load_pipeline(options.model, device=options.device) if options.model else None
+    check_pieces(work, options)
     check_workdir(work, options)
     threads = options.threads
     result = DemoResult(work, options.model or "")
