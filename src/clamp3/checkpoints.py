@@ -130,15 +130,34 @@ def _from_directory(path: Path, config: Clamp3Config | None) -> WeightSource:
     return WeightSource(config, names, handle.get_tensor, str(weights), directory=path, shapes=shapes)
 
 
-def load_official_state(path: Path) -> dict[str, torch.Tensor]:
-    """The ``model`` dict of an official checkpoint (or a bare state dict), memory-mapped."""
+def load_torch_file(path: str | os.PathLike) -> object:
+    """What a ``.pth``/``.bin`` holds, read weights-only (no code runs) and memory-mapped where
+    the format allows; ``CheckpointError`` naming the file with a one-line reason otherwise."""
     try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception:  # old (non-zip) serialisation cannot be memory-mapped
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+            reason = _load_failure(exc)
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
+
+
+def _load_failure(exc: BaseException) -> str:
+    """torch's reason in one line, without its advice to load with ``weights_only=False``
+    (which runs the file's code: never for a file that is not a plain checkpoint)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        return "weights-only loading refused it" + (f": {lines[0]}" if lines else "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_official_state(path: Path) -> dict[str, torch.Tensor]:
+    """The ``model`` dict of an official checkpoint (or a bare state dict), memory-mapped."""
+    data = load_torch_file(path)
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no 'model' state dict of tensors in this checkpoint")

@@ -49,6 +49,29 @@ def test_safetensors_folder(tiny_mert_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_legacy_serialisation_loads_and_damaged_weights_are_one_line_errors(tiny_mert_dir, tmp_path):
+    """A pre-1.6 (non-zip) ``pytorch_model.bin`` cannot be memory-mapped: it is read whole.
+    A damaged weights file, either format, is a ``CheckpointError`` naming it in one line,
+    never torch's advice to load it with ``weights_only=False`` (which would run its code)."""
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_mert_dir / "config.json").read_text())
+    state = torch.load(tiny_mert_dir / "pytorch_model.bin", weights_only=True)
+    torch.save(state, folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    a = MertExtractor.from_pretrained(folder).features_from_waveform(_wave())
+    b = MertExtractor.from_pretrained(tiny_mert_dir).features_from_waveform(_wave())
+    np.testing.assert_array_equal(a, b)
+    for name, data in (("pytorch_model.bin", b"\xdd" * 4000), ("model.safetensors", b"\x10" * 64)):
+        damaged = tmp_path / f"damaged-{name}"
+        damaged.mkdir()
+        (damaged / "config.json").write_text((tiny_mert_dir / "config.json").read_text())
+        (damaged / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as err:
+            MertExtractor.from_pretrained(damaged)
+        message = str(err.value)
+        assert message.startswith(f"{damaged / name}: ") and "\n" not in message
+        assert "weights_only" not in message
+
 def _edited(tiny_mert_dir, tmp_path, edit) -> MertExtractor:
     folder = tmp_path / "edited"
     folder.mkdir()

@@ -234,6 +234,22 @@ def test_a_damaged_model_folder_is_a_checkpoint_error_naming_the_file(tiny, tmp_
     assert str(info.value).startswith(f"{target}: ")
 
 
+@pytest.mark.parametrize("data", [b"\xdd" * 5000, b"", b"PK\x03\x04 not really a zip"])
+def test_a_damaged_official_file_is_one_line_naming_it(tmp_path, capsys, data):
+    """No multi-line torch message, and never its advice to load with ``weights_only=False``."""
+    from clamp3.cli.main import main
+
+    path = tmp_path / "weights_clamp3_saas.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as err:
+        Clamp3Model.from_pretrained(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable PyTorch checkpoint (") and "\n" not in message
+    assert "weights_only" not in message
+    assert main(["convert-checkpoint", str(path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a model directory"):
         Clamp3Model.from_pretrained(tmp_path / "nothing-here")

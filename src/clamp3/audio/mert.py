@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from clamp3.audio.base import WindowFrontend
-from clamp3.checkpoints import CheckpointError
+from clamp3.checkpoints import CheckpointError, load_torch_file
 from clamp3.utils.device import parse_dtype
 from clamp3.utils.meta import params_on_meta
 
@@ -98,8 +98,11 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own error for a truncated or empty file
+            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+    state = load_torch_file(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
