@@ -157,6 +157,10 @@ def _discard_outputs(out: Path, rank: int, world: int) -> None:
 
 def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listing]:
     """(input root, files): a folder's supported files, or one file with its folder as root."""
+    if out.suffix.lower() == ".npy" and not out.is_dir():  # ``embed a.mid a.npy`` made a folder a.npy/
+        raise InputError(
+            out, f"the output is a folder (it holds <name>.npy and {log_names(0)[0]}); give a folder name"
+        )
     if source.is_file():
         found = kind_of(source).modality  # InputError for an unsupported type
         return source.parent, Listing([source] if modality in (None, found) else [])

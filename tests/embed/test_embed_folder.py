@@ -298,6 +298,11 @@ def test_output_and_earlier_outputs_inside_the_input_are_not_embedded(tiny_model
         assert main(["embed", str(src), str(out), *base]) == 2
         assert "the output folder is the input folder" in capsys.readouterr().err
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+    # ``embed one.txt one.npy`` expects a file; it made a folder named one.npy: refused instead.
+    one = next(p for p in src.rglob("*.txt"))
+    assert main(["embed", str(one), str(tmp_path / "one.npy"), *base]) == 2
+    assert "one.npy: the output is a folder (it holds <name>.npy" in capsys.readouterr().err
+    assert not (tmp_path / "one.npy").exists()
 
 
 def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
