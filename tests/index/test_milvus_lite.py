@@ -65,3 +65,24 @@ def test_only_the_missing_timestamp_call_is_muted():
     assert not logger.filters[0].filter(muted)
     assert logger.filters[0].filter(record(NotImplementedError("something else")))
     assert logger.filters[0].filter(record(RuntimeError("a real server error")))
+
+
+def test_a_database_another_process_holds_is_one_line(tmp_path, rng):
+    """Milvus Lite locks its database; a second process gets our one line, not Lite's traceback."""
+    import subprocess
+
+    import pymilvus
+
+    emb, idx, db = tmp_path / "emb", tmp_path / "idx", tmp_path / "library.db"
+    _embeddings(emb, rng)
+    assert main(["index", str(emb), str(idx), "--backend", "milvus", "--quiet", "--uri", str(db)]) == 0
+    holder = pymilvus.MilvusClient(uri=str(db))  # this process holds the database
+    assert holder.has_collection("idx")
+    run = subprocess.run(
+        [sys.executable, "-m", "clamp3.cli.main", "search", str(emb / "item0.npy"), str(idx)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"error: {db}: cannot open Milvus"), run.stderr
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "is another one using it?" in run.stderr and "Traceback" not in run.stderr

@@ -59,11 +59,18 @@ def connect(uri: str, token_env: str | None = None, existing: bool = False) -> A
         token = os.environ.get(token_env, "")
         if not token:
             raise InputError(uri, f"the environment variable {token_env} (the Milvus token) is not set")
+    # Milvus Lite logs its own failure to start (a locked file: a whole traceback) at ERROR;
+    # the InputError below says it once, in a line.
+    lite_log = logging.getLogger("milvus_lite")
+    level = lite_log.level
+    lite_log.setLevel(logging.CRITICAL)
     try:
         return pymilvus.MilvusClient(uri=uri, token=token)
     except Exception as exc:  # pymilvus raises its own types and grpc/OS errors: say where
         hint = "; a Milvus Lite file serves one process: is another one using it?" if lite else ""
         raise InputError(uri, f"cannot open Milvus ({type(exc).__name__}: {exc}){hint}") from exc
+    finally:
+        lite_log.setLevel(level)
 
 
 def _is_lite_database(folder: Path) -> bool:
