@@ -139,6 +139,15 @@ def test_reverse_directions(parity_dir, tmp_path):
     )
     back = interleave_abc(musicxml_to_abc(tmp_path / "xml" / "bach_bwv66_6.xml"))
     assert back == (src / "bach_bwv66_6.abc").read_text(encoding="utf-8")
+    warnings = tmp_path / "xml" / "warnings.jsonl"
+    assert not warnings.exists() or not _jsonl(warnings)
+    # A tune book: abc2xml converts its first tune; the output is kept and the rest is a warning.
+    (src / "book.abc").write_text("X:1\nT:One\nK:C\nCDEF|\n\nX:2\nT:Two\nK:G\nGABc|\n", encoding="utf-8")
+    assert main(["convert", str(src), str(tmp_path / "xml"), "--to", "musicxml", "--quiet"]) == 0
+    (warning,) = _jsonl(warnings)
+    assert warning["path"].endswith("book.abc")
+    assert warning["warnings"] == ["holds 2 tunes (X: fields); only the first is converted, as abc2xml does"]
+    assert "One" in (tmp_path / "xml" / "book.xml").read_text(encoding="utf-8")
 
 
 def test_name_collisions_and_output_inside_input(parity_dir, tmp_path):

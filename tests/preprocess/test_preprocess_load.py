@@ -145,3 +145,23 @@ def test_abc_to_musicxml_ignores_include_directives(tmp_path):
     assert "SECRET" not in xml and "Tune" in xml
     with pytest.raises(ValueError, match="no MusicXML"):
         abc_to_musicxml("")
+
+
+TUNE_BOOK = "X:1\nT:One\nM:4/4\nK:C\nCDEF|GABc|\n\nX:2\nT:Two\nK:G\nGABc|d2d2|\n\nX:3\nT:Three\nK:D\nDEFG|\n"
+
+
+def test_a_tune_book_is_embedded_as_one_item_and_says_so(tmp_path, caplog):
+    """The official extractor patches an ``.abc`` as given; a file of several tunes is then one
+    item, which a user searching for one tune would not guess: a warning names the count."""
+    from clamp3.preprocess.abc import count_tunes
+
+    assert count_tunes(TUNE_BOOK) == 3 and count_tunes("K:C\nCDEF|\n") == 1
+    book, single = tmp_path / "book.abc", tmp_path / "single.abc"
+    book.write_text(TUNE_BOOK, encoding="utf-8")
+    single.write_text(TUNE_BOOK.split("\n\n")[0] + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="clamp3.preprocess.load"):
+        patches = load_symbolic(book)
+        load_symbolic(single)
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"{book}: holds 3 tunes (X: fields); they are embedded as one item")
+    assert len(patches) > len(load_symbolic(single))  # all three tunes are in the one item

@@ -293,6 +293,15 @@ def _odd_bars(printed: str) -> str:
     return shown + (f" and {len(found) - 5} more" if len(found) > 5 else "")
 
 
+_TUNE_START = re.compile(r"^X:", re.MULTILINE)
+
+
+def count_tunes(abc: str) -> int:
+    """How many tunes ``abc`` holds: each ABC tune starts with its ``X:`` reference field (a
+    tune book holds hundreds). Text without one counts as one tune."""
+    return max(1, len(_TUNE_START.findall(abc)))
+
+
 def abc_to_musicxml(abc: str) -> str:
     """ABC (standard or interleaved) -> MusicXML text, with abctoolkit's ``abc2xml`` (version 238).
 

@@ -152,8 +152,9 @@ def convert_file(job: Job, timeout: float | None = None) -> tuple[str, str | Non
 
 
 def _convert(job: Job) -> list[str]:
-    """Write ``job``'s outputs; returns the interleaving warnings (MusicXML only)."""
-    from clamp3.preprocess.abc import abc_to_musicxml, interleave_abc_checked, musicxml_to_abc
+    """Write ``job``'s outputs; returns their warnings (MusicXML's interleaving, an ABC tune
+    book of which only the first tune is converted)."""
+    from clamp3.preprocess.abc import abc_to_musicxml, count_tunes, interleave_abc_checked, musicxml_to_abc
     from clamp3.preprocess.mtf import midi_to_mtf, mtf_to_midi
 
     kinds = dict(job.outputs)
@@ -169,7 +170,11 @@ def _convert(job: Job) -> list[str]:
     elif "midi" in kinds:
         mtf_to_midi(_read(job.source), kinds["midi"])
     else:
-        write_text_atomic(kinds["musicxml"], abc_to_musicxml(_read(job.source)) + "\n")
+        abc = _read(job.source)
+        write_text_atomic(kinds["musicxml"], abc_to_musicxml(abc) + "\n")
+        tunes = count_tunes(abc)
+        if tunes > 1:
+            return [f"holds {tunes} tunes (X: fields); only the first is converted, as abc2xml does"]
     return []
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clamp3.inputs import extensions
-from clamp3.preprocess.abc import MUSICXML_EXTENSIONS, interleave_abc, musicxml_to_abc
+from clamp3.preprocess.abc import MUSICXML_EXTENSIONS, count_tunes, interleave_abc, musicxml_to_abc
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS, midi_to_mtf
 from clamp3.preprocess.patches import patchify
 from clamp3.utils.errors import InputError
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from clamp3.config import SymbolicTowerConfig
 
 SYMBOLIC_EXTENSIONS = extensions("symbolic")
+log = logging.getLogger(__name__)
 
 
 def load_symbolic(path: str | os.PathLike, config: SymbolicTowerConfig | None = None) -> np.ndarray:
@@ -47,6 +49,12 @@ def load_symbolic(path: str | os.PathLike, config: SymbolicTowerConfig | None = 
         text = midi_to_mtf(path, drop_sysex=drop_sysex)
     elif ext == ".abc":
         text = _read_text(path)
+        tunes = count_tunes(text)
+        if tunes > 1:  # the official extractor embeds the file as given: say so, once per file
+            log.warning(
+                "%s: holds %d tunes (X: fields); they are embedded as one item, as the official "
+                "extractor does; split the file (one tune per file) to find each tune", path, tunes
+            )
         if is_standard_abc(text):
             text = interleave_abc(text, name=str(path))
     elif ext == ".mtf":
