@@ -141,6 +141,32 @@ def test_a_busy_audio_reader_gives_503_not_a_hang(library, tiny_model):  # noqa:
         assert c.post("/api/search/file", files={"file": ("q.wav", data)}).status_code == 200
 
 
+def test_a_part_that_cannot_load_is_a_503_naming_it(library, tiny_model, monkeypatch):  # noqa: F811
+    """A tower an ONNX export lacks, or MERT not in the cache offline: the operator's problem,
+    told as the search it disables (it read "image search is unavailable" for every upload)."""
+    from clamp3.utils.errors import CheckpointError
+
+    with app_for(library, tiny_model) as app, client_for(app) as c:
+        pipeline = app.state.catalog.encoder.pipeline
+
+        def refuse(*args, **kwargs):
+            raise CheckpointError("model: the tower was not exported")
+
+        monkeypatch.setattr(pipeline, "embed_prepared", refuse)
+        cases = {
+            "q.mid": ("midi/m21_test01.mid", "score and MIDI search is unavailable", "its symbolic tower"),
+            "q.wav": ("audio/sines_16k_mono_3s7.wav", "audio search is unavailable", "its audio front-end"),
+        }
+        for name, (source, what, part) in cases.items():
+            reply = c.post("/api/search/file", files={"file": (name, (library.media / source).read_bytes())})
+            assert reply.status_code == 503 and reply.json()["error"] == "unavailable", reply.text
+            message = reply.json()["message"]
+            assert message.startswith(what) and part in message and "captioner" not in message
+        monkeypatch.undo()
+        data = (library.media / "midi/m21_test01.mid").read_bytes()
+        assert c.post("/api/search/file", files={"file": ("q.mid", data)}).status_code == 200
+
+
 # ----------------------------------------------------------------------------- no music
 def _midi_without_notes() -> bytes:
     import mido

@@ -204,11 +204,10 @@ class QueryEncoder:
                 vector = l2_normalize(self.pipeline.embed_prepared([item])[0])
         except ServeError:
             raise
-        except CheckpointError as exc:  # the captioner: the operator's problem, not the client's
-            log.error("image search is unavailable: %s", exc)
-            raise Unavailable(
-                "image search is unavailable on this server (its captioner cannot be loaded)"
-            ) from exc
+        except CheckpointError as exc:  # a part of the model will not load: the operator's problem
+            what, part = _unloadable(path)
+            log.error("%s is unavailable: %s", what, exc)
+            raise Unavailable(f"{what} is unavailable on this server ({part} cannot be loaded)") from exc
         except InputError as exc:
             raise Unprocessable(f"cannot read {name}: {_public(exc.reason, path, name)}") from exc
         except Exception as exc:
@@ -309,3 +308,15 @@ def _public(message: str, path: Path, name: str) -> str:
     for folder in (*folders, *(f.parent for f in folders)):
         message = message.replace(str(folder), "the upload folder")
     return message.replace(path.name, name)
+
+
+def _unloadable(path: Path) -> tuple[str, str]:
+    """(the search a ``CheckpointError`` disables, the part that failed) for an upload: the
+    captioner for images, the audio front-end (MERT) or tower for recordings, the symbolic
+    tower for scores (an ONNX export without it, say)."""
+    kind = kind_of(path)
+    if kind.name == "image":
+        return "image search", "its captioner"
+    if kind.modality == "audio":
+        return "audio search", "its audio front-end or audio tower"
+    return "score and MIDI search", "its symbolic tower"
