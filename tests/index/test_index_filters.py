@@ -116,6 +116,22 @@ def test_catalogue_csv_types_and_join_by_path(tmp_path):
     assert joined[1]["year"] is None and catalogue.unmatched == 1  # a/y.mid matched no item
 
 
+def test_a_number_column_made_text_by_a_few_cells_is_named(tmp_path, caplog):
+    """``c. 1720`` among years makes the column text, and ``--where 'year > 1700'`` is then
+    refused as a comparison on text: the cell that did it is named when the file is read."""
+    path = tmp_path / "cat.csv"
+    rows = ["key,year,title", "a,1700,Air", "b,1710,Bourrée", "c,c. 1720,Gigue", "d,1730,Aria"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="clamp3.index.catalogue"):
+        assert read_catalogue(path).columns == {"year": "str", "title": "str"}
+    [record] = caplog.records  # a text column (titles) is not suspected
+    message = record.getMessage()
+    assert "column 'year' is text, not a number, because of 1 cell(s) such as line 4: 'c. 1720'" in message
+    path.write_text("key,year:int\na,1700\nc,c. 1720\n", encoding="utf-8")  # declared: refused
+    with pytest.raises(InputError, match="line 3, column year"):
+        read_catalogue(path)
+
+
 def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
     good = tmp_path / "cat.jsonl"
     good.write_text('{"id": "a/x", "year": 1950, "tags": ["x"]}\n\n{"id": "a/y", "year": null}\n')

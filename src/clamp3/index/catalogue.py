@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ from clamp3.utils.errors import InputError
 
 JOIN_COLUMNS = ("key", "id", "path")
 LIST_SEPARATOR = ";"
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = set(BASE_COLUMNS) | {"id", "vector", "row", "score"}
 
@@ -135,6 +137,21 @@ def _infer(values: list[Any]) -> str:
     return "str"
 
 
+def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any]) -> None:
+    """A column of numbers with a few other cells is inferred as text, so ``--where 'year >
+    1900'`` is then refused: say which cell made it text (typos such as ``c. 1720``)."""
+    first = 2 if source.suffix.lower() == ".csv" else 1
+    filled = [(line, v) for line, v in enumerate(values, start=first) if v not in (None, "", [])]
+    odd = [(line, v) for line, v in filled if _infer([v]) == "str"]
+    if filled and odd and len(odd) * 2 < len(filled):
+        line, value = odd[0]
+        log.warning(
+            "%s: column %r is text, not a number, because of %d cell(s) such as line %d: %r; "
+            "fix them, or declare the column (%s:int, %s:float) to have each one refused by line",
+            source, name, len(odd), line, value, name, name,
+        )  # fmt: skip
+
+
 def _read_rows(source: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Raw rows and declared types (CSV ``name:type`` headers)."""
     declared: dict[str, str] = {}
@@ -191,6 +208,8 @@ def read_catalogue(path: str | os.PathLike) -> Catalogue:
             continue
         _check_name(source, name)
         columns[name] = declared.get(name) or _infer([row.get(name) for row in rows])
+        if name not in declared and columns[name] == "str":
+            _warn_if_mostly_numbers(source, name, [row.get(name) for row in rows])
     table: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(rows, start=2 if source.suffix.lower() == ".csv" else 1):
         raw_key = row.get(join)
