@@ -145,3 +145,11 @@ def failures_status(failed: int, what: str) -> int:
     if failed:
         print(f"warning: {failed} {what} (errors above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def print_first_failures(lines: list[str], log: object, shown: int = 10) -> None:
+    """The first ``shown`` failure lines on stderr, then how many more ``log`` holds."""
+    for line in lines[:shown]:
+        print(line, file=sys.stderr)
+    if len(lines) > shown:
+        print(f"  ... {len(lines) - shown} more in {log}", file=sys.stderr)

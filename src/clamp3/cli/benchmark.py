@@ -8,10 +8,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from clamp3.cli.args import add_model_arguments, failures_status, pipeline_of, positive_int
+from clamp3.cli.args import (
+    add_model_arguments,
+    failures_status,
+    pipeline_of,
+    positive_int,
+    print_first_failures,
+)
 from clamp3.utils.errors import InputError, UsageError
 
 DEMO = "demo"
@@ -167,8 +172,5 @@ def _run(args: argparse.Namespace) -> int:
 def _failures(errors: list[dict], log: Path) -> int:
     """Name the inputs that could not be embedded (the first ten; all are in ``log``): the run
     scored the rest, and ends with status 1 as every batch command does."""
-    for err in errors[:10]:
-        print(f"error: {err['path']}: {err['reason']}", file=sys.stderr)
-    if len(errors) > 10:
-        print(f"  ... {len(errors) - 10} more in {log}", file=sys.stderr)
+    print_first_failures([f"error: {err['path']}: {err['reason']}" for err in errors], log)
     return failures_status(len(errors), "inputs could not be embedded and are left out of the scores")

@@ -17,6 +17,7 @@ from clamp3.cli.args import (
     add_model_mismatch_flag,
     pipeline_of,
     positive_int,
+    print_first_failures,
 )
 from clamp3.utils.errors import InputError
 
@@ -210,10 +211,7 @@ def _index(args: argparse.Namespace) -> int:
     )
     if report.catalogue_unmatched:
         print(f"  {report.catalogue_unmatched} catalogue rows matched no item", file=sys.stderr)
-    for err in report.errors[:10]:
-        print(f"  {err}", file=sys.stderr)
-    if len(report.errors) > 10:
-        print(f"  ... {len(report.errors) - 10} more in {report.index_dir / 'errors.jsonl'}", file=sys.stderr)
+    print_first_failures([f"  {err}" for err in report.errors], report.index_dir / "errors.jsonl")
     return 1 if report.errors else 0
 
 

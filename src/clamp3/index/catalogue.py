@@ -137,10 +137,10 @@ def _infer(values: list[Any]) -> str:
     return "str"
 
 
-def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any]) -> None:
+def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any], first: int) -> None:
     """A column of numbers with a few other cells is inferred as text, so ``--where 'year >
-    1900'`` is then refused: say which cell made it text (typos such as ``c. 1720``)."""
-    first = 2 if source.suffix.lower() == ".csv" else 1
+    1900'`` is then refused: say which cell made it text (typos such as ``c. 1720``).
+    ``first`` is the file line of ``values[0]``."""
     filled = [(line, v) for line, v in enumerate(values, start=first) if v not in (None, "", [])]
     odd = [(line, v) for line, v in filled if _infer([v]) == "str"]
     if filled and odd and len(odd) * 2 < len(filled):
@@ -202,16 +202,18 @@ def read_catalogue(path: str | os.PathLike) -> Catalogue:
         raise InputError(source, "needs a 'key' (or 'id') or a 'path' column to join it to the items")
     join = joins[0]
     by = "path" if join == "path" else "key"
+    first_line = 2 if source.suffix.lower() == ".csv" else 1  # a CSV's line 1 is its header
     columns = {}
     for name in names:
         if name in JOIN_COLUMNS:
             continue
         _check_name(source, name)
-        columns[name] = declared.get(name) or _infer([row.get(name) for row in rows])
+        values = [row.get(name) for row in rows]
+        columns[name] = declared.get(name) or _infer(values)
         if name not in declared and columns[name] == "str":
-            _warn_if_mostly_numbers(source, name, [row.get(name) for row in rows])
+            _warn_if_mostly_numbers(source, name, values, first_line)
     table: dict[str, dict[str, Any]] = {}
-    for line, row in enumerate(rows, start=2 if source.suffix.lower() == ".csv" else 1):
+    for line, row in enumerate(rows, start=first_line):
         raw_key = row.get(join)
         if raw_key in (None, ""):
             raise InputError(source, f"line {line}: empty {join}")

@@ -4,13 +4,14 @@ Each line is one failed input: ``{"path": ..., "reason": ..., "time": ...}`` plu
 stages, fields of their own after those three (the corpus builder adds ``id``, ``stage``,
 ``message``, ``trace``). ``path`` names the input as the stage knows it (relative to the input
 folder for ``embed`` and ``extract-audio``; the input as given on the command line for
-``convert``; the embedding file for ``index``; the music21 corpus path for ``build-corpus``); ``reason`` is one line; ``time`` is when it failed,
-ISO-8601 in UTC to the second (``"2026-12-01T22:10:00Z"``: readable, sortable as text, and
-free of the writer's time zone).
+``convert``; the embedding file for ``index``; the music21 corpus path for ``build-corpus``);
+``reason`` is one line; ``time`` is when it failed, ISO-8601 in UTC to the second
+(``"2026-12-01T22:10:00Z"``: readable, sortable as text, and free of the writer's time zone).
 
 Writers: ``embed`` (``OUT/errors.jsonl``, ``errors.rank-K.jsonl`` per rank), ``convert``
 (``OUT_DIR``), ``extract-audio`` (``OUT``), ``index`` (``INDEX_DIR``), ``build-corpus``
-(``OUT``), ``benchmark`` (``OUT``, rewritten whole by each run; adds ``modality`` and ``key``). Lines are appended with :func:`clamp3.utils.io.append_jsonl` (flushed, so a killed
+(``OUT``), ``benchmark`` (``OUT``, rewritten whole by each run; adds ``modality`` and
+``key``). Lines are appended with :func:`clamp3.utils.io.append_jsonl` (flushed, so a killed
 run keeps them) and read back with :func:`read_errors`.
 """
 
