@@ -95,16 +95,27 @@ def test_probe_predict_rejects_other_dimension(labelled, tmp_path, rng, capsys):
         main(["-v", "probe", "predict", str(out), str(other), str(tmp_path / "x.json"), "--no-progress"])
 
 
-def test_probe_train_needs_labels_for_every_item(labelled, tmp_path, capsys):
+def test_probe_train_uses_the_items_its_labels_name(labelled, tmp_path, capsys, caplog):
     emb, _, _, rel = labelled
-    csv = tmp_path / "few.csv"
-    csv.write_text("jazz/piece060.mid,jazz\n", encoding="utf-8")
-    assert main(["probe", "train", str(emb), str(tmp_path / "p"), "--labels", str(csv), "--no-progress"]) == 2
-    assert f"{csv}: 179 of 180 items have no label" in capsys.readouterr().err
+    csv, out = tmp_path / "part.csv", tmp_path / "p"
+    named = [r for r in rel if int(r[-7:-4]) % 3 == 0]  # a third of each class
+    csv.write_text("\n".join(f"{r},{r.split('/')[0]}" for r in named), encoding="utf-8")
+    assert main(["probe", "train", str(emb), str(out), "--labels", str(csv), "--no-progress"]) == 0
+    data = json.loads((out / "probe.json").read_text(encoding="utf-8"))["data"]
+    assert data["n_items"] == len(named) == 60 and data["n_unlabelled"] == 120
+    assert data["counts"] == {c: 20 for c in CLASSES}
+    assert f"{csv}: 120 of 180 items have no label and are left out of training" in caplog.text
+
+    csv.write_text("jazz/piece060.mid,jazz\n", encoding="utf-8")  # one class left
+    assert main(["probe", "train", str(emb), str(tmp_path / "q"), "--labels", str(csv), "--no-progress"]) == 2
+    assert f"{csv}: a classifier needs at least two classes, found ['jazz']" in capsys.readouterr().err
+    csv.write_text("elsewhere/a.mid,jazz\n", encoding="utf-8")
+    assert main(["probe", "train", str(emb), str(tmp_path / "q"), "--labels", str(csv), "--no-progress"]) == 2
+    assert f"{csv}: no item of the 180 has a label" in capsys.readouterr().err
     rows = [f"{r},{r.split('/')[0]}" for r in rel]
     rows[5] = rel[5]  # a bare path: no label
     csv.write_text("\n".join(rows), encoding="utf-8")
-    assert main(["probe", "train", str(emb), str(tmp_path / "p"), "--labels", str(csv), "--no-progress"]) == 2
+    assert main(["probe", "train", str(emb), str(tmp_path / "q"), "--labels", str(csv), "--no-progress"]) == 2
     assert f"{rel[5]}: single-label mode needs one label" in capsys.readouterr().err
 
 
@@ -119,6 +130,30 @@ def small_probe(labelled, tmp_path):
         == 0
     )
     return emb, out
+
+
+def test_unreadable_embeddings_are_reported_and_left_out(small_probe, tmp_path, capsys):
+    emb, probe = small_probe
+    damaged = emb / "jazz" / "piece061.npy"
+    damaged.write_bytes(damaged.read_bytes()[:90])
+    (emb / "jazz" / "piece062.npy").write_bytes(b"")
+    preds = tmp_path / "p.json"
+    argv = ["probe", "predict", str(probe), str(emb), str(preds), "--labels-from-folders", "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"error: {damaged}: unreadable .npy" in err
+    assert "2 embeddings could not be read and are not predicted" in err
+    result = json.loads(preds.read_text(encoding="utf-8"))
+    assert [f["path"] for f in result["failed"]] == ["jazz/piece061.npy", "jazz/piece062.npy"]
+    assert len(result["predictions"]) == result["metrics"]["n"] == 178
+    # gen-score and zero-shot read embedding folders through the same reader (evaluate.items)
+    scores = tmp_path / "gs.json"
+    argv = ["gen-score", "--generated", str(emb), "--reference", str(emb), "--embeddings"]
+    assert main([*argv, "--json", str(scores), "--no-progress"]) == 1
+    result = json.loads(scores.read_text(encoding="utf-8"))
+    for failed in (result["failed_files"], result["frechet"]["failed_files"]):
+        assert [f["path"] for f in failed] == ["jazz/piece061.npy", "jazz/piece062.npy"]
+    assert result["n_generated"] == result["frechet"]["n_reference"] == 178
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "two"])

@@ -113,3 +113,18 @@ def test_load_names_the_missing_file(tmp_path):
 
     with pytest.raises(InputError, match="probe.json"):
         LinearProbe.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"lr": -1.0}, "lr=-1.0"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"weight_decay": -0.1}, "weight_decay=-0.1"),
+        ({"patience": 0}, "patience=0"),
+        ({"tune_thresholds": True}, "needs a multi-label probe"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused(settings, named):
+    with pytest.raises(ValueError, match=named):
+        ProbeSettings(**settings)

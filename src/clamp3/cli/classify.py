@@ -70,7 +70,9 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a linear classifier on an embedding folder",
         description="Standardises features, balances classes, trains mini-batches with early stopping on a "
-        "stratified validation split, and writes OUT_PROBE/probe.json, probe.safetensors, confusion.png.",
+        "stratified validation split, and writes OUT_PROBE/probe.json, probe.safetensors, confusion.png. "
+        "Items the --labels CSV does not name are left out (counted in a warning); every embedding must be "
+        "readable.",
     )
     p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
     p.add_argument("out_probe", type=_output_dir, help="output probe directory")
@@ -92,7 +94,12 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_probe_train)
 
-    p = probe_sub.add_parser("predict", help="apply a saved probe to an embedding folder")
+    p = probe_sub.add_parser(
+        "predict",
+        help="apply a saved probe to an embedding folder",
+        description="An embedding that cannot be read is reported (error: FILE: REASON) and left out. Exit "
+        "status: 0 all predicted, 1 some embeddings failed, 2 bad usage or input.",
+    )
     p.add_argument("probe_dir", help="directory written by 'clamp3 probe train'")
     p.add_argument("emb_dir", help="embedding folder from 'clamp3 embed'")
     p.add_argument("output", type=_output_file, help="predictions JSON")
@@ -221,7 +228,7 @@ def _probe_predict(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.output} ({len(result['predictions'])} predictions)")
     _print_metrics(result.get("metrics"))
-    return 0
+    return failures_status(len(result["failed"]), "embeddings could not be read and are not predicted")
 
 
 def _zero_shot(args: argparse.Namespace) -> int:

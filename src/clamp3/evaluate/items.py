@@ -21,6 +21,7 @@ from clamp3.utils.errors import InputError
 from clamp3.utils.walk import walk_files
 
 if TYPE_CHECKING:
+    from clamp3.index.embeddings import EmbeddingSet
     from clamp3.model import Clamp3Model
     from clamp3.pipeline import Clamp3Pipeline
 
@@ -148,6 +149,29 @@ def select_pieces(
     return keep
 
 
+def read_embedding_folder(folder: str | os.PathLike, dim: int | None, show_progress: bool) -> EmbeddingSet:
+    """An embedding folder, read past its bad files as the file inputs of these pipelines are:
+    each is reported (``error: <file>: <reason>`` on stderr) and kept in ``.errors``
+    (:func:`failures_of`). ``InputError`` when no file can be read or the folder is missing."""
+    from clamp3.index.embeddings import load_embeddings
+
+    found = load_embeddings(folder, dim=dim, skip_errors=True, progress=show_progress)
+    for err in found.errors:
+        print(f"error: {err}", file=sys.stderr)
+    return found
+
+
+def failures_of(found: EmbeddingSet) -> list[dict[str, str]]:
+    """The files of ``found`` that could not be read, ``{path, reason}`` with the path inside
+    the folder (``jazz/take1.npy``), as ``Items.failed`` lists the files that failed to encode."""
+    records = []
+    for err in found.errors:
+        path = Path(err.path)
+        rel = path.relative_to(found.root).as_posix() if path.is_relative_to(found.root) else str(path)
+        records.append({"path": rel, "reason": err.reason})
+    return records
+
+
 def load_items(
     sources: Sequence[str | os.PathLike],
     model: Clamp3Model | Clamp3Pipeline | None,
@@ -165,21 +189,17 @@ def load_items(
     """
     select = select or (lambda paths, _: list(range(len(paths))))
     if embeddings:
-        from clamp3.index.embeddings import load_embeddings
-
-        paths, kinds, blocks = [], [], []
+        paths, kinds, blocks, failed = [], [], [], []
         for folder in sources:
-            found = load_embeddings(
-                folder, dim=blocks[0].shape[1] if blocks else None, progress=show_progress
-            )
+            found = read_embedding_folder(folder, blocks[0].shape[1] if blocks else None, show_progress)
             paths.extend(found.paths)
             kinds.extend(found.modalities)
             blocks.append(found.vectors)
+            failed.extend(failures_of(found))
         keep = select(paths, kinds)
         ignored = [paths[i] for i in sorted(set(range(len(paths))) - set(keep))]
-        return Items(
-            [paths[i] for i in keep], np.concatenate(blocks)[keep], [kinds[i] for i in keep], ignored
-        )
+        vectors = np.concatenate(blocks)[keep]
+        return Items([paths[i] for i in keep], vectors, [kinds[i] for i in keep], ignored, failed)
     if model is None:
         raise ValueError("a model is needed to encode files (or pass embedding folders)")
     files = collect_files(sources)

@@ -117,12 +117,27 @@ def labels_for(
     return match_labels(paths, read_label_csv(csv_path), source=csv_path)
 
 
-def require_all(labels: list[list[str] | None], paths: Sequence[str], source: str | os.PathLike) -> None:
-    """Raise ``InputError`` when some items have no label (training needs every item labelled)."""
-    missing = [p for p, lab in zip(paths, labels) if lab is None]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(source, f"{len(missing)} of {len(paths)} items have no label: {shown}")
+def labelled_items(
+    labels: Sequence[Sequence[str] | None],
+    paths: Sequence[str],
+    source: str | os.PathLike,
+    purpose: str = "are left out",
+) -> list[int]:
+    """Indices of the items that have a label (``labels[i] is not None``), in order.
+
+    The items a label file does not name are logged once (their count and the first few, then
+    ``purpose``); none labelled raises ``InputError`` naming ``source``. Training, metrics and
+    zero-shot truth all use this one rule: a label file may cover part of an embedding folder.
+    """
+    known = [i for i, lab in enumerate(labels) if lab is not None]
+    if not known:
+        raise InputError(source, f"no item of the {len(paths)} has a label")
+    if missing := [p for p, lab in zip(paths, labels) if lab is None]:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        log.warning(
+            "%s: %d of %d items have no label and %s (%s)", source, len(missing), len(paths), purpose, shown
+        )
+    return known
 
 
 def single_label_targets(

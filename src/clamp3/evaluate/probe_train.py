@@ -46,6 +46,13 @@ class ProbeSettings:
             raise ValueError(f"val_split must lie in [0, 1), got {self.val_split}")
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ValueError("batch_size and max_epochs must be positive")
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.patience >= 1):
+            raise ValueError(
+                f"lr must be positive, weight_decay at least 0 and patience at least 1 epoch, got "
+                f"lr={self.lr}, weight_decay={self.weight_decay}, patience={self.patience}"
+            )
+        if self.tune_thresholds and not self.multi_label:
+            raise ValueError("tune_thresholds (--tune-thresholds) needs a multi-label probe (--multi-label)")
 
 
 def split_indices(targets: np.ndarray, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clamp3.evaluate.items import check_output_file, load_items
-from clamp3.evaluate.labels import labels_for, multi_label_targets, require_all, single_label_targets
+from clamp3.evaluate.items import check_output_file, failures_of, load_items, read_embedding_folder
+from clamp3.evaluate.labels import labelled_items, labels_for, multi_label_targets, single_label_targets
 from clamp3.formats import load_folder_identity
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
@@ -65,16 +65,18 @@ def run_probe_train(
     found = load_embeddings(emb_dir, progress=show_progress)
     source = labels_csv if labels_csv is not None else emb_dir
     labels = labels_for(found.paths, labels_csv, from_folders)
-    require_all(labels, found.paths, source)
-    targets, names = _targets(labels, found.paths, None, settings.multi_label, source)
+    known = labelled_items(labels, found.paths, source, "are left out of training")
+    paths = [found.paths[i] for i in known]
+    targets, names = _targets([labels[i] for i in known], paths, None, settings.multi_label, source)
     if len(names) < 2 and not settings.multi_label:
         raise InputError(source, f"a classifier needs at least two classes, found {names}")
-    probe = train_probe(found.vectors, targets, names, settings, show_progress=show_progress)
+    probe = train_probe(found.vectors[known], targets, names, settings, show_progress=show_progress)
     counts = targets.sum(axis=0) if settings.multi_label else np.bincount(targets, minlength=len(names))
     probe.info["data"].update(
         embeddings=str(emb_dir),
         labels=str(labels_csv) if labels_csv is not None else "folders",
-        n_items=len(found),
+        n_items=len(known),
+        n_unlabelled=len(found) - len(known),
         model=found.identity.id if found.identity else None,
         model_identity=found.identity.to_json() if found.identity else None,
         counts={name: int(c) for name, c in zip(names, counts)},
@@ -128,9 +130,10 @@ def run_probe_predict(
     needs known labels and a single-label probe, else ``ValueError``. Embeddings of another model
     than the probe's training embeddings (manifest ``model`` vs ``probe.json`` ``data``) raise
     ``ModelMismatch`` unless ``allow_model_mismatch``; the verdict is stored as ``model_check``.
+    An embedding that cannot be read is reported and left out (``result["failed"]``,
+    ``{path, reason}``), as ``clamp3 zero-shot`` leaves out files; ``InputError`` when none can be.
     """
     from clamp3.evaluate.probe import LinearProbe
-    from clamp3.index.embeddings import load_embeddings
 
     _check_top_k(top_k)
     has_truth = truth_csv is not None or truth_from_folders
@@ -146,7 +149,7 @@ def run_probe_predict(
         emb_dir,
         allow_mismatch=allow_model_mismatch,
     )
-    found = load_embeddings(emb_dir, dim=probe.input_dim, progress=show_progress)
+    found = read_embedding_folder(emb_dir, probe.input_dim, show_progress)
     result = {
         "probe": str(probe_dir),
         "embeddings": str(emb_dir),
@@ -154,6 +157,7 @@ def run_probe_predict(
         "labels": probe.labels,
         "model_check": verdict,
         "predictions": _prediction_records(probe, found.paths, found.vectors, top_k),
+        "failed": failures_of(found),
         **provenance(),
     }
     if has_truth:
@@ -176,9 +180,7 @@ def _probe_metrics(
     """The probe's metrics over the items of ``found`` that have a known label."""
     source = truth_csv if truth_csv is not None else emb_dir
     truth = labels_for(found.paths, truth_csv, truth_from_folders)
-    known = [i for i, lab in enumerate(truth) if lab is not None]
-    if not known:
-        raise InputError(source, "no item has a known label")
+    known = labelled_items(truth, found.paths, source, "are not counted in the metrics")
     targets, _ = _targets(
         [truth[i] for i in known], [found.paths[i] for i in known], probe.labels, probe.multi_label, source
     )
@@ -285,9 +287,7 @@ def _zero_shot_metrics(
     from clamp3.evaluate.classmetrics import single_label_metrics
 
     truth = labels_for(paths, truth_csv, truth_from_folders)
-    known = [i for i, lab in enumerate(truth) if lab is not None]
-    if not known:
-        raise InputError(source, "no item has a known label")
+    known = labelled_items(truth, paths, source, "are not counted in the metrics")
     targets, _ = single_label_targets([truth[i] for i in known], names, source, [paths[i] for i in known])
     for i, target in zip(known, targets):
         records[i]["truth"] = names[target]
