@@ -99,6 +99,14 @@ def test_a_folder_without_pieces_is_refused(tmp_path, vectors):
         select_pieces(["p01.mid"], ["symbolic"], "audio", str(gen))
 
 
+def test_a_frechet_distance_needs_two_pieces_on_each_side(tmp_path, vectors):
+    one, two = write_tree(tmp_path / "one", ["p01.mid"]), write_tree(tmp_path / "two", ["r1.mid", "r2.mid"])
+    for generated, reference, named in ((one, two, one), (two, one, one)):
+        with pytest.raises(InputError, match="needs at least two pieces, found 1") as info:
+            run_gen_score(generated, FileModel(*vectors), reference=reference)
+        assert info.value.path == str(named)
+
+
 def test_reference_must_hold_the_generated_modality(tmp_path, vectors):
     gen = write_tree(tmp_path / "gen", ["p01.mid", "p02.mid"])
     audio_ref = write_tree(tmp_path / "ref_audio", ["p01.wav", "p02.wav"])

@@ -90,6 +90,10 @@ def test_read_prompts_jsonl_and_csv(tmp_path):
     jsonl.write_text('{"id": "a"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="line 1"):
         read_prompts(jsonl)
+    for line in ('{"id": "a", "prompt": null}', '{"id": "a", "prompt": 3}', '{"id": null, "prompt": "x"}'):
+        jsonl.write_text(f'{{"id": "b", "prompt": "ok"}}\n{line}\n', encoding="utf-8")
+        with pytest.raises(InputError, match="line 2: 'id' must be a string or integer and 'prompt'"):
+            read_prompts(jsonl)
 
 
 def test_matching_rules():

@@ -63,11 +63,17 @@ def read_prompts(path: str | os.PathLike) -> dict[str, str]:
                 continue
             try:
                 record = json.loads(line)
-                rows.append((line_no, str(record["id"]), str(record["prompt"])))
+                key, prompt = record["id"], record["prompt"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise InputError(
                     path, f"line {line_no}: expected an object with 'id' and 'prompt' ({exc})"
                 ) from exc
+            if not isinstance(prompt, str) or not isinstance(key, str | int) or isinstance(key, bool):
+                # str(None) would score the prompt "None"
+                raise InputError(
+                    path, f"line {line_no}: 'id' must be a string or integer and 'prompt' a string"
+                )
+            rows.append((line_no, str(key), prompt))
     else:
         for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
             if not row or not any(c.strip() for c in row):
@@ -313,6 +319,7 @@ def run_gen_score(
         **provenance(),
     }
     if reference is not None:  # first: a wrong reference is refused before prompts are encoded
+        _require_a_set(gen, generated)
         result["frechet"] = _frechet_to_reference(
             gen, modality, reference, model, embeddings, settings, show_progress
         )
@@ -323,6 +330,12 @@ def run_gen_score(
     if json_out is not None:
         write_json_atomic(json_out, result)
     return result
+
+
+def _require_a_set(pieces: Items, source: str | os.PathLike) -> None:
+    """A Fréchet distance compares two Gaussians: each set needs two pieces for a covariance."""
+    if len(pieces.paths) < 2:
+        raise InputError(source, f"a Fréchet distance needs at least two pieces, found {len(pieces.paths)}")
 
 
 def _frechet_to_reference(
@@ -338,6 +351,7 @@ def _frechet_to_reference(
     from clamp3.evaluate.frechet import frechet_bootstrap
 
     ref, ref_modality = _load_pieces(reference, model, embeddings, settings, show_progress)
+    _require_a_set(ref, reference)
     if modality and ref_modality and ref_modality != modality:
         raise InputError(
             reference,
