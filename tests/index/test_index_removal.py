@@ -144,6 +144,33 @@ def test_index_remove_cli(tmp_path, rng, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and err.count("\n") == 0 and "1 not indexed (a/item001" in err
     assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 16
+    # their embeddings are still in the folder: neither an append nor a sync brings them back
+    for mode in ("--append", "--sync"):
+        assert main(["index", str(emb), idx, mode, "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert "of 16 vectors (0 added" in err and "4 left out: removed with index-remove" in err
+    assert main(["index-remove", "--undo", "a/item001", "a/item000.mid", idx]) == 0
+    assert "2 readmitted" in capsys.readouterr().err
+    assert main(["index", str(emb), idx, "--append", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "of 18 vectors (2 added" in err and "2 left out" in err
+    assert main(["index-remove", "--undo", "a/item001", idx]) == 2  # indexed again: not withdrawn
+    assert "1 not removed by index-remove (a/item001)" in capsys.readouterr().err
+
+
+def test_withdrawn_items_are_recorded_on_either_back_end(make, rng, tmp_path):
+    from clamp3.index.removal import readmit_items
+
+    _saved(make, rng, tmp_path / "idx")
+    remove_items(tmp_path / "idx", ["item0003", "music/item0010.mid"])
+    withdrawn = SearchIndex.load(tmp_path / "idx").withdrawn
+    assert withdrawn == {"item0003": "music/item0003.mid", "item0010": "music/item0010.mid"}
+    assert readmit_items(tmp_path / "idx", ["music/item0003.mid"]).removed == ["item0003"]  # by path
+    assert SearchIndex.load(tmp_path / "idx").withdrawn == {"item0010": "music/item0010.mid"}
+    with pytest.raises(InputError, match="1 not removed by index-remove") as info:
+        readmit_items(tmp_path / "idx", ["item0010", "item0004"])  # item0004 is indexed
+    assert info.value.path == str(tmp_path / "idx")
+    assert SearchIndex.load(tmp_path / "idx").withdrawn == {"item0010": "music/item0010.mid"}
 
 
 def test_a_sync_after_a_killed_removal_finishes_it_and_keeps_what_the_folder_has(

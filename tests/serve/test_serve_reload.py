@@ -64,7 +64,7 @@ def test_append_and_reload_while_serving(library, tiny_model, tmp_path):  # noqa
             (lib.media / "new" / "tango.txt").write_text("a brand new tango for bandoneon", encoding="utf-8")
             assert _append(lib, tiny_model) == 3
             reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
-            assert reloaded == {"items_before": 10, "items": 13, "added": 3}
+            assert reloaded == {"items_before": 10, "items": 13, "added": 3, "removed": 0}
             _add_media(lib.media / "more", library, ["scores/bach_bwv66_6.mxl", "midi/m21_test08.mtf"])
             assert _append(lib, tiny_model) == 2
             reloaded = httpx.post(f"{base}/api/admin/reload", headers=AUTH, timeout=60).json()
@@ -94,13 +94,27 @@ def test_in_flight_snapshot_survives_a_swap(library, tiny_model, tmp_path):  # n
         held = catalog.snapshot  # what a request in flight holds
         _add_media(lib.media / "extra", library, ["midi/m21_k525short.mid"])
         assert _append(lib, tiny_model) == 1
-        assert catalog.reload()["added"] == 1
+        assert catalog.reload() == {"items_before": 10, "items": 11, "added": 1, "removed": 0}
         assert catalog.snapshot is not held and catalog.snapshot.size == 11
         assert held.size == 10 and len(held.index) == 11  # the old snapshot was never mutated
         vector = catalog.encoder.text("waltz")
         old = catalog._rank(held, vector, 20, 0, None)
         assert old.total == 10 and {r.id for r in old.results} <= set(held.rows)
         assert catalog.search_vector(vector, 20, 0, None).total == 11
+
+
+def test_a_reload_tells_removed_and_added_items_apart(library, tiny_model, tmp_path):  # noqa: F811
+    from clamp3.index.removal import remove_items
+
+    lib = library.copy(tmp_path / "lib")
+    with app_for(lib, tiny_model) as app:
+        catalog = app.state.catalog
+        gone = catalog.snapshot.index.entry(0)["path"]
+        assert len(remove_items(lib.idx, [gone]).removed) == 1
+        _add_media(lib.media / "extra", library, ["midi/m21_k525short.mid"])
+        assert _append(lib, tiny_model) == 1
+        # the net change is 0; the ids say one left and one came
+        assert catalog.reload() == {"items_before": 10, "items": 10, "added": 1, "removed": 1}
 
 
 def test_a_broken_index_on_disk_keeps_the_old_one_serving(library, tiny_model, tmp_path):  # noqa: F811

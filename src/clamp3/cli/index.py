@@ -90,13 +90,20 @@ def _register_remove(sub: argparse._SubParsersAction) -> None:
             ".npy path) from INDEX_DIR, and their metadata rows with them. Every name is checked first: one "
             "that is not indexed is an error (exit status 2) and nothing is removed. Atomic on FAISS (one "
             "meta.json swap); journalled on Milvus, so a removal killed half-way is hidden at once and a "
-            "rerun finishes it. `clamp3 index --sync` removes what vanished from the embedding folder instead."
+            "rerun finishes it. Removed items stay out of later `index --append` and `--sync` runs (their "
+            "embeddings are still in the folder) until `--undo` readmits them. `clamp3 index --sync` removes "
+            "what vanished from the embedding folder instead."
         ),
     )
     p.add_argument("items", nargs="*", metavar="ITEM")
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument(
         "--from", dest="from_file", default=None, metavar="FILE", help="more items, one per line (- : stdin)"
+    )
+    p.add_argument(
+        "--undo",
+        action="store_true",
+        help="readmit items removed before: the next `index --append` or `--sync` indexes them again",
     )
     p.set_defaults(handler=_remove)
 
@@ -211,12 +218,17 @@ def _index(args: argparse.Namespace) -> int:
     )
     if report.catalogue_unmatched:
         print(f"  {report.catalogue_unmatched} catalogue rows matched no item", file=sys.stderr)
+    if report.withheld:
+        print(
+            f"  {report.withheld} left out: removed with index-remove (`index-remove --undo` readmits)",
+            file=sys.stderr,
+        )
     print_first_failures([f"  {err}" for err in report.errors], report.index_dir / "errors.jsonl")
     return 1 if report.errors else 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from clamp3.index.removal import remove_items
+    from clamp3.index.removal import readmit_items, remove_items
 
     names = list(args.items)
     if args.from_file is not None:
@@ -226,6 +238,14 @@ def _remove(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(source, f"unreadable ({exc.strerror or exc})") from exc
         names += [line.strip() for line in text.splitlines() if line.strip()]
+    if args.undo:
+        report = readmit_items(args.index_dir, names)
+        print(
+            f"{report.index_dir}: {len(report.removed)} readmitted; `clamp3 index EMB_DIR "
+            f"{report.index_dir} --append` (or --sync) indexes them again",
+            file=sys.stderr,
+        )
+        return 0
     report = remove_items(args.index_dir, names)
     print(
         f"{report.index_dir}: {report.backend} index: {len(report.removed)} removed, {report.total} left",

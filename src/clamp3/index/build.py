@@ -25,7 +25,8 @@ class BuildReport:
     """What a build did: rows ``added`` now, rows ``already_indexed`` (skipped or unchanged),
     ``total`` rows in the saved index, and the embedding files that could not be read (also
     appended to ``INDEX_DIR/errors.jsonl``). A sync also counts rows ``replaced`` and
-    ``removed``; ``catalogue_unmatched`` counts catalogue rows that matched no item."""
+    ``removed``; ``catalogue_unmatched`` counts catalogue rows that matched no item, ``withheld``
+    the folder's items left out because ``index-remove`` withdrew them."""
 
     index_dir: Path
     kind: str
@@ -37,6 +38,7 @@ class BuildReport:
     removed: int = 0
     backend: str = "faiss"
     catalogue_unmatched: int = 0
+    withheld: int = 0
 
 
 def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path, index_dir: Path) -> None:
@@ -119,6 +121,7 @@ def build_index(
     :mod:`clamp3.index.catalogue`) adds columns to every item. Modes (at most one):
 
     * ``append``: add the keys the index does not hold yet (rerun = no-op; a missing index is built);
+      in this mode and ``sync``, items ``index-remove`` withdrew stay out (``BuildReport.withheld``);
     * ``sync``: make the index hold exactly this folder (:mod:`clamp3.index.sync`: new keys added,
       changed ones replaced, vanished ones deleted; a killed sync is finished by a rerun);
     * ``overwrite``: rebuild from scratch;
@@ -146,15 +149,28 @@ def build_index(
     if found_catalogue is not None:
         records = found_catalogue.join(records)
         index.record_catalogue(found_catalogue.source.resolve())
-    added, replaced, removed = _fill(index, embeddings.vectors, records, sync, progress)
+    vectors, records, withheld = _without_withdrawn(index, embeddings.vectors, records)
+    added, replaced, removed = _fill(index, vectors, records, sync, progress)
     index.save(out)
     for err in embeddings.errors:
         append_error(out / ERRORS_NAME, err.path, err.reason)
     unmatched = found_catalogue.unmatched if found_catalogue is not None else 0
     return BuildReport(
-        out, index.kind, added, len(embeddings) - added - replaced, len(index), embeddings.errors,
-        replaced, removed, index.backend, unmatched,
+        out, index.kind, added, len(records) - added - replaced, len(index), embeddings.errors,
+        replaced, removed, index.backend, unmatched, withheld,
     )  # fmt: skip
+
+
+def _without_withdrawn(
+    index: SearchIndex, vectors: np.ndarray, records: list[dict]
+) -> tuple[np.ndarray, list[dict], int]:
+    """The rows of the folder minus the items ``index-remove`` withdrew (their embeddings stay
+    in the folder; an append or sync must not bring them back); also how many were left out."""
+    withdrawn = index.withdrawn
+    keep = [i for i, record in enumerate(records) if record["key"] not in withdrawn]
+    if len(keep) == len(records):
+        return vectors, records, 0
+    return vectors[keep], [records[i] for i in keep], len(records) - len(keep)
 
 
 def _fill(

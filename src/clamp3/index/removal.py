@@ -10,6 +10,10 @@ a new file generation and commits it with one ``meta.json`` swap (a kill before 
 old index in force); Milvus journals the keys in ``meta.json`` first, so a kill half-way hides
 them at once, and a rerun of the same command, or any later save, deletes the rest
 (:mod:`clamp3.index.backends.milvus`). Keys already so journalled count as known in a rerun.
+
+Removed items stay out: they are recorded in ``meta.json`` (``withdrawn``, key -> path), and
+``index --append`` / ``--sync`` skip them although their embeddings are still in the folder, until
+``index-remove --undo`` readmits them (``--overwrite`` starts a new index and forgets the list).
 """
 
 from __future__ import annotations
@@ -91,12 +95,48 @@ def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
 
 
 def remove_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveReport:
-    """Remove the items ``names`` (keys or paths) from the index folder ``index_dir`` and save."""
+    """Remove the items ``names`` (keys or paths) from the index folder ``index_dir`` and save.
+
+    They are recorded as withdrawn (``SearchIndex.withdrawn``), so a later ``index
+    --append`` or ``--sync`` of the embedding folder, which still holds them, does not bring them
+    back; :func:`readmit_items` undoes that."""
     root = Path(index_dir)
     index = SearchIndex.load(root)
     keys = resolve_items(index, names)
     if not keys:
         raise InputError(root, "no items to remove were given")
+    paths = {k: str(index.entry(index.row_of(k)).get("path") or k) if k in index else k for k in keys}
+    # Recorded first: Milvus journals meta.json inside remove(), so a kill keeps the intent too.
+    index.withdrawn = {**index.withdrawn, **paths}
     index.remove([k for k in keys if k in index])  # journalled ones are deleted by the save
     index.save(root)
     return RemoveReport(root, index.backend, keys, len(index))
+
+
+def readmit_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveReport:
+    """Take withdrawn items (named by key or by the path they had) off the withdrawn list of
+    ``index_dir``, so the next ``index --append`` / ``--sync`` indexes them again; returns them
+    as ``removed`` (the rows are unchanged). ``InputError`` when a name is not withdrawn."""
+    root = Path(index_dir)
+    index = SearchIndex.load(root)
+    withdrawn = index.withdrawn
+    by_name: dict[str, str] = {}
+    for key, path in withdrawn.items():
+        for spelling in _spellings(key) | _spellings(path):
+            by_name.setdefault(spelling, key)
+    keys, unknown = set(), []
+    for name in dict.fromkeys(names):
+        hits = {by_name[s] for s in _spellings(name) if s in by_name}
+        keys |= hits
+        if not hits:
+            unknown.append(name)
+    if unknown:
+        shown = ", ".join(unknown[:SHOWN_UNKNOWN]) + (" ..." if len(unknown) > SHOWN_UNKNOWN else "")
+        raise InputError(
+            root, f"{len(unknown)} not removed by index-remove ({shown}); nothing was readmitted"
+        )
+    if not keys:
+        raise InputError(root, "no items to readmit were given")
+    index.withdrawn = {k: v for k, v in withdrawn.items() if k not in keys}
+    index.save(root)
+    return RemoveReport(root, index.backend, sorted(keys), len(index))

@@ -10,7 +10,8 @@ The interface (this class) is shared; where the vectors live is the back-end's b
 
 ``meta.json`` (both back-ends): format, backend, model (absolute path or tag),
 model_fingerprint, input_root, dimension, metric ("cosine"), kind, params (efSearch/nprobe),
-calibration, columns (catalogue column -> type), count, created, updated; Milvus adds uri,
+calibration, columns (catalogue column -> type), count, created, updated, withdrawn (items
+index-remove took out, key -> path; absent when none); Milvus adds uri,
 collection, token_env, index_type.
 
 Every row has a metadata record: ``key`` (identity: relative path without extension),
@@ -203,6 +204,20 @@ class SearchIndex:
         """Keys a removal that was cut short still has to delete (hidden from every search,
         deleted by the next :meth:`save`); always empty on FAISS, whose save is atomic."""
         return set(self._meta.get("removing", ()))
+
+    @property
+    def withdrawn(self) -> dict[str, str]:
+        """Items taken out with ``clamp3 index-remove`` (key -> their path when removed):
+        :func:`clamp3.index.build_index` leaves them out of ``--append`` and ``--sync`` (their
+        embeddings still lie in the folder). ``add`` does not consult it. Set it to change the
+        list (saved with the index; :mod:`clamp3.index.removal` withdraws and readmits)."""
+        return dict(self._meta.get("withdrawn", {}))
+
+    @withdrawn.setter
+    def withdrawn(self, items: Mapping[str, str]) -> None:
+        self._meta.pop("withdrawn", None)
+        if items:
+            self._meta["withdrawn"] = dict(sorted(items.items()))
 
     def __len__(self) -> int:
         return len(self._entries)

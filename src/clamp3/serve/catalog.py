@@ -198,14 +198,21 @@ class Catalog:
         return Snapshot.build(index, self.media)
 
     def reload(self) -> dict[str, Any]:
-        """Re-read the index folder (e.g. after ``clamp3 index --append``) and swap it in.
-        Counts are of findable items (rows leaving the media root are not counted)."""
+        """Re-read the index folder (e.g. after ``clamp3 index --append`` or ``index-remove``) and
+        swap it in. Counts are of findable items (rows leaving the media root are not counted);
+        ``added`` and ``removed`` compare item ids, so a removal and an append between two
+        reloads are both told (the net change would hide them)."""
         with self._writer:
-            before = self._snapshot.size
-            self._snapshot = self._load()
-            after = self._snapshot.size
-        log.info("index reloaded", extra={"fields": {"items_before": before, "items": after}})
-        return {"items_before": before, "items": after, "added": after - before}
+            old = self._snapshot
+            self._snapshot = new = self._load()
+        counts = {
+            "items_before": old.size,
+            "items": new.size,
+            "added": len(new.rows.keys() - old.rows.keys()),
+            "removed": len(old.rows.keys() - new.rows.keys()),
+        }
+        log.info("index reloaded", extra={"fields": counts})
+        return counts
 
     def facets(self) -> dict[str, Any]:
         """The live index's filterable columns and their values (:mod:`clamp3.serve.facets`)."""

@@ -106,7 +106,8 @@ class Facets(BaseModel):
 class AdminResult(BaseModel):
     items_before: int
     items: int
-    added: int
+    added: int = Field(description="items whose ids the reloaded index has and the previous had not")
+    removed: int = Field(description="items of the previous index that the reloaded one no longer has")
 
 
 class Error(BaseModel):
