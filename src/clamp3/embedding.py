@@ -48,9 +48,9 @@ class FeatureModel(Protocol):
     def train(self, mode: bool = True) -> FeatureModel: ...
 
 
-def prepare_text(ids: Sequence[int]) -> torch.Tensor:
-    """A token-id list -> (n,) int64 tensor; must not be empty."""
-    return torch.as_tensor(check_token_ids(ids))
+def prepare_text(ids: Sequence[int], vocab_size: int | None = None) -> torch.Tensor:
+    """A token-id list -> (n,) int64 tensor; not empty, ids below ``vocab_size`` when given."""
+    return torch.as_tensor(check_token_ids(ids, vocab_size))
 
 
 def prepare_patches(patches: np.ndarray, patch_size: int = 64) -> torch.Tensor:

@@ -163,24 +163,38 @@ def read_feature_file(path: str | os.PathLike, feature_dim: int) -> np.ndarray:
     return check_feature_rows(array, feature_dim, path)
 
 
-def check_token_ids(ids) -> np.ndarray:
-    """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64; ``ValueError`` when empty or
-    not flat."""
-    array = np.asarray(ids, dtype=np.int64)
+def _integer_ids(values, what: str) -> np.ndarray:
+    """``values`` as int64, refusing fractions (a cast would truncate ``5.5`` to ``5``)."""
+    array = np.asarray(values)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not np.issubdtype(array.dtype, np.floating) or not np.array_equal(array, np.floor(array)):
+            raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def check_token_ids(ids, vocab_size: int | None = None) -> np.ndarray:
+    """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64; ``ValueError`` when empty, not
+    flat, not integers, or (given ``vocab_size``) outside the text tower's vocabulary."""
+    array = _integer_ids(ids, "text ids")
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"text ids must be a non-empty flat list, got shape {array.shape}")
+    if vocab_size is not None and (array.min() < 0 or array.max() >= vocab_size):
+        bad = int(array.min()) if array.min() < 0 else int(array.max())
+        raise ValueError(
+            f"text ids must lie in [0, {vocab_size - 1}] (the text tower's vocabulary), got {bad}"
+        )
     return array
 
 
 def check_patch_ids(patches: np.ndarray, patch_size: int = 64) -> np.ndarray:
-    """(n, patch_size) patch ids -> int64; ``ValueError`` for another shape or an id outside
-    [0, 128)."""
-    array = np.asarray(patches)
+    """(n, patch_size) patch ids -> int64; ``ValueError`` for another shape, values that are
+    not integers or an id outside [0, 128)."""
+    array = _integer_ids(patches, "patch ids")
     if array.ndim != 2 or array.shape[1] != patch_size or array.shape[0] == 0:
         raise ValueError(f"patches must have shape (n >= 1, {patch_size}), got {array.shape}")
     if array.min() < 0 or array.max() > 127:
         raise ValueError("patch ids must lie in [0, 127]")
-    return array.astype(np.int64)
+    return array
 
 
 def add_boundary_rows(rows: np.ndarray) -> np.ndarray:

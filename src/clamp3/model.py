@@ -297,7 +297,8 @@ class Clamp3Model(nn.Module):
         self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
         """Token-id lists (with ``<s>``...``</s>``) -> (D,) each, or (n, H) when not pooled."""
-        return embed_items(self, "text", [prepare_text(ids) for ids in batch], pooled, batch_size)
+        vocab = self.config.tower("text").vocab_size
+        return embed_items(self, "text", [prepare_text(ids, vocab) for ids in batch], pooled, batch_size)
 
     def embed_patches(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32

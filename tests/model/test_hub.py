@@ -109,6 +109,47 @@ def test_a_corrupt_tokenizer_stops_embed_once_in_one_line(tmp_path, capsys, tiny
     assert not list(out.glob("*.npy")) and (not errors.is_file() or not errors.read_text().strip())
 
 
+def test_another_models_tokenizer_is_refused_once_in_one_line(tmp_path, capsys, tiny_model_dir):
+    """A tokenizer whose ids pass the text tower's vocabulary (1000 in the tiny preset) is named
+    when it loads; each text failed with torch's 'index out of range in self' before."""
+    import random
+    import shutil
+    import string
+
+    from clamp3.cli.main import main
+    from clamp3.tokenizer import train_tokenizer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    words = random.Random(1)
+    sentences = [
+        " ".join("".join(words.choice(string.ascii_lowercase) for _ in range(7)) for _ in range(12))
+        for _ in range(2000)
+    ]
+    big = train_tokenizer(sentences, vocab_size=1500)
+    assert big.vocab_size > Clamp3Model.from_pretrained(model_dir).config.tower("text").vocab_size
+    big.save(model_dir)
+    src = tmp_path / "texts"
+    src.mkdir()
+    for i in range(3):
+        (src / f"t{i}.txt").write_text(f"qzxv wjkp {i}\n", encoding="utf-8")
+    assert main(["embed", str(src), str(tmp_path / "out"), "--model", str(model_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {model_dir / TOKENIZER_FILE}: gives ids up to")
+    assert "this is another model's tokenizer" in err
+
+
+def test_token_and_patch_ids_are_checked_against_what_the_towers_hold(tiny_model_dir):
+    model = Clamp3Model.from_pretrained(tiny_model_dir)
+    vocab = model.config.tower("text").vocab_size
+    for ids, named in (([0, vocab, 2], f"got {vocab}"), ([0, -3, 2], "got -3"), ([0, 5.5, 2], "integers")):
+        with pytest.raises(ValueError, match=named):
+            model.embed_text_ids([ids])
+    with pytest.raises(ValueError, match="patch ids must be integers"):
+        model.embed_patches([np.full((3, 64), 1.5)])
+    assert model.embed_text_ids([[0.0, 5.0, 2.0]])[0].shape == (32,)  # whole numbers in floats pass
+
+
 def test_the_tokenizer_beside_an_official_checkpoint_is_found(tmp_path, tiny_tokenizer):
     pth = _official_tiny(tmp_path / "weights")
     tiny_tokenizer.save(pth.parent)  # where the offline error advises putting it

@@ -27,9 +27,9 @@ from clamp3.segments import embed_segmented
 from clamp3.utils.errors import CheckpointError
 
 
-def text_array(ids: Sequence[int]) -> np.ndarray:
+def text_array(ids: Sequence[int], vocab_size: int | None = None) -> np.ndarray:
     """A token-id list (with ``<s>`` ... ``</s>``) -> (n,) int64 (as the torch path checks it)."""
-    return check_token_ids(ids)
+    return check_token_ids(ids, vocab_size)
 
 
 def patch_array(patches: np.ndarray, patch_size: int = 64) -> np.ndarray:
@@ -193,7 +193,8 @@ class OnnxModel:
     def embed_text_ids(
         self, batch: Sequence[Sequence[int]], pooled: bool = True, batch_size: int = 32
     ) -> list[np.ndarray]:
-        return self.embed_items("text", [text_array(ids) for ids in batch], pooled, batch_size)
+        vocab = self.config.tower("text").vocab_size
+        return self.embed_items("text", [text_array(ids, vocab) for ids in batch], pooled, batch_size)
 
     def embed_patches(
         self, batch: Sequence[np.ndarray], pooled: bool = True, batch_size: int = 32

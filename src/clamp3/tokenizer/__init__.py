@@ -132,6 +132,13 @@ class TextTokenizer:
             return (type(self).from_file, (self.source, True))
         return super().__reduce__()
 
+    @property
+    def vocab_size(self) -> int:
+        """How many ids this tokenizer can give (0 .. vocab_size - 1, added tokens included)."""
+        if self.compact is None:
+            return int(self._tok.get_vocab_size(with_added_tokens=True))
+        return max(len(self.compact), max(self._tok.get_added_tokens_decoder(), default=-1) + 1)
+
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text).ids)
 
@@ -175,9 +182,10 @@ class TextTokenizer:
 def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None = None) -> TextTokenizer:
     """The tokenizer saved next to the weights (``directory``: a model directory or the folder
     of an official checkpoint), else ``config.tokenizer`` through :func:`clamp3.hub.fetch`
-    (cache first; offline, one ``TokenizerNotFound`` within seconds)."""
+    (cache first; offline, one ``TokenizerNotFound`` within seconds). A tokenizer that gives ids
+    beyond the text tower's vocabulary (``config.vocab_size``) is another model's: ``CheckpointError``."""
     if directory is not None and (Path(directory) / TOKENIZER_FILE).is_file():
-        return TextTokenizer.from_file(Path(directory) / TOKENIZER_FILE)
+        return _for_tower(TextTokenizer.from_file(Path(directory) / TOKENIZER_FILE), config)
     if config.tokenizer == "local":
         if directory is None:  # a model built in memory (from_preset, training)
             raise TokenizerNotFound(
@@ -198,7 +206,20 @@ def load_tokenizer(config: TextTowerConfig, directory: str | os.PathLike | None 
     path = fetch(
         config.tokenizer, TOKENIZER_FILE, what="the text tokenizer", error=TokenizerNotFound, instead=beside
     )
-    return TextTokenizer.from_file(path)
+    return _for_tower(TextTokenizer.from_file(path), config)
+
+
+def _for_tower(tokenizer: TextTokenizer, config: TextTowerConfig) -> TextTokenizer:
+    # Caught here, once: otherwise every text with a high id fails inside the embedding lookup
+    # with torch's "index out of range in self".
+    if tokenizer.vocab_size > config.vocab_size:
+        from clamp3.utils.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{tokenizer.source}: gives ids up to {tokenizer.vocab_size - 1} but the text tower's "
+            f"vocabulary holds {config.vocab_size}: this is another model's tokenizer"
+        )
+    return tokenizer
 
 
 def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> None:
