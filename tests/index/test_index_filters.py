@@ -203,7 +203,9 @@ def test_cli_catalogue_where_and_sync(tmp_path, rng, capsys, backend):
     assert main(["index", str(emb), str(idx), "--quiet", "--sync"]) == 0
     assert "1 added, 1 replaced, 1 removed, 22 already there" in capsys.readouterr().err
     assert main(["search", query, str(idx), "--where", "year < 1910", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []  # item00 (1900) is gone
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == []  # item00 (1900) is gone
+    assert printed.err == "no results: no item passes --where 'year < 1910'\n"
     # --overwrite rebuilds where the index was (same backend and collection), here without a catalogue.
     assert main(["index", str(emb), str(idx), "--quiet", "--overwrite"]) == 0
     rebuilt = json.loads((idx / "meta.json").read_text())

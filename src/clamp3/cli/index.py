@@ -268,6 +268,11 @@ def _search(args: argparse.Namespace) -> int:
     results = search(args.query, index, model=model, top_k=args.top_k, modality=args.modality, where=where)
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)
+    if not results:  # a blank table alone reads like a failure
+        kept = [f"--modality {args.modality}" if args.modality else "", f"--where {args.where!r}" if where else ""]
+        kept = [k for k in kept if k]
+        reason = f"no item passes {' and '.join(kept)}" if kept else "the index is empty"
+        print(f"no results: {reason}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
         return 0
