@@ -269,8 +269,8 @@ def _search(args: argparse.Namespace) -> int:
     if model is not None and is_image_query(args.query):  # remembered: not captioned a second time
         print(f"the image is searched as: {model.captioner.caption(args.query)}", file=sys.stderr)
     if not results:  # a blank table alone reads like a failure
-        kept = [f"--modality {args.modality}" if args.modality else "", f"--where {args.where!r}" if where else ""]
-        kept = [k for k in kept if k]
+        kept = [f"--modality {args.modality}"] if args.modality else []
+        kept += [f"--where {args.where!r}"] if where else []
         reason = f"no item passes {' and '.join(kept)}" if kept else "the index is empty"
         print(f"no results: {reason}", file=sys.stderr)
     if args.json:
