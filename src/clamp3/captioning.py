@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clamp3.inputs import join_text_lines
+from clamp3.inputs import join_text_lines, not_a_file
 from clamp3.utils.errors import CheckpointError, InputError
 from clamp3.utils.extras import optional_module
 
@@ -63,9 +63,9 @@ def read_image(
         try:
             size = stream.stat().st_size
         except OSError as exc:
-            raise InputError(
-                label, "no such file" if not stream.exists() else f"cannot read ({exc})"
-            ) from None
+            if not stream.exists():
+                raise InputError(label, not_a_file(stream).reason) from None
+            raise InputError(label, f"cannot read ({exc})") from None
     if size == 0:
         raise InputError(label, "the image file is empty (0 bytes)")
     with warnings.catch_warnings():

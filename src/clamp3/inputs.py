@@ -117,6 +117,17 @@ def join_text_lines(lines: Iterable[str]) -> str:
     return SEPARATOR.join(seen)
 
 
+def not_a_file(path: str | os.PathLike) -> InputError:
+    """The error for an input path that is no readable file: a broken link names its target
+    (``ls`` lists it, so 'no such file' alone would puzzle), a folder says so."""
+    where = Path(path)
+    if where.is_symlink() and not where.exists():
+        return InputError(path, f"broken symbolic link (to {os.readlink(where)})")
+    if where.is_dir():
+        return InputError(path, "is a folder, not a file")
+    return InputError(path, "no such file")
+
+
 def read_text_file(path: str | os.PathLike) -> str:
     """A ``.txt`` input -> one text: non-empty lines, deduplicated in order, joined by ``</s>``
     (the official multi-line text input; a line of blanks among others is kept, as there).

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from clamp3.config import AudioTowerConfig, Clamp3Config, SymbolicTowerConfig, TextTowerConfig
-from clamp3.inputs import Prepared, check_modality, kind_of, read_feature_file, read_text_file
+from clamp3.inputs import Prepared, check_modality, kind_of, not_a_file, read_feature_file, read_text_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.vectors import l2_normalize
 
@@ -245,7 +245,7 @@ class Clamp3Pipeline:
             raise InputError(path, f"is a {kind.modality} file ({kind.name}), not {modality}")
         config = self.tower_config(kind.modality, str(path))
         if not os.path.isfile(path):
-            raise InputError(path, "no such file")
+            raise not_a_file(path)
         if kind.name == "image":
             return self.prepare_image(path)
         if kind.modality == "text":

@@ -96,7 +96,11 @@ def test_bad_files_raise_input_errors_naming_them(pipeline, tmp_path):
     np.save(tmp_path / "wrong.npy", np.zeros((3, 7), dtype=np.float32))
     (tmp_path / "x.mid").write_bytes(b"MThd garbage")
     (tmp_path / "x.docx").write_bytes(b"PK")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "moved" / "take1.wav")
+    (tmp_path / "folder.abc").mkdir()
     for name, reason in [
+        ("gone.wav", f"broken symbolic link (to {tmp_path / 'moved' / 'take1.wav'})"),
+        ("folder.abc", "is a folder, not a file"),
         ("empty.txt", "empty"),
         ("blank.txt", "empty (only whitespace)"),
         ("bad.npy", "readable"),

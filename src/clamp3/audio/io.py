@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp3.audio.resample import StreamingResampler, output_length
-from clamp3.inputs import extensions
+from clamp3.inputs import extensions, not_a_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.extras import optional_module
 
@@ -73,7 +73,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
             f"(supported: {', '.join(AUDIO_EXTENSIONS)})",
         )
     if not path.is_file():
-        raise InputError(path, "no such file")
+        raise not_a_file(path)
     shortfall = wav_shortfall(path) if path.suffix.lower() == ".wav" else None
     if shortfall is not None:  # libsndfile would read what is left without a word
         declared, present = shortfall
