@@ -47,6 +47,18 @@ def test_bad_options_are_refused_when_parsed(tmp_path, capsys, option, value, pr
     assert f"argument {option}" in err and problem in err and "Traceback" not in err
 
 
+def test_the_help_names_only_endpoints_the_service_has(capsys):
+    import re
+
+    from clamp3.cli.main import main
+    from clamp3.serve.routes import router
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    named = set(re.findall(r"/api/[a-z/]+", " ".join(capsys.readouterr().out.split())))
+    assert named and named <= {route.path for route in router.routes}  # /api/admin/extend was dropped
+
+
 def test_allowed_hosts():
     from clamp3.cli.serve import _allowed_hosts
 

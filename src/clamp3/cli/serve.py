@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Serves INDEX_DIR (built by `clamp3 index`) on http://HOST:PORT/ with a search page and a JSON API "
             "(schema at /openapi.json). MEDIA_ROOT is the folder that was embedded: index paths are relative to it, "
-            "and only indexed files below it are ever served. Admin endpoints (/api/admin/reload, /api/admin/extend) "
-            f"are enabled when the environment variable {ADMIN_TOKEN_ENV} holds a token."
+            "and only indexed files below it are ever served. The admin endpoint /api/admin/reload (re-read "
+            "INDEX_DIR after `clamp3 index --append`, `--sync` or `index-remove`) is enabled when the environment "
+            f"variable {ADMIN_TOKEN_ENV} holds a token."
         ),
     )
     p.add_argument("index_dir", metavar="INDEX_DIR")
