@@ -240,6 +240,8 @@ class Clamp3Pipeline:
         or a model without the tower; ``ValueError`` for an unknown ``modality``.
         """
         check_modality(modality)
+        if os.path.isdir(path):  # before its "extension" is judged: a folder is no input type
+            raise not_a_file(path)
         kind = kind_of(path)
         if modality is not None and kind.modality != modality:
             raise InputError(path, f"is a {kind.modality} file ({kind.name}), not {modality}")

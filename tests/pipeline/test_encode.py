@@ -98,9 +98,11 @@ def test_bad_files_raise_input_errors_naming_them(pipeline, tmp_path):
     (tmp_path / "x.docx").write_bytes(b"PK")
     (tmp_path / "gone.wav").symlink_to(tmp_path / "moved" / "take1.wav")
     (tmp_path / "folder.abc").mkdir()
+    (tmp_path / "music").mkdir()
     for name, reason in [
         ("gone.wav", f"broken symbolic link (to {tmp_path / 'moved' / 'take1.wav'})"),
         ("folder.abc", "is a folder, not a file"),
+        ("music", "is a folder, not a file"),  # not 'unsupported file type (none)'
         ("empty.txt", "empty"),
         ("blank.txt", "empty (only whitespace)"),
         ("bad.npy", "readable"),
