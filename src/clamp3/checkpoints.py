@@ -80,6 +80,13 @@ def resolve(source: str | os.PathLike, config: Clamp3Config | str | None = None)
     if path.is_dir():
         return _from_directory(path, config)
     if path.is_file():
+        if path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
+            return _from_directory(path.parent, config)  # the weights of a save_pretrained folder
+        if path.suffix.lower() == ".safetensors":
+            raise CheckpointError(
+                f"{path}: a safetensors file without its {CONFIG_NAME} says no architecture; pass the "
+                f"folder that save_pretrained or convert-checkpoint wrote ({CONFIG_NAME} + {WEIGHTS_NAME})"
+            )
         return from_official_file(path, config)
     name = str(source)
     if name in OFFICIAL_FILES:
@@ -146,6 +153,8 @@ def load_torch_file(path: str | os.PathLike) -> object:
 def _load_failure(exc: BaseException) -> str:
     """torch's reason in one line, without its advice to load with ``weights_only=False``
     (which runs the file's code: never for a file that is not a plain checkpoint)."""
+    if isinstance(exc, KeyError):  # the legacy unpickler reading a first byte it does not know
+        return "neither a zip archive nor a pickle"
     text = str(exc)
     marker = "WeightsUnpickler error:"
     if marker in text:

@@ -250,6 +250,24 @@ def test_a_damaged_official_file_is_one_line_naming_it(tmp_path, capsys, data):
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+def test_a_text_file_is_named_neither_zip_nor_pickle(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_text("hi", encoding="utf-8")  # torch's own reason is 'KeyError: 105' (the byte 'i')
+    with pytest.raises(CheckpointError, match=r"\(neither a zip archive nor a pickle\)$"):
+        Clamp3Model.from_pretrained(path)
+
+
+def test_the_weights_file_of_a_model_folder_loads_that_folder(tiny, tmp_path):
+    folder = tiny.save_pretrained(tmp_path / "m")
+    model = Clamp3Model.from_pretrained(folder / "model.safetensors")
+    assert model.config.name == "tiny" and model.source_directory == folder  # not the 'saas' preset
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((folder / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="without its config.json says no architecture") as info:
+        Clamp3Model.from_pretrained(lone)
+    assert str(info.value).startswith(f"{lone}: ")
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a model directory"):
         Clamp3Model.from_pretrained(tmp_path / "nothing-here")
