@@ -342,7 +342,11 @@ def parse_where(text: str, columns: Mapping[str, str]) -> Where:
 
 
 def with_modality(where: Where | None, modality: str) -> Where:
-    """``where`` (or nothing) restricted to one modality, as one filter."""
+    """``where`` (or nothing) restricted to one modality, as one filter; ``ValueError`` for a
+    modality that no row can have (``"video"`` would only ever match nothing)."""
+    from clamp3.inputs import check_modality
+
+    check_modality(modality)
     condition = Compare("modality", "==", modality)
     if where is None:
         return Where(f"modality == {json.dumps(modality)}", condition)
