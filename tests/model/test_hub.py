@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,43 +69,40 @@ def test_a_folder_of_texts_without_a_tokenizer_fails_once_and_fast(tmp_path, off
     assert not list((tmp_path / "out").glob("*.npy"))
 
 
-def test_the_cli_reports_a_missing_tokenizer_in_one_line(tmp_path, offline, capsys, tiny_model_dir):
+def _model_copy(tiny_model_dir, tmp_path):
     import shutil
 
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+def _embed_texts(tmp_path, model_dir, capsys) -> tuple[int, str]:
+    """``clamp3 embed`` of five small ``.txt`` files into ``tmp_path/out`` -> (exit status, stderr)."""
     from clamp3.cli.main import main
 
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    (model_dir / TOKENIZER_FILE).unlink()
-    config = _hub_tokenizer_config()
-    config.save(model_dir / "config.json")
     src = tmp_path / "texts"
     src.mkdir()
     for i in range(5):
         (src / f"t{i}.txt").write_text(f"a waltz {i}\n", encoding="utf-8")
-    assert main(["embed", str(src), str(tmp_path / "out"), "--model", str(model_dir), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: the text tokenizer") and err.count("\n") == 1, err
+    status = main(["embed", str(src), str(tmp_path / "out"), "--model", str(model_dir), "--no-progress"])
+    return status, capsys.readouterr().err
+
+
+def test_the_cli_reports_a_missing_tokenizer_in_one_line(tmp_path, offline, capsys, tiny_model_dir):
+    model_dir = _model_copy(tiny_model_dir, tmp_path)
+    (model_dir / TOKENIZER_FILE).unlink()
+    _hub_tokenizer_config().save(model_dir / "config.json")
+    status, err = _embed_texts(tmp_path, model_dir, capsys)
+    assert status == 2 and err.startswith("error: the text tokenizer") and err.count("\n") == 1, err
     assert len(offline) == 1
 
 
 def test_a_corrupt_tokenizer_stops_embed_once_in_one_line(tmp_path, capsys, tiny_model_dir):
     """A broken tokenizer.json is the model's fault, not each text's: one line naming it, exit 2."""
-    import shutil
-
-    from clamp3.cli.main import main
-
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
+    model_dir = _model_copy(tiny_model_dir, tmp_path)
     (model_dir / TOKENIZER_FILE).write_text('{"model": {"type": "Unigram", "vocab": [', encoding="utf-8")
-    src = tmp_path / "texts"
-    src.mkdir()
-    for i in range(5):
-        (src / f"t{i}.txt").write_text(f"a waltz {i}\n", encoding="utf-8")
+    status, err = _embed_texts(tmp_path, model_dir, capsys)
     out = tmp_path / "out"
-    assert main(["embed", str(src), str(out), "--model", str(model_dir), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {model_dir / TOKENIZER_FILE}: not a usable") and err.count("\n") == 1, err
+    assert status == 2 and err.startswith(f"error: {model_dir / TOKENIZER_FILE}: not a usable") and err.count("\n") == 1, err
     errors = out / "errors.jsonl"
     assert not list(out.glob("*.npy")) and (not errors.is_file() or not errors.read_text().strip())
 
@@ -113,14 +111,11 @@ def test_another_models_tokenizer_is_refused_once_in_one_line(tmp_path, capsys, 
     """A tokenizer whose ids pass the text tower's vocabulary (1000 in the tiny preset) is named
     when it loads; each text failed with torch's 'index out of range in self' before."""
     import random
-    import shutil
     import string
 
-    from clamp3.cli.main import main
     from clamp3.tokenizer import train_tokenizer
 
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
+    model_dir = _model_copy(tiny_model_dir, tmp_path)
     words = random.Random(1)
     sentences = [
         " ".join("".join(words.choice(string.ascii_lowercase) for _ in range(7)) for _ in range(12))
@@ -129,13 +124,8 @@ def test_another_models_tokenizer_is_refused_once_in_one_line(tmp_path, capsys, 
     big = train_tokenizer(sentences, vocab_size=1500)
     assert big.vocab_size > Clamp3Model.from_pretrained(model_dir).config.tower("text").vocab_size
     big.save(model_dir)
-    src = tmp_path / "texts"
-    src.mkdir()
-    for i in range(3):
-        (src / f"t{i}.txt").write_text(f"qzxv wjkp {i}\n", encoding="utf-8")
-    assert main(["embed", str(src), str(tmp_path / "out"), "--model", str(model_dir), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {model_dir / TOKENIZER_FILE}: gives ids up to")
+    status, err = _embed_texts(tmp_path, model_dir, capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {model_dir / TOKENIZER_FILE}: gives ids up to")
     assert "this is another model's tokenizer" in err
 
 
