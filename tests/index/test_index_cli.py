@@ -75,6 +75,25 @@ def test_index_refuses_overwrite_appends_and_reports_bad_files(tmp_path, rng, ca
     assert "dimension 8 differs from the expected 32" in capsys.readouterr().err
 
 
+def test_append_names_indexed_items_whose_files_changed(tmp_path, rng, capsys):
+    """Same keys, other files (an edited and re-embedded file, or another tree with the same
+    layout): --append keeps the indexed vectors and says so; --sync replaces them."""
+    emb, idx = tmp_path / "emb", tmp_path / "idx"
+    _folder(emb, rng, n=6)
+    assert main(["index", str(emb), str(idx), "--quiet"]) == 0
+    edited = [manifest_record(f"a/item{i:03d}.mid", f"a/item{i:03d}.npy", sha256=f"{i:064x}") for i in (1, 2)]
+    write_manifest(emb, edited)  # a rerun of embed appends the newer records
+    capsys.readouterr()
+    assert main(["index", str(emb), str(idx), "--append", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "0 added, 6 already there" in err
+    assert "2 already indexed items have changed files (sha256; e.g. a/item001)" in err
+    assert main(["index", str(emb), str(idx), "--sync", "--quiet"]) == 0
+    assert "2 replaced" in capsys.readouterr().err
+    assert main(["index", str(emb), str(idx), "--append", "--quiet"]) == 0
+    assert "changed files" not in capsys.readouterr().err
+
+
 def test_search_text_without_a_model_is_a_clear_error(tmp_path, rng, capsys):
     emb = tmp_path / "emb"
     emb.mkdir()

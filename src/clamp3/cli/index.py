@@ -218,6 +218,12 @@ def _index(args: argparse.Namespace) -> int:
     )
     if report.catalogue_unmatched:
         print(f"  {report.catalogue_unmatched} catalogue rows matched no item", file=sys.stderr)
+    if report.stale:
+        print(
+            f"  {len(report.stale)} already indexed items have changed files (sha256; e.g. "
+            f"{report.stale[0]}): --append keeps their old vectors, --sync replaces them",
+            file=sys.stderr,
+        )
     if report.withheld:
         print(
             f"  {report.withheld} left out: removed with index-remove (`index-remove --undo` readmits)",

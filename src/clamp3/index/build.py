@@ -14,7 +14,7 @@ from clamp3.index.catalogue import Catalogue, read_catalogue
 from clamp3.index.embeddings import EmbeddingSet, load_embeddings
 from clamp3.index.records import META_FILE, read_meta
 from clamp3.index.search_index import SearchIndex
-from clamp3.index.sync import apply_sync, plan_sync
+from clamp3.index.sync import apply_sync, changed_sources, plan_sync
 from clamp3.model_identity import require_same_model
 from clamp3.utils.errorlog import ERRORS_NAME, append_error
 from clamp3.utils.errors import InputError
@@ -26,7 +26,8 @@ class BuildReport:
     ``total`` rows in the saved index, and the embedding files that could not be read (also
     appended to ``INDEX_DIR/errors.jsonl``). A sync also counts rows ``replaced`` and
     ``removed``; ``catalogue_unmatched`` counts catalogue rows that matched no item, ``withheld``
-    the folder's items left out because ``index-remove`` withdrew them."""
+    the folder's items left out because ``index-remove`` withdrew them; ``stale`` (append) names
+    the indexed keys whose files changed since (sha256): kept as they were, ``--sync`` replaces them."""
 
     index_dir: Path
     kind: str
@@ -39,6 +40,7 @@ class BuildReport:
     backend: str = "faiss"
     catalogue_unmatched: int = 0
     withheld: int = 0
+    stale: list[str] = field(default_factory=list)
 
 
 def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path, index_dir: Path) -> None:
@@ -150,6 +152,7 @@ def build_index(
         records = found_catalogue.join(records)
         index.record_catalogue(found_catalogue.source.resolve())
     vectors, records, withheld = _without_withdrawn(index, embeddings.vectors, records)
+    stale = changed_sources(index, records) if mode == "append" else []
     added, replaced, removed = _fill(index, vectors, records, sync, progress)
     index.save(out)
     for err in embeddings.errors:
@@ -157,7 +160,7 @@ def build_index(
     unmatched = found_catalogue.unmatched if found_catalogue is not None else 0
     return BuildReport(
         out, index.kind, added, len(records) - added - replaced, len(index), embeddings.errors,
-        replaced, removed, index.backend, unmatched, withheld,
+        replaced, removed, index.backend, unmatched, withheld, stale,
     )  # fmt: skip
 
 

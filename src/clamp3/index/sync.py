@@ -74,6 +74,19 @@ def plan_sync(index: SearchIndex, vectors: np.ndarray, records: Sequence[Mapping
     return SyncPlan(new, sorted(changed), vanished, unchanged)
 
 
+def changed_sources(index: SearchIndex, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Keys of ``records`` that the index holds for another version of the file (both sides
+    know ``sha256`` and they differ): what ``--append`` keeps as it was and ``--sync`` replaces."""
+    out = []
+    for record in records:
+        key, sha = str(record["key"]), record.get("sha256")
+        if sha and key in index:
+            stored = index.entry(index.row_of(key)).get("sha256")
+            if stored and stored != sha:
+                out.append(key)
+    return out
+
+
 def _vector_changes(
     index: SearchIndex, vectors: np.ndarray, records: Sequence[Mapping[str, Any]], rows: list[int]
 ) -> list[int]:
