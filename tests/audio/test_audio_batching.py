@@ -115,3 +115,21 @@ def test_half_precision_option_runs_and_stays_close(tiny_mert):
     assert rows.dtype == np.float32
     assert np.abs(rows - tiny_mert.features_from_waveform(wave)).max() < 0.1
     assert next(tiny_mert.model.parameters()).dtype == torch.float32
+
+
+def test_the_device_follows_the_one_rule_of_every_command(tiny_mert, tiny_mert_dir, tmp_path, capsys):
+    """extract-audio (device "auto"): the GPU when there is one (it was always the CPU); the
+    library's default is the CPU, as for Clamp3Model; a device this machine lacks is one line
+    naming it (extract-audio printed torch's traceback)."""
+    from clamp3.cli.main import main
+    from clamp3.utils.errors import UsageError
+
+    assert MertExtractor(copy.deepcopy(tiny_mert.model)).device.type == "cpu"
+    auto = MertExtractor(copy.deepcopy(tiny_mert.model), device="auto").device.type
+    assert auto == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="device gpu0: not a device name"):
+        MertExtractor(copy.deepcopy(tiny_mert.model), device="gpu0")
+    if not torch.cuda.is_available():
+        argv = ["extract-audio", str(tmp_path), str(tmp_path / "out"), "--model", str(tiny_mert_dir)]
+        assert main([*argv, "--device", "cuda", "--no-progress"]) == 2
+        assert capsys.readouterr().err.startswith("error: device cuda: CUDA is not available here")

@@ -22,7 +22,7 @@ import torch
 
 from clamp3.audio.base import WindowFrontend
 from clamp3.checkpoints import CheckpointError, load_torch_file
-from clamp3.utils.device import parse_dtype
+from clamp3.utils.device import parse_dtype, resolve_device
 from clamp3.utils.meta import params_on_meta
 
 HUB_NAME = "m-a-p/MERT-v1-95M"
@@ -158,7 +158,10 @@ class MertExtractor(WindowFrontend):
         dtype: str | torch.dtype | None = None,
         batch_size: int | None = None,
     ):
-        self.device = torch.device(device or "cpu")
+        # None: the CPU, where a torch module starts (as Clamp3Model); "auto", the commands'
+        # default: the GPU when there is one. A device this machine lacks is one line up front
+        # (clamp3.utils.device), not torch's assertion at the first forward pass.
+        self.device = torch.device(resolve_device(str(device)) if device is not None else "cpu")
         self.dtype = parse_dtype(dtype)
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
         self.feature_dim = int(model.config.hidden_size)

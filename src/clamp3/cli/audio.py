@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="m-a-p/MERT-v1-95M",
         help="MERT hub id or local folder (config.json + weights); 'logmel:DIM' for the offline front-end",
     )
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
+    )
     p.add_argument(
         "--dtype",
         default=None,
@@ -43,7 +45,7 @@ def _extract(args: argparse.Namespace) -> int:
         frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size or 16)
     else:
         frontend = MertExtractor.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+            args.model, device=args.device or "auto", dtype=args.dtype, batch_size=args.batch_size
         )
     progress = not args.no_progress
     report = extract_tree(args.input, args.output, frontend, show_progress=progress, source=args.model)
