@@ -156,6 +156,11 @@ def test_index_remove_cli(tmp_path, rng, capsys):
     assert "of 18 vectors (2 added" in err and "2 left out" in err
     assert main(["index-remove", "--undo", "a/item001", idx]) == 2  # indexed again: not withdrawn
     assert "1 not removed by index-remove (a/item001)" in capsys.readouterr().err
+    # a sync forgets withdrawn items that left the folder
+    (emb / "a" / "item002.npy").unlink()
+    assert main(["index", str(emb), idx, "--sync", "--quiet"]) == 0
+    assert "1 left out" in capsys.readouterr().err  # b/c/item015 only
+    assert SearchIndex.load(idx).withdrawn == {"b/c/item015": "b/c/item015.mid"}
 
 
 def test_withdrawn_items_are_recorded_on_either_back_end(make, rng, tmp_path):

@@ -151,7 +151,7 @@ def build_index(
     if found_catalogue is not None:
         records = found_catalogue.join(records)
         index.record_catalogue(found_catalogue.source.resolve())
-    vectors, records, withheld = _without_withdrawn(index, embeddings.vectors, records)
+    vectors, records, withheld = _without_withdrawn(index, embeddings.vectors, records, prune=sync)
     stale = changed_sources(index, records) if mode == "append" else []
     added, replaced, removed = _fill(index, vectors, records, sync, progress)
     index.save(out)
@@ -165,11 +165,15 @@ def build_index(
 
 
 def _without_withdrawn(
-    index: SearchIndex, vectors: np.ndarray, records: list[dict]
+    index: SearchIndex, vectors: np.ndarray, records: list[dict], prune: bool
 ) -> tuple[np.ndarray, list[dict], int]:
     """The rows of the folder minus the items ``index-remove`` withdrew (their embeddings stay
-    in the folder; an append or sync must not bring them back); also how many were left out."""
+    in the folder; an append or sync must not bring them back); also how many were left out.
+    ``prune`` (a sync) forgets withdrawn items the folder no longer holds."""
     withdrawn = index.withdrawn
+    if prune:
+        present = {record["key"] for record in records}
+        index.withdrawn = {k: v for k, v in withdrawn.items() if k in present}
     keep = [i for i, record in enumerate(records) if record["key"] not in withdrawn]
     if len(keep) == len(records):
         return vectors, records, 0
