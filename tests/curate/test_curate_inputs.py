@@ -48,6 +48,18 @@ def test_csv_catalogue_aliases_lists_and_row_errors(tmp_path):
     assert all(str(tmp_path / "cat.csv") in m for m in messages)
 
 
+def test_a_csv_cell_spanning_lines_keeps_its_line_breaks_and_the_line_numbers(tmp_path):
+    """Spreadsheets export notes with line breaks as quoted multi-line cells."""
+    _music(tmp_path, "a.abc")
+    (tmp_path / "cat.csv").write_text(
+        'id,file,title,notes\na,music/a.abc,Song A,"first line\nsecond line"\n,,,\nb,music/a.abc,,x\n',
+        encoding="utf-8",
+    )
+    items, errors = read_catalogue(tmp_path / "cat.csv")
+    assert items[0].metadata == {"notes": "first line\nsecond line"}  # was "first linesecond line"
+    assert [str(e) for e in errors] == [f"{tmp_path / 'cat.csv'}:line 5: item 'b': no title"]  # not line 4
+
+
 def test_jsonl_catalogue_lists_and_bad_lines(tmp_path):
     _music(tmp_path, "x.npy")
     rows = [

@@ -87,6 +87,11 @@ def test_read_prompts_jsonl_and_csv(tmp_path):
     csv.write_text("a,x\na,y\n", encoding="utf-8")
     with pytest.raises(InputError, match="line 2: id 'a' is listed twice"):
         read_prompts(csv)
+    csv.write_text('id,prompt\na,"a calm waltz,\nthen a storm"\na,again\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 4: id 'a' is listed twice"):  # the row's own line
+        read_prompts(csv)
+    csv.write_text('id,prompt\na,"a calm waltz,\nthen a storm"\n', encoding="utf-8")
+    assert read_prompts(csv) == {"a": "a calm waltz,\nthen a storm"}  # the line break stays
     jsonl.write_text('{"id": "a"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="line 1"):
         read_prompts(jsonl)

@@ -9,7 +9,7 @@ import pytest
 
 from clamp3.utils.errors import InputError
 from clamp3.utils.extras import optional_module
-from clamp3.utils.io import append_jsonl, json_text, jsonl_objects, read_jsonl, write_json_atomic
+from clamp3.utils.io import append_jsonl, csv_rows, json_text, jsonl_objects, read_jsonl, write_json_atomic
 
 # What os.walk / Path give for the file-name bytes b"caf\xe9.mid" (Latin-1, not UTF-8).
 NOT_UTF8 = os.fsdecode(b"caf\xe9.mid")
@@ -118,3 +118,9 @@ def test_an_atomic_write_onto_a_folder_names_it_and_leaves_nothing(tmp_path):
         write_text_atomic(target, "x")
     assert caught.value.filename == str(target) and "is a folder" in caught.value.strerror
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any(target.iterdir())
+
+
+def test_csv_rows_keep_multi_line_cells_and_number_rows_by_their_first_line():
+    text = 'a,b\r\n\r\n1,"two\nlines"\n3,"x\n\ny"\n4,z'
+    expected = [(1, ["a", "b"]), (2, []), (3, ["1", "two\nlines"]), (5, ["3", "x\n\ny"]), (8, ["4", "z"])]
+    assert list(csv_rows(text)) == expected

@@ -19,14 +19,13 @@ the reason, and the other rows are read.
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.inputs import PREPARED_KINDS, extensions
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import jsonl_objects
+from clamp3.utils.io import csv_rows, jsonl_objects
 
 _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
 _TITLE_KEYS = ("title", "name")
@@ -96,12 +95,24 @@ def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[InputError]]:
         objects, errors = jsonl_objects(path, text.splitlines())
         rows = [(f"line {number}", row) for number, row in objects]
     else:
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames:
-            raise InputError(path, "CSV catalogue has no header row")
-        # The header is line 1, so data row i is on line i + 1 (no multi-line cells assumed).
-        rows = [(f"line {number}", row) for number, row in enumerate(reader, start=2)]
+        rows = _csv_records(path, text)
     return rows, errors
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[str, dict]]:
+    """``(line N, {header: cell})`` per data row, as ``csv.DictReader`` builds them (a short row
+    fills ``None``, extra cells go under ``None``), numbered by the line each row starts on."""
+    rows = [(number, cells) for number, cells in csv_rows(text) if any(c.strip() for c in cells)]
+    if not rows:
+        raise InputError(path, "CSV catalogue has no header row")
+    header = rows[0][1]
+    out = []
+    for number, cells in rows[1:]:
+        record: dict = {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)}
+        if len(cells) > len(header):
+            record[None] = cells[len(header) :]
+        out.append((f"line {number}", record))
+    return out
 
 
 def _item_from_row(row: dict, root: Path) -> CatalogueItem:

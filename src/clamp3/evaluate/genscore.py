@@ -21,7 +21,6 @@ so one prompt may have several generated samples (rules 2 and 4).
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -39,7 +38,7 @@ from clamp3.evaluate.labels import normalize_relpath
 from clamp3.formats import load_folder_identity
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import write_json_atomic
+from clamp3.utils.io import csv_rows, write_json_atomic
 from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def read_prompts(path: str | os.PathLike) -> dict[str, str]:
                 )
             rows.append((line_no, str(key), prompt))
     else:
-        for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
+        for line_no, row in csv_rows(text):
             if not row or not any(c.strip() for c in row):
                 continue
             if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["id", "prompt"]:

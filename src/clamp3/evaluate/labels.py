@@ -12,7 +12,6 @@ single-label mode that is an error).
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,12 @@ def read_label_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     """
     table: dict[str, list[str]] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(path, f"cannot read the label file ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise InputError(path, f"the label file is not UTF-8 ({exc.reason})") from exc
-    for line, row in enumerate(rows, start=1):
+    for line, row in csv_rows(text):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue

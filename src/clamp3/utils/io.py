@@ -8,8 +8,10 @@ leaves no partial output and a rerun can trust every file it finds.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -222,3 +224,17 @@ def jsonl_objects(
             continue
         rows.append((number, row))
     return rows, errors
+
+
+def csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """The rows of CSV ``text``, each with the line it starts on (blank rows come as ``[]``).
+
+    A quoted cell may span lines and keeps its line breaks. ``csv.reader`` fed
+    ``text.splitlines()`` drops them (``"two\nlines"`` became ``"twolines"``), and numbering
+    rows by position shifts every line number after such a cell.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    for row in reader:
+        yield start, row
+        start = reader.line_num + 1
