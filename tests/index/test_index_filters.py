@@ -138,6 +138,9 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
     catalogue = read_catalogue(good)
     assert catalogue.by == "key" and catalogue.columns == {"year": "int", "tags": "list"}
     assert catalogue.values_for({"key": "a/y"}) == {"year": None, "tags": None}
+    spans = tmp_path / "spans.csv"
+    spans.write_text('key,note\na,"first line\nsecond line"\n', encoding="utf-8")
+    assert read_catalogue(spans).values_for({"key": "a"}) == {"note": "first line\nsecond line"}
     cases = {
         "nojoin.csv": ("title\nx\n", "needs a 'key'"),
         "twice.csv": ("key,year\na,1\na,2\n", "appears twice"),
@@ -145,6 +148,9 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
         "reserved.csv": ("key,modality\na,audio\n", "built-in metadata name"),
         "badname.csv": ("key,first name\na,b\n", "names are letters"),
         "notjson.jsonl": ("{oops\n", "line 1: not JSON"),
+        # the line a row starts on, after a blank line and a cell spanning two lines
+        "spans.csv": ('key,note,year:int\n\na,"two\nlines",1\nb,x,19x\n', "line 5, column year"),
+        "blank.jsonl": ('{"key": "a"}\n\n{"key": "a"}\n', "line 3: key 'a' appears twice"),
         "cat.txt": ("key\na\n", "a .csv or .jsonl"),
     }
     for name, (text, message) in cases.items():

@@ -35,6 +35,7 @@ from typing import Any
 from clamp3.index.filters import COLUMN_TYPES
 from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import csv_rows
 
 JOIN_COLUMNS = ("key", "id", "path")
 LIST_SEPARATOR = ";"
@@ -137,11 +138,11 @@ def _infer(values: list[Any]) -> str:
     return "str"
 
 
-def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any], first: int) -> None:
+def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any], lines: list[int]) -> None:
     """A column of numbers with a few other cells is inferred as text, so ``--where 'year >
     1900'`` is then refused: say which cell made it text (typos such as ``c. 1720``).
-    ``first`` is the file line of ``values[0]``."""
-    filled = [(line, v) for line, v in enumerate(values, start=first) if v not in (None, "", [])]
+    ``lines[i]`` is the file line of ``values[i]``."""
+    filled = [(line, v) for line, v in zip(lines, values) if v not in (None, "", [])]
     odd = [(line, v) for line, v in filled if _infer([v]) == "str"]
     if filled and odd and len(odd) * 2 < len(filled):
         line, value = odd[0]
@@ -152,8 +153,9 @@ def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any], first: i
         )  # fmt: skip
 
 
-def _read_rows(source: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Raw rows and declared types (CSV ``name:type`` headers)."""
+def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, str]]:
+    """Raw rows with the file line each starts on, and declared types (CSV ``name:type``
+    headers). Blank lines are skipped; a quoted CSV cell may span lines (:func:`csv_rows`)."""
     declared: dict[str, str] = {}
     if source.suffix.lower() == ".jsonl":
         rows = []
@@ -166,23 +168,24 @@ def _read_rows(source: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
                 raise InputError(source, f"line {number}: not JSON ({exc})") from None
             if not isinstance(row, dict):
                 raise InputError(source, f"line {number}: expected a JSON object")
-            rows.append(row)
+            rows.append((number, row))
         return rows, declared
     if source.suffix.lower() != ".csv":
         raise InputError(source, "a catalogue is a .csv or .jsonl file")
-    with open(source, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        names = {}
-        for header in reader.fieldnames or []:
-            name, _, kind = header.strip().partition(":")
-            if kind and kind not in COLUMN_TYPES:
-                raise InputError(
-                    source, f"column {header!r}: type {kind!r} is not one of {', '.join(COLUMN_TYPES)}"
-                )
-            names[header] = name
-            if kind:
-                declared[name] = kind
-        return [{names[h]: v for h, v in row.items() if h in names} for row in reader], declared
+    lines = [(n, cells) for n, cells in csv_rows(source.read_text(encoding="utf-8-sig")) if cells]
+    if not lines:
+        return [], declared
+    names = []
+    for header in lines[0][1]:
+        name, _, kind = header.strip().partition(":")
+        if kind and kind not in COLUMN_TYPES:
+            raise InputError(
+                source, f"column {header!r}: type {kind!r} is not one of {', '.join(COLUMN_TYPES)}"
+            )
+        names.append(name)
+        if kind:
+            declared[name] = kind
+    return [(n, dict(zip(names, cells))) for n, cells in lines[1:]], declared
 
 
 def read_catalogue(path: str | os.PathLike) -> Catalogue:
@@ -196,13 +199,13 @@ def read_catalogue(path: str | os.PathLike) -> Catalogue:
         raise InputError(source, f"unreadable ({exc})") from None
     if not rows:
         raise InputError(source, "the catalogue has no rows")
+    lines, rows = [n for n, _ in rows], [row for _, row in rows]
     names = list(dict.fromkeys(n for row in rows for n in row))
     joins = [n for n in JOIN_COLUMNS if n in names]
     if not joins:
         raise InputError(source, "needs a 'key' (or 'id') or a 'path' column to join it to the items")
     join = joins[0]
     by = "path" if join == "path" else "key"
-    first_line = 2 if source.suffix.lower() == ".csv" else 1  # a CSV's line 1 is its header
     columns = {}
     for name in names:
         if name in JOIN_COLUMNS:
@@ -211,9 +214,9 @@ def read_catalogue(path: str | os.PathLike) -> Catalogue:
         values = [row.get(name) for row in rows]
         columns[name] = declared.get(name) or _infer(values)
         if name not in declared and columns[name] == "str":
-            _warn_if_mostly_numbers(source, name, values, first_line)
+            _warn_if_mostly_numbers(source, name, values, lines)
     table: dict[str, dict[str, Any]] = {}
-    for line, row in enumerate(rows, start=first_line):
+    for line, row in zip(lines, rows):
         raw_key = row.get(join)
         if raw_key in (None, ""):
             raise InputError(source, f"line {line}: empty {join}")
