@@ -61,12 +61,10 @@ def plan_sync(index: SearchIndex, vectors: np.ndarray, records: Sequence[Mapping
             continue
         stored = index.entry(index.row_of(key))
         wanted = entry_of(record, columns)
-        if not _same_metadata(stored, wanted):
+        source_changed = _source_changed(stored, wanted.get("sha256"))
+        if not _same_metadata(stored, wanted) or source_changed:
             changed.append(i)
-        elif stored.get("sha256") and wanted.get("sha256"):
-            if stored["sha256"] != wanted["sha256"]:
-                changed.append(i)
-        else:
+        elif source_changed is None:
             unknown.append(i)
     changed.extend(_vector_changes(index, vectors, records, unknown))
     vanished = sorted(e["key"] for e in index.entries() if e["key"] not in seen)
@@ -79,12 +77,17 @@ def changed_sources(index: SearchIndex, records: Sequence[Mapping[str, Any]]) ->
     know ``sha256`` and they differ): what ``--append`` keeps as it was and ``--sync`` replaces."""
     out = []
     for record in records:
-        key, sha = str(record["key"]), record.get("sha256")
-        if sha and key in index:
-            stored = index.entry(index.row_of(key)).get("sha256")
-            if stored and stored != sha:
-                out.append(key)
+        key = str(record["key"])
+        if key in index and _source_changed(index.entry(index.row_of(key)), record.get("sha256")):
+            out.append(key)
     return out
+
+
+def _source_changed(stored: Mapping[str, Any], sha256: str | None) -> bool | None:
+    """Whether the file behind ``stored`` changed: None when either side lacks its sha256."""
+    if not (stored.get("sha256") and sha256):
+        return None
+    return stored["sha256"] != sha256
 
 
 def _vector_changes(
