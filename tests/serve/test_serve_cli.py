@@ -32,7 +32,7 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, library):  # noqa
 @pytest.mark.parametrize(
     "option, value, problem",
     [("--port", "99999", "1-65535"), ("--port", "0", "at least 1"), ("--port", "http", "expected an integer"),
-     ("--max-upload-mb", "-1", "0 or more"), ("--max-upload-mb", "0", "more than 0"), ("--max-upload-mb", "nan", "finite"),
+     ("--max-upload-mb", "-1", "a finite number more than 0, got -1"), ("--max-upload-mb", "0", "more than 0"), ("--max-upload-mb", "nan", "finite"),
      ("--max-audio-seconds", "0", "more than 0"), ("--max-audio-seconds", "inf", "finite"), ("--threads", "0", "at least 1")],
 )  # fmt: skip
 def test_bad_options_are_refused_when_parsed(tmp_path, capsys, option, value, problem):

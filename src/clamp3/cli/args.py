@@ -51,9 +51,12 @@ def non_negative_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """A finite number > 0 (sizes and lengths: ``--max-upload-mb``, ``--seconds-max``, where 0
     would refuse everything)."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
     return value
 
 
