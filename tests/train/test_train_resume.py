@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,33 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(toy, tmp_path):
     (event,) = [r for r in read_log(run / "log.jsonl", "event") if r["event"] == "config-change"]
     assert event["changes"]["stages[0].optim.lr"] == [1e-3, 5e-4]
     assert event["previous_config"].endswith("train_config.previous-1.json")
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_one_to_resume_from(toy, tmp_path):
+    run = tmp_path / "run"
+    config = config_from_dict({**_data(toy, run), "keep_checkpoints": 3})
+    assert train(config, stop_after=1) is None
+    assert train(config, resume=True, stop_after=1) is None
+    checkpoints = run / "stages/01-audio/checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000001", "step_00000002"]
+    state = checkpoints / "step_00000002/trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # cut short: torch's own error was a traceback
+    (checkpoints / "step_notes").mkdir()  # not a checkpoint, though named like one
+    (checkpoints / "step_notes/trainer_state.pt").write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        train(config, resume=True)
+    message = str(info.value)
+    assert message.startswith(f"{state}: damaged checkpoint (")
+    assert message.endswith(f"remove {state.parent} to resume from step_00000001")
+
+    rng = checkpoints / "step_00000001/rng_rank0.pt"
+    rng.write_text("garbage")
+    shutil.rmtree(state.parent)
+    with pytest.raises(ValueError, match="damaged checkpoint .*to start the stage again$"):
+        train(config, resume=True)
+    rng.unlink()
+    with pytest.raises(ValueError, match="no RNG state for rank 0"):
+        train(config, resume=True)
 
 
 def test_stop_after_ends_exactly_at_a_stage_boundary(toy, tmp_path):

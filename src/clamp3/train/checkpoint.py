@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -76,7 +77,8 @@ def list_checkpoints(stage_dir: Path) -> list[Path]:
     root = stage_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file()]
+    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name)]
+    found = [p for p in found if (p / STATE_FILE).is_file()]
     return sorted(found, key=checkpoint_step)
 
 
@@ -135,21 +137,45 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None,
     env: DistEnv,
 ) -> TrainerState:
-    """Restore optimizer, scaler and this rank's RNG; return the loop counters."""
-    payload = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{checkpoint}: unknown checkpoint format {payload.get('format')!r}")
-    optimizer.load_state_dict(payload["optimizer"])
-    if scaler is not None and payload["scaler"] is not None:
-        scaler.load_state_dict(payload["scaler"])
+    """Restore optimizer, scaler and this rank's RNG; return the loop counters.
+
+    Raises ``ValueError`` naming the file when a part is missing or unreadable (and, when the
+    stage has an older checkpoint, saying that removing this one resumes from it)."""
+    payload = _read_part(checkpoint / STATE_FILE)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{checkpoint / STATE_FILE}: unknown checkpoint format {found!r}")
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        if scaler is not None and payload["scaler"] is not None:
+            scaler.load_state_dict(payload["scaler"])
+        state = TrainerState(**payload["trainer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{checkpoint / STATE_FILE}: {_damaged(checkpoint, err)}") from None
     rng_file = checkpoint / f"rng_rank{env.rank}.pt"
     if not rng_file.is_file():
         raise ValueError(
             f"{checkpoint}: no RNG state for rank {env.rank}; resume with the number of "
             "processes the checkpoint was written with"
         )
-    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-    return TrainerState(**payload["trainer"])
+    set_rng_state(_read_part(rng_file))
+    return state
+
+
+def _read_part(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError ... for damage
+        raise ValueError(f"{path}: {_damaged(path.parent, err)}") from None
+
+
+def _damaged(checkpoint: Path, err: Exception) -> str:
+    """The reason a checkpoint part cannot be read, and what to do about it."""
+    reason = str(err).split(". ", 1)[0] or type(err).__name__
+    step = checkpoint_step(checkpoint)
+    older = [p for p in list_checkpoints(checkpoint.parent.parent) if checkpoint_step(p) < step]
+    fix = f"resume from {older[-1].name}" if older else "start the stage again"
+    return f"damaged checkpoint ({reason}); remove {checkpoint} to {fix}"
 
 
 def replace_dir(build: Callable[[Path], None], target: Path) -> None:
