@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import socket
 import threading
 
 import pytest
@@ -50,8 +51,19 @@ def test_demo_bad_settings_exit_2_before_anything_is_built(tmp_path, capsys, no_
     assert not work.exists()
 
 
+def test_demo_serve_on_a_busy_port_exits_2_before_anything_is_built(tmp_path, capsys, no_build):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--workdir", str(tmp_path / "w"), "--serve", "--port", str(port)]) == 2
+    _one_line_error(capsys, f"cannot serve on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize(
-    "argv", [["--pieces", "0"], ["--pieces", "-1"], ["--steps", "0,5,5"], ["--threads", "0"]]
+    "argv",
+    [["--pieces", "0"], ["--pieces", "-1"], ["--steps", "0,5,5"], ["--threads", "0"], ["--port", "70000"]],
 )
 def test_demo_bad_numbers_are_usage_errors(tmp_path, capsys, no_build, argv):
     with pytest.raises(SystemExit) as exit_info:

@@ -47,6 +47,24 @@ def test_bad_options_are_refused_when_parsed(tmp_path, capsys, option, value, pr
     assert f"argument {option}" in err and problem in err and "Traceback" not in err
 
 
+def test_a_busy_port_is_refused_before_the_model_or_the_index_is_read(tmp_path, capsys, monkeypatch):
+    """uvicorn found out only after startup, with exit 3 and a JSON log line."""
+    import socket
+
+    from clamp3.cli import serve
+    from clamp3.cli.main import main
+
+    monkeypatch.setattr(serve, "pipeline_of", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", str(tmp_path / "no-index"), "--media-root", str(tmp_path), "--port", str(port)]
+        assert main(argv) == 2
+    reason = f"cannot serve on 127.0.0.1:{port}: Address already in use; choose another --port or --host"
+    assert capsys.readouterr().err == f"error: {reason}\n"
+
+
 def test_the_help_names_only_endpoints_the_service_has(capsys):
     import re
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clamp3.cli.args import pipeline_of, positive_float, positive_int, settings_from
 from clamp3.cli.corpus import quiet_logging
+from clamp3.cli.serve import check_port_free, tcp_port
 from clamp3.demo.pipeline import DEFAULT_THREADS, DemoOptions
 
 # Bad settings and inputs (a --workdir or --out that is a file or cannot be written) end in
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="then serve the test pieces with the trained model on the search page (Ctrl-C stops it)",
     )
-    p.add_argument("--port", type=positive_int, default=8000, help="port of the search page (default 8000)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="port of the search page (default 8000)")
     p.set_defaults(handler=_demo)
 
 
@@ -120,6 +121,8 @@ def _demo(args: argparse.Namespace) -> int:
     from clamp3.train.interrupt import TrainingInterrupted
 
     quiet_logging(args)
+    if args.serve:  # checked again just before serving; this saves a training run ending in a busy port
+        check_port_free("127.0.0.1", args.port)
     options = settings_from(DemoOptions, args, show_progress=not args.quiet, plot=not args.no_plot)
     try:
         result = run_demo(options)
@@ -168,6 +171,7 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
     from clamp3.cli.main import main
     from clamp3.demo.search import prepare_media, search_command
 
+    check_port_free("127.0.0.1", args.port)
     prepare_media(Path(args.workdir))  # bad media ends in cli.main: one line, exit status 2
     *build, serve = search_command(Path(args.workdir), model, args.port)
     for argv in build:

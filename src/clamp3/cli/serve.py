@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 
 from clamp3.cli.args import (
     add_captioner_argument,
@@ -18,16 +19,33 @@ from clamp3.cli.args import (
 )
 from clamp3.serve.content import MAX_AUDIO_SECONDS  # numpy only: no web stack for --help
 from clamp3.serve.settings import MAX_IMAGE_PIXELS
+from clamp3.utils.errors import UsageError
 
 ADMIN_TOKEN_ENV = "CLAMP3_ADMIN_TOKEN"
 
 
-def _port(text: str) -> int:
+def tcp_port(text: str) -> int:
     """argparse type: a TCP port, 1-65535 (uvicorn would fail later with a traceback)."""
     port = positive_int(text)
     if port > 65535:
         raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
     return port
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before a model is loaded, an address this process cannot listen on (a port in
+    use, a privileged port, a host that is not this machine's): uvicorn only finds out after
+    startup and exits 3 with a log line. ``UsageError`` naming ``host:port`` and the reason."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise UsageError(
+            f"cannot serve on {host}:{port}: {reason}; choose another --port or --host"
+        ) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default 8000)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument(
         "--max-upload-mb", type=positive_float, default=50.0, help="largest query upload (default 50)"
     )
@@ -138,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
         ) from exc
     from clamp3.index import SearchIndex
 
+    check_port_free(args.host, args.port)
     settings = Settings(
         max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
         max_audio_seconds=args.max_audio_seconds,
