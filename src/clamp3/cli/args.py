@@ -37,12 +37,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (``--timeout``, where 0 means "no limit")."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (``--timeout``, where 0 means "no limit")."""
+    value = _number(text)
     if not value >= 0 or value == float("inf"):  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
@@ -51,10 +55,7 @@ def non_negative_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """A finite number > 0 (sizes and lengths: ``--max-upload-mb``, ``--seconds-max``, where 0
     would refuse everything)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not value > 0 or value == float("inf"):  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
     return value
