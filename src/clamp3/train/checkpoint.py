@@ -150,7 +150,8 @@ def load_checkpoint(
         if scaler is not None and payload["scaler"] is not None:
             scaler.load_state_dict(payload["scaler"])
         state = TrainerState(**payload["trainer"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError) as err:  # a payload missing parts; torch's ValueError (an optimizer
+        # of other parameters) is no damage, and an older checkpoint would not help: it goes up as it is
         raise ValueError(f"{checkpoint / STATE_FILE}: {_damaged(checkpoint, err)}") from None
     rng_file = checkpoint / f"rng_rank{env.rank}.pt"
     if not rng_file.is_file():
