@@ -128,19 +128,40 @@ def not_a_file(path: str | os.PathLike) -> InputError:
     return InputError(path, "no such file")
 
 
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_input_text(path: str | os.PathLike) -> str:
+    """The text of a ``.txt``, ``.abc`` or ``.mtf`` input, as every reader of them takes it.
+
+    UTF-8 with its byte-order mark dropped (Windows editors write one; kept, it would open the
+    first patch), or UTF-16 with a mark (Windows "Unicode" exports); ``\\r\\n`` and ``\\r`` become
+    ``\\n`` (Python's universal newlines, as the official scripts read). ``InputError(path, reason)``
+    for a file that cannot be read, holds a NUL (binary data renamed), is not UTF-8, or is empty or
+    only whitespace (as a typed query of blanks is refused; blank lines among words are kept)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    encoding = "utf-16" if raw.startswith(_UTF16_MARKS) else "utf-8-sig"
+    nul = raw.find(b"\0") if encoding == "utf-8-sig" else -1
+    if nul >= 0:
+        raise InputError(path, f"binary data, not text (a NUL byte at offset {nul})")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise InputError(path, f"not {name} text ({exc.reason} at offset {exc.start})") from exc
+    if not text.strip():
+        raise InputError(path, "empty file" + (" (only whitespace)" if text else ""))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_text_file(path: str | os.PathLike) -> str:
     """A ``.txt`` input -> one text: non-empty lines, deduplicated in order, joined by ``</s>``
     (the official multi-line text input; a line of blanks among others is kept, as there).
-    ``InputError`` for unreadable, non-UTF-8, empty or whitespace-only files."""
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
-    if not raw.strip():  # as a typed query of blanks is refused; blank lines among words are kept
-        raise InputError(path, "the text file is empty" + (" (only whitespace)" if raw else ""))
-    return join_text_lines(raw.split("\n"))
+    ``InputError`` as :func:`read_input_text`."""
+    return join_text_lines(read_input_text(path).split("\n"))
 
 
 def check_feature_rows(array: np.ndarray, feature_dim: int, name: str | os.PathLike) -> np.ndarray:

@@ -330,7 +330,7 @@ def test_failures_are_logged_when_they_happen_and_reruns_keep_only_current_ones(
     report = embed_module.embed_folder(model, src, out, chunk_size=1, show_progress=False)
     assert report.failed == 2 and report.embedded == 1
     logged, printed = next(entry for entry in seen_while_running if entry[0])
-    assert logged == ["a_empty.txt"] and "error: a_empty.txt: the text file is empty" in printed
+    assert logged == ["a_empty.txt"] and "error: a_empty.txt: empty file" in printed
 
     (src / "a_empty.txt").write_text("fixed now\n", encoding="utf-8")
     report = embed_module.embed_folder(model, src, out, chunk_size=1, show_progress=False)

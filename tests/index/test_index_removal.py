@@ -135,7 +135,8 @@ def test_index_remove_cli(tmp_path, rng, capsys):
     write_manifest(emb, manifest)
     idx = str(tmp_path / "idx")
     assert main(["index", str(tmp_path / "emb"), idx, "--quiet"]) == 0
-    (tmp_path / "more.txt").write_text("a/item002\n\nb/c/item015.mid\n", encoding="utf-8")
+    # as Windows Notepad writes a list: a byte-order mark and CRLF line ends
+    (tmp_path / "more.txt").write_bytes("\ufeffa/item002\r\n\r\nb/c/item015.mid\r\n".encode())
     capsys.readouterr()
     more = str(tmp_path / "more.txt")
     assert main(["index-remove", "a/item001", "a/item000.mid", idx, "--from", more]) == 0

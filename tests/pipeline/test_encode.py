@@ -103,8 +103,8 @@ def test_bad_files_raise_input_errors_naming_them(pipeline, tmp_path):
         ("gone.wav", f"broken symbolic link (to {tmp_path / 'moved' / 'take1.wav'})"),
         ("folder.abc", "is a folder, not a file"),
         ("music", "is a folder, not a file"),  # not 'unsupported file type (none)'
-        ("empty.txt", "empty"),
-        ("blank.txt", "empty (only whitespace)"),
+        ("empty.txt", "empty file"),
+        ("blank.txt", "empty file (only whitespace)"),
         ("bad.npy", "readable"),
         ("wrong.npy", "shape"),
         ("missing.abc", "no such file"),

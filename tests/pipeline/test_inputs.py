@@ -129,3 +129,76 @@ def test_no_other_l2_normaliser_in_the_package():
             ):
                 found.append(f"{path.relative_to(root)}:{number}")
     assert not found, found
+
+
+TUNE = "X:1\nL:1/8\nM:4/4\nK:C\nCDEF GABc|\n"  # hand-written: patched as given by both
+TEXT = "Ein Wiegenlied\nein Wiegenlied\n"
+
+
+def _text_variants(tmp_path: Path, suffix: str, text: str) -> dict[str, Path]:
+    """The same text as editors write it: plain UTF-8, with a byte-order mark, UTF-16 (both byte
+    orders, with a mark), Windows and old-Mac line ends."""
+    encoded = {
+        "plain": text.encode(),
+        "bom": b"\xef\xbb\xbf" + text.encode(),
+        "utf16le": text.encode("utf-16"),  # with a mark, in the machine's order
+        "utf16be": b"\xfe\xff" + text.encode("utf-16-be"),
+        "crlf": text.replace("\n", "\r\n").encode(),
+        "cr": text.replace("\n", "\r").encode(),
+    }
+    for name, data in encoded.items():
+        (tmp_path / f"{name}{suffix}").write_bytes(data)
+    return {name: tmp_path / f"{name}{suffix}" for name in encoded}
+
+
+def test_one_text_reader_takes_marks_utf16_and_line_ends_alike_everywhere(tmp_path):
+    """A byte-order mark, UTF-16 or CRLF never changes what is embedded, converted or trained on:
+    the pipeline's .txt, load_symbolic's .abc/.mtf, convert and training all read through
+    clamp3.inputs.read_input_text (four readers once disagreed: a mark opened the first patch)."""
+    from clamp3.inputs import read_input_text, read_text_file
+    from clamp3.preprocess import load_symbolic
+    from clamp3.preprocess.bulk import Job, convert_file
+    from clamp3.train.data import file_patches, load_patchify
+
+    for path in _text_variants(tmp_path, ".txt", TEXT).values():
+        assert read_input_text(path) == TEXT, path.name
+        assert read_text_file(path) == "Ein Wiegenlied</s>ein Wiegenlied", path.name
+    (tmp_path / "reference.abc").write_text(TUNE, encoding="utf-8")
+    expected = load_symbolic(tmp_path / "reference.abc")
+    for name, path in _text_variants(tmp_path, ".abc", TUNE).items():
+        np.testing.assert_array_equal(load_symbolic(path), expected, err_msg=name)
+        np.testing.assert_array_equal(file_patches(path, True, load_patchify()), expected, err_msg=name)
+        out = tmp_path / f"{name}.xml"
+        assert convert_file(Job(path, (("musicxml", out),)))[1] is None, name
+    plain = (tmp_path / "plain.xml").read_text()
+    assert all((tmp_path / f"{n}.xml").read_text() == plain for n in ("bom", "utf16le", "crlf", "cr"))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"\xef\xbb\xbf", "empty file"),
+        (b" \n\t\r\n", "empty file (only whitespace)"),
+        ("  \n".encode("utf-16"), "empty file (only whitespace)"),
+        (b"X:1\nK:C\n\x00\x00CDE", "binary data, not text (a NUL byte at offset 8)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data, not text (a NUL byte at offset 8)"),
+        (b"X:1\nT:caf\xe9\nK:C\n", "not UTF-8 text (invalid continuation byte at offset 9)"),
+        (b"\xff\xfe" + b"\x00\xd8", "not UTF-16 text"),  # a lone surrogate
+    ],
+)
+def test_a_text_input_that_is_no_text_is_refused_alike_everywhere(tmp_path, data, reason):
+    from clamp3.inputs import read_input_text
+    from clamp3.preprocess import load_symbolic
+    from clamp3.preprocess.bulk import Job, convert_file
+    from clamp3.train.screening import ReadRules, file_problem
+
+    path = tmp_path / "bad.abc"
+    path.write_bytes(data)
+    for read in (read_input_text, load_symbolic):
+        with pytest.raises(InputError) as info:
+            read(path)
+        assert info.value.path == str(path) and info.value.reason.startswith(reason), read
+    assert convert_file(Job(path, (("musicxml", tmp_path / "bad.xml"),)))[1].startswith(reason)
+    assert file_problem(str(path), ReadRules(strip_default_length=True, feature_dim=32)).startswith(reason)
+    assert not (tmp_path / "bad.xml").exists()

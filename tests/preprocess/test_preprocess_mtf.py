@@ -93,6 +93,23 @@ def test_bad_midi_raises_input_error_naming_the_file(tmp_path, content, reason):
     assert info.value.path == str(path) and str(info.value).startswith(str(path))
 
 
+def test_a_type_2_midi_is_refused_as_unsupported_not_corrupt(tmp_path):
+    import mido
+
+    midi = mido.MidiFile(type=2, ticks_per_beat=96)
+    for note in (60, 64):
+        track = [mido.Message("note_on", note=note), mido.Message("note_off", note=note, time=96)]
+        midi.tracks.append(mido.MidiTrack(track))
+    midi.save(tmp_path / "song.mid")
+    with pytest.raises(InputError) as info:
+        midi_to_mtf(tmp_path / "song.mid")
+    assert info.value.path == str(tmp_path / "song.mid")
+    assert info.value.reason.startswith("MIDI type 2 (independent sequences, one per track) is not supported")
+    midi.type = 1  # the same tracks as one performance convert
+    midi.save(tmp_path / "song1.mid")
+    assert midi_to_mtf(tmp_path / "song1.mid").count("note_on") == 2
+
+
 def test_missing_midi_file(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         midi_to_mtf(tmp_path / "missing.mid")

@@ -32,8 +32,8 @@ def test_file_problem_names_each_kind_of_bad_file(tmp_path):
     expected = {
         "ok.abc": None,
         "ok.npy": None,
-        "empty.abc": "nothing to patchify",
-        "latin1.mtf": "cannot read the file",
+        "empty.abc": "empty file",
+        "latin1.mtf": "not UTF-8 text",
         "wide.npy": "or (n, 32), got (3, 16)",
         "none.npy": "got (0, 32)",
         "nan.npy": "NaN or infinity",
@@ -114,7 +114,7 @@ def test_bad_files_are_skipped_listed_and_counted(tmp_path, tiny_tokenizer, capl
         (["abc", "0003.abc"], ["toy-0003"]),
         (["abc", "0009.abc"], ["toy-0009"]),
     ]
-    assert "nothing to patchify" in bad[0]["reason"] and "does not exist" in bad[1]["reason"]
+    assert bad[0]["reason"] == "empty file" and "does not exist" in bad[1]["reason"]
     messages = " | ".join(r.getMessage() for r in caplog.records)
     assert "16 files in" in messages and ": 2 bad (skipped; listed in" in messages
     assert "stage symbolic (from its start): 11 training items, 3 validation items" in messages

@@ -238,11 +238,9 @@ def _remove(args: argparse.Namespace) -> int:
 
     names = list(args.items)
     if args.from_file is not None:
-        source = args.from_file
-        try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(source, f"unreadable ({exc.strerror or exc})") from exc
+        from clamp3.inputs import read_input_text
+
+        text = sys.stdin.read() if args.from_file == "-" else read_input_text(args.from_file)
         names += [line.strip() for line in text.splitlines() if line.strip()]
     if args.undo:
         report = readmit_items(args.index_dir, names)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clamp3.inputs import read_input_text
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS
 from clamp3.utils.errorlog import ERRORS_NAME, append_error
@@ -168,9 +169,9 @@ def _convert(job: Job) -> list[str]:
     if "mtf" in kinds:
         write_text_atomic(kinds["mtf"], midi_to_mtf(job.source))
     elif "midi" in kinds:
-        mtf_to_midi(_read(job.source), kinds["midi"])
+        mtf_to_midi(read_input_text(job.source), kinds["midi"])
     else:
-        abc = _read(job.source)
+        abc = read_input_text(job.source)
         write_text_atomic(kinds["musicxml"], abc_to_musicxml(abc) + "\n")
         tunes = count_tunes(abc)
         if tunes > 1:
@@ -188,18 +189,6 @@ def _remove_stale_outputs(job: Job, attempt_started: int) -> None:
             written = path.stat().st_mtime_ns
             if written < source_time or written >= attempt_started:
                 path.unlink()
-
-
-def _read(path: Path) -> str:
-    from clamp3.utils.errors import InputError
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read UTF-8 text: {exc}") from exc
-    if not text.strip():
-        raise InputError(path, "empty file")
-    return text
 
 
 def convert_tree(

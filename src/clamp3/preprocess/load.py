@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clamp3.inputs import extensions
+from clamp3.inputs import extensions, read_input_text
 from clamp3.preprocess.abc import MUSICXML_EXTENSIONS, count_tunes, interleave_abc, musicxml_to_abc
 from clamp3.preprocess.mtf import MIDI_EXTENSIONS, midi_to_mtf
 from clamp3.preprocess.patches import patchify
@@ -48,7 +48,7 @@ def load_symbolic(path: str | os.PathLike, config: SymbolicTowerConfig | None = 
     elif ext in MIDI_EXTENSIONS:
         text = midi_to_mtf(path, drop_sysex=drop_sysex)
     elif ext == ".abc":
-        text = _read_text(path)
+        text = read_input_text(path)
         tunes = count_tunes(text)
         if tunes > 1:  # the official extractor embeds the file as given: say so, once per file
             log.warning(
@@ -58,7 +58,7 @@ def load_symbolic(path: str | os.PathLike, config: SymbolicTowerConfig | None = 
         if is_standard_abc(text):
             text = interleave_abc(text, name=str(path))
     elif ext == ".mtf":
-        text = _read_text(path)
+        text = read_input_text(path)
     else:
         raise InputError(
             path, f"unsupported extension {ext!r} (expected one of {', '.join(SYMBOLIC_EXTENSIONS)})"
@@ -74,16 +74,3 @@ def is_standard_abc(text: str) -> bool:
     no inline ``[V:`` voice lines."""
     lines = [line.strip() for line in text.splitlines()]
     return "V:1" in lines and not any(line.startswith("[V:") for line in lines)
-
-
-def _read_text(path: Path) -> str:
-    """UTF-8 text with universal newlines, as the official scripts read ``.abc``/``.mtf``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if not text.strip():
-        raise InputError(path, "empty file")
-    return text

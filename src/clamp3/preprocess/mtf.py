@@ -40,8 +40,8 @@ def midi_to_mtf(path: str | os.PathLike, drop_sysex: bool = False) -> str:
     """A MIDI file -> MTF text, byte-identical to the official ``--m3_compatible`` conversion.
 
     ``drop_sysex=True`` gives the CLaMP 2 variant (``sysex`` and ``sequencer_specific`` dropped
-    as well). Raises ``InputError`` naming the file when it is empty, unreadable or not a
-    valid MIDI file.
+    as well). Raises ``InputError`` naming the file when it is empty, unreadable, not a valid
+    MIDI file or of type 2 (which has no single timeline to merge into one track).
     """
     import mido
 
@@ -50,6 +50,12 @@ def midi_to_mtf(path: str | os.PathLike, drop_sysex: bool = False) -> str:
         if path.stat().st_size == 0:
             raise InputError(path, "empty file (0 bytes)")
         midi = mido.MidiFile(path)
+        if midi.type == 2:  # mido cannot merge it either: a TypeError would read as corruption
+            raise InputError(
+                path,
+                "MIDI type 2 (independent sequences, one per track) is not supported: its tracks "
+                "do not play together; save it as type 1 or split it into one file per track",
+            )
         merged = midi.merged_track  # mido 1.3.1+ merges lazily, so errors can surface here
     except InputError:
         raise

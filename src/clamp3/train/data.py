@@ -23,7 +23,7 @@ import torch
 
 from clamp3.config import Clamp3Config
 from clamp3.embedding import pad_stack
-from clamp3.inputs import add_boundary_rows, read_feature_file
+from clamp3.inputs import add_boundary_rows, read_feature_file, read_input_text
 from clamp3.train.augment import crop_start, eval_text, full_text, remove_instrument_info, text_dropout
 from clamp3.train.config import ContrastiveConfig
 from clamp3.train.distributed import shard
@@ -61,13 +61,6 @@ class PairBatch:
         return self.text_ids.shape[0]
 
 
-def read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the file ({exc})") from exc
-
-
 def load_patchify() -> Callable[..., np.ndarray]:
     """``clamp3.preprocess.patchify``, imported on first use (it needs unidecode)."""
     from clamp3.preprocess import patchify
@@ -79,7 +72,7 @@ def file_patches(
     path: Path, strip_default_length: bool, patchify: Callable[..., np.ndarray], transform=None
 ) -> np.ndarray:
     """An ``.abc``/``.mtf`` file -> (n, 64) patches with BOS/EOS; ``transform`` edits the text."""
-    text = read_text_file(path)
+    text = read_input_text(path)
     if transform is not None:
         text = transform(text)
     try:
