@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_text
 
 MODALITIES = ("text", "symbolic", "audio")
 
@@ -128,33 +129,16 @@ def not_a_file(path: str | os.PathLike) -> InputError:
     return InputError(path, "no such file")
 
 
-_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
-
-
 def read_input_text(path: str | os.PathLike) -> str:
-    """The text of a ``.txt``, ``.abc`` or ``.mtf`` input, as every reader of them takes it.
-
-    UTF-8 with its byte-order mark dropped (Windows editors write one; kept, it would open the
-    first patch), or UTF-16 with a mark (Windows "Unicode" exports); ``\\r\\n`` and ``\\r`` become
-    ``\\n`` (Python's universal newlines, as the official scripts read). ``InputError(path, reason)``
-    for a file that cannot be read, holds a NUL (binary data renamed), is not UTF-8, or is empty or
-    only whitespace (as a typed query of blanks is refused; blank lines among words are kept)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    encoding = "utf-16" if raw.startswith(_UTF16_MARKS) else "utf-8-sig"
-    nul = raw.find(b"\0") if encoding == "utf-8-sig" else -1
-    if nul >= 0:
-        raise InputError(path, f"binary data, not text (a NUL byte at offset {nul})")
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
-        raise InputError(path, f"not {name} text ({exc.reason} at offset {exc.start})") from exc
+    """The text of a ``.txt``, ``.abc`` or ``.mtf`` input, as every reader of them takes it:
+    :func:`clamp3.utils.io.read_text` (UTF-8 with its byte-order mark dropped, which kept would
+    open the text, or UTF-16 with a mark; LF line ends), refusing an empty or only-whitespace
+    file too, as a typed query of blanks is refused (blank lines among words are kept).
+    ``InputError(path, reason)``."""
+    text = read_text(path)
     if not text.strip():
         raise InputError(path, "empty file" + (" (only whitespace)" if text else ""))
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def read_text_file(path: str | os.PathLike) -> str:

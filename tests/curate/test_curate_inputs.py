@@ -101,7 +101,7 @@ def test_read_documents_from_folder_and_dump(tmp_path):
     (docs / "sub").mkdir(parents=True)
     (docs / "a.md").write_text("# Alpha Song\n\nAlpha is a song.", encoding="utf-8")
     (docs / "sub" / "b.html").write_text("<title>Beta</title><p>Beta text.</p>", encoding="utf-8")
-    (docs / "c.txt").write_bytes(b"\xff\xfe bad utf-8 \xff")
+    (docs / "c.txt").write_bytes(b"caf\xe9: bad utf-8 \xff")  # (FF FE first would mark UTF-16)
     (docs / "ignored.pdf").write_text("x", encoding="utf-8")
     (docs / "empty.txt").write_text("  \n", encoding="utf-8")
     passages, n_docs, errors = read_documents(docs)

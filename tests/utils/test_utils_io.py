@@ -124,3 +124,80 @@ def test_csv_rows_keep_multi_line_cells_and_number_rows_by_their_first_line():
     text = 'a,b\r\n\r\n1,"two\nlines"\n3,"x\n\ny"\n4,z'
     expected = [(1, ["a", "b"]), (2, []), (3, ["1", "two\nlines"]), (5, ["3", "x\n\ny"]), (8, ["4", "z"])]
     assert list(csv_rows(text)) == expected
+
+
+def _as_written(text: str, how: str) -> bytes:
+    """``text`` as an editor saves it: plain UTF-8, with Excel's or Notepad's byte-order mark,
+    as Windows PowerShell's ``>`` (UTF-16 LE with a mark), or with CRLF line ends."""
+    return {
+        "utf8": text.encode(),
+        "bom": b"\xef\xbb\xbf" + text.encode(),
+        "utf16": b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"),
+        "crlf": text.replace("\n", "\r\n").encode(),
+    }[how]
+
+
+def test_every_reader_of_a_file_people_write_decodes_it_alike(tmp_path):
+    """Label CSVs and lists, prompt files, index and curate catalogues, training records and file
+    lists, curate documents: one decoder (``read_text``), so a byte-order mark, UTF-16 or CRLF
+    reads as plain UTF-8 does in every one (a BOM broke the first JSON line of some, and a
+    UTF-16 file was a traceback in others)."""
+    from clamp3.curate.catalogue import read_catalogue as curate_catalogue
+    from clamp3.curate.documents import read_documents
+    from clamp3.evaluate.genscore import read_prompts
+    from clamp3.evaluate.labels import read_label_csv, read_lines
+    from clamp3.index.catalogue import read_catalogue
+    from clamp3.train.records import list_symbolic_files, load_records
+
+    def passages(path):
+        return [passage.text for passage in read_documents(path.parent)[0]]
+
+    readers = {
+        "labels.csv": ("path,label\na.mid,folk;dance\nb.mid,jazz\n", read_label_csv),
+        "labels.txt": ("folk\n\njazz\n", lambda p: read_lines(p, "label")),
+        "prompts.csv": ('id,prompt\na,"a calm waltz, in D"\n', read_prompts),
+        "catalogue.jsonl": ('{"key": "a", "title": "Wiegenlied"}\n', lambda p: read_catalogue(p).rows),
+        "catalogue.csv": ("key,title,year:int\na,Wiegenlied,1868\n", lambda p: read_catalogue(p).rows),
+        "items.csv": ("id,title,files\na,Wiegenlied,a.abc\n", lambda p: repr(curate_catalogue(p))),
+        "records.jsonl": ('{"id": "a", "filepaths": ["a.abc"], "title": "x"}\n', load_records),
+        "files.txt": ("\na.abc\n", list_symbolic_files),
+        "docs/doc.txt": ("Ein Wiegenlied\nvon Brahms\n", passages),
+    }
+    for name, (text, read) in readers.items():
+        results = {}
+        for how in ("utf8", "bom", "utf16", "crlf"):
+            path = tmp_path / how / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_as_written(text, how))
+            (path.parent / "a.abc").write_text("X:1\nK:C\nC|\n")  # what the lists name
+            results[how] = str(read(path)).replace(str(path.parent), "DIR")
+        assert results["bom"] == results["utf8"] == results["utf16"] == results["crlf"], name
+
+
+def test_a_file_list_names_the_line_of_a_missing_file_counting_blank_lines(tmp_path):
+    from clamp3.train.records import list_symbolic_files
+
+    (tmp_path / "a.abc").write_text("X:1\nK:C\nC|\n")
+    (tmp_path / "files.txt").write_text("a.abc\n\n  \ngone.abc\n")
+    with pytest.raises(InputError) as info:
+        list_symbolic_files(tmp_path / "files.txt")
+    assert info.value.path == f"{tmp_path / 'files.txt'}:4" and "gone.abc does not exist" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"a,b\n\x00c", "binary data, not text (a NUL byte at offset 4)"),
+        (b"caf\xe9\n", "not UTF-8 text (invalid continuation byte at offset 3)"),
+        (b"\xfe\xff\xd8\x00", "not UTF-16 text"),
+    ],
+)
+def test_read_text_names_the_file_and_what_is_wrong(tmp_path, data, reason):
+    from clamp3.utils.io import read_text
+
+    (tmp_path / "x.csv").write_bytes(data)
+    with pytest.raises(InputError) as info:
+        read_text(tmp_path / "x.csv")
+    assert info.value.path == str(tmp_path / "x.csv") and info.value.reason.startswith(reason)
+    with pytest.raises(InputError, match="cannot read file"):
+        read_text(tmp_path)  # a folder

@@ -238,9 +238,9 @@ def _remove(args: argparse.Namespace) -> int:
 
     names = list(args.items)
     if args.from_file is not None:
-        from clamp3.inputs import read_input_text
+        from clamp3.utils.io import read_text
 
-        text = sys.stdin.read() if args.from_file == "-" else read_input_text(args.from_file)
+        text = sys.stdin.read() if args.from_file == "-" else read_text(args.from_file)
         names += [line.strip() for line in text.splitlines() if line.strip()]
     if args.undo:
         report = readmit_items(args.index_dir, names)

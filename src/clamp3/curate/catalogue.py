@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clamp3.inputs import PREPARED_KINDS, extensions
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows, jsonl_objects
+from clamp3.utils.io import csv_rows, jsonl_objects, read_text
 
 _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
 _TITLE_KEYS = ("title", "name")
@@ -86,10 +86,7 @@ def read_catalogue(path: str | os.PathLike) -> tuple[list[CatalogueItem], list[I
 
 def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[InputError]]:
     """``(location, row)`` pairs; location is ``line N`` so errors point at the source."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read catalogue: {exc}") from exc
+    text = read_text(path)
     errors: list[InputError] = []
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         objects, errors = jsonl_objects(path, text.splitlines())

@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import jsonl_objects
+from clamp3.utils.io import jsonl_objects, read_text
 from clamp3.utils.walk import walk_files
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -153,9 +153,9 @@ def _read_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[InputErro
     for path in listing.files:
         suffix = path.suffix.lower()
         try:
-            raw = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(InputError(path, f"cannot read document: {exc}"))
+            raw = read_text(path)
+        except InputError as exc:
+            errors.append(exc)
             continue
         doc_id = path.relative_to(root).as_posix()
         if suffix in HTML_SUFFIXES:
@@ -167,10 +167,7 @@ def _read_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[InputErro
 
 
 def _read_dump(path: Path) -> tuple[list[tuple[str, str, str]], list[InputError]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read document dump: {exc}") from exc
+    lines = read_text(path).splitlines()
     documents: list[tuple[str, str, str]] = []
     objects, errors = jsonl_objects(path, lines)
     seen: set[str] = set()

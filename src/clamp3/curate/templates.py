@@ -31,6 +31,7 @@ import jinja2
 
 from clamp3.curate.schema import ANNOTATION_SCHEMA, check_annotation_schema
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_text
 
 BUILTIN_DIR = Path(__file__).with_name("prompts")
 _FILES = ("system.txt", "annotate.j2", "translate.j2", "repair.j2", "languages.txt")
@@ -61,7 +62,7 @@ def load_prompts(folder: str | os.PathLike | None = None) -> Prompts:
     sources: dict[str, str] = {}
     for name in _FILES:
         path = folder / name if folder is not None and (folder / name).is_file() else BUILTIN_DIR / name
-        sources[name] = path.read_text(encoding="utf-8")
+        sources[name] = read_text(path)
     schema = ANNOTATION_SCHEMA
     if folder is not None and (folder / SCHEMA_FILE).is_file():
         try:

@@ -38,7 +38,7 @@ from clamp3.evaluate.labels import normalize_relpath
 from clamp3.formats import load_folder_identity
 from clamp3.model_identity import ModelIdentity, identify, require_same_model
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows, write_json_atomic
+from clamp3.utils.io import csv_rows, read_text, write_json_atomic
 from clamp3.utils.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -51,10 +51,7 @@ log = logging.getLogger(__name__)
 def read_prompts(path: str | os.PathLike) -> dict[str, str]:
     """``{id: prompt}`` from a ``.jsonl`` (keys ``id``, ``prompt``) or ``.csv`` (``id,prompt``) file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the prompts file ({exc})") from exc
+    text = read_text(path)
     rows: list[tuple[int, str, str]] = []
     if path.suffix.lower() in (".jsonl", ".json"):
         for line_no, line in enumerate(text.splitlines(), start=1):

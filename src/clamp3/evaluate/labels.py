@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows
+from clamp3.utils.io import csv_rows, read_text
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,7 @@ def read_label_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     Raises ``InputError`` naming the file and line for a row without a path or a path given twice.
     """
     table: dict[str, list[str]] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(path, f"cannot read the label file ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"the label file is not UTF-8 ({exc.reason})") from exc
-    for line, row in csv_rows(text):
+    for line, row in csv_rows(read_text(path)):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
@@ -181,12 +175,8 @@ def multi_label_targets(
 
 
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
-    """Non-empty stripped lines of a UTF-8 file (label or template lists)."""
-    try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the {what} file ({exc})") from exc
-    lines = [line for line in lines if line]
+    """Non-empty stripped lines of a text file (label or template lists; :func:`read_text`)."""
+    lines = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not lines:
         raise InputError(path, f"the {what} file is empty")
     return lines

@@ -35,7 +35,7 @@ from typing import Any
 from clamp3.index.filters import COLUMN_TYPES
 from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows
+from clamp3.utils.io import csv_rows, read_text
 
 JOIN_COLUMNS = ("key", "id", "path")
 LIST_SEPARATOR = ";"
@@ -159,7 +159,7 @@ def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str
     declared: dict[str, str] = {}
     if source.suffix.lower() == ".jsonl":
         rows = []
-        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text(source).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -172,7 +172,7 @@ def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str
         return rows, declared
     if source.suffix.lower() != ".csv":
         raise InputError(source, "a catalogue is a .csv or .jsonl file")
-    lines = [(n, cells) for n, cells in csv_rows(source.read_text(encoding="utf-8-sig")) if cells]
+    lines = [(n, cells) for n, cells in csv_rows(read_text(source)) if cells]
     if not lines:
         return [], declared
     names = []

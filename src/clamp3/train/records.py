@@ -26,6 +26,7 @@ import numpy as np
 
 from clamp3.inputs import PREPARED_KINDS, extensions, kind_of
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_text
 from clamp3.utils.walk import walk_files
 
 MUSIC_EXTENSIONS = extensions(kinds=PREPARED_KINDS)  # what the trainer reads: .abc .mtf .npy
@@ -89,10 +90,7 @@ def load_records(path: str | os.PathLike, check_files: bool = True) -> list[dict
     """
     path = Path(path)
     base_dir = path.parent
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the JSONL file ({exc})") from exc
+    text = read_text(path)
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -136,9 +134,9 @@ def list_symbolic_files(path: str | os.PathLike, check_files: bool = True) -> li
         records = records_for(load_records(path, check_files), "symbolic")
         files = [resolve_file(path.parent, p) for r in records for p in r["filepaths"]]
     elif path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        files = [resolve_file(path.parent, line) for line in lines if line]
-        for number, f in enumerate(files, start=1):
+        listed = [(n, line.strip()) for n, line in enumerate(read_text(path).splitlines(), 1) if line.strip()]
+        files = [resolve_file(path.parent, line) for _, line in listed]
+        for (number, _), f in zip(listed, files, strict=True):  # the file's own line numbers
             if check_files and not f.is_file():
                 raise InputError(f"{path}:{number}", f"file {f} does not exist")
     else:

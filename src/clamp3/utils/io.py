@@ -3,6 +3,9 @@
 Every stage that writes results (conversions, embeddings, indexes, checkpoints) writes to a
 temporary file in the destination directory and renames it into place, so a killed run
 leaves no partial output and a rerun can trust every file it finds.
+
+The readers every stage shares live here too: JSON lines (``read_jsonl``), CSV rows with their
+line numbers (``csv_rows``) and the decoding of the text files people write (``read_text``).
 """
 
 from __future__ import annotations
@@ -224,6 +227,33 @@ def jsonl_objects(
             continue
         rows.append((number, row))
     return rows, errors
+
+
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The text of a file a person wrote or exported: an input, a label list, a catalogue, a
+    prompt file. UTF-8 with a leading byte-order mark dropped (Windows editors and Excel's "CSV
+    UTF-8" write one), or UTF-16 with a mark (Windows PowerShell's ``>``, "Unicode text"
+    exports); ``\\r\\n`` and ``\\r`` become ``\\n``, as Python's text mode reads.
+
+    ``InputError(path, reason)`` when the file cannot be read, holds a NUL byte (binary data
+    under a text name) or is not valid UTF-8 (UTF-16), naming the byte offset."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    encoding = "utf-16" if raw.startswith(_UTF16_MARKS) else "utf-8-sig"
+    nul = raw.find(b"\0") if encoding == "utf-8-sig" else -1
+    if nul >= 0:
+        raise InputError(path, f"binary data, not text (a NUL byte at offset {nul})")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise InputError(path, f"not {name} text ({exc.reason} at offset {exc.start})") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
