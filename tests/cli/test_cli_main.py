@@ -30,6 +30,29 @@ def test_help_lists_every_visible_command_once_by_stage():
     assert positions == sorted(positions)
 
 
+def _subcommands(parser: argparse.ArgumentParser, path: str = ""):
+    """(``"probe train"``, its parser) for every command and sub-command, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield f"{path} {name}".strip(), child
+                yield from _subcommands(child, f"{path} {name}")
+
+
+def test_every_command_that_shows_progress_takes_quiet_and_no_progress_alike():
+    """One flag, two spellings: `--quiet` was refused by embed, zero-shot, gen-score, probe,
+    curate and extract-audio, `--no-progress` by index, convert, build-corpus and demo."""
+    with_flag = []
+    for name, parser in _subcommands(build_parser()):
+        spellings = {o for a in parser._actions for o in a.option_strings} & {"--quiet", "--no-progress"}
+        if spellings:
+            with_flag.append(name)
+            assert spellings == {"--quiet", "--no-progress"}, name
+            quiet = next(a for a in parser._actions if "--quiet" in a.option_strings)
+            assert quiet.dest == "quiet" and "--no-progress" in quiet.option_strings, name
+    assert {"embed", "index", "convert", "zero-shot", "gen-score", "probe train", "demo"} <= set(with_flag)
+
+
 def _registered(parser: argparse.ArgumentParser) -> set[str]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return set(sub.choices)
@@ -212,8 +235,8 @@ def test_settings_come_from_the_arguments_of_the_same_name():
         seed: int = 0
         show_progress: bool = True
 
-    args = argparse.Namespace(batch_size=8, no_progress=True, unrelated="x")
-    assert settings_from(Settings, args, show_progress=not args.no_progress) == Settings(8, 0, False)
+    args = argparse.Namespace(batch_size=8, quiet=True, unrelated="x")
+    assert settings_from(Settings, args, show_progress=not args.quiet) == Settings(8, 0, False)
     # the probe's --epochs fills max_epochs: the command line and the dataclass agree on dests
     parsed = build_parser().parse_args(["probe", "train", "emb", "out", "--labels", "l.csv", "--epochs", "7"])
     from clamp3.evaluate.probe_train import ProbeSettings

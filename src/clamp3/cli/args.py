@@ -129,6 +129,12 @@ def add_timeout_argument(
     )
 
 
+def add_quiet_flag(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
+    """``--quiet``, also spelt ``--no-progress``, into ``args.quiet``: one flag in every command
+    that shows progress (both spellings were in use, and each command refused the other's)."""
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help=help)
+
+
 def timeout_of(args: argparse.Namespace) -> float | None:
     """``--timeout`` as the library takes it: seconds, or None for no limit."""
     return args.timeout or None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clamp3.cli.args import add_quiet_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="5-s windows per forward pass (default: 1 on CPU, 8 on GPU)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_quiet_flag(p)
     p.set_defaults(handler=_extract)
 
 
@@ -47,7 +49,7 @@ def _extract(args: argparse.Namespace) -> int:
         frontend = MertExtractor.from_pretrained(
             args.model, device=args.device or "auto", dtype=args.dtype, batch_size=args.batch_size
         )
-    progress = not args.no_progress
+    progress = not args.quiet
     report = extract_tree(args.input, args.output, frontend, show_progress=progress, source=args.model)
     print(f"wrote {report.written}, skipped {report.skipped} existing, failed {len(report.failed)}")
     for rel, reason in report.failed:

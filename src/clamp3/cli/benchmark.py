@@ -12,6 +12,7 @@ from pathlib import Path
 
 from clamp3.cli.args import (
     add_model_arguments,
+    add_quiet_flag,
     failures_status,
     pipeline_of,
     positive_int,
@@ -100,7 +101,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-plot", action="store_true", help="write no plots (benchmark.png; the demo's embedding map)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    add_quiet_flag(p, "no progress bars or log lines")
 
 
 def _benchmark(args: argparse.Namespace) -> int:

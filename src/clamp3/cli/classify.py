@@ -11,6 +11,7 @@ from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
     add_model_mismatch_flag,
+    add_quiet_flag,
     failures_status,
     non_negative_int,
     pipeline_of,
@@ -91,7 +92,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tune-thresholds", action="store_true", help="multi-label: F1-optimal threshold per label"
     )
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(handler=_probe_train)
 
     p = probe_sub.add_parser(
@@ -106,7 +107,7 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=3, help="labels listed per item (single-label)")
     _add_known_labels(p)
     add_model_mismatch_flag(p)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(handler=_probe_predict)
 
 
@@ -139,7 +140,7 @@ def _register_zero_shot(sub: argparse._SubParsersAction) -> None:
         "--json", type=_output_file, default=None, metavar="OUT", help="write predictions and metrics here"
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(handler=_zero_shot)
 
 
@@ -185,7 +186,7 @@ def _register_gen_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--json", type=_output_file, default=None, metavar="OUT")
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(handler=_gen_score)
 
 
@@ -200,7 +201,7 @@ def _probe_train(args: argparse.Namespace) -> int:
         args.labels_csv,
         args.labels_from_folders,
         settings,
-        not args.no_progress,
+        not args.quiet,
     )
     split = "val" if "val" in info["metrics"] else "train"
     metrics = info["metrics"][split]
@@ -223,7 +224,7 @@ def _probe_predict(args: argparse.Namespace) -> int:
         args.labels_csv,
         args.labels_from_folders,
         args.plot,
-        not args.no_progress,
+        not args.quiet,
         allow_model_mismatch=args.allow_model_mismatch,
     )
     print(f"wrote {args.output} ({len(result['predictions'])} predictions)")
@@ -255,7 +256,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         json_out=args.json,
         plot=args.plot,
         batch_size=args.batch_size,
-        show_progress=not args.no_progress,
+        show_progress=not args.quiet,
         allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.json is None:
@@ -284,7 +285,7 @@ def _gen_score(args: argparse.Namespace) -> int:
         settings=settings,
         allow_model_mismatch=args.allow_model_mismatch,
         json_out=args.json,
-        show_progress=not args.no_progress,
+        show_progress=not args.quiet,
     )
     summary = {k: v for k, v in result.items() if k in ("clamp3_score", "frechet")}
     if "clamp3_score" in summary:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from clamp3.cli.args import add_timeout_argument, non_negative_int, timeout_of
+from clamp3.cli.args import add_quiet_flag, add_timeout_argument, non_negative_int, timeout_of
 from clamp3.utils.reasons import printable
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="convert again even if the output exists")
     add_timeout_argument(p, 300.0, "converting one file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(p)
     p.set_defaults(handler=_convert)
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import add_timeout_argument, positive_float, positive_int, timeout_of
+from clamp3.cli.args import add_quiet_flag, add_timeout_argument, positive_float, positive_int, timeout_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retry-failed", action="store_true", help="try pieces that failed in an earlier run again"
     )
     add_timeout_argument(p, 300.0, "building one piece")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings and errors only")
+    add_quiet_flag(p, "no progress bar, warnings and errors only")
     p.set_defaults(handler=_build_corpus)
 
 

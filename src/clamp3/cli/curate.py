@@ -9,6 +9,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from clamp3.cli.args import add_quiet_flag
+
 if TYPE_CHECKING:
     from clamp3.curate import ChatClient, EmbeddingClient
 
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prompts", default=None, help="folder overriding the prompt templates / annotation schema"
     )
     p.add_argument("--report", default=None, help="report JSON path (default: OUT.report.json)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_flag(p)
     p.set_defaults(handler=_curate)
 
 
@@ -174,7 +176,7 @@ def _curate(args: argparse.Namespace) -> int:
             embedder=embedder,
             prompts_dir=args.prompts,
             report_path=args.report,
-            show_progress=not args.no_progress,
+            show_progress=not args.quiet,
         )
     summary = {k: report[k] for k in ("items", "kept", "rejected", "pending", "stopped")}
     print(json.dumps(summary, ensure_ascii=False))

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clamp3.cli.args import pipeline_of, positive_float, positive_int, settings_from
+from clamp3.cli.args import add_quiet_flag, pipeline_of, positive_float, positive_int, settings_from
 from clamp3.cli.corpus import quiet_logging
 from clamp3.cli.serve import check_port_free, tcp_port
 from clamp3.demo.pipeline import DEFAULT_THREADS, DemoOptions
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_training_arguments(p)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--no-plot", action="store_true", help="do not write benchmark.png and the embedding map")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines: the table only")
+    add_quiet_flag(p, "no progress bars or log lines: the table only")
     p.add_argument(
         "--serve",
         action="store_true",
@@ -175,7 +175,7 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
     prepare_media(Path(args.workdir))  # bad media ends in cli.main: one line, exit status 2
     *build, serve = search_command(Path(args.workdir), model, args.port)
     for argv in build:
-        status = main(argv + (["--no-progress"] if args.quiet and argv[0] == "embed" else []))
+        status = main(argv + (["--quiet"] if args.quiet else []))
         if status != 0:
             return status
     print(f"search page: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)

@@ -8,6 +8,7 @@ import sys
 from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
+    add_quiet_flag,
     add_timeout_argument,
     non_negative_int,
     pipeline_of,
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="re-embed every file, replacing what OUT holds (any model)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_flag(p)
     p.set_defaults(handler=_embed)
 
 
@@ -75,7 +76,7 @@ def _embed(args: argparse.Namespace) -> int:
         shard=shard_from_env(),
         model_id=str(args.model),
         overwrite=args.overwrite,
-        show_progress=not args.no_progress,
+        show_progress=not args.quiet,
     )
     if report.found == 0:
         from clamp3.inputs import extensions

@@ -15,6 +15,7 @@ from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
     add_model_mismatch_flag,
+    add_quiet_flag,
     pipeline_of,
     positive_int,
     print_first_failures,
@@ -77,7 +78,7 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="CSV/JSONL of item metadata joined by key/id or path (columns become --where filters)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(p)
     p.set_defaults(handler=_index)
 
 
@@ -185,7 +186,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plot", default=None, metavar="FILE", help="Hit@k curve + rank histogram (needs matplotlib)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(p)
     p.set_defaults(handler=_eval)
 
 
