@@ -103,3 +103,6 @@ def test_setup_errors_exit_2_without_traceback(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     assert main(["extract-audio", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path)]) == 2
     assert "needs config.json" in capsys.readouterr().err
+    for spec in ("logmel:abc", "logmel:0", "logmel:"):
+        assert main(["extract-audio", str(tmp_path / "in"), str(tmp_path / "out"), "--model", spec]) == 2
+        assert f"--model logmel:DIM needs a whole number of mel bands, got '{spec}'" in capsys.readouterr().err

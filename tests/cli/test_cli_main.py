@@ -58,6 +58,32 @@ def _registered(parser: argparse.ArgumentParser) -> set[str]:
     return set(sub.choices)
 
 
+# Bare int/float options whose every value means something (a seed) or that the library checks
+# with the other settings it is compared to (a fraction < 1, a key count 0-11 beside the corpus).
+UNCHECKED_NUMBERS = {"--seed", "--val-split", "--transpose"}
+
+
+def test_every_numeric_option_is_checked_when_the_arguments_are_parsed():
+    """A zero, negative or NaN count, size or time is a usage error naming the option (exit 2),
+    never a silently accepted value: curate's --timeout 0 sent requests that could not succeed,
+    extract-audio's --batch-size 0 meant 16."""
+    bare = []
+    for name, parser in _subcommands(build_parser()):
+        for action in parser._actions:
+            if action.type in (int, float) and action.option_strings[0] not in UNCHECKED_NUMBERS:
+                bare.append(f"{name} {action.option_strings[0]}")
+    assert bare == []
+    for argv in (
+        ["curate", "c.csv", "docs", "o.jsonl", "--llm-url", "u", "--llm-model", "m", "--timeout", "0"],
+        ["extract-audio", "in", "out", "--batch-size", "0"],
+        ["probe", "train", "emb", "out", "--labels-from-folders", "--lr", "nan"],
+        ["train", "config.json", "--stop-after", "-1"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args(argv)
+        assert info.value.code == 2, argv
+
+
 def test_each_command_module_registers_the_commands_listed_with_it():
     # `clamp3 COMMAND` imports only the module that COMMAND_MODULES names for it.
     for names in cli.COMMAND_MODULES.values():

@@ -61,6 +61,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number from 0 to 1 (shares: ``--min-support``)."""
+    value = _number(text)
+    if not 0 <= value <= 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
 def add_model_mismatch_flag(
     p: argparse.ArgumentParser, what: str = "the inputs name different models"
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clamp3.cli.args import add_quiet_flag
+from clamp3.cli.args import add_quiet_flag, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="5-s windows per forward pass (default: 1 on CPU, 8 on GPU)",
     )
@@ -41,10 +41,14 @@ def _extract(args: argparse.Namespace) -> int:
     from clamp3.audio import LogMelFrontend, MertExtractor
     from clamp3.audio.extract import extract_tree
     from clamp3.utils.errorlog import ERRORS_NAME
+    from clamp3.utils.errors import UsageError
 
     # A bad --model, --dtype or folder ends in cli.main: one line, exit status 2.
     if args.model.startswith("logmel:"):
-        frontend = LogMelFrontend(int(args.model.split(":", 1)[1]), batch_size=args.batch_size or 16)
+        dim = args.model.split(":", 1)[1]
+        if not dim.isdigit() or int(dim) < 1:
+            raise UsageError(f"--model logmel:DIM needs a whole number of mel bands, got {args.model!r}")
+        frontend = LogMelFrontend(int(dim), batch_size=args.batch_size or 16)
     else:
         frontend = MertExtractor.from_pretrained(
             args.model, device=args.device or "auto", dtype=args.dtype, batch_size=args.batch_size

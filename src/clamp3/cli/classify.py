@@ -13,8 +13,10 @@ from clamp3.cli.args import (
     add_model_mismatch_flag,
     add_quiet_flag,
     failures_status,
+    non_negative_float,
     non_negative_int,
     pipeline_of,
+    positive_float,
     positive_int,
     settings_from,
 )
@@ -83,11 +85,11 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--balance", choices=("weight", "sample", "none"), default="weight", help="class balancing"
     )
-    p.add_argument("--epochs", dest="max_epochs", type=int, default=200, help="maximum epochs (default 200)")
-    p.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs (default 15)")
+    p.add_argument("--epochs", dest="max_epochs", type=positive_int, default=200, help="maximum epochs (default 200)")
+    p.add_argument("--patience", type=positive_int, default=15, help="early-stopping patience in epochs (default 15)")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--tune-thresholds", action="store_true", help="multi-label: F1-optimal threshold per label"

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from clamp3.cli.args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     help_text = "run a training config: its stages (M3 pre-training, contrastive, a fine-tune)"
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument(
             "--stop-after",
-            type=int,
+            type=positive_int,
             default=None,
             metavar="STEPS",
             help="checkpoint and stop after this many optimizer steps (resume later)",
