@@ -169,3 +169,10 @@ def test_score_refuses_an_unusable_output_before_the_work(folders, tmp_path, cap
     assert main(["score", str(q_dir), str(r_dir), *flags, "--out", str(deep)]) == 2
     assert f"folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q", "r"]  # nothing written, no temporary
+    assert main(["eval", str(q_dir), str(r_dir), "--json", str(deep), "--quiet"]) == 2  # eval alike
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "notes").write_text("a file where a folder should be")
+    for under_a_file in (tmp_path / "notes" / "pairs.jsonl", tmp_path / "notes" / "sub" / "pairs.jsonl"):
+        assert main(["score", str(q_dir), str(r_dir), *flags, "--out", str(under_a_file)]) == 2
+        expected = f"error: {under_a_file}: {tmp_path / 'notes'} is a file, not a folder"
+        assert capsys.readouterr().err.strip() == expected  # before the work; the writer failed after it

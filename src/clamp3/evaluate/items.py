@@ -52,22 +52,22 @@ def check_output_file(path: str | os.PathLike) -> Path:
 
     Writers create the output's own folder (``out/preds.json`` with ``out/`` missing is fine),
     but a path needing more than that folder (``/nonexistent/dir/x.json``) is refused naming
-    the first missing folder, as is a path that is an existing folder. Raises ``InputError``.
+    the first missing folder, as is a path that is an existing folder or lies under a file.
+    Raises ``InputError``.
     """
     target = Path(path).expanduser()
     if target.is_dir():
         raise InputError(target, "is a folder; give a file name")
     parent = target.absolute().parent
-    if parent.is_dir():
-        return target
-    missing = parent
-    while not missing.parent.exists():
-        missing = missing.parent
-    if not missing.parent.is_dir():
-        raise InputError(target, f"{missing.parent} is not a folder")
-    if missing != parent:
+    existing = parent
+    while not existing.exists():  # the file system's root always does
+        existing = existing.parent
+    if not existing.is_dir():  # else found only after the work, when the writer fails
+        raise InputError(target, f"{existing} is a file, not a folder")
+    if existing not in (parent, parent.parent):
         # More than one missing level is far more often a typo than a wish for a new tree.
-        raise InputError(target, f"folder {missing} does not exist (only the output's own folder is created)")
+        first = next(folder for folder in (parent, *parent.parents) if folder.parent == existing)
+        raise InputError(target, f"folder {first} does not exist (only the output's own folder is created)")
     return target
 
 
