@@ -14,6 +14,9 @@ modification time and whose ``.npy`` exists, and embeds the rest; it refuses to 
 whose records name another model (``clamp3.model_identity``) or the other pooling, unless
 ``overwrite``.
 
+A file embedded before and gone from the input now is reported (``EmbedReport.vanished``) and its
+embedding kept; ``prune=True`` (``--prune``) deletes it, and ``index --sync`` then drops it.
+
 A failure is appended to ``errors.jsonl`` (one flushed line, so it survives a kill) and printed
 the moment it happens. A rerun keeps the records of files that still fail and drops those of
 files that now embed (or that left the input).
@@ -48,6 +51,7 @@ from clamp3.formats import (
     manifest_rank,
     read_manifest,
     read_manifest_file,
+    write_manifest_file,
 )
 from clamp3.inputs import Prepared, extensions, kind_of, modality_of
 from clamp3.model_identity import ModelIdentity, identify, locate, require_same_model
@@ -68,13 +72,16 @@ _PROCESS_START = time.time()
 class EmbedReport:
     """Counts of one run: ``found`` supported inputs in the whole input (every rank's share);
     ``total`` in this rank's share, of which ``embedded`` now, ``skipped`` as already done and
-    ``failures`` (relative path, reason)."""
+    ``failures`` (relative path, reason). ``vanished``: embedded files no longer in the input
+    (relative paths), whose embeddings were deleted when ``pruned``, else kept."""
 
     found: int = 0
     total: int = 0
     embedded: int = 0
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    pruned: bool = False
 
     @property
     def failed(self) -> int:
@@ -142,6 +149,31 @@ def plan(
         seen[npy] = rel
         jobs.append((path, rel, npy))
     return jobs, failures
+
+
+def vanished_records(records: dict[str, ManifestRecord], root: Path) -> list[ManifestRecord]:
+    """The latest records of files embedded from ``root`` that are no longer there (deleted or
+    renamed since). Records of another input folder are not this run's to judge."""
+    here = str(root.resolve())
+    return [r for r in records.values() if r.input_root == here and not (root / r.path).is_file()]
+
+
+def prune(out: Path, gone: list[ManifestRecord], root: Path) -> None:
+    """Delete the embeddings of the ``gone`` files: their records first (each manifest rewritten
+    atomically), then their ``.npy`` files, so a kill never leaves a record without its file.
+    A ``.npy`` that a kept record names (another file took the name since) stays."""
+    here, names = str(root.resolve()), {record.path for record in gone}
+    kept: list[ManifestRecord] = []
+    for manifest in manifest_files(out):
+        records = read_manifest_file(manifest)
+        left = [r for r in records if not (r.input_root == here and r.path in names)]
+        if len(left) != len(records):
+            write_manifest_file(manifest, left)
+        kept += left
+    in_use = {record.npy for record in kept}
+    for record in gone:
+        if record.npy not in in_use:
+            (out / record.npy).unlink(missing_ok=True)
 
 
 def _discard_outputs(out: Path, rank: int, world: int) -> None:
@@ -258,6 +290,7 @@ def embed_folder(
     shard: tuple[int, int] | None = None,
     model_id: str = "",
     overwrite: bool = False,
+    prune: bool = False,
     show_progress: bool = True,
 ) -> EmbedReport:
     """Embed every supported file under ``in_dir`` (or the one file ``in_dir``) into
@@ -269,11 +302,16 @@ def embed_folder(
     its share; the union equals one process. ``workers`` > 0 converts MusicXML/MIDI in that
     many worker processes; a conversion longer than ``timeout`` seconds fails that file
     (``None``: no limit). ``overwrite`` re-embeds everything, discarding this rank's earlier
-    outputs. Raises ``InputError`` for a missing input, or an output folder holding another
-    model's (or the other pooling's) embeddings without ``overwrite``.
+    outputs. Files embedded from this input before and gone from it now are listed in the
+    report's ``vanished`` and kept, or deleted with ``prune`` (one process only; refused when
+    the input holds no file at all, as an unmounted drive would look). Raises ``InputError``
+    for a missing input, or an output folder holding another model's (or the other pooling's)
+    embeddings without ``overwrite``.
     """
     source, out = Path(in_dir), Path(out_dir)
     rank, world = shard or (0, 1)
+    if prune and world > 1:  # the other ranks append to their manifests while it would rewrite them
+        raise InputError(out, "--prune runs in one process, not in a distributed launch")
     root, listing = _inputs(source, out, modality)
     files = listing.files
     out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +327,7 @@ def embed_folder(
     done = read_manifests(out)
     if not overwrite:
         check_compatible(done, run.identity, pooled, out)
+    _settle_vanished(run.report, done, root, out, prune and rank == 0 and world == 1)
     pending = [job for job in jobs if overwrite or not _is_done(done.get(job[1]), job[0], out)]
     run.report.total, run.report.skipped = len(jobs) + len(collisions), len(jobs) - len(pending)
     run.start_error_log({job[1] for job in pending})
@@ -301,6 +340,24 @@ def embed_folder(
         _embed_chunks(run, preparer, pending, modality, batch_size, chunk_size, show_progress)
     run.finish_error_log()
     return run.report
+
+
+def _settle_vanished(
+    report: EmbedReport, done: dict[str, ManifestRecord], root: Path, out: Path, delete: bool
+) -> None:
+    """List the embedded files gone from ``root`` in ``report``; with ``delete``, prune them."""
+    gone = vanished_records(done, root)
+    report.vanished = sorted(record.path for record in gone)
+    if not (delete and gone):
+        return
+    if len(gone) == len(done) and not any(root.iterdir()):
+        raise InputError(
+            root,
+            f"is empty: --prune would delete all {len(gone)} embeddings of {out} (a drive not "
+            "mounted?); delete the folder yourself if that is what you want",
+        )
+    prune(out, gone, root)
+    report.pruned = True
 
 
 def _embed_chunks(

@@ -17,8 +17,10 @@ of a distributed run: ``OUT/manifest.rank-K.jsonl``); ``index``, ``eval``/``prob
     caption, captioner only for an image: the caption its vector encodes and the image-to-text
                        model that wrote it (docs/images.md); absent from other records
 
-A rerun appends a new record for a re-embedded file; the last record of a file wins. The
-errors of every stage (``errors.jsonl``) have their own one format: :mod:`clamp3.utils.errorlog`.
+A rerun appends a new record for a re-embedded file; the last record of a file wins. Only
+``embed --prune`` rewrites a manifest (:func:`write_manifest_file`), dropping files gone from
+the input. The errors of every stage (``errors.jsonl``) have their own one format:
+:mod:`clamp3.utils.errorlog`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, ClassVar
 
 from clamp3.model_identity import ModelIdentity, require_same_model
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import append_jsonl, read_jsonl
+from clamp3.utils.io import append_jsonl, json_text, read_jsonl, write_text_atomic
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
@@ -116,6 +118,11 @@ def manifest_files(folder: str | os.PathLike) -> list[Path]:
 def append_record(manifest: str | os.PathLike, record: ManifestRecord) -> None:
     """The one writer: one flushed line (see :func:`clamp3.utils.io.append_jsonl`)."""
     append_jsonl(manifest, record.to_json())
+
+
+def write_manifest_file(manifest: str | os.PathLike, records: list[ManifestRecord]) -> None:
+    """Replace ``manifest`` with ``records`` in one atomic write (``embed --prune``)."""
+    write_text_atomic(manifest, "".join(json_text(record.to_json()) + "\n" for record in records))
 
 
 def read_manifest_file(manifest: str | os.PathLike) -> list[ManifestRecord]:

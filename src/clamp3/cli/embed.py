@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="re-embed every file, replacing what OUT holds (any model)"
     )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the embeddings of files embedded from IN before and gone from it now (kept otherwise)",
+    )
     add_quiet_flag(p)
     p.set_defaults(handler=_embed)
 
@@ -76,8 +81,10 @@ def _embed(args: argparse.Namespace) -> int:
         shard=shard_from_env(),
         model_id=str(args.model),
         overwrite=args.overwrite,
+        prune=args.prune,
         show_progress=not args.quiet,
     )
+    _say_vanished(report, args)
     if report.found == 0:
         from clamp3.inputs import extensions
 
@@ -95,3 +102,23 @@ def _embed(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if report.failed else 0
+
+
+def _say_vanished(report, args: argparse.Namespace) -> None:
+    """One line on the files embedded before and gone from the input now."""
+    if not report.vanished:
+        return
+    n, example = len(report.vanished), report.vanished[0]
+    files = f"{n} file{'' if n == 1 else 's'}"
+    if report.pruned:
+        print(
+            f"pruned the embeddings of {files} gone from {args.input} (e.g. {example}); "
+            f"`clamp3 index {args.output} INDEX_DIR --sync` takes them out of an index",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"warning: {files} embedded before {'is' if n == 1 else 'are'} gone from {args.input} "
+            f"(e.g. {example}); the embeddings are kept (--prune deletes them)",
+            file=sys.stderr,
+        )
