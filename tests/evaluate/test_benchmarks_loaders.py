@@ -146,6 +146,22 @@ def test_manifest_several_texts_translations_and_absolute_paths(tmp_path):
         select_queries(data, ["lyrics"], None)
 
 
+@pytest.mark.parametrize("dataset, maker", [("manifest", manifest), ("song-describer", song_describer)])
+def test_a_data_file_saved_with_a_mark_or_as_utf16_loads_as_the_plain_one(tmp_path, dataset, maker):
+    root = maker(tmp_path / "plain")  # the data file itself, or the folder holding it
+    data_file = root if root.is_file() else next(p for p in sorted(root.rglob("*")) if p.suffix == ".csv")
+    plain = _load(dataset, root, tmp_path)
+    text = data_file.read_text(encoding="utf-8")
+    for encoded in (b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16")):
+        data_file.write_bytes(encoded)
+        again = _load(dataset, root, tmp_path)
+        assert again.queries == plain.queries and again.music == plain.music
+    data_file.write_bytes(text.encode().replace(b"\n", b"\n\xe9", 1))  # Latin-1 after line 1
+    with pytest.raises(InputError, match="not UTF-8 text") as info:
+        _load(dataset, root, tmp_path)
+    assert info.value.path == str(data_file)
+
+
 def test_manifest_unknown_modality_is_refused(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(

@@ -13,6 +13,7 @@ Music modalities are named ``sheet`` (ABC / MusicXML), ``midi`` (performance MID
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_text
 
 MUSIC_MODALITIES = ("sheet", "midi", "audio")
 ENGLISH = "en"
@@ -118,41 +120,30 @@ def read_json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, object) per non-empty line of a JSON-lines file, ``where`` being
     ``"<path>:<1-based line>"`` for the loader's own errors; a line that is not a JSON object
     raises :class:`InputError` naming the file and the line."""
-    try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below; the open error gets its own message)
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}", f"not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{number}", "expected a JSON object per line")
-            yield f"{path}:{number}", record
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}", f"not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{number}", "expected a JSON object per line")
+        yield f"{path}:{number}", record
 
 
 def read_csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[str, dict[str, str]]]:
     """(where, row) per CSV data row (``where`` as in :func:`read_json_lines`); a missing
     column raises :class:`InputError` that names the file, the missing columns and those found."""
-    try:
-        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 (as above)
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise InputError(
-                path,
-                f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or 'nothing'}",
-            )
-        for row in reader:
-            yield f"{path}:{reader.line_num}", row
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise InputError(
+            path, f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or 'nothing'}"
+        )
+    for row in reader:
+        yield f"{path}:{reader.line_num}", row
 
 
 def field_of(record: dict[str, Any], name: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
