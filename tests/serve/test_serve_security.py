@@ -215,6 +215,23 @@ def test_rows_leaving_the_media_root_are_never_ranked_or_served(library, tiny_mo
             assert c.get(f"/api/items/{by_path['texts/missing.txt']['id']}").json()["available"] is False
 
 
+def test_a_text_item_is_previewed_as_it_was_read_and_a_bad_one_without_the_server_path(
+    library, tiny_model, tmp_path  # noqa: F811
+):
+    lib = library.copy(tmp_path)
+    with app_for(lib, tiny_model) as app, client_for(app) as c:
+        lied = next(r for r in c.get("/api/search", params={"q": "x", "k": 100}).json()["results"]
+                    if r["path"] == "texts/lied.txt")  # fmt: skip
+        path = lib.media / "texts" / "lied.txt"
+        text = path.read_text(encoding="utf-8")
+        path.write_bytes(text.encode("utf-16"))  # re-saved by a Windows tool: still the same words
+        assert c.get(f"/api/items/{lied['id']}").json()["text"] == text
+        path.write_bytes(text.encode("latin-1"))
+        meta = c.get(f"/api/items/{lied['id']}").json()
+        assert meta["available"] is False and meta["text"] is None
+        assert meta["problem"].startswith("not UTF-8 text") and str(tmp_path) not in meta["problem"]
+
+
 def test_an_escape_planted_while_serving_is_refused_then_left_out(library, tiny_model, tmp_path):  # noqa: F811
     lib = library.copy(tmp_path)
     with app_for(lib, tiny_model) as app, client_for(app) as c:

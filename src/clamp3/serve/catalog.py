@@ -41,6 +41,7 @@ from clamp3.model_identity import identify, require_same_model
 from clamp3.serve.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from clamp3.serve.media import MediaRoot, media_kind
 from clamp3.utils.errors import InputError
+from clamp3.utils.io import read_text
 from clamp3.utils.reasons import printable
 
 if TYPE_CHECKING:
@@ -356,11 +357,12 @@ class Catalog:
         try:
             path = self.media.resolve(entry["path"])
             info["size_bytes"] = path.stat().st_size
-            if info["kind"] == "text":
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    info["text"] = handle.read(TEXT_PREVIEW_CHARS)
-        except (NotFound, Forbidden, OSError) as exc:  # described, never served
-            info["available"], info["problem"] = False, printable(str(exc))
+            if info["kind"] == "text":  # decoded as it was embedded: a mark dropped, UTF-16 read
+                info["text"] = read_text(path)[:TEXT_PREVIEW_CHARS]
+        except (NotFound, Forbidden, OSError, InputError) as exc:  # described, never served
+            # the reason without the file's path on this server (the client knows the item's path)
+            reason = exc.reason if isinstance(exc, InputError) else getattr(exc, "strerror", None)
+            info["available"], info["problem"] = False, printable(reason or str(exc))
             return info
         info["available"], info["problem"] = True, None
         return info
