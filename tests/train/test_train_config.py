@@ -15,6 +15,7 @@ from clamp3.train.config import (
     stage_from_dict,
 )
 from clamp3.train.schedule import lr_at
+from clamp3.utils.errors import InputError
 
 
 def test_saas_recipe_order_and_frozen_towers():
@@ -61,6 +62,14 @@ def test_overrides_merge_into_the_preset(tmp_path):
     assert config.output_dir == str(tmp_path / "out")
     assert config.train_data["audio"] == str(tmp_path / "data/train.jsonl")
     assert config.init_from == "saas"  # an official tag stays a tag
+    # saved by Notepad (a byte-order mark) it is the same config; in Latin-1 one error naming the file
+    text = path.read_text(encoding="utf-8")
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_train_config(path) == config
+    path.write_bytes(text.replace('"out"', '"sortie é"').encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text") as info:
+        load_train_config(path)
+    assert info.value.path == str(path)
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def load_prompts(folder: str | os.PathLike | None = None) -> Prompts:
     schema = ANNOTATION_SCHEMA
     if folder is not None and (folder / SCHEMA_FILE).is_file():
         try:
-            schema = check_annotation_schema(json.loads((folder / SCHEMA_FILE).read_text(encoding="utf-8")))
+            schema = check_annotation_schema(json.loads(read_text(folder / SCHEMA_FILE)))
         except ValueError as exc:  # JSONDecodeError is a ValueError too
             raise InputError(folder / SCHEMA_FILE, str(exc)) from exc
     env = jinja2.Environment(

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clamp3.utils.io import read_text
 from clamp3.utils.typed import build
 
 TASKS = ("contrastive", "m3")
@@ -349,9 +350,10 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> TrainC
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a run config JSON file (see the module docstring)."""
     path = Path(path)
+    text = read_text(path)  # InputError (a ValueError) for an unreadable or undecodable file
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: cannot read the training config ({exc})") from exc
     try:
         return config_from_dict(data, path.parent)
