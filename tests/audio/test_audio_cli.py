@@ -105,4 +105,5 @@ def test_setup_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "needs config.json" in capsys.readouterr().err
     for spec in ("logmel:abc", "logmel:0", "logmel:"):
         assert main(["extract-audio", str(tmp_path / "in"), str(tmp_path / "out"), "--model", spec]) == 2
-        assert f"--model logmel:DIM needs a whole number of mel bands, got '{spec}'" in capsys.readouterr().err
+        expected = f"--model logmel:DIM needs a whole number of mel bands, got '{spec}'"
+        assert expected in capsys.readouterr().err

@@ -85,8 +85,19 @@ def _register_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--balance", choices=("weight", "sample", "none"), default="weight", help="class balancing"
     )
-    p.add_argument("--epochs", dest="max_epochs", type=positive_int, default=200, help="maximum epochs (default 200)")
-    p.add_argument("--patience", type=positive_int, default=15, help="early-stopping patience in epochs (default 15)")
+    p.add_argument(
+        "--epochs",
+        dest="max_epochs",
+        type=positive_int,
+        default=200,
+        help="maximum epochs (default 200)",
+    )
+    p.add_argument(
+        "--patience",
+        type=positive_int,
+        default=15,
+        help="early-stopping patience in epochs (default 15)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--weight-decay", type=non_negative_float, default=1e-4)

@@ -66,14 +66,35 @@ def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
         default="OPENAI_API_KEY",
         help="environment variable holding the API key (unset = none)",
     )
-    p.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight at once (default: 4)")
     p.add_argument(
-        "--max-requests", type=non_negative_int, default=None, help="request budget for this run, retries included"
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        help="requests in flight at once (default: 4)",
     )
-    p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per HTTP request (default: 120)")
-    p.add_argument("--retries", type=non_negative_int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
     p.add_argument(
-        "--max-backoff", type=non_negative_float, default=60.0, help="longest wait between retries, seconds (default: 60)"
+        "--max-requests",
+        type=non_negative_int,
+        default=None,
+        help="request budget for this run, retries included",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds per HTTP request (default: 120)",
+    )
+    p.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=5,
+        help="retries on 429/5xx/timeouts (default: 5)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=non_negative_float,
+        default=60.0,
+        help="longest wait between retries, seconds (default: 60)",
     )
     p.add_argument(
         "--no-json-mode", action="store_true", help="do not send response_format (for servers that reject it)"
@@ -96,7 +117,10 @@ def _add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
         help="environment variable of its API key (default: --api-key-env)",
     )
     p.add_argument(
-        "--embed-batch-size", type=positive_int, default=64, help="passages per embedding request (default: 64)"
+        "--embed-batch-size",
+        type=positive_int,
+        default=64,
+        help="passages per embedding request (default: 64)",
     )
 
 
@@ -116,14 +140,24 @@ def _add_content_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated fields to translate",
     )
     p.add_argument(
-        "--top-k-passages", dest="top_k", type=non_negative_int, default=5, help="passages retrieved per item (default: 5)"
+        "--top-k-passages",
+        dest="top_k",
+        type=non_negative_int,
+        default=5,
+        help="passages retrieved per item (default: 5)",
     )
     p.add_argument("--passage-words", type=positive_int, default=200, help="words per passage (default: 200)")
     p.add_argument(
-        "--min-support", type=fraction, default=0.8, help="share of names that must be grounded (default: 0.8)"
+        "--min-support",
+        type=fraction,
+        default=0.8,
+        help="share of names that must be grounded (default: 0.8)",
     )
     p.add_argument(
-        "--max-attempts", type=positive_int, default=3, help="answers asked per request before rejecting (default: 3)"
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        help="answers asked per request before rejecting (default: 3)",
     )
 
 
