@@ -327,7 +327,7 @@ def embed_folder(
     done = read_manifests(out)
     if not overwrite:
         check_compatible(done, run.identity, pooled, out)
-    _settle_vanished(run.report, done, root, out, prune and rank == 0 and world == 1)
+    _settle_vanished(run.report, done, root, out, prune)
     pending = [job for job in jobs if overwrite or not _is_done(done.get(job[1]), job[0], out)]
     run.report.total, run.report.skipped = len(jobs) + len(collisions), len(jobs) - len(pending)
     run.start_error_log({job[1] for job in pending})
