@@ -72,13 +72,14 @@ def test_prune_keeps_a_vector_another_file_took_over_and_what_other_inputs_embed
     (other / "extra" / "notes.txt").write_text("liner notes\n", encoding="utf-8")
     embed_folder(pipeline, lib, emb, show_progress=False)
     embed_folder(pipeline, other, emb, show_progress=False)  # another input into the same folder
-    (lib / "album0" / "song0.txt").unlink()  # embedded again without --prune: its record stays ...
-    embed_folder(pipeline, lib, emb, show_progress=False)
-    (lib / "album0" / "song0.abc").write_text("X:1\nL:1/8\nK:C\nCDEF|\n")  # ... and this takes song0.npy
+    (lib / "album0" / "song0.txt").unlink()  # embedded again without --prune: its record stays,
+    (lib / "album0" / "song0.abc").write_text("X:1\nL:1/8\nK:C\nCDEF|\n")  # and this takes song0.npy
+    assert embed_folder(pipeline, lib, emb, show_progress=False).embedded == 1
+    taken = np.load(emb / "album0" / "song0.npy")
     report = embed_folder(pipeline, lib, emb, show_progress=False, prune=True)
-    assert report.vanished == ["album0/song0.txt"] and report.pruned and report.embedded == 1
+    assert report.vanished == ["album0/song0.txt"] and report.pruned and report.embedded == 0
     assert read_manifests(emb)["album0/song0.abc"].npy == "album0/song0.npy"
-    assert (emb / "album0" / "song0.npy").is_file()
+    np.testing.assert_array_equal(np.load(emb / "album0" / "song0.npy"), taken)  # not deleted
     paths = {r.path for r in read_manifest(emb)}
     assert "album0/song0.txt" not in paths and "extra/notes.txt" in paths  # not this input's to judge
     assert (emb / "extra" / "notes.npy").is_file()
