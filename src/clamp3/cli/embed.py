@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from clamp3.cli.args import (
     add_captioner_argument,
@@ -15,6 +16,9 @@ from clamp3.cli.args import (
     positive_int,
     timeout_of,
 )
+
+if TYPE_CHECKING:
+    from clamp3.embed_folder import EmbedReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -104,7 +108,7 @@ def _embed(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _say_vanished(report, args: argparse.Namespace) -> None:
+def _say_vanished(report: EmbedReport, args: argparse.Namespace) -> None:
     """One line on the files embedded before and gone from the input now."""
     if not report.vanished:
         return
