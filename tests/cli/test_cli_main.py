@@ -61,6 +61,7 @@ def _registered(parser: argparse.ArgumentParser) -> set[str]:
 # Bare int/float options whose every value means something (a seed) or that the library checks
 # with the other settings it is compared to (a fraction < 1, a key count 0-11 beside the corpus).
 UNCHECKED_NUMBERS = {"--seed", "--val-split", "--transpose"}
+CURATE = ["curate", "catalogue.csv", "docs", "out.jsonl"]
 
 
 def test_every_numeric_option_is_checked_when_the_arguments_are_parsed():
@@ -74,7 +75,8 @@ def test_every_numeric_option_is_checked_when_the_arguments_are_parsed():
                 bare.append(f"{name} {action.option_strings[0]}")
     assert bare == []
     for argv in (
-        ["curate", "c.csv", "docs", "o.jsonl", "--llm-url", "u", "--llm-model", "m", "--timeout", "0"],
+        [*CURATE, "--llm-url", "http://h/v1", "--llm-model", "m", "--timeout", "0"],
+        [*CURATE, "--llm-url", "localhost:8000/v1", "--llm-model", "m"],  # no scheme: not a URL
         ["extract-audio", "in", "out", "--batch-size", "0"],
         ["probe", "train", "emb", "out", "--labels-from-folders", "--lr", "nan"],
         ["train", "config.json", "--stop-after", "-1"],

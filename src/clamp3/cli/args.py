@@ -69,6 +69,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (``--llm-url``): a typo would otherwise be
+    retried as a network error, item after item."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL with a host, got {text!r}")
+    return text
+
+
 def add_model_mismatch_flag(
     p: argparse.ArgumentParser, what: str = "the inputs name different models"
 ) -> None:

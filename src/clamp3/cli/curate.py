@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from clamp3.cli.args import (
     add_quiet_flag,
     fraction,
+    http_url,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -58,6 +59,7 @@ def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--llm-url",
         required=True,
+        type=http_url,
         help="API root of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
     )
     p.add_argument("--llm-model", required=True, help="model name sent with each request")
@@ -110,7 +112,12 @@ def _add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
         help="bm25, dense (embedding cosine) or hybrid (reciprocal rank fusion of both) (default: bm25)",
     )
     p.add_argument("--embed-model", default=None, help="embedding model name (needed by dense and hybrid)")
-    p.add_argument("--embed-url", default=None, help="API root of the embedding server (default: --llm-url)")
+    p.add_argument(
+        "--embed-url",
+        type=http_url,
+        default=None,
+        help="API root of the embedding server (default: --llm-url)",
+    )
     p.add_argument(
         "--embed-api-key-env",
         default=None,
