@@ -190,6 +190,7 @@ def test_a_file_list_names_the_line_of_a_missing_file_counting_blank_lines(tmp_p
         (b"a,b\n\x00c", "binary data, not text (a NUL byte at offset 4)"),
         (b"caf\xe9\n", "not UTF-8 text (invalid continuation byte at offset 3)"),
         (b"\xfe\xff\xd8\x00", "not UTF-16 text"),
+        ("a,b\n".encode("utf-32"), "binary data, not text (a NUL character at character 0)"),
     ],
 )
 def test_read_text_names_the_file_and_what_is_wrong(tmp_path, data, reason):

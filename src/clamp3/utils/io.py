@@ -253,6 +253,8 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as exc:
         name = "UTF-16" if encoding == "utf-16" else "UTF-8"
         raise InputError(path, f"not {name} text ({exc.reason} at offset {exc.start})") from exc
+    if "\0" in text:  # UTF-16 text holds none; UTF-32 (FF FE 00 00) or binary data after FF FE does
+        raise InputError(path, f"binary data, not text (a NUL character at character {text.index(chr(0))})")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
