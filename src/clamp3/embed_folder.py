@@ -350,11 +350,11 @@ def _settle_vanished(
     report.vanished = sorted(record.path for record in gone)
     if not (delete and gone):
         return
-    if len(gone) == len(done) and not any(root.iterdir()):
+    if not any(root.iterdir()):
         raise InputError(
             root,
-            f"is empty: --prune would delete all {len(gone)} embeddings of {out} (a drive not "
-            "mounted?); delete the folder yourself if that is what you want",
+            f"is empty: --prune would delete the {len(gone)} embeddings made from it in {out} (a "
+            "drive not mounted?); delete them yourself if that is what you want",
         )
     prune(out, gone, root)
     report.pruned = True
