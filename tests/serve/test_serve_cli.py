@@ -140,3 +140,29 @@ def test_serve_starts_answers_logs_and_stops(library, tmp_path):  # noqa: F811
     }
     assert all(a["request_id"] and a["duration_ms"] >= 0 for a in access)
     assert any(line["message"] == "index reloaded" for line in lines)
+
+
+def test_quiet_serve_logs_warnings_only():
+    """`serve --quiet` (and `demo --serve --quiet`): no startup or request lines, warnings kept."""
+    import logging
+
+    from clamp3.serve.logs import use_json_logging
+
+    names = ("", "clamp3", "uvicorn", "uvicorn.error")
+    before = {name: logging.getLogger(name).level for name in names}
+    root_formatters = [handler.formatter for handler in logging.getLogger().handlers]
+    try:
+        use_json_logging(logging.WARNING)
+        for name in ("clamp3.serve.access", "uvicorn.error"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+        use_json_logging(logging.INFO)
+        assert logging.getLogger("clamp3.serve.access").isEnabledFor(logging.INFO)
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
+        for handler, formatter in zip(logging.getLogger().handlers, root_formatters, strict=False):
+            handler.setFormatter(formatter)
+    from clamp3.cli.main import build_parser
+
+    assert build_parser("serve").parse_args(["serve", "idx", "--media-root", "m", "--quiet"]).quiet

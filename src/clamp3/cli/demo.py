@@ -179,7 +179,7 @@ def _serve_demo(args: argparse.Namespace, model: str) -> int:
         if status != 0:
             return status
     print(f"search page: http://127.0.0.1:{args.port}/  (Ctrl-C stops it)", flush=True)
-    return main(serve)
+    return main(serve + (["--quiet"] if args.quiet else []))
 
 
 def demo_benchmark(args: argparse.Namespace) -> int:

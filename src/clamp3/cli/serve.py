@@ -11,6 +11,7 @@ from clamp3.cli.args import (
     add_captioner_argument,
     add_model_arguments,
     add_model_mismatch_flag,
+    add_quiet_flag,
     add_timeout_argument,
     pipeline_of,
     positive_float,
@@ -107,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="extra Host name to answer (repeatable); default: localhost names and --host",
     )
+    add_quiet_flag(p, "log warnings and errors only (no startup and request lines)")
     p.set_defaults(handler=_serve)
 
 
@@ -172,7 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.threads:
             _use_threads(model, args.threads)
     app = build_app(args.index_dir, args.media_root, model, settings)
-    use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    quiet = logging.WARNING if args.quiet else logging.INFO
+    use_json_logging(logging.DEBUG if getattr(args, "verbose", False) else quiet)
     _one_faiss_thread_per_search()
     # One process: the model and the index live in memory once, and admin swaps reach every request.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, timeout_keep_alive=15)

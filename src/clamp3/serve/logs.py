@@ -43,17 +43,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def use_json_logging(level: int = logging.INFO) -> None:
-    """Make every handler of the root logger (and uvicorn's) write JSON lines to stderr."""
+    """Make every handler of the root logger (and uvicorn's) write JSON lines to stderr, from
+    ``level`` up: the service's own loggers (requests at INFO) and uvicorn's alike."""
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler())
     for handler in root.handlers:
         handler.setFormatter(JsonFormatter())
     root.setLevel(level)
+    logging.getLogger("clamp3").setLevel(level)  # the CLI set it to INFO; a child's level decides
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(level)
 
 
 def request_id(scope: Scope) -> str | None:
