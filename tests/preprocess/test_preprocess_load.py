@@ -40,7 +40,10 @@ def test_every_extension(parity_dir, tmp_path):
     _copy(parity_dir / "inputs" / "midi" / "m21_test01.mid", tmp_path / "perf.midi")
     _copy(prep / "mtf" / "m21_test01.mtf", tmp_path / "perf.mtf")
 
-    for name in ["piece.xml", "piece.MUSICXML", "interleaved.abc", "standard.abc"]:
+    # named for the other form: a plain score saved as .mxl, a compressed one saved as .xml
+    _copy(tmp_path / "piece.xml", tmp_path / "plain.mxl")
+    _copy(mxl, tmp_path / "zipped.xml")
+    for name in ["piece.xml", "piece.MUSICXML", "interleaved.abc", "standard.abc", "plain.mxl", "zipped.xml"]:
         np.testing.assert_array_equal(load_symbolic(tmp_path / name), expected_abc, err_msg=name)
     np.testing.assert_array_equal(load_symbolic(mxl), expected_abc)
     for name in ["perf.midi", "perf.mtf"]:
@@ -77,6 +80,7 @@ def test_clamp2_config_selects_both_variants(parity_dir):
         ("latin1.mtf", "ticks_per_beat 96\nkey_signature Ä 0".encode("latin-1"), "not UTF-8"),
         ("empty.mxl", b"", "empty file"),
         ("broken.mxl", b"PK\x03\x04 not really a zip", "not a valid compressed MusicXML"),
+        ("junk.mxl", b"neither a zip nor XML", "no zip header"),
         ("text.xml", b"hello, not xml", "not a readable XML file"),
         ("page.xml", b"<html><body/></html>", "not MusicXML"),
         ("nonotes.musicxml", b"<score-partwise><part-list/></score-partwise>", "produced no ABC"),

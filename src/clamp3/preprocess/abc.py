@@ -97,19 +97,30 @@ def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
     return data
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every .mxl archive begins
+
+
 def _read_score(path: Path) -> bytes:
     """The MusicXML bytes ``xml2abc.py`` would parse.
 
-    For ``.mxl`` the script takes the first member whose name does not start with ``META``
-    and ends with ``.xml``. When there is none (e.g. the score is stored as ``.musicxml``)
+    A compressed score (a zip archive, whatever its extension: ``.mxl``, or an ``.xml`` that
+    is one) is unpacked; the script takes the first member whose name does not start with
+    ``META`` and ends with ``.xml``. When there is none (e.g. the score is stored as ``.musicxml``)
     the script fails; here the root file named in ``META-INF/container.xml`` is used instead.
     Members are read up to the unpack cap (:data:`MAX_UNPACKED_BYTES` or
     :func:`unpacked_size_limit`); a larger one raises ``InputError``.
     """
     try:
-        if path.suffix.lower() != ".mxl":
-            return path.read_bytes()
-        with zipfile.ZipFile(path) as archive:
+        with open(path, "rb") as handle:
+            zipped = handle.read(4) == _ZIP_MAGIC
+        if not zipped:  # by content, not name: a plain score saved as .mxl reads too
+            data = path.read_bytes()
+            markup = data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+            if path.suffix.lower() == ".mxl" and not markup:
+                reason = "not a valid compressed MusicXML (.mxl) archive (no zip header), nor XML"
+                raise InputError(path, reason)
+            return data
+        with zipfile.ZipFile(path) as archive:  # as is a compressed one saved as .xml
             names = archive.namelist()
             for name in names:
                 if name[:4] != "META" and name[-4:].lower() == ".xml":
