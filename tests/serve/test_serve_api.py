@@ -168,6 +168,32 @@ def test_render_scores_and_piano_rolls(client, path, marker):
     assert missing_page.status_code == 404 and "page 2" in missing_page.json()["message"]
 
 
+def test_render_reads_a_score_by_content_and_text_as_it_was_embedded(parity_dir, tmp_path):
+    """A compressed score saved as .xml, a plain one saved as .mxl, an ABC with a byte-order
+    mark and a UTF-16 MTF draw as their plain forms do (each failed or drew garbage)."""
+    import shutil
+    import zipfile
+
+    from clamp3.serve.render import Renderer
+
+    mxl = parity_dir / "inputs" / "musicxml" / "bach_bwv66_6.mxl"
+    shutil.copyfile(mxl, tmp_path / "zipped.xml")
+    with zipfile.ZipFile(mxl) as archive:
+        member = next(n for n in archive.namelist() if n.endswith(".xml") and not n.startswith("META"))
+        (tmp_path / "plain.mxl").write_bytes(archive.read(member))
+    abc = (parity_dir / "prep" / "abc_interleaved" / "foster_brown_hair.abc").read_bytes()
+    (tmp_path / "bom.abc").write_bytes(b"\xef\xbb\xbf" + abc)
+    mtf = (parity_dir / "prep" / "mtf" / "m21_test08.mtf").read_text(encoding="utf-8")
+    (tmp_path / "wide.mtf").write_bytes(mtf.encode("utf-16"))
+    renderer = Renderer()
+    proper = renderer.render(mxl)
+    for name in ("zipped.xml", "plain.mxl"):  # (verovio's element ids differ from run to run)
+        drawn = renderer.render(tmp_path / name)
+        assert drawn.pages == proper.pages and len(drawn.svg) == pytest.approx(len(proper.svg), rel=0.01)
+    assert b"<svg" in renderer.render(tmp_path / "bom.abc").svg
+    assert b"<rect" in renderer.render(tmp_path / "wide.mtf").svg
+
+
 def test_render_refuses_audio_and_text(client):
     ids = _ids_by_path(client)
     for path in ("audio/sines_16k_mono_3s7.wav", "texts/lied.txt"):

@@ -60,17 +60,18 @@ def render_score(path: Path, fmt: str, page: int) -> tuple[str, int]:
     toolkit = verovio.toolkit()
     toolkit.setOptions(PAGE_OPTIONS)
     data = path.read_bytes()
-    if fmt == "mxl":
+    if fmt != "abc" and data[:4] == b"PK\x03\x04":  # by content, as the converter reads it
         loaded = toolkit.loadZipDataBase64(base64.b64encode(data).decode("ascii"))
     else:
         if fmt == "abc":
             # Through MusicXML: verovio's own ABC reader crashes on interleaved ABC.
+            from clamp3.inputs import read_input_text
             from clamp3.preprocess.abc import abc_to_musicxml
 
-            try:
-                text = abc_to_musicxml(data.decode("utf-8", errors="replace"))
-            except ValueError as exc:
-                raise RenderFailure(f"cannot read this ABC: {exc}") from exc
+            try:  # read as it was embedded (a byte-order mark dropped, UTF-16 decoded)
+                text = abc_to_musicxml(read_input_text(path))
+            except ValueError as exc:  # InputError too
+                raise RenderFailure(f"cannot read this ABC: {getattr(exc, 'reason', exc)}") from exc
         else:
             text = _decode_xml(data)
         toolkit.setInputFrom("musicxml")  # never let verovio guess the format
@@ -93,9 +94,13 @@ def render_midi(path: Path, fmt: str) -> str:
 
     try:
         if fmt == "mtf":
+            from clamp3.inputs import read_input_text
             from clamp3.preprocess.mtf import line_to_message
 
-            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                lines = read_input_text(path).splitlines()
+            except ValueError as exc:  # InputError: not text, empty
+                raise RenderFailure(f"cannot read this MTF file: {exc.reason}") from exc
             head = lines[0].split(" ") if lines else []
             if len(head) != 2 or head[0] != "ticks_per_beat" or not head[1].isdigit():
                 raise RenderFailure("not an MTF file (line 1 must be 'ticks_per_beat <n>')")
