@@ -100,6 +100,12 @@ def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
 _ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every .mxl archive begins
 
 
+def is_compressed_score(head: bytes) -> bool:
+    """True when a score file's first bytes are a zip archive's: a compressed MusicXML score,
+    whatever its name says (the converter and the service's renderer decide by this)."""
+    return head[:4] == _ZIP_MAGIC
+
+
 def _read_score(path: Path) -> bytes:
     """The MusicXML bytes ``xml2abc.py`` would parse.
 
@@ -112,7 +118,7 @@ def _read_score(path: Path) -> bytes:
     """
     try:
         with open(path, "rb") as handle:
-            zipped = handle.read(4) == _ZIP_MAGIC
+            zipped = is_compressed_score(handle.read(4))
         if not zipped:  # by content, not name: a plain score saved as .mxl reads too
             data = path.read_bytes()
             markup = data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")

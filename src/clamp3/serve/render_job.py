@@ -59,8 +59,10 @@ def render_score(path: Path, fmt: str, page: int) -> tuple[str, int]:
     verovio.enableLog(verovio.LOG_OFF)
     toolkit = verovio.toolkit()
     toolkit.setOptions(PAGE_OPTIONS)
+    from clamp3.preprocess.abc import is_compressed_score
+
     data = path.read_bytes()
-    if fmt != "abc" and data[:4] == b"PK\x03\x04":  # by content, as the converter reads it
+    if fmt != "abc" and is_compressed_score(data):  # by content, as the converter reads it
         loaded = toolkit.loadZipDataBase64(base64.b64encode(data).decode("ascii"))
     else:
         if fmt == "abc":
