@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,9 +245,3 @@ def _record(result: dict[str, Any], out: str, summary: BuildSummary, done: set[s
         summary.failed.append(result["error"])
         logger.warning("skipped %s", result["error"]["message"])
         bar.set_postfix(failed=len(summary.failed))
-
-
-def summary_dict(summary: BuildSummary) -> dict[str, Any]:
-    data = asdict(summary)
-    data["failed"] = [{k: e[k] for k in ("id", "stage", "reason")} for e in summary.failed]
-    return data
