@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,23 @@ def test_bm25_ranks_the_matching_passage_first_and_drops_unrelated(tmp_path):
     assert retriever.search("Song 2 Composer 2", k=3) == Bm25Retriever(passages).search(
         "Song 2 Composer 2", k=3
     )
+
+
+def test_an_html_page_in_the_charset_its_meta_tag_declares_is_read(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = "<html><head><meta charset='{}'><title>Café Müller</title></head><p>Pièce für Klavier.</p>"
+    (docs / "legacy.html").write_bytes(page.format("windows-1252").encode("cp1252"))
+    http_equiv = '<meta http-equiv="Content-Type" content="text/html; charset={}">'
+    old_style = page.replace("<meta charset='{}'>", http_equiv)
+    (docs / "old.htm").write_bytes(old_style.format("ISO-8859-1").encode("latin-1"))
+    (docs / "undeclared.html").write_bytes(page.replace("<meta charset='{}'>", "").encode("cp1252"))
+    (docs / "bogus.html").write_bytes(page.format("no-such-charset").encode("cp1252"))
+    passages, n_docs, errors = read_documents(docs)
+    assert n_docs == 2
+    expected = {(f"{name}#0", "Café Müller") for name in ("legacy.html", "old.htm")}
+    assert {(p.key, p.title) for p in passages} == expected
+    assert all(p.text == "Pièce für Klavier." for p in passages)
+    reasons = {Path(e.path).name: e.reason for e in errors}
+    assert reasons["undeclared.html"].startswith("not UTF-8 text")
+    assert "nor the no-such-charset its <meta> declares" in reasons["bogus.html"]

@@ -153,7 +153,7 @@ def _read_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[InputErro
     for path in listing.files:
         suffix = path.suffix.lower()
         try:
-            raw = read_text(path)
+            raw = _read_html(path) if suffix in HTML_SUFFIXES else read_text(path)
         except InputError as exc:
             errors.append(exc)
             continue
@@ -164,6 +164,31 @@ def _read_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[InputErro
             title, text = "", raw
         documents.append((doc_id, title or _title_from_text(text) or path.stem, text))
     return documents, errors
+
+
+# <meta charset="windows-1252"> or <meta http-equiv="Content-Type" content="text/html; charset=...">
+_DECLARED_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.IGNORECASE)
+
+
+def _read_html(path: Path) -> str:
+    """An HTML page as :func:`read_text` reads text, or else in the charset its ``<meta>`` tag
+    declares (pages saved before UTF-8 was the norm: windows-1252, ISO-8859-1, Shift_JIS ...)."""
+    try:
+        return read_text(path)
+    except InputError as not_utf8:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            raise not_utf8 from None
+        declared = _DECLARED_CHARSET.search(raw[:4096])
+        if declared is None:
+            raise
+        charset = declared.group(1).decode("ascii")
+        try:
+            return raw.decode(charset).replace("\r\n", "\n").replace("\r", "\n")
+        except (LookupError, UnicodeDecodeError) as exc:
+            reason = f"{not_utf8.reason}, nor the {charset} its <meta> declares ({exc})"
+            raise InputError(path, reason) from exc
 
 
 def _read_dump(path: Path) -> tuple[list[tuple[str, str, str]], list[InputError]]:
