@@ -168,6 +168,21 @@ def test_rerun_skips_finished_pieces_and_resumes_a_partial_one(symbolic_corpus, 
     assert facts["seconds"] > 10 and facts["title"] == "BWV 66.6"
 
 
+def test_a_rerun_without_pieces_says_it_builds_every_candidate(symbolic_corpus, tmp_path, caplog):
+    out = tmp_path / "c"
+    shutil.copytree(symbolic_corpus[0], out)
+    options = BuildOptions(audio=False)
+    with caplog.at_level("WARNING", logger="clamp3.corpus.build"):
+        build_corpus(out, workers=1, options=options, candidates=[BAD, *GOOD], show_progress=False)
+    said = [r.getMessage() for r in caplog.records if "without --pieces" in r.getMessage()]
+    assert said == [f"{out} holds 4 pieces; without --pieces every candidate is built (5): pass --pieces 4 "
+                    "to resume it as it was"]  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clamp3.corpus.build"):  # asked for: nothing to say
+        build_corpus(out, pieces=4, workers=1, options=options, candidates=[BAD, *GOOD], show_progress=False)
+    assert not [r for r in caplog.records if "without --pieces" in r.getMessage()]
+
+
 def test_audio_and_features_are_added_on_rerun(symbolic_corpus, tmp_path):
     out = tmp_path / "c"
     shutil.copytree(symbolic_corpus[0], out)

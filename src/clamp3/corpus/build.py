@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clamp3.corpus.assemble import PIECES_DIR, assemble
+from clamp3.corpus.assemble import PIECES_DIR, assemble, corpus_piece_ids
 from clamp3.corpus.options import BuildOptions, ConfigError
 from clamp3.corpus.piece import PieceError, build_piece, is_complete, piece_dir
 from clamp3.corpus.select import PieceRef, select_pieces
@@ -159,6 +159,8 @@ def build_corpus(
     excluded = set(exclude)
     order = [ref for ref in order if ref.id not in excluded]
     target = len(order) if pieces is None else min(pieces, len(order))
+    if pieces is None:
+        _say_when_a_rerun_grows(out, target)
     known_failed = set() if retry_failed else {e.extra["id"] for e in read_errors(Path(out) / ERRORS_NAME)}
     workers = workers or os.cpu_count() or 1
     summary = BuildSummary(out=out)
@@ -175,6 +177,19 @@ def build_corpus(
         timing["excluded_ids"] = len(excluded)
     summary.splits = assemble(out, summary.built, options, timing=timing)
     return summary
+
+
+def _say_when_a_rerun_grows(out: str, target: int) -> None:
+    """A corpus built with ``--pieces N`` and rerun without it grows to every candidate: options
+    mean what they say on each run, so say it before the long build starts."""
+    if not (Path(out) / "splits.json").is_file():
+        return
+    held = len(corpus_piece_ids(out))
+    if held < target:
+        logger.warning(
+            "%s holds %d pieces; without --pieces every candidate is built (%d): pass --pieces %d "
+            "to resume it as it was", out, held, target, held,
+        )  # fmt: skip
 
 
 def _build_pieces(
