@@ -195,7 +195,7 @@ def read_catalogue(path: str | os.PathLike) -> Catalogue:
         raise InputError(source, "catalogue file not found")
     try:
         rows, declared = _read_rows(source)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:  # (reading and decoding errors are InputErrors of read_text)
         raise InputError(source, f"unreadable ({exc})") from None
     if not rows:
         raise InputError(source, "the catalogue has no rows")

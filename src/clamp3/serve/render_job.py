@@ -56,19 +56,18 @@ def render_score(path: Path, fmt: str, page: int) -> tuple[str, int]:
     """MusicXML / compressed MusicXML / ABC -> (SVG of ``page``, page count) with verovio."""
     import verovio
 
+    from clamp3.preprocess.abc import abc_to_musicxml, is_compressed_score
+
     verovio.enableLog(verovio.LOG_OFF)
     toolkit = verovio.toolkit()
     toolkit.setOptions(PAGE_OPTIONS)
-    from clamp3.preprocess.abc import is_compressed_score
-
-    data = path.read_bytes()
-    if fmt != "abc" and is_compressed_score(data):  # by content, as the converter reads it
+    data = None if fmt == "abc" else path.read_bytes()  # an ABC is read as text, once, below
+    if data is not None and is_compressed_score(data):  # by content, as the converter reads it
         loaded = toolkit.loadZipDataBase64(base64.b64encode(data).decode("ascii"))
     else:
-        if fmt == "abc":
+        if data is None:
             # Through MusicXML: verovio's own ABC reader crashes on interleaved ABC.
             from clamp3.inputs import read_input_text
-            from clamp3.preprocess.abc import abc_to_musicxml
 
             try:  # read as it was embedded (a byte-order mark dropped, UTF-16 decoded)
                 text = abc_to_musicxml(read_input_text(path))
