@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clamp3.cli import main as cli
@@ -270,3 +272,33 @@ def test_settings_come_from_the_arguments_of_the_same_name():
     from clamp3.evaluate.probe_train import ProbeSettings
 
     assert settings_from(ProbeSettings, parsed).max_epochs == 7
+
+
+def test_warnings_of_clamp3_code_are_log_lines_and_other_warnings_keep_their_form(monkeypatch, caplog):
+    import warnings
+
+    from clamp3.evaluate.frechet import frechet_bootstrap
+
+    seen = []
+
+    def handler(args: argparse.Namespace) -> int:
+        frechet_bootstrap(np.eye(3, 8), np.eye(4, 8), n_resamples=0)  # warns inside clamp3: N < D
+        warnings.warn("a warning of another package", UserWarning)  # this file is not clamp3's
+        return 0
+
+    real = cli.build_parser
+
+    def parser(command=None):
+        built = real(command)
+        sub = next(a for a in built._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices["presets"].set_defaults(handler=handler)
+        return built
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *rest: seen.append(str(message)))
+    default = warnings.showwarning
+    with caplog.at_level(logging.WARNING, "clamp3"):
+        assert main(["presets"]) == 0
+    assert [r.name for r in caplog.records if "N < D" in r.getMessage()] == ["clamp3.evaluate.frechet"]
+    assert seen == ["a warning of another package"]  # Python's own display, untouched
+    assert warnings.showwarning is default  # restored when the command ends

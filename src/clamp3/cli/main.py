@@ -24,6 +24,8 @@ import importlib
 import logging
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 from clamp3.utils.reasons import printable
@@ -146,6 +148,7 @@ def _run(argv: list[str] | None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    shown, warnings.showwarning = warnings.showwarning, _package_warnings_as_log_lines(warnings.showwarning)
     try:
         return int(args.handler(args) or 0)
     except Exception as exc:
@@ -155,6 +158,27 @@ def _run(argv: list[str] | None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
             print(printable(f"error: {_message(exc)}"), file=sys.stderr)
         return status
+    finally:
+        warnings.showwarning = shown
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _package_warnings_as_log_lines(default):
+    """A ``warnings.showwarning`` that prints a warning clamp3's own code raises (a library
+    caller can filter or record it) as a log line of the module that raised it, like every other
+    warning a command prints; Python's default form adds the file, line and source line, which
+    on a command line look like a crash. Other packages' warnings keep ``default``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        path = Path(filename).resolve()
+        if not path.is_relative_to(_PACKAGE_DIR):
+            return default(message, category, filename, lineno, file, line)
+        module = ".".join(("clamp3", *path.relative_to(_PACKAGE_DIR).with_suffix("").parts))
+        logging.getLogger(module).warning("%s", message)
+
+    return show
 
 
 def _message(exc: BaseException) -> str:
