@@ -146,7 +146,9 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
         "twice.csv": ("key,year\na,1\na,2\n", "appears twice"),
         "badtype.csv": ("key,year:int\na,19x\n", "line 2, column year"),
         "reserved.csv": ("key,modality\na,audio\n", "built-in metadata name"),
-        "badname.csv": ("key,first name\na,b\n", "names are letters"),
+        "badname.csv": ("key,first name\na,b\n", "ASCII letters, digits and _.*e.g. 'first_name'"),
+        "accented.csv": ("key,Jahr Ä\na,b\n", "e.g. 'Jahr_A'"),
+        "digit.csv": ("key,2nd title\na,b\n", "e.g. '_2nd_title'"),
         "notjson.jsonl": ("{oops\n", "line 1: not JSON"),
         # the line a row starts on, after a blank line and a cell spanning two lines
         "spans.csv": ('key,note,year:int\n\na,"two\nlines",1\nb,x,19x\n', "line 5, column year"),
@@ -154,7 +156,7 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
         "cat.txt": ("key\na\n", "a .csv or .jsonl"),
     }
     for name, (text, message) in cases.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text, encoding="utf-8")
         with pytest.raises(InputError, match=message):
             read_catalogue(tmp_path / name)
 
@@ -179,12 +181,13 @@ def test_cli_catalogue_where_and_sync(tmp_path, rng, capsys, backend):
     vectors = rng.standard_normal((24, 8)).astype(np.float32)
     _write_folder(emb, vectors, [f"{i:064x}" for i in range(24)])
     (tmp_path / "cat.csv").write_text(
-        "key,year\n" + "".join(f"item{i:02d},{1900 + 10 * i}\n" for i in range(24))
+        "key,year\n" + "".join(f"item{i:02d},{1900 + 10 * i}\n" for i in range(24)) + "ghost,1\nitem99,2\n"
     )
     extra = ["--backend", "milvus", "--uri", str(tmp_path / "lib.db")] if backend == "milvus" else []
     assert (
         main(["index", str(emb), str(idx), "--quiet", "--catalogue", str(tmp_path / "cat.csv"), *extra]) == 0
     )
+    assert "  2 catalogue rows matched no item (joined on key; e.g. 'ghost')\n" in capsys.readouterr().err
     meta = json.loads((idx / "meta.json").read_text())
     assert meta["backend"] == backend and meta["columns"] == {"year": "int"}
     if backend == "milvus":

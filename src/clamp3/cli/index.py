@@ -216,8 +216,10 @@ def _index(args: argparse.Namespace) -> int:
         f"({report.added} added{synced}, {report.already_indexed} already there, {len(report.errors)} failed)",
         file=sys.stderr,
     )
-    if report.catalogue_unmatched:
-        print(f"  {report.catalogue_unmatched} catalogue rows matched no item", file=sys.stderr)
+    if unmatched := report.catalogue_unmatched:
+        rows = "1 catalogue row" if len(unmatched) == 1 else f"{len(unmatched)} catalogue rows"
+        join = f"joined on {report.catalogue_join}; e.g. {unmatched[0]!r}"
+        print(f"  {rows} matched no item ({join})", file=sys.stderr)
     if report.stale:
         print(
             f"  {len(report.stale)} already indexed items have changed files (sha256; e.g. "

@@ -25,7 +25,8 @@ class BuildReport:
     """What a build did: rows ``added`` now, rows ``already_indexed`` (skipped or unchanged),
     ``total`` rows in the saved index, and the embedding files that could not be read (also
     appended to ``INDEX_DIR/errors.jsonl``). A sync also counts rows ``replaced`` and
-    ``removed``; ``catalogue_unmatched`` counts catalogue rows that matched no item, ``withheld``
+    ``removed``; ``catalogue_unmatched`` lists the join values (``catalogue_join``: key or path)
+    of the catalogue rows that matched no item, ``withheld``
     the folder's items left out because ``index-remove`` withdrew them; ``stale`` (append) names
     the indexed keys whose files changed since (sha256): kept as they were, ``--sync`` replaces them."""
 
@@ -38,9 +39,10 @@ class BuildReport:
     replaced: int = 0
     removed: int = 0
     backend: str = "faiss"
-    catalogue_unmatched: int = 0
+    catalogue_unmatched: list[str] = field(default_factory=list)
     withheld: int = 0
     stale: list[str] = field(default_factory=list)
+    catalogue_join: str | None = None
 
 
 def _check_model(index: SearchIndex, embeddings: EmbeddingSet, emb_dir: Path, index_dir: Path) -> None:
@@ -157,10 +159,11 @@ def build_index(
     index.save(out)
     for err in embeddings.errors:
         append_error(out / ERRORS_NAME, err.path, err.reason)
-    unmatched = found_catalogue.unmatched if found_catalogue is not None else 0
+    unmatched = found_catalogue.unmatched_values if found_catalogue is not None else []
     return BuildReport(
         out, index.kind, added, len(records) - added - replaced, len(index), embeddings.errors,
         replaced, removed, index.backend, unmatched, withheld, stale,
+        found_catalogue.by if found_catalogue is not None else None,
     )  # fmt: skip
 
 

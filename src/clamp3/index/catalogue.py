@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -69,7 +70,12 @@ class Catalogue:
 
     @property
     def unmatched(self) -> int:
-        return len(set(self.rows) - self.matched)
+        return len(self.unmatched_values)
+
+    @property
+    def unmatched_values(self) -> list[str]:
+        """The join values (``by``) of the rows :meth:`join` found no item for, sorted."""
+        return sorted(set(self.rows) - self.matched)
 
 
 def _norm_path(path: str) -> str:
@@ -78,11 +84,19 @@ def _norm_path(path: str) -> str:
 
 def _check_name(source: Path, name: str) -> None:
     if not _NAME.match(name):
-        raise InputError(
-            source, f"column {name!r}: names are letters, digits and _ (not starting with a digit)"
-        )
+        # A column is a --where name and a Milvus field, whose names are ASCII identifiers.
+        reason = f"column {name!r}: a name is ASCII letters, digits and _, not starting with a digit"
+        raise InputError(source, f"{reason}; rename it, e.g. {_suggested_name(name)!r}")
     if name in _RESERVED:
         raise InputError(source, f"column {name!r} is a built-in metadata name; rename it")
+
+
+def _suggested_name(name: str) -> str:
+    """``name`` as an identifier: accents dropped (``Jahr_Ä`` -> ``Jahr_A``), any other
+    character an ``_``, a leading digit prefixed."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    ident = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", ascii_name.strip())).strip("_") or "column"
+    return f"_{ident}" if ident[0].isdigit() else ident
 
 
 def _cell(source: Path, line: int, name: str, kind: str, raw: Any) -> Any:
