@@ -283,7 +283,7 @@ def test_warnings_of_clamp3_code_are_log_lines_and_other_warnings_keep_their_for
 
     def handler(args: argparse.Namespace) -> int:
         frechet_bootstrap(np.eye(3, 8), np.eye(4, 8), n_resamples=0)  # warns inside clamp3: N < D
-        warnings.warn("a warning of another package", UserWarning)  # this file is not clamp3's
+        warnings.warn("a warning of another package", UserWarning, stacklevel=1)  # from this file, not clamp3
         return 0
 
     real = cli.build_parser

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clamp3 import Clamp3Model
-from clamp3.config import load_preset
 from clamp3.batching import plan_batches
+from clamp3.config import load_preset
 from clamp3.embedding import pad_stack, run_packed, run_padded, run_segments
 from clamp3.towers.packed import Packing, packed_forward
 

@@ -156,13 +156,6 @@ class TextTokenizer:
         pieces = [piece for piece in pieces if piece is not None and piece not in special]
         return self._tok.decoder.decode(pieces) if self._tok.decoder is not None else " ".join(pieces)
 
-    @property
-    def vocab_size(self) -> int:
-        if self.compact is None:
-            return self._tok.get_vocab_size()
-        added = self._tok.get_added_tokens_decoder().values()
-        return len(self.compact) + sum(self.compact.id_of(token.content) is None for token in added)
-
     def save(self, directory: str | os.PathLike) -> Path:
         from clamp3.utils.io import atomic_path
 

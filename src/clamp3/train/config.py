@@ -146,7 +146,7 @@ class StageConfig:
         m3 = self.m3
         if self.task == "m3" and not 0 < m3.mask_ratio <= 1:
             raise ValueError(f"stage {self.name!r}: mask_ratio must lie in (0, 1]")
-        probabilities = 0 <= m3.mask_p and 0 <= m3.shuffle_p and m3.mask_p + m3.shuffle_p <= 1
+        probabilities = m3.mask_p >= 0 and m3.shuffle_p >= 0 and m3.mask_p + m3.shuffle_p <= 1
         if not probabilities or m3.decoder_layers < 1:
             raise ValueError(
                 f"stage {self.name!r}: m3 mask_p and shuffle_p must be probabilities summing to at most 1, "
