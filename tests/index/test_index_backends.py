@@ -59,6 +59,9 @@ FILTERS = [
     # Missing values never match, not even under "not" (SQL's rule, and Milvus's).
     ("not (year >= 1850)", lambda r: r["year"] is not None and r["year"] < 1850),
     ('n_items == 2 and sha256 != "x"', lambda r: r["n_items"] == 2),
+    # ... except by asking for them: "is null" is never unknown, also under "not".
+    ('year is null or composer == "Bach"', lambda r: r["year"] is None or r["composer"] == "Bach"),
+    ("not (tags is not null) and composer is not null", lambda r: not r["tags"] and r["composer"] is not None),
 ]
 
 

@@ -8,6 +8,7 @@ Grammar (recursive descent, one token of look-ahead; nothing is ever ``eval``-ed
     comparison  := NAME op literal
                  | NAME ["not"] "in" "[" [literal ("," literal)*] "]"
                  | NAME "contains" literal                    (list columns)
+                 | NAME "is" ["not"] "null"                   (a missing value, any column)
     op          := "==" | "!=" | "<" | "<=" | ">" | ">="      (ordering: numbers only)
     literal     := "string" | 'string' | number | true | false
 
@@ -24,7 +25,7 @@ never silently matches nothing or everything. It compiles to
 Missing values follow SQL's three-valued logic, as Milvus does for nullable fields: a
 comparison with a missing value is *unknown*, ``not unknown`` is unknown, and a record matches
 only when the whole expression is true. So ``not (year >= 1950)`` does not match items without
-a year.
+a year; ``year is null`` does (it is never unknown).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false"}
+_KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "is", "null"}
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
 
 Scalar = str | int | float | bool
@@ -74,7 +75,7 @@ class FilterError(InputError):
 @dataclass(frozen=True)
 class Compare:
     column: str
-    op: str  # == != < <= > >= in notin contains
+    op: str  # == != < <= > >= in notin contains isnull notnull
     value: Any  # a scalar, or a tuple of scalars for in / notin
 
 
@@ -173,6 +174,10 @@ class _Parser:
             return Compare(name, op, self.literal())
         if (kind, op) == ("kw", "contains"):
             return Compare(name, "contains", self.literal())
+        if (kind, op) == ("kw", "is"):
+            missing = not self.accept("kw", "not")
+            self.expect("kw", "null", "'null'")
+            return Compare(name, "isnull" if missing else "notnull", None)
         negate = (kind, op) == ("kw", "not")
         if negate:
             kind, op, pos = self.take()
@@ -222,6 +227,8 @@ def _check(node: Node, columns: Mapping[str, str]) -> None:
     if kind is None:
         raise FilterError(f"unknown column {node.column!r}; this index has: {', '.join(sorted(columns))}")
     values = node.value if node.op in ("in", "notin") else (node.value,)
+    if node.op in ("isnull", "notnull"):
+        return
     if node.op == "contains":
         if kind != "list" or not isinstance(node.value, str):
             raise FilterError(f"'contains' needs a list column and a string ({node.column} is {kind})")
@@ -246,6 +253,7 @@ def _milvus_literal(value: Scalar) -> str:
 
 
 _OPPOSITE = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", "<=": ">", ">": "<=", "in": "notin", "notin": "in"}
+_OPPOSITE |= {"isnull": "notnull", "notnull": "isnull"}
 _NEGATIVE = {"!=", "notin"}  # true for a row whose value is missing, in some engines: guarded
 
 
@@ -265,6 +273,8 @@ def _milvus(node: Node, negate: bool = False) -> str:
         test = f"array_contains({column}, {_milvus_literal(node.value)})"
         return f"({column} is not null and not {test})" if negate else test
     op = _OPPOSITE[node.op] if negate else node.op
+    if op in ("isnull", "notnull"):
+        return f"({column} is {'null' if op == 'isnull' else 'not null'})"
     if op in ("in", "notin"):
         items = ", ".join(_milvus_literal(v) for v in node.value)
         test = f"{column} {'not in' if op == 'notin' else 'in'} [{items}]"
@@ -298,6 +308,8 @@ def _truth(node: Node, record: Mapping[str, Any]) -> bool | None:
             return decisive
         return None if None in results else not decisive
     value = record.get(node.column)
+    if node.op in ("isnull", "notnull"):
+        return (value is None) == (node.op == "isnull")
     if value is None:
         return None
     return bool(_COMPARE[node.op](value, node.value))
