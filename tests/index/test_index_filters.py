@@ -149,6 +149,7 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
         "badname.csv": ("key,first name\na,b\n", "ASCII letters, digits and _.*e.g. 'first_name'"),
         "accented.csv": ("key,Jahr Ä\na,b\n", "e.g. 'Jahr_A'"),
         "digit.csv": ("key,2nd title\na,b\n", "e.g. '_2nd_title'"),
+        "keyword.csv": ("key,Null\na,b\n", "'Null' is a word of the --where grammar"),
         "notjson.jsonl": ("{oops\n", "line 1: not JSON"),
         # the line a row starts on, after a blank line and a cell spanning two lines
         "spans.csv": ('key,note,year:int\n\na,"two\nlines",1\nb,x,19x\n', "line 5, column year"),

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from clamp3.index.filters import COLUMN_TYPES
+from clamp3.index.filters import COLUMN_TYPES, KEYWORDS
 from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import csv_rows, read_text
@@ -89,6 +89,8 @@ def _check_name(source: Path, name: str) -> None:
         raise InputError(source, f"{reason}; rename it, e.g. {_suggested_name(name)!r}")
     if name in _RESERVED:
         raise InputError(source, f"column {name!r} is a built-in metadata name; rename it")
+    if name.lower() in KEYWORDS:
+        raise InputError(source, f"column {name!r} is a word of the --where grammar; rename it")
 
 
 def _suggested_name(name: str) -> str:

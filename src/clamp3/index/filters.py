@@ -49,7 +49,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "is", "null"}
+KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "is", "null"}  # never a column name
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "'": "'", "\\": "\\"}
 
 Scalar = str | int | float | bool
@@ -108,7 +108,7 @@ def _tokens(text: str) -> list[tuple[str, Any, int]]:
             value: Any = re.sub(r"\\(u[0-9a-fA-F]{4}|.)", _unescape, raw[1:-1])
         elif kind == "number":
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
-        elif kind == "name" and raw.lower() in _KEYWORDS:
+        elif kind == "name" and raw.lower() in KEYWORDS:
             kind, value = "kw", raw.lower()
         else:
             value = raw
