@@ -60,6 +60,19 @@ KINDS: tuple[InputKind, ...] = (
 PREPARED_KINDS = ("abc", "mtf", "features")
 
 _BY_EXTENSION = {ext: kind for kind in KINDS for ext in kind.extensions}
+_PREPARED_BY = {"musicxml": "clamp3 convert", "midi": "clamp3 convert", "recording": "clamp3 extract-audio"}
+
+
+def unprepared_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is no file the trainer and curation read (:data:`PREPARED_KINDS`), naming
+    the command that prepares it; None when it is one."""
+    kind = _BY_EXTENSION.get(Path(path).suffix.lower())
+    if kind is not None and kind.name in PREPARED_KINDS:
+        return None
+    prepared = "/".join(extensions(kinds=PREPARED_KINDS))
+    command = _PREPARED_BY.get(kind.name) if kind is not None else None
+    advice = f"; prepare it first with `{command}`" if command else ""
+    return f"{str(path)!r} is not a prepared music file ({prepared}){advice}"
 
 
 def check_modality(modality: str | None) -> None:

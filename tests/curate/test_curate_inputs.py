@@ -44,7 +44,8 @@ def test_csv_catalogue_aliases_lists_and_row_errors(tmp_path):
     assert "line 3" in messages[0] and "duplicate id 'a'" in messages[0]
     assert "line 4" in messages[1] and "file not found: music/missing.abc" in messages[1]
     assert "no id" in messages[2]
-    assert "not a prepared music file" in messages[3]
+    prepare = "prepare it first with `clamp3 convert`"
+    assert f"'music/c.mid' is not a prepared music file (.abc/.mtf/.npy); {prepare}" in messages[3]
     assert "no title" in messages[4]
     assert all(str(tmp_path / "cat.csv") in m for m in messages)
 

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clamp3.inputs import PREPARED_KINDS, extensions
+from clamp3.inputs import unprepared_reason
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import csv_rows, jsonl_objects, read_text
 
@@ -32,7 +32,6 @@ _TITLE_KEYS = ("title", "name")
 _ARTIST_KEYS = ("artists", "artist", "composers", "composer", "performers", "performer")
 _LIST_SEPARATOR = ";"
 # What the trainer reads (official-implementation.md §4.1): ABC / MTF text or MERT feature arrays.
-MUSIC_EXTENSIONS = extensions(kinds=PREPARED_KINDS)
 
 MetadataValue = str | list[str]
 
@@ -125,11 +124,8 @@ def _item_from_row(row: dict, root: Path) -> CatalogueItem:
         raise ValueError(f"item {item_id!r}: no file paths")
     resolved = tuple((root / p).resolve() for p in paths)
     for original, full in zip(paths, resolved):
-        if full.suffix.lower() not in MUSIC_EXTENSIONS:
-            raise ValueError(
-                f"item {item_id!r}: {original} is not a prepared music file ({'/'.join(MUSIC_EXTENSIONS)}); "
-                "convert it first (clamp3 convert / extract-audio)"
-            )
+        if (unprepared := unprepared_reason(original)) is not None:
+            raise ValueError(f"item {item_id!r}: {unprepared}")
         if not full.is_file():
             raise ValueError(f"item {item_id!r}: file not found: {original}")
     artists = tuple(_as_list(_pop_first(lowered, _ARTIST_KEYS)))

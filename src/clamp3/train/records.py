@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from clamp3.inputs import PREPARED_KINDS, extensions, kind_of
+from clamp3.inputs import PREPARED_KINDS, extensions, kind_of, unprepared_reason
 from clamp3.utils.errors import InputError
 from clamp3.utils.io import read_text
 from clamp3.utils.walk import walk_files
@@ -61,8 +61,8 @@ def validate_record(record: Any, base_dir: Path, check_files: bool = True) -> st
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         return f"record {rid!r}: 'filepaths' must be a non-empty list of paths"
     for p in paths:
-        if modality_of(p) is None:
-            return f"record {rid!r}: {p!r} is not a {'/'.join(MUSIC_EXTENSIONS)} file"
+        if (unprepared := unprepared_reason(p)) is not None:
+            return f"record {rid!r}: {unprepared}"
         if check_files and not resolve_file(base_dir, p).is_file():
             return f"record {rid!r}: file {p!r} does not exist (paths are relative to {base_dir})"
     if "language" in record and not isinstance(record["language"], str):
