@@ -138,3 +138,14 @@ def test_eval_results_and_best_models_reach_the_terminal(config_file, caplog):
     assert len(evals) == 2 and all("loss" in m for m in evals)  # step 2 and the last, 3
     assert "best so far, saved to" in evals[0] and "stages/01-audio/best" in evals[0]
     assert any("audio step 1 (epoch" in m for m in messages)  # no progress bar: train lines
+
+
+def test_one_validation_item_in_a_contrastive_stage_is_warned_about(config_file, tmp_path, caplog):
+    data = json.loads(config_file.read_text())
+    first = (tmp_path / "data" / "pairs.jsonl").read_text().splitlines()[0]
+    (tmp_path / "data" / "one.jsonl").write_text(first + "\n")
+    config_file.write_text(json.dumps({**data, "eval_data": "data/one.jsonl", "eval_every": 2}))
+    with caplog.at_level(logging.INFO, logger="clamp3.train"):
+        assert main(["train", str(config_file)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("one validation item" in m and "two items or more" in m for m in warned) == 1

@@ -69,6 +69,19 @@ def test_split_is_deterministic_and_disjoint():
     assert split_indices(200, 0.05, seed=3) == (train, held)
     assert split_indices(200, 0.05, seed=4)[1] != held
     assert split_indices(5, 0.0, seed=3) == ([0, 1, 2, 3, 4], [])
+    assert len(split_indices(50, 0.01, seed=3)[1]) == 1
+    assert len(split_indices(50, 0.01, seed=3, minimum=2)[1]) == 2
+    assert len(split_indices(2, 0.01, seed=3, minimum=2)[1]) == 1  # one stays in training
+
+
+def test_a_contrastive_split_holds_out_two_records_at_least(tmp_path):
+    """One held-out pair is ranked first at loss 0 at every validation: no checkpoint could beat
+    the first, and the "best" model would be the first one validated."""
+    from clamp3.train.data import load_pair_split
+
+    path = _write(tmp_path, [{**RECORD, "id": f"r{i}"} for i in range(50)])  # 1 % of 50: one
+    train, held, _, _ = load_pair_split(str(path), None, 0.01, seed=0)
+    assert len(held) == 2 and len(train) == 48
 
 
 def test_text_dropout_is_the_official_shape_and_deterministic():

@@ -374,5 +374,8 @@ def load_pair_split(
     base = Path(train_path).parent
     if eval_path:
         return records, load_records(eval_path, check_files=False), base, Path(eval_path).parent
-    train_idx, eval_idx = split_indices(len(records), fraction, seed)
+    # Two at least: the validation of a contrastive stage ranks each text among the held-out
+    # music, and one item is always ranked first at loss 0, so every later checkpoint would
+    # tie with the first and the "best" model would be the first one validated.
+    train_idx, eval_idx = split_indices(len(records), fraction, seed, minimum=2)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx], base, base

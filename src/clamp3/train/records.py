@@ -146,15 +146,16 @@ def list_symbolic_files(path: str | os.PathLike, check_files: bool = True) -> li
     return files
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, eval) indices: a seeded random ``ceil(fraction * n)`` items are held out.
+def split_indices(n: int, fraction: float, seed: int, minimum: int = 1) -> tuple[list[int], list[int]]:
+    """(train, eval) indices: a seeded random ``ceil(fraction * n)`` items, and at least
+    ``minimum``, are held out.
 
-    The same (n, fraction, seed) always gives the same split; at least one item stays in
-    training. ``fraction == 0`` holds nothing out.
+    The same arguments always give the same split; at least one item stays in training.
+    ``fraction == 0`` holds nothing out.
     """
     if fraction <= 0:
         return list(range(n)), []
-    count = min(n - 1, math.ceil(fraction * n))
+    count = min(n - 1, max(minimum, math.ceil(fraction * n)))
     order = np.random.default_rng([seed, 0x5E1]).permutation(n)
     held = sorted(int(i) for i in order[:count])
     held_set = set(held)

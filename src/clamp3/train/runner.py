@@ -162,6 +162,12 @@ def build_job(
         start = f"from step {checkpoint_step(checkpoint)}" if checkpoint is not None else "from its start"
         message = "stage %s (%s): %d training items, %d validation items"
         log.info(message, stage.name, start, len(train_source), n_eval)
+        if stage.task != "m3" and n_eval == 1:
+            log.warning(
+                "stage %s: one validation item is always ranked first (loss 0), so no checkpoint can "
+                "beat the first one validated: give eval data with two items or more",
+                stage.name,
+            )
         if skipped:
             where = Path(config.output_dir) / BAD_ITEMS_FILE
             log.warning(
