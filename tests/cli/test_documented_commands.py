@@ -1,7 +1,7 @@
-"""Every ``clamp3`` command line the README and docs/ show in a shell block parses: a user who
-copies one gets the command it says, not a usage error (the brief: documented commands keep
-working). Placeholders parse as values; ``[--opt X]`` is read as ``--opt X`` and ``a|b`` as
-``a``."""
+"""Every ``clamp3`` command line the README and docs/ show in a shell block parses, and every
+``clamp3.x.y`` name they show exists: a user who copies one gets what it says, not a usage
+error or an AttributeError (the brief: documented commands keep working). Placeholders parse
+as values; ``[--opt X]`` is read as ``--opt X`` and ``a|b`` as ``a``."""
 
 from __future__ import annotations
 
@@ -55,3 +55,31 @@ def test_a_documented_command_parses(document, command):
             build_parser(words[0]).parse_args(words)
     except SystemExit as exc:
         assert not exc.code, f"{document}: {command}\n{err.getvalue()}"
+
+
+def _references(doc: Path) -> list[str]:
+    """The ``clamp3.x.y`` names a document shows in code spans; the README's "Changed" section
+    names what is gone on purpose and is left out."""
+    text = doc.read_text(encoding="utf-8")
+    if doc.name == "README.md":
+        text = re.sub(r"\n## Changed\n.*?(?=\n## )", "\n", text, flags=re.S)
+    return sorted(set(re.findall(r"`(clamp3(?:\.[A-Za-z_]\w*)+)", text)))
+
+
+REFERENCES = [(doc.name, name) for doc in DOCUMENTS for name in _references(doc)]
+
+
+@pytest.mark.parametrize("document,name", REFERENCES, ids=[f"{d}: {n}" for d, n in REFERENCES])
+def test_a_documented_name_exists(document, name):
+    import importlib
+
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):  # the longest importable module, then attributes
+        try:
+            found = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            assert hasattr(found, attribute), f"{document}: {name}: no {attribute!r} in {found!r}"
+            found = getattr(found, attribute)
+        return
