@@ -141,10 +141,16 @@ def test_index_remove_cli(tmp_path, rng, capsys):
     more = str(tmp_path / "more.txt")
     assert main(["index-remove", "a/item001", "a/item000.mid", idx, "--from", more]) == 0
     assert "faiss index: 4 removed, 16 left" in capsys.readouterr().err
-    assert main(["index-remove", "a/item001", idx]) == 2  # gone now: an unknown name
+    # the same removal again (a script's rerun) passes over what it removed before
+    meta = (tmp_path / "idx" / "meta.json").read_bytes()
+    assert main(["index-remove", "a/item001", "a/item000.mid", idx, "--from", more]) == 0
+    err = capsys.readouterr().err
+    assert "0 removed, 16 left" in err and "4 removed before, left as they are (e.g. a/item001)" in err
+    assert (tmp_path / "idx" / "meta.json").read_bytes() == meta
+    assert main(["index-remove", "a/item001", "a/item003", "no/such", idx]) == 2  # one unknown name
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and err.count("\n") == 0 and "1 not indexed (a/item001" in err
-    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 16
+    assert err.startswith("error: ") and err.count("\n") == 0 and "1 not indexed (no/such;" in err
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 16  # item003 stays
     # their embeddings are still in the folder: neither an append nor a sync brings them back
     for mode in ("--append", "--sync"):
         assert main(["index", str(emb), idx, mode, "--quiet"]) == 0

@@ -88,7 +88,8 @@ def _register_remove(sub: argparse._SubParsersAction) -> None:
         description=(
             "Remove the items named by ITEM (a key, as `search` prints it, the item's original path or its "
             ".npy path) from INDEX_DIR, and their metadata rows with them. Every name is checked first: one "
-            "that is not indexed is an error (exit status 2) and nothing is removed. Atomic on FAISS (one "
+            "that is not indexed is an error (exit status 2) and nothing is removed; one removed before is "
+            "passed over, so a rerun succeeds. Atomic on FAISS (one "
             "meta.json swap); journalled on Milvus, so a removal killed half-way is hidden at once and a "
             "rerun finishes it. Removed items stay out of later `index --append` and `--sync` runs (their "
             "embeddings are still in the folder) until `--undo` readmits them. `clamp3 index --sync` removes "
@@ -257,6 +258,8 @@ def _remove(args: argparse.Namespace) -> int:
         f"{report.index_dir}: {report.backend} index: {len(report.removed)} removed, {report.total} left",
         file=sys.stderr,
     )
+    if before := report.removed_before:
+        print(f"  {len(before)} removed before, left as they are (e.g. {before[0]})", file=sys.stderr)
     return 0
 
 

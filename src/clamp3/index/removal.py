@@ -3,7 +3,8 @@
 Items are named by key (the embedding's relative path without ``.npy``), by the original path
 recorded for it, or by its ``.npy`` path, as ``search`` prints them. Every name is resolved
 before anything is written: one that names no item (or more than one) is an ``InputError`` and
-the index is left as it was.
+the index is left as it was. A name removed before is reported and passed over, so the same
+removal run again (a script's rerun) succeeds and changes nothing.
 
 Atomic and resumable like ``clamp3 index --sync``: FAISS writes the index without those rows as
 a new file generation and commits it with one ``meta.json`` swap (a kill before it leaves the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clamp3.index.search_index import SearchIndex
@@ -32,12 +33,14 @@ SHOWN_UNKNOWN = 5  # unknown names quoted in the one-line error
 
 @dataclass
 class RemoveReport:
-    """``removed`` keys (sorted) and the rows ``total`` left in the saved index."""
+    """``removed`` keys (sorted), the rows ``total`` left in the saved index, and the names
+    given that were ``removed_before`` (withdrawn by an earlier removal; passed over)."""
 
     index_dir: Path
     backend: str
     removed: list[str]
     total: int
+    removed_before: list[str] = field(default_factory=list)
 
 
 def _spellings(name: str) -> set[str]:
@@ -59,9 +62,19 @@ def _by_name(index: SearchIndex) -> dict[str, set[str]]:
     return out
 
 
-def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
-    """The keys ``names`` denote (sorted, each once); ``InputError`` naming the index folder
-    when a name matches no item or several. Keys of a removal cut short count as known."""
+def _withdrawn_by_name(index: SearchIndex) -> dict[str, str]:
+    """Every spelling of every withdrawn item's key and path -> its key."""
+    out: dict[str, str] = {}
+    for key, path in index.withdrawn.items():
+        for spelling in _spellings(key) | _spellings(path):
+            out.setdefault(spelling, key)
+    return out
+
+
+def resolve_items(index: SearchIndex, names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the keys ``names`` denote, sorted and each once; the names of items removed before);
+    ``InputError`` naming the index folder when a name matches no item or several. Keys of a
+    removal cut short count as known."""
     pending = index.pending_removal
     keys, rest = set(), []
     for name in dict.fromkeys(names):
@@ -70,7 +83,8 @@ def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
         else:
             rest.append(name)
     by_name = _by_name(index) if rest else {}
-    unknown = []
+    withdrawn = _withdrawn_by_name(index) if rest else {}
+    unknown, before = [], []
     root = index.meta.get("input_root")
     for name in rest:
         spellings = _spellings(name)
@@ -81,7 +95,7 @@ def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
             shown = ", ".join(sorted(matches)[:3])
             raise InputError(name, f"names {len(matches)} items ({shown}, ...); give their keys")
         if not matches:
-            unknown.append(name)
+            (before if spellings & withdrawn.keys() else unknown).append(name)
         keys |= matches
     if unknown:
         shown = ", ".join(unknown[:SHOWN_UNKNOWN]) + (" ..." if len(unknown) > SHOWN_UNKNOWN else "")
@@ -91,7 +105,7 @@ def resolve_items(index: SearchIndex, names: Iterable[str]) -> list[str]:
             f"{len(unknown)} not indexed ({shown}; name keys or paths as `clamp3 search` prints them); "
             "nothing was removed",
         )
-    return sorted(keys)
+    return sorted(keys), before
 
 
 def remove_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveReport:
@@ -102,15 +116,17 @@ def remove_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveRe
     back; :func:`readmit_items` undoes that."""
     root = Path(index_dir)
     index = SearchIndex.load(root)
-    keys = resolve_items(index, names)
-    if not keys:
+    keys, before = resolve_items(index, names)
+    if not keys and not before:
         raise InputError(root, "no items to remove were given")
+    if not keys:  # all removed before: nothing to write
+        return RemoveReport(root, index.backend, [], len(index), before)
     paths = {k: str(index.entry(index.row_of(k)).get("path") or k) if k in index else k for k in keys}
     # Recorded first: Milvus journals meta.json inside remove(), so a kill keeps the intent too.
     index.withdrawn = {**index.withdrawn, **paths}
     index.remove([k for k in keys if k in index])  # journalled ones are deleted by the save
     index.save(root)
-    return RemoveReport(root, index.backend, keys, len(index))
+    return RemoveReport(root, index.backend, keys, len(index), before)
 
 
 def readmit_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveReport:
@@ -120,10 +136,7 @@ def readmit_items(index_dir: str | os.PathLike, names: Iterable[str]) -> RemoveR
     root = Path(index_dir)
     index = SearchIndex.load(root)
     withdrawn = index.withdrawn
-    by_name: dict[str, str] = {}
-    for key, path in withdrawn.items():
-        for spelling in _spellings(key) | _spellings(path):
-            by_name.setdefault(spelling, key)
+    by_name = _withdrawn_by_name(index)
     keys, unknown = set(), []
     for name in dict.fromkeys(names):
         hits = {by_name[s] for s in _spellings(name) if s in by_name}
