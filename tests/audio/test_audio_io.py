@@ -65,6 +65,8 @@ def test_extension_is_case_insensitive(tmp_path):
         ("song.aiff", b"FORM", "unsupported audio format '.aiff'"),
         ("garbage.wav", b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", "cannot decode audio"),
         ("random.mp3", bytes(range(256)) * 4, "cannot decode audio"),
+        # libsndfile calls this existing file one that "does not exist or is not a regular file"
+        ("tagged.mp3", b"ID3garbage" * 10, r"cannot decode audio \(its content is not MP3 that libsndfile"),
     ],
 )
 def test_bad_files_raise_input_error_naming_the_file(tmp_path, name, payload, reason):
@@ -73,6 +75,7 @@ def test_bad_files_raise_input_error_naming_the_file(tmp_path, name, payload, re
     with pytest.raises(InputError, match=reason) as err:
         load_audio(path)
     assert err.value.path == str(path)
+    assert str(path) not in err.value.reason and "does not exist" not in err.value.reason  # named once
 
 
 def test_missing_file(tmp_path):

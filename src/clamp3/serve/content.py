@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp3.audio.io import decode_error
 from clamp3.serve.errors import TooLarge
 from clamp3.utils.errors import InputError
 
@@ -45,7 +46,7 @@ def check_audio_length(path: Path, max_seconds: float) -> float:
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as exc:
-        raise InputError(path, f"cannot decode audio ({exc})") from exc
+        raise decode_error(path, exc) from exc
     if info.frames <= 0 or info.samplerate <= 0:
         raise InputError(path, "the file holds no audio samples")
     seconds = info.frames / info.samplerate
@@ -59,7 +60,7 @@ def check_audio_length(path: Path, max_seconds: float) -> float:
                 if counted > limit:
                     raise TooLarge(_too_long("longer than its header says", max_seconds))
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as exc:
-        raise InputError(path, f"cannot decode audio ({exc})") from exc
+        raise decode_error(path, exc) from exc
     return counted / info.samplerate
 
 
