@@ -36,7 +36,6 @@ def test_exact_search_equals_brute_force(make, rng):
             assert index.entry(hit.row)["key"] == hit.key
 
 
-
 def test_an_item_against_itself_scores_at_most_one(make, rng):
     """float32 unit vectors dot themselves to 1 +- a few ulp; a cosine above 1 is not shown."""
     db = normalize(rng.standard_normal((300, 768)).astype(np.float32))
@@ -46,6 +45,7 @@ def test_an_item_against_itself_scores_at_most_one(make, rng):
     for q, row in enumerate(index.search(db[:40], k=3)):
         assert row[0].key == f"item{q:04d}" and row[0].score == pytest.approx(1.0, abs=1e-6)
         assert all(-1.0 <= hit.score <= 1.0 for hit in row)
+
 
 FILTERS = [
     ('modality == "audio"', lambda r: r["modality"] == "audio"),
@@ -61,7 +61,10 @@ FILTERS = [
     ('n_items == 2 and sha256 != "x"', lambda r: r["n_items"] == 2),
     # ... except by asking for them: "is null" is never unknown, also under "not".
     ('year is null or composer == "Bach"', lambda r: r["year"] is None or r["composer"] == "Bach"),
-    ("not (tags is not null) and composer is not null", lambda r: not r["tags"] and r["composer"] is not None),
+    (
+        "not (tags is not null) and composer is not null",
+        lambda r: not r["tags"] and r["composer"] is not None,
+    ),
 ]
 
 

@@ -55,9 +55,9 @@ def _by_name(index: SearchIndex) -> dict[str, set[str]]:
     """Every spelling of every item's key, path and ``.npy`` path -> the keys it names."""
     out: dict[str, set[str]] = {}
     for entry in index.entries():
-        for field in ("key", "path", "npy"):
-            if entry.get(field):
-                for spelling in _spellings(str(entry[field])):
+        for column in ("key", "path", "npy"):
+            if entry.get(column):
+                for spelling in _spellings(str(entry[column])):
                     out.setdefault(spelling, set()).add(entry["key"])
     return out
 
