@@ -13,6 +13,20 @@ deterministic.
 
 from __future__ import annotations
 
+import operator
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` (full segments' worth of tokens per batch) as an int; ``ValueError`` for
+    anything but a positive integer (0 would plan no batch, a float would truncate)."""
+    try:
+        size = operator.index(batch_size)
+    except TypeError:
+        size = 0
+    if size < 1 or isinstance(batch_size, bool):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return size
+
 
 def plan_batches(
     lengths: list[int],

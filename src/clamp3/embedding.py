@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from clamp3.batching import plan_batches
+from clamp3.batching import check_batch_size, plan_batches
 from clamp3.config import Clamp3Config
 from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
 from clamp3.segments import embed_segmented
@@ -146,6 +146,7 @@ def embed_items(
     The model is put in eval mode for the call (dropout off) and restored afterwards.
     """
     length = model.config.tower(modality).segment_length
+    batch_size = check_batch_size(batch_size)
     was_training = model.training
     model.eval()
     try:

@@ -114,6 +114,11 @@ def test_the_pipeline_loads_an_export_and_encodes_as_torch(exports, tiny_torch, 
     )
     with pytest.raises(CheckpointError, match="an ONNX export"):
         type(tiny_torch).from_pretrained(root)  # the torch model names what the folder is
+    for backend in (pipeline, Clamp3Pipeline(tiny_torch)):  # one check of batch_size for both
+        for bad in (0, -2, 2.5, True):
+            with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad!r}"):
+                backend.encode_texts(texts, batch_size=bad)
+    assert pipeline.model.embed_text_ids([[0, 5, 2]], batch_size=np.int64(1))[0].shape == (32,)
 
 
 def test_corrupted_or_mismatching_files_are_refused_naming_the_file(exports, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clamp3.batching import check_batch_size
 from clamp3.config import Clamp3Config
 from clamp3.inputs import add_boundary_rows, check_feature_rows, check_patch_ids, check_token_ids
 from clamp3.model_identity import ModelIdentity
@@ -186,6 +187,7 @@ class OnnxModel:
         """Prepared items (n_i, ...) -> (D,) global vectors (length-weighted segment mean) or
         (n_i, H) unpooled, exactly as :func:`clamp3.embedding.embed_items`."""
         length = self.config.tower(modality).segment_length
+        batch_size = check_batch_size(batch_size)
         return embed_segmented(
             items, length, pooled, lambda pieces: self.run_segments(modality, pieces, pooled, batch_size)
         )
