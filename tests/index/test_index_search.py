@@ -155,6 +155,10 @@ def test_bad_vectors_are_refused(rng):
         with pytest.raises(ValueError, match="zero or non-finite query"):  # never "no hits"
             index.search(query.astype(np.float32))
     assert [h.key for h in index.search(np.ones(8, np.float32))[0]] == ["one"]
+    for k in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=f"k must be a positive integer, got {k!r}"):
+            index.search(np.ones(8, np.float32), k=k)
+    assert len(index.search(np.ones(8, np.float32), k=np.int64(3))[0]) == 1
 
 
 def test_load_reports_missing_files(rng, tmp_path):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -366,8 +367,9 @@ class SearchIndex:
         queries = normalize(raw)
         if queries.shape[1] != self.dim:
             raise ValueError(f"query dimension {queries.shape[1]} != index dimension {self.dim}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
         condition = self.where(where, modality)
         with self._lock.read():
             total = len(self._entries) if condition is None else len(self.matching_rows(condition))
