@@ -116,8 +116,11 @@ class Snapshot:
         hidden = frozenset(row for row, e in enumerate(entries) if media.escapes(e["path"], folders))
         if hidden:
             log.warning(
-                "index rows whose paths are not plain relative paths (a backslash, '..', absolute) or whose "
-                "files resolve outside the media root are left out of every search",
+                "%d index rows (e.g. %r) whose paths are not plain relative paths (a backslash, '..', "
+                "absolute) or whose files resolve outside the media root %s are left out of every search",
+                len(hidden),
+                entries[min(hidden)]["path"],
+                media.root,
                 extra={"fields": {"rows_left_out": len(hidden), "media_root": str(media.root)}},
             )
         _warn_if_missing(entries, hidden, media)
