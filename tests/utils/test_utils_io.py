@@ -9,7 +9,8 @@ import pytest
 
 from clamp3.utils.errors import InputError
 from clamp3.utils.extras import optional_module
-from clamp3.utils.io import append_jsonl, csv_rows, json_text, jsonl_objects, read_jsonl, write_json_atomic
+from clamp3.utils.io import append_jsonl, csv_rows, header_delimiter, json_text, jsonl_objects, read_jsonl
+from clamp3.utils.io import write_json_atomic
 
 # What os.walk / Path give for the file-name bytes b"caf\xe9.mid" (Latin-1, not UTF-8).
 NOT_UTF8 = os.fsdecode(b"caf\xe9.mid")
@@ -124,6 +125,31 @@ def test_csv_rows_keep_multi_line_cells_and_number_rows_by_their_first_line():
     text = 'a,b\r\n\r\n1,"two\nlines"\n3,"x\n\ny"\n4,z'
     expected = [(1, ["a", "b"]), (2, []), (3, ["1", "two\nlines"]), (5, ["3", "x\n\ny"]), (8, ["4", "z"])]
     assert list(csv_rows(text)) == expected
+
+
+def test_a_catalogue_header_tells_its_delimiter(tmp_path):
+    """Spreadsheets in locales with a decimal comma save ``;``; the header of a catalogue (which
+    has one) says so. Header-less files keep the comma."""
+    from clamp3.curate.catalogue import read_catalogue as curate_catalogue
+    from clamp3.index.catalogue import read_catalogue
+
+    assert header_delimiter("\nid;title;files\n") == ";" and header_delimiter("id\ttitle") == "\t"
+    assert header_delimiter("key,tags\na,rock;live;folk\n") == ","  # cells do not vote
+    assert header_delimiter('"a;b;c",d\n') == "," and header_delimiter("key\n") == ","
+    assert list(csv_rows("a;b\n1;2", ";")) == [(1, ["a", "b"]), (2, ["1", "2"])]
+
+    def both(directory, text):
+        directory.mkdir()
+        (directory / "a.abc").write_text("X:1\nK:C\nC|\n")
+        (directory / "cat.csv").write_text(text, encoding="utf-8")
+        index_rows = read_catalogue(directory / "cat.csv").rows
+        return index_rows, repr(curate_catalogue(directory / "cat.csv")).replace(str(directory), "DIR")
+
+    comma = both(tmp_path / "comma", "key,title,files,year:int\na,Wiegenlied,a.abc,1868\n")
+    for name, delimiter in (("semicolon", ";"), ("tab", "\t")):
+        text = delimiter.join(["key", "title", "files", "year:int"]) + "\n"
+        text += delimiter.join(["a", "Wiegenlied", "a.abc", "1868"]) + "\n"
+        assert both(tmp_path / name, text) == comma, name
 
 
 def _as_written(text: str, how: str) -> bytes:

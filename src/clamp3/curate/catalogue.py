@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clamp3.inputs import unprepared_reason
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows, jsonl_objects, read_text
+from clamp3.utils.io import csv_rows, header_delimiter, jsonl_objects, read_text
 
 _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
 _TITLE_KEYS = ("title", "name")
@@ -98,7 +98,8 @@ def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[InputError]]:
 def _csv_records(path: Path, text: str) -> list[tuple[str, dict]]:
     """``(line N, {header: cell})`` per data row, as ``csv.DictReader`` builds them (a short row
     fills ``None``, extra cells go under ``None``), numbered by the line each row starts on."""
-    rows = [(number, cells) for number, cells in csv_rows(text) if any(c.strip() for c in cells)]
+    found = csv_rows(text, header_delimiter(text))
+    rows = [(number, cells) for number, cells in found if any(c.strip() for c in cells)]
     if not rows:
         raise InputError(path, "CSV catalogue has no header row")
     header = rows[0][1]

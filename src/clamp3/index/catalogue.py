@@ -8,7 +8,8 @@ The file:
 
 * **JSONL**: one object per line; values are strings, integers, floats, booleans or lists of
   strings (``null`` or absent = unknown).
-* **CSV** (UTF-8, header row): a header may declare its type as ``name:type`` with type
+* **CSV** (UTF-8, header row; separated by commas, or by ``;`` or tabs as the header shows,
+  :func:`~clamp3.utils.io.header_delimiter`): a header may declare its type as ``name:type`` with type
   ``str``, ``int``, ``float``, ``bool`` or ``list`` (``tags:list``; a list cell is split on
   ``;``); without a declaration a column is ``int`` if every filled cell is an integer, else
   ``float`` if every one is a number, else ``str``. Empty cells are unknown.
@@ -36,7 +37,7 @@ from typing import Any
 from clamp3.index.filters import COLUMN_TYPES, KEYWORDS
 from clamp3.index.records import BASE_COLUMNS
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import csv_rows, read_text
+from clamp3.utils.io import csv_rows, header_delimiter, read_text
 
 JOIN_COLUMNS = ("key", "id", "path")
 LIST_SEPARATOR = ";"
@@ -188,7 +189,8 @@ def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str
         return rows, declared
     if source.suffix.lower() != ".csv":
         raise InputError(source, "a catalogue is a .csv or .jsonl file")
-    lines = [(n, cells) for n, cells in csv_rows(read_text(source)) if cells]
+    text = read_text(source)
+    lines = [(n, cells) for n, cells in csv_rows(text, header_delimiter(text)) if cells]
     if not lines:
         return [], declared
     names = []

@@ -258,14 +258,28 @@ def read_text(path: str | os.PathLike) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def header_delimiter(text: str) -> str:
+    """The delimiter of CSV ``text`` whose first non-blank line is a header: of ``,``, ``;`` and
+    tab, the one that line holds most often outside quotes (a comma on a tie or when it holds
+    none). Spreadsheets in locales with a decimal comma save ``;``; a header-less file (a label
+    list) has no line to tell by and stays comma-separated."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    best = max(CSV_DELIMITERS, key=unquoted.count)  # the first of equals: the comma
+    return best if unquoted.count(best) else ","
+
+
+def csv_rows(text: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """The rows of CSV ``text``, each with the line it starts on (blank rows come as ``[]``).
 
     A quoted cell may span lines and keeps its line breaks. ``csv.reader`` fed
     ``text.splitlines()`` drops them (``"two\nlines"`` became ``"twolines"``), and numbering
     rows by position shifts every line number after such a cell.
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     start = 1
     for row in reader:
         yield start, row
