@@ -31,7 +31,6 @@ _FILE_KEYS = ("filepaths", "filepath", "files", "file", "paths", "path")
 _TITLE_KEYS = ("title", "name")
 _ARTIST_KEYS = ("artists", "artist", "composers", "composer", "performers", "performer")
 _LIST_SEPARATOR = ";"
-# What the trainer reads (official-implementation.md §4.1): ABC / MTF text or MERT feature arrays.
 
 MetadataValue = str | list[str]
 
