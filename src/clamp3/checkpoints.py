@@ -173,15 +173,20 @@ def load_official_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def detect_flavour(names: set[str] | frozenset[str]) -> str:
-    """``clamp3``, ``clamp2`` or ``m3`` from the key names of an official state dict."""
+def detect_flavour(names: set[str] | frozenset[str], source: str | os.PathLike = "checkpoint") -> str:
+    """``clamp3``, ``clamp2`` or ``m3`` from the key names of an official state dict
+    (``CheckpointError`` naming ``source`` and one of its keys for any other)."""
     if any(k.startswith("symbolic_model.") for k in names):
         return "clamp3"
     if any(k.startswith("music_model.") for k in names):
         return "clamp2"
     if any(k.startswith("encoder.patch_embedding.") for k in names):
         return "m3"
-    raise CheckpointError("unrecognised checkpoint: no symbolic_model.*, music_model.* or encoder.* keys")
+    example = f"; it holds e.g. {min(names)!r}" if names else "; it holds no tensors"
+    raise CheckpointError(
+        f"{source}: not a CLaMP 3, CLaMP 2 or M3 checkpoint (no symbolic_model.*, music_model.* or "
+        f"encoder.* keys{example})"
+    )
 
 
 def map_official_key(key: str, flavour: str) -> str | None:
@@ -197,7 +202,7 @@ def map_official_key(key: str, flavour: str) -> str | None:
 
 def from_official_file(path: Path, config: Clamp3Config | None, name: str | None = None) -> WeightSource:
     state = load_official_state(path)
-    flavour = detect_flavour(set(state))
+    flavour = detect_flavour(set(state), path)
     if config is None:
         if flavour == "clamp3":
             tag = name or ("c2" if "_c2_" in path.name else "saas")

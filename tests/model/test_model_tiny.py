@@ -250,6 +250,17 @@ def test_a_damaged_official_file_is_one_line_naming_it(tmp_path, capsys, data):
     assert capsys.readouterr().err == f"error: {message}\n"
 
 
+def test_a_checkpoint_of_another_model_names_the_file_and_a_key(tmp_path):
+    path = tmp_path / "classifier.pth"
+    torch.save({"model": {"head.weight": torch.zeros(2), "backbone.0.weight": torch.zeros(2)}}, path)
+    with pytest.raises(CheckpointError) as err:
+        Clamp3Model.from_pretrained(path)
+    assert str(err.value) == (
+        f"{path}: not a CLaMP 3, CLaMP 2 or M3 checkpoint (no symbolic_model.*, music_model.* or "
+        "encoder.* keys; it holds e.g. 'backbone.0.weight')"
+    )
+
+
 def test_a_text_file_is_named_neither_zip_nor_pickle(tmp_path):
     path = tmp_path / "weights.pth"
     path.write_text("hi", encoding="utf-8")  # torch's own reason is 'KeyError: 105' (the byte 'i')

@@ -42,7 +42,7 @@ def donor_config(architecture: Clamp3Config, source: str) -> Clamp3Config | None
         return None  # a directory, or an unknown name that from_pretrained reports
     if not path.is_file():
         path = download_official(source)
-    flavour = detect_flavour(set(load_official_state(path)))
+    flavour = detect_flavour(set(load_official_state(path)), path)
     if not set(FLAVOUR_TOWERS[flavour]) <= set(architecture.modalities):
         return None
     if flavour == "m3":
