@@ -108,3 +108,37 @@ def test_an_official_file_of_another_size_without_a_model_preset_says_what_to_ad
     config = _run(tmp_path, tiny_tokenizer, ["audio"], init_from=str(path))
     with pytest.raises(CheckpointError, match='"model"'):
         load_stage_model(config, config.stages[0], None, None)
+
+
+def test_init_text_from_a_folder_seeds_the_text_tower(tmp_path, tiny_tokenizer, donor):
+    folder = tmp_path / "xlmr"
+    Clamp3Model.from_preset("tiny", seed=7).text_model.save_pretrained(folder)  # an XLM-R folder
+    best = train(
+        _run(tmp_path, tiny_tokenizer, ["audio-text-frozen"], model="tiny", init_text_from=str(folder))
+    )
+    after = load_file(best / "model.safetensors")
+    text = {k: v for k, v in donor.items() if k.startswith("text_model.") and "pooler" not in k}
+    assert text and all(torch.equal(after[k], v) for k, v in text.items())
+    config = _run(tmp_path, tiny_tokenizer, ["audio"], model="tiny", init_text_from=str(tmp_path / "data"))
+    with pytest.raises(CheckpointError, match=r"not an XLM-R model transformers can load \(OSError"):
+        load_stage_model(config, config.stages[0], None, None)  # a folder without weights
+
+
+def test_init_text_from_a_hub_id_offline_is_one_error_saying_what_to_download(
+    tmp_path, tiny_tokenizer, monkeypatch
+):
+    """transformers alone retried the hub for ~25 s, then raised its OSError as a traceback."""
+    from huggingface_hub import constants
+
+    import clamp3.hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(clamp3.hub, "hub_unreachable", lambda *a, **k: pytest.fail("probed while offline"))
+    hub_id = "FacebookAI/xlm-roberta-base"
+    config = _run(tmp_path, tiny_tokenizer, ["audio"], model="tiny", init_text_from=hub_id)
+    with pytest.raises(CheckpointError) as info:
+        load_stage_model(config, config.stages[0], None, None)
+    message = str(info.value)
+    assert "`hf download FacebookAI/xlm-roberta-base config.json model.safetensors`" in message
+    assert message.startswith("the text tower's starting weights (init_text_from): ") and "\n" not in message

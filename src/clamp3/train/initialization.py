@@ -148,12 +148,39 @@ def load_symbolic_weights(model: Clamp3Model, source: str) -> None:
         raise ValueError(f"{source}: its symbolic tower does not fit this model ({exc})") from exc
 
 
+TEXT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def text_donor_folder(source: str) -> Path:
+    """The folder of an XLM-R model's ``config.json`` and weights: ``source`` itself, or the hub
+    cache's copy of repository ``source`` through :func:`clamp3.hub.fetch` (cache first, one
+    short probe, one error naming the files and the ``hf download`` command; transformers
+    alone retried an unreachable hub for ~25 s and then printed a traceback)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from clamp3.hub import fetch
+
+    what = "the text tower's starting weights (init_text_from)"
+    instead = "and put config.json and the weights in a folder, then give that folder as init_text_from"
+    config = fetch(source, "config.json", what=what, instead=instead, also=TEXT_WEIGHT_FILES[:1])
+    fetch(source, TEXT_WEIGHT_FILES, what=what, instead=instead, also=("config.json",))
+    return config.parent  # the cache keeps a repository's files in one snapshot folder
+
+
 def load_text_weights(model: Clamp3Model, source: str) -> None:
     """Replace the text encoder with a Hugging Face XLM-R model (hub id or directory), as the
     official starts from ``FacebookAI/xlm-roberta-base``."""
     from transformers import XLMRobertaModel
 
-    donor = XLMRobertaModel.from_pretrained(source).state_dict()
+    folder = text_donor_folder(source)
+    try:
+        donor = XLMRobertaModel.from_pretrained(folder).state_dict()
+    except (OSError, ValueError) as exc:  # no weights, a config of another model type, ...
+        from clamp3.utils.errors import CheckpointError
+        from clamp3.utils.reasons import describe_exception
+
+        reason = describe_exception(exc).splitlines()[0][:300]
+        raise CheckpointError(f"{folder}: not an XLM-R model transformers can load ({reason})") from exc
     donor = {k: v for k, v in donor.items() if not k.startswith("pooler.")}
     missing, unexpected = model.text_model.load_state_dict(donor, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
