@@ -21,6 +21,7 @@ from clamp3.audio.resample import StreamingResampler, output_length
 from clamp3.inputs import extensions, not_a_file
 from clamp3.utils.errors import InputError
 from clamp3.utils.extras import optional_module
+from clamp3.utils.reasons import audio_decode_error
 
 SAMPLE_RATE = 24000
 AUDIO_EXTENSIONS = extensions(kinds=("recording",))  # the recordings of the input table
@@ -56,21 +57,6 @@ class _Growable:
         return self.data if self.size == len(self.data) else self.data[: self.size].copy()
 
 
-def decode_error(path: str | os.PathLike, exc: Exception) -> InputError:
-    """``InputError(path, "cannot decode audio (<reason>)")`` from a decoder's exception: the
-    reason without the ``Error opening '<path>': `` that libsndfile puts first (the error names
-    the file already), and without libsndfile's "File does not exist or is not a regular file",
-    which it also says of an existing file whose content it cannot read (an MP3 with a garbled
-    tag, say)."""
-    reason = str(exc).replace(f"Error opening {str(path)!r}: ", "")
-    if "does not exist or is not a regular file" in reason and Path(path).is_file():
-        kind = Path(path).suffix.lstrip(".").upper() or "audio"
-        reason = f"its content is not {kind} that libsndfile can read"
-    if not isinstance(exc, _soundfile().SoundFileError):  # a decoder bug: its type says more
-        reason = f"{type(exc).__name__}: {reason}"
-    return InputError(path, f"cannot decode audio ({reason})")
-
-
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode ``path`` (wav, flac, ogg, mp3) to a mono float32 waveform at ``sample_rate`` Hz.
 
@@ -101,7 +87,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
             wave, decoded = _decode(handle, sample_rate)
             declared = handle.frames
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as exc:
-        raise decode_error(path, exc) from exc
+        raise audio_decode_error(path, exc) from exc
     if decoded == 0:
         raise InputError(path, "the file holds no audio samples")
     # Compressed streams that end early decode without an error; the header still says how long

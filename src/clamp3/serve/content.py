@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clamp3.audio.io import decode_error
 from clamp3.serve.errors import TooLarge
 from clamp3.utils.errors import InputError
+from clamp3.utils.reasons import audio_decode_error
 
 # One segment of the audio tower: 128 positions minus the two special rows, each row one 5-s
 # window of the front-end. Longer recordings are embedded segment by segment, at a cost that
@@ -46,7 +46,7 @@ def check_audio_length(path: Path, max_seconds: float) -> float:
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as exc:
-        raise decode_error(path, exc) from exc
+        raise audio_decode_error(path, exc) from exc
     if info.frames <= 0 or info.samplerate <= 0:
         raise InputError(path, "the file holds no audio samples")
     seconds = info.frames / info.samplerate
@@ -60,7 +60,7 @@ def check_audio_length(path: Path, max_seconds: float) -> float:
                 if counted > limit:
                     raise TooLarge(_too_long("longer than its header says", max_seconds))
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as exc:
-        raise decode_error(path, exc) from exc
+        raise audio_decode_error(path, exc) from exc
     return counted / info.samplerate
 
 

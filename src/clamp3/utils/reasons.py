@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from clamp3.utils.errors import InputError
+
 
 def describe_exception(exc: BaseException) -> str:
     """``"<Type>: <message>"``, readable even when the message is empty.
@@ -21,3 +26,19 @@ def printable(text: str) -> str:
     keeps them) written as ``\\udcXX``, so that it can go to any UTF-8 stream: ``sys.stderr``
     escapes them itself, but a redirected or captured stream may be strict and raise."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def audio_decode_error(path: str | os.PathLike, exc: Exception) -> InputError:
+    """``InputError(path, "cannot decode audio (<reason>)")`` from a decoder's exception, for
+    every reader of audio (``clamp3.audio``, the service's checks; torch-free, as the service
+    with an ONNX export is). The reason drops the ``Error opening '<path>': `` libsndfile puts
+    first (the error names the file already) and replaces its "File does not exist or is not a
+    regular file", which it also says of an existing file whose content it cannot read (an MP3
+    with a garbled tag, say)."""
+    reason = str(exc).replace(f"Error opening {str(path)!r}: ", "")
+    if "does not exist or is not a regular file" in reason and Path(path).is_file():
+        kind = Path(path).suffix.lstrip(".").upper() or "audio"
+        reason = f"its content is not {kind} that libsndfile can read"
+    if not type(exc).__module__.startswith("soundfile"):  # a decoder bug: its type says more
+        reason = f"{type(exc).__name__}: {reason}"
+    return InputError(path, f"cannot decode audio ({reason})")
