@@ -40,6 +40,7 @@ def test_normalisation_is_whole_track_population_variance():
     ("wave", "reason"),
     [
         (np.ones(MIN_WINDOW_SAMPLES - 1, np.float32), "too short: 0.99 s"),
+        (np.linspace(0, 1, 150, dtype=np.float32), "too short: 6 ms at 24 kHz"),  # it read "0.00 s"
         (np.zeros(48000, np.float32), "silent"),
         (np.full(48000, 0.3, np.float32), "silent"),  # a constant offset has no variance either
         (np.array([0.1, np.inf] * 24000, np.float32), "NaN or infinite"),

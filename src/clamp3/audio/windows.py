@@ -66,9 +66,11 @@ def prepare_track(wave: np.ndarray, name: str = "<waveform>") -> Track:
         raise InputError(name, "the audio holds NaN or infinite samples")
     if len(wave) < MIN_WINDOW_SAMPLES:
         seconds = np.floor(len(wave) / SAMPLE_RATE * 100) / 100  # down: 0.999 s must not read "1.00 s"
+        # A click of a few milliseconds read "0.00 s".
+        length = f"{seconds:.2f} s" if seconds >= 0.1 else f"{len(wave) * 1000 // SAMPLE_RATE} ms"
         raise InputError(
             name,
-            f"audio too short: {seconds:.2f} s at 24 kHz; at least 1 s is needed "
+            f"audio too short: {length} at 24 kHz; at least 1 s is needed "
             "(the official extractor silently drops such files)",
         )
     mean = wave.mean(dtype=np.float32)
