@@ -302,3 +302,13 @@ def test_warnings_of_clamp3_code_are_log_lines_and_other_warnings_keep_their_for
     assert [r.name for r in caplog.records if "N < D" in r.getMessage()] == ["clamp3.evaluate.frechet"]
     assert seen == ["a warning of another package"]  # Python's own display, untouched
     assert warnings.showwarning is default  # restored when the command ends
+
+
+def test_version_names_clamp3_python_and_the_engines(capsys):
+    import clamp3
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and out.startswith(f"clamp3 {clamp3.__version__} (Python 3.")
+    assert "torch " in out and "transformers " in out

@@ -20,6 +20,7 @@ here once for every command:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -108,12 +109,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--version", action=_PrintVersions, help="versions, for a bug report")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of the commands below")
     commands = _Commands(sub)
     for name in modules:
         importlib.import_module(name).register(commands)
     parser.epilog = _grouped(commands.helps)
     return parser
+
+
+class _PrintVersions(argparse.Action):
+    """``--version``: reads the versions only when asked (argparse's own action wants the text
+    up front, ~25 ms of metadata look-ups on every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
+def _versions() -> str:
+    """``clamp3 X (Python Y; torch Z, transformers ...)``: the packages a bug report needs, read
+    from their metadata (nothing is imported)."""
+    from importlib import metadata
+
+    from clamp3 import __version__
+
+    found = []
+    for name in ("torch", "transformers", "onnxruntime", "faiss-cpu", "pymilvus"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"clamp3 {__version__} (Python {python}; {', '.join(found)})"
 
 
 def main(argv: list[str] | None = None) -> int:
