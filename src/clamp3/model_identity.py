@@ -196,7 +196,9 @@ def require_same_model(
     (what_a, a), (what_b, b) = first, second
     verdict = None if a is None or b is None else same_model(a, b)
     if verdict is None:
-        log.info("model consistency not checked for %s: no comparable model identity recorded", where)
+        missing = [what for what, identity in (first, second) if identity is None]
+        why = f"{' and '.join(missing)}: no model recorded" if missing else "no comparable model fields"
+        log.info("model consistency not checked for %s (%s)", where, why)
         return "unchecked"
     if verdict:
         return "same"

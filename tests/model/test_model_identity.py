@@ -25,6 +25,19 @@ from clamp3.model_identity import (
 )
 
 
+def test_an_unchecked_pair_says_which_side_records_no_model(caplog):
+    import logging
+
+    queries, nameless = ("the queries", ModelIdentity("/a", "t:1")), ("x", ModelIdentity("", "t:1"))
+    with caplog.at_level(logging.INFO, "clamp3.model_identity"):
+        assert require_same_model(queries, ("the probe", None), "q") == "unchecked"
+        assert require_same_model(nameless, ("y", ModelIdentity("saas")), "r") == "unchecked"
+    assert [r.getMessage() for r in caplog.records] == [
+        "model consistency not checked for q (the probe: no model recorded)",
+        "model consistency not checked for r (no comparable model fields)",
+    ]
+
+
 def test_same_model_rule_and_refusal():
     assert same_model(ModelIdentity("/a", "t:1"), ModelIdentity("/b", "t:1")) is True  # a copy elsewhere
     assert same_model(ModelIdentity("saas", "t:1"), ModelIdentity("saas", "t:2")) is False  # retrained
