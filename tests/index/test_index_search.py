@@ -41,6 +41,16 @@ def test_exact_search_equals_numpy_top_k(rng):
         assert [h.key for h in hits[q]] == [f"item{r:05d}" for r in rows[q]]
 
 
+def test_an_ivf_index_of_a_few_vectors_is_exact_and_quiet(rng, capfd):
+    """FAISS printed "WARNING clustering 5 points to 1 centroids: please provide at least 39
+    training points" from C++ straight to the terminal."""
+    db = rng.standard_normal((5, 16)).astype(np.float32)
+    index = SearchIndex.create(16, "ivf", train_vectors=db)
+    index.add(db, _records(5))
+    assert [h.row for h in index.search(db[:1], k=5)[0]][0] == 0
+    assert "please provide at least" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_recall_is_high(rng, kind):
     # Clustered data (like real embeddings) plus fresh queries near the clusters.

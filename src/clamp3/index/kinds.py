@@ -74,6 +74,9 @@ def new_index(kind: str, dim: int, train_vectors: np.ndarray | None = None) -> A
             dim, f"IVF{ivf_lists(len(train_vectors))},Flat", faiss.METRIC_INNER_PRODUCT
         )
         index.cp.niter = IVF_KMEANS_ITERATIONS
+        # ivf_lists keeps 39 points per list whenever it can; below 39 vectors FAISS would print
+        # its own C++ warning about it to the terminal (one list is exact anyway).
+        index.cp.min_points_per_centroid = min(IVF_MIN_POINTS_PER_LIST, len(train_vectors))
         index.train(np.ascontiguousarray(train_vectors, dtype=np.float32))
         # Keeps row -> list position so stored vectors can be read back (recalibration on append).
         index.make_direct_map()
@@ -199,7 +202,10 @@ def report_calibration(
     kind: str, count: int, name: str, knob: int | None, recall: float, calibration: dict, index: Any
 ) -> None:
     """Log the outcome of :func:`calibrate` (a warning when it misses its target)."""
-    log.info("calibrated %s index of %d rows: %s=%s (recall@10 %.3f)", kind, count, name, knob, recall)
+    if knob is None:  # at most k rows: every search returns them all
+        log.info("%s index of %d rows: exact at any %s (recall@10 %.3f)", kind, count, name, recall)
+    else:
+        log.info("calibrated %s index of %d rows: %s=%s (recall@10 %.3f)", kind, count, name, knob, recall)
     if recall < calibration["target_recall@10"]:
         log.warning("%s index: recall@10 %.3f stays below the target at %s=%s", kind, recall, name, knob)
     if knob is not None and index is not None and knob >= knob_limit(kind, index):
