@@ -312,3 +312,9 @@ def test_version_names_clamp3_python_and_the_engines(capsys):
     out = capsys.readouterr().out
     assert info.value.code == 0 and out.startswith(f"clamp3 {clamp3.__version__} (Python 3.")
     assert "torch " in out and "transformers " in out
+
+
+def test_a_closed_pipe_stops_quietly_with_status_141(monkeypatch, capsys):
+    """`clamp3 presets | head -1` printed BrokenPipeError's traceback."""
+    assert _run_with(monkeypatch, BrokenPipeError(32, "Broken pipe"), ["presets"]) == 141
+    assert capsys.readouterr().err == ""

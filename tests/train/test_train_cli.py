@@ -64,6 +64,23 @@ def test_presets_are_listed(capsys):
     assert training and training in out and "towers:" not in training
 
 
+def test_a_preset_is_shown_in_full(capsys):
+    from clamp3.config import load_preset
+
+    assert main(["presets", "tiny"]) == 0  # an architecture: what its config.json holds
+    assert json.loads(capsys.readouterr().out) == {"architecture": load_preset("tiny").to_dict()}
+    assert main(["presets", "symbolic"]) == 0  # a training stage
+    stage = json.loads(capsys.readouterr().out)["stage"]
+    assert stage["task"] == "contrastive" and stage["optim"]["lr"] == 5e-05
+    assert main(["presets", "saas"]) == 0  # an architecture and a recipe
+    saas = json.loads(capsys.readouterr().out)
+    assert saas["architecture"]["name"] == "saas" and len(saas["recipe"]) == 4
+    assert main(["presets", "mini-m3"]) == 0  # a recipe only: its stages in order
+    assert [s["task"] for s in json.loads(capsys.readouterr().out)["recipe"]] == ["m3"]
+    assert main(["presets", "nope"]) == 2
+    assert "no preset or recipe named 'nope'" in capsys.readouterr().err
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) == 1, err

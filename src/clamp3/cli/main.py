@@ -155,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         # finished (convert) print it before re-raising.
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`clamp3 search ... | head -3`): stop quietly, as Unix
+        # tools do, instead of a traceback; stdout goes to /dev/null so that the interpreter's
+        # last flush at exit does not raise again. 141 = 128 + SIGPIPE.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _command_name(argv: list[str]) -> str | None:
