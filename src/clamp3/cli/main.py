@@ -3,7 +3,8 @@ them by stage of the data flow, and is the one place that turns errors into exit
 
 Exit statuses (every sub-command): 0 done; 1 some inputs failed (each named on stderr and in
 the command's ``errors.jsonl``); 2 bad usage, input or setup, printed as one ``error: ...`` line
-(the traceback with ``-v``); 130 interrupted (Ctrl-C). A command may add its own statuses
+(the traceback with ``-v``); 130 interrupted (Ctrl-C); 141 stdout closed by its reader
+(``| head``). A command may add its own statuses
 (``curate``: 3 incomplete, 4 unusable endpoint). What counts as bad input or setup, decided
 here once for every command:
 
