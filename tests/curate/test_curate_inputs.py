@@ -142,6 +142,24 @@ def test_bm25_ranks_the_matching_passage_first_and_drops_unrelated(tmp_path):
     )
 
 
+def test_bm25s_logs_follow_the_application(tmp_path, monkeypatch):
+    """bm25s sets its logger to DEBUG on import: its "Building index" line reached every
+    terminal, past the WARNING level the commands keep for other packages."""
+    import logging
+
+    from curate_support import write_demo_corpus
+
+    passages, _, _ = read_documents(write_demo_corpus(tmp_path, 2)[1])
+    root, seen = logging.getLogger(), []
+    handler = logging.Handler()
+    handler.emit = seen.append  # every record that reaches the root, whatever its level
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    monkeypatch.setattr(root, "handlers", [handler])
+    logging.getLogger("bm25s").setLevel(logging.DEBUG)  # as bm25s leaves it on import
+    Bm25Retriever(passages)
+    assert not [r for r in seen if r.name.startswith("bm25s")]
+
+
 def test_an_html_page_in_the_charset_its_meta_tag_declares_is_read(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()

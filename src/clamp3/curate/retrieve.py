@@ -18,6 +18,7 @@ of the passages, the vectors and the query.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -46,6 +47,11 @@ class Bm25Retriever:
         import bm25s
         from bm25s.tokenization import Tokenizer
 
+        # bm25s sets its own logger to DEBUG on import, so "Building index from token IDs"
+        # reached every terminal past the WARNING level the commands keep for other packages.
+        bm25s_log = logging.getLogger("bm25s")
+        if bm25s_log.level == logging.DEBUG and not bm25s_log.handlers:
+            bm25s_log.setLevel(logging.NOTSET)  # follow the application's configuration
         self.passages = list(passages)
         self._tokenizer = Tokenizer(stopwords="en")
         self._index = bm25s.BM25()
