@@ -128,3 +128,20 @@ def test_load_names_the_missing_file(tmp_path):
 def test_settings_that_cannot_train_are_refused(settings, named):
     with pytest.raises(ValueError, match=named):
         ProbeSettings(**settings)
+
+
+def test_a_probe_the_epoch_budget_cut_short_is_warned_about(rng, caplog):
+    """A few items give one optimizer step per epoch: 200 epochs were 200 small steps, and the
+    probe came out under-trained without a word."""
+    import logging
+
+    x, y = clusters(rng, n=24, spread=1.0)
+    with caplog.at_level(logging.WARNING, "clamp3.evaluate.probe_train"):
+        train_probe(x, y, NAMES, ProbeSettings(max_epochs=30, lr=1e-4))
+        messages = [r.getMessage() for r in caplog.records]
+        assert len(messages) == 1
+        assert "still falling at the last of 30 epochs (30 optimizer steps)" in messages[0]
+        caplog.clear()
+        x, y = clusters(rng)
+        train_probe(x, y, NAMES, ProbeSettings(lr=1e-2, patience=3))  # ended by early stopping
+        assert not caplog.records

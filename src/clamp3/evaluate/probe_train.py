@@ -11,6 +11,7 @@ training stops early on the loss of a stratified, seeded validation split.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -21,6 +22,7 @@ from torch import nn
 from clamp3.evaluate.probe import LinearProbe
 
 BALANCE_MODES = ("weight", "sample", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -163,7 +165,27 @@ def _fit_linear(
     bar.close()
     linear.load_state_dict(best[2])
     history.append({"best_epoch": best[1], "best_val_loss": round(best[0], 6)})
+    if _still_falling(history, settings):
+        steps = settings.max_epochs * len(_batches(len(z_train), settings, None, gen))
+        log.warning(
+            "probe: the %s loss was still falling at the last of %d epochs (%d optimizer steps): "
+            "the probe may be under-trained; raise --epochs or --lr",
+            "validation" if has_val else "training",
+            settings.max_epochs,
+            steps,
+        )
     return linear, history
+
+
+def _still_falling(history: list[dict], settings: ProbeSettings) -> bool:
+    """True when the epoch budget, not early stopping, ended training while the (validation)
+    loss still fell by more than 1 % over the last ``patience`` epochs: an under-trained probe.
+    ``history`` is :func:`_fit_linear`'s, its last entry the summary."""
+    epochs = history[:-1]
+    if history[-1]["best_epoch"] != settings.max_epochs or len(epochs) <= settings.patience:
+        return False
+    before, last = epochs[-1 - settings.patience]["val_loss"], epochs[-1]["val_loss"]
+    return last < 0.99 * before
 
 
 @contextlib.contextmanager
