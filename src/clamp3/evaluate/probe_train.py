@@ -166,7 +166,7 @@ def _fit_linear(
     linear.load_state_dict(best[2])
     history.append({"best_epoch": best[1], "best_val_loss": round(best[0], 6)})
     if _still_falling(history, settings):
-        steps = settings.max_epochs * len(_batches(len(z_train), settings, None, gen))
+        steps = settings.max_epochs * -(-len(z_train) // settings.batch_size)  # batches per epoch
         log.warning(
             "probe: the %s loss was still falling at the last of %d epochs (%d optimizer steps): "
             "the probe may be under-trained; raise --epochs or --lr",
