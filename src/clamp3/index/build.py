@@ -159,11 +159,10 @@ def build_index(
     index.save(out)
     for err in embeddings.errors:
         append_error(out / ERRORS_NAME, err.path, err.reason)
-    unmatched = found_catalogue.unmatched_values if found_catalogue is not None else []
+    unmatched, join = (found_catalogue.unmatched_values, found_catalogue.by) if found_catalogue else ([], None)
     return BuildReport(
         out, index.kind, added, len(records) - added - replaced, len(index), embeddings.errors,
-        replaced, removed, index.backend, unmatched, withheld, stale,
-        found_catalogue.by if found_catalogue is not None else None,
+        replaced, removed, index.backend, unmatched, withheld, stale, join,
     )  # fmt: skip
 
 
