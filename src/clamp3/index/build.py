@@ -159,7 +159,8 @@ def build_index(
     index.save(out)
     for err in embeddings.errors:
         append_error(out / ERRORS_NAME, err.path, err.reason)
-    unmatched, join = (found_catalogue.unmatched_values, found_catalogue.by) if found_catalogue else ([], None)
+    unmatched = found_catalogue.unmatched_values if found_catalogue else []
+    join = found_catalogue.by if found_catalogue else None
     return BuildReport(
         out, index.kind, added, len(records) - added - replaced, len(index), embeddings.errors,
         replaced, removed, index.backend, unmatched, withheld, stale, join,
