@@ -263,3 +263,13 @@ def test_the_printed_serve_command_repeats_the_folder_settings(argv, extra):
     again = _parsed(command[2:])  # parsed back, it names the same folder settings
     keys = ("workdir", "pieces", "seconds_max", "transpose", "train_titles", "steps", "batch_size", "model")
     assert all(getattr(again, k) == getattr(_parsed(argv), k) for k in keys)
+
+
+def test_the_printed_serve_command_quotes_a_folder_with_a_space():
+    import shlex
+
+    from clamp3.cli.demo import serve_command_line
+
+    line = serve_command_line(_parsed(["--workdir", "my runs/demo 1"]))
+    assert line == "clamp3 demo --serve --workdir 'my runs/demo 1'"  # it printed the words bare
+    assert shlex.split(line)[-1] == "my runs/demo 1"

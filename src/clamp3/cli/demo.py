@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\n{timings}", file=sys.stderr)
     if args.serve:
         return _serve_demo(args, result.model)
-    print(f"\nsearch the test pieces on a web page: {' '.join(serve_command(args))}")
+    print(f"\nsearch the test pieces on a web page: {serve_command_line(args)}")
     return 0
 
 
@@ -149,6 +150,11 @@ _FOLDER_FLAGS = {
     "batch_size": "--batch-size",
     "model": "--model",
 }
+
+
+def serve_command_line(args: argparse.Namespace) -> str:
+    """:func:`serve_command` as a shell line to copy (a folder name with a space is quoted)."""
+    return shlex.join(serve_command(args))
 
 
 def serve_command(args: argparse.Namespace) -> list[str]:
