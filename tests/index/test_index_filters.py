@@ -151,6 +151,9 @@ def test_catalogue_jsonl_by_key_and_its_errors(tmp_path):
         "digit.csv": ("key,2nd title\na,b\n", "e.g. '_2nd_title'"),
         "keyword.csv": ("key,Null\na,b\n", "'Null' is a word of the --where grammar"),
         "notjson.jsonl": ("{oops\n", "line 1: not JSON"),
+        # a traceback (TypeError in the type inference) before
+        "nested.jsonl": ('{"key": "a", "meta": {"b": 1}}\n', 'line 1, column meta: {"b": 1} is nested'),
+        "nested_list.jsonl": ('{"key": "a", "t": [["x"]]}\n', "line 1, column t: .* is nested"),
         # the line a row starts on, after a blank line and a cell spanning two lines
         "spans.csv": ('key,note,year:int\n\na,"two\nlines",1\nb,x,19x\n', "line 5, column year"),
         "blank.jsonl": ('{"key": "a"}\n\n{"key": "a"}\n', "line 3: key 'a' appears twice"),

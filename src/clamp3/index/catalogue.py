@@ -170,6 +170,19 @@ def _warn_if_mostly_numbers(source: Path, name: str, values: list[Any], lines: l
         )  # fmt: skip
 
 
+def _check_flat(source: Path, line: int, row: dict[str, Any]) -> None:
+    """Refuse a JSONL value that is an object or holds a list (it cannot be a column)."""
+    for name, value in row.items():
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, (dict, list)) for item in items):
+            shown = json.dumps(value, ensure_ascii=False)[:60]
+            raise InputError(
+                source,
+                f"line {line}, column {name}: {shown} is nested; a value is a string, number, boolean "
+                "or list of strings",
+            )
+
+
 def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, str]]:
     """Raw rows with the file line each starts on, and declared types (CSV ``name:type``
     headers). Blank lines are skipped; a quoted CSV cell may span lines (:func:`csv_rows`)."""
@@ -185,6 +198,7 @@ def _read_rows(source: Path) -> tuple[list[tuple[int, dict[str, Any]]], dict[str
                 raise InputError(source, f"line {number}: not JSON ({exc})") from None
             if not isinstance(row, dict):
                 raise InputError(source, f"line {number}: expected a JSON object")
+            _check_flat(source, number, row)
             rows.append((number, row))
         return rows, declared
     if source.suffix.lower() != ".csv":
