@@ -65,17 +65,26 @@ def test_a_csv_cell_spanning_lines_keeps_its_line_breaks_and_the_line_numbers(tm
 def test_jsonl_catalogue_lists_and_bad_lines(tmp_path):
     _music(tmp_path, "x.npy")
     rows = [
-        {"id": "x", "filepaths": ["music/x.npy"], "title": "Tune", "artists": ["P", "Q"], "genres": ["jig"]},
+        {"id": "x", "filepaths": ["music/x.npy"], "title": "Tune", "artists": ["P", "Q"], "genres": ["jig"],
+         "live": True},
         "not an object",
+        # these became Python reprs in the prompts ("{'a': 1}", "['A', 'B']")
+        {"id": "y", "filepaths": ["music/x.npy"], "title": "T", "meta": {"a": 1}},
+        {"id": {"a": 1}, "filepaths": ["music/x.npy"], "title": "T"},
+        {"id": "z", "filepaths": ["music/x.npy"], "title": ["A", "B"]},
     ]
     text = "\n".join(json.dumps(r) for r in rows) + "\n{broken\n"
     (tmp_path / "cat.jsonl").write_text(text, encoding="utf-8")
     items, errors = read_catalogue(tmp_path / "cat.jsonl")
-    assert len(items) == 1 and items[0].artists == ("P", "Q") and items[0].metadata == {"genres": ["jig"]}
-    assert items[0].metadata_lines() == ["title: Tune", "artists: P; Q", "genres: jig"]
+    assert len(items) == 1 and items[0].artists == ("P", "Q")
+    assert items[0].metadata == {"genres": ["jig"], "live": "true"}  # JSON's word, not Python's True
+    assert items[0].metadata_lines() == ["title: Tune", "artists: P; Q", "genres: jig", "live: true"]
     assert [e.reason for e in errors] == [
         "not a JSON object",
         "invalid JSON: Expecting property name enclosed in double quotes",
+        'meta: {"a": 1} is not a single value',
+        'id: {"a": 1} is not a single value',
+        'title: ["A", "B"] is not a single value',
     ]
     with pytest.raises(InputError, match="not found"):
         read_catalogue(tmp_path / "nope.csv")

@@ -19,6 +19,7 @@ the reason, and the other rows are read.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +114,10 @@ def _csv_records(path: Path, text: str) -> list[tuple[str, dict]]:
 
 def _item_from_row(row: dict, root: Path) -> CatalogueItem:
     lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-    item_id = _scalar(lowered.pop("id", None))
+    item_id = _scalar(lowered.pop("id", None), "id")
     if not item_id:
         raise ValueError("no id")
-    title = _scalar(_pop_first(lowered, _TITLE_KEYS))
+    title = _scalar(_pop_first(lowered, _TITLE_KEYS), "title")
     if not title:
         raise ValueError(f"item {item_id!r}: no title")
     paths = _as_list(_pop_first(lowered, _FILE_KEYS))
@@ -133,7 +134,7 @@ def _item_from_row(row: dict, root: Path) -> CatalogueItem:
     for key, value in lowered.items():
         values = _as_list(value)
         if values:
-            metadata[key] = values if isinstance(value, list) else _scalar(value)
+            metadata[key] = values if isinstance(value, list) else _scalar(value, key)
     return CatalogueItem(item_id, resolved, title, artists, metadata)
 
 
@@ -147,7 +148,13 @@ def _pop_first(row: dict, keys: tuple[str, ...]) -> object:
     return found
 
 
-def _scalar(value: object) -> str:
+def _scalar(value: object, field: str = "a value") -> str:
+    """A JSON scalar as catalogue text (``true``, not Python's ``True``); an object or a list
+    where one value is due is refused (it became its Python ``repr`` in the prompts)."""
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{field}: {json.dumps(value, ensure_ascii=False)[:60]} is not a single value")
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "" if value is None else str(value).strip()
 
 
