@@ -195,7 +195,7 @@ def test_rows_leaving_the_media_root_are_never_ranked_or_served(library, tiny_mo
     with caplog.at_level(logging.WARNING, logger="clamp3.serve.catalog"), app_for(lib, tiny_model) as app:
         warned = [r for r in caplog.records if "outside the media root" in r.getMessage()]
         assert warned and warned[-1].fields["rows_left_out"] == len(escapes) + 1
-        assert warned[-1].getMessage().startswith(f"{len(escapes) + 1} index rows (e.g. '")  # said in words too
+        assert warned[-1].getMessage().startswith(f"{len(escapes) + 1} index rows (e.g. '")  # in words
         missing = [r for r in caplog.records if "missing under the media root" in r.getMessage()]
         assert [(r.fields["missing"], r.fields["first"]) for r in missing] == [(1, "texts/missing.txt")]
         with client_for(app) as c:
