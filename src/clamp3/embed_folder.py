@@ -187,21 +187,31 @@ def _discard_outputs(out: Path, rank: int, world: int) -> None:
         manifest.unlink(missing_ok=True)
 
 
-def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listing]:
-    """(input root, files): a folder's supported files, or one file with its folder as root."""
+def check_paths(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """The checks of :func:`embed_folder` that need no model (``InputError``): a missing input,
+    an output named like a ``.npy`` file, the output being the input. Callers that load a model
+    for the run check these first, so a typo costs no model load (or a 1.8 GB download)."""
+    source, out = Path(in_dir), Path(out_dir)
     if out.suffix.lower() == ".npy" and not out.is_dir():  # ``embed a.mid a.npy`` made a folder a.npy/
         raise InputError(
             out, f"the output is a folder (it holds <name>.npy and {log_names(0)[0]}); give a folder name"
         )
     if source.is_file():
-        found = kind_of(source).modality  # InputError for an unsupported type
-        return source.parent, Listing([source] if modality in (None, found) else [])
-    if not source.is_dir():
+        kind_of(source)  # InputError for an unsupported type
+    elif not source.is_dir():
         raise InputError(source, "no such file or folder")
-    if out.exists() and out.resolve() == source.resolve():  # (1, D) vectors pass for (1, n, D) features
+    elif out.exists() and out.resolve() == source.resolve():  # (1, D) vectors pass for (1, n, D) features
         raise InputError(
             out, "the output folder is the input folder: its embeddings would be read back as inputs"
         )
+
+
+def _inputs(source: Path, out: Path, modality: str | None) -> tuple[Path, Listing]:
+    """(input root, files): a folder's supported files, or one file with its folder as root."""
+    check_paths(source, out)
+    if source.is_file():
+        found = kind_of(source).modality
+        return source.parent, Listing([source] if modality in (None, found) else [])
     return source, list_inputs(source, modality, exclude=out)
 
 

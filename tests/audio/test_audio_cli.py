@@ -99,7 +99,10 @@ def test_setup_errors_exit_2_without_traceback(tmp_path, capsys):
     assert (
         main(["extract-audio", str(tmp_path / "absent"), str(tmp_path / "out"), "--model", "logmel:8"]) == 2
     )
-    assert "not a directory" in capsys.readouterr().err
+    assert "absent: no such file or folder" in capsys.readouterr().err  # before any front-end loads
+    (tmp_path / "afile").write_text("")
+    assert main(["extract-audio", str(tmp_path / "afile"), str(tmp_path / "out"), "--model", "logmel:8"]) == 2
+    assert "afile: not a directory" in capsys.readouterr().err
     (tmp_path / "in").mkdir()
     assert main(["extract-audio", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path)]) == 2
     assert "needs config.json" in capsys.readouterr().err

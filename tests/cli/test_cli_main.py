@@ -130,7 +130,12 @@ def test_a_command_imports_its_module_only():
     [
         # probe, zero-shot and gen-score had a wrapper of their own that also took ValueError
         (["gen-score", "--generated", "gen_dir"], "give --prompts, --reference or both"),
-        (["zero-shot", "x.mid", "--labels", "a,b", "--model", "missing_model"], "missing_model"),
+        (["zero-shot", ".", "--labels", "a,b", "--model", "missing_model"], "missing_model"),
+        # a missing input is found before the model loads (it tried the default 'saas' weights)
+        (["zero-shot", "x.mid", "--labels", "a,b"], "x.mid: no such file or folder"),
+        (["gen-score", "--generated", "gen_dir", "--prompts", "p.csv"], "gen_dir: no such file or folder"),
+        (["extract-audio", "missing_dir", "out"], "missing_dir: no such file or folder"),
+        (["embed", "missing_dir", "out"], "missing_dir: no such file or folder"),
         (["probe", "predict", "missing_probe", "emb", "out"], "missing_probe"),
         (["convert", "missing_dir", "out"], "input directory not found"),
         (["presets", "--help-me"], None),  # argparse's own usage error: exit 2 as well

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any, TypeVar
+
+from clamp3.utils.errors import InputError
 
 T = TypeVar("T")
 
@@ -117,6 +120,15 @@ def add_captioner_argument(p: argparse.ArgumentParser) -> None:
         f"searched as text: a hub id or a local folder (default {DEFAULT_CAPTIONER}, as the official "
         "search); loaded only when an image is seen",
     )
+
+
+def require_existing(*paths: str | os.PathLike | None) -> None:
+    """``InputError(path, "no such file or folder")`` for the first of ``paths`` that is missing
+    (``None`` is skipped): called before a command loads its model, so a typo in a path costs
+    no model load, and no 1.8 GB download where the weights are not cached yet."""
+    for path in paths:
+        if path is not None and not os.path.exists(path):
+            raise InputError(path, "no such file or folder")
 
 
 def pipeline_of(args: argparse.Namespace, index: Any = None, one_shot: bool = False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clamp3.cli.args import add_quiet_flag, positive_int
+from clamp3.cli.args import add_quiet_flag, positive_int, require_existing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def _extract(args: argparse.Namespace) -> int:
     from clamp3.utils.errors import UsageError
 
     # A bad --model, --dtype or folder ends in cli.main: one line, exit status 2.
+    require_existing(args.input)  # before MERT loads
     if args.model.startswith("logmel:"):
         dim = args.model.split(":", 1)[1]
         if not dim.isdigit() or int(dim) < 1:

@@ -17,6 +17,7 @@ from clamp3.cli.args import (
     pipeline_of,
     positive_float,
     positive_int,
+    require_existing,
     settings_from,
 )
 from clamp3.utils.errors import InputError, UsageError
@@ -256,6 +257,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         templates += read_lines(args.templates_file, "templates")
     templates = templates or ["{label}"]
     build_prompts(labels, templates)  # bad labels or templates fail before the model loads
+    require_existing(*args.inputs, args.labels_csv)
     result = run_zero_shot(
         args.inputs,
         pipeline_of(args),
@@ -287,6 +289,7 @@ def _gen_score(args: argparse.Namespace) -> int:
     if args.prompts is None and args.reference is None:
         raise UsageError("give --prompts, --reference or both")
     needs_model = args.prompts is not None or not args.embeddings
+    require_existing(args.generated, args.prompts, args.reference)  # before the model loads
     settings = settings_from(GenScoreSettings, args)
     result = run_gen_score(
         args.generated,

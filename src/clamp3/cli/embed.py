@@ -70,8 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from clamp3.embed_folder import embed_folder, shard_from_env
+    from clamp3.embed_folder import check_paths, embed_folder, shard_from_env
 
+    check_paths(args.input, args.output)  # before the model loads: a typo costs no download
     report = embed_folder(
         pipeline_of(args),
         args.input,
