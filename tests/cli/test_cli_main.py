@@ -323,3 +323,11 @@ def test_a_closed_pipe_stops_quietly_with_status_141(monkeypatch, capsys):
     """`clamp3 presets | head -1` printed BrokenPipeError's traceback."""
     assert _run_with(monkeypatch, BrokenPipeError(32, "Broken pipe"), ["presets"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_named(monkeypatch, capsys, tmp_path):
+    """``build-corpus notes.txt`` said ``notes.txt/pieces: Not a directory``."""
+    (tmp_path / "notes.txt").write_text("")
+    exc = NotADirectoryError(20, "Not a directory", str(tmp_path / "notes.txt" / "pieces" / "a"))
+    assert _run_with(monkeypatch, exc, ["presets"]) == 2
+    assert _one_error_line(capsys) == f"error: {tmp_path / 'notes.txt'}: is a file, not a folder"

@@ -222,6 +222,10 @@ def _message(exc: BaseException) -> str:
     """The error line's text: an OS error as ``<path>: <reason>`` (Python's own form,
     ``[Errno 17] File exists: 'out'``, puts the path last and the errno first)."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        if isinstance(exc, NotADirectoryError):  # ``OUT/pieces: Not a directory``: name the file in the way
+            blocker = next((p for p in Path(exc.filename).parents if p.is_file()), None)
+            if blocker is not None:
+                return f"{blocker}: is a file, not a folder"
         reason = "exists and is not a folder" if isinstance(exc, FileExistsError) else exc.strerror
         return f"{exc.filename}: {reason}"
     return str(exc)
