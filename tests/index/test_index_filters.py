@@ -116,6 +116,25 @@ def test_catalogue_csv_types_and_join_by_path(tmp_path):
     assert joined[1]["year"] is None and catalogue.unmatched == 1  # a/y.mid matched no item
 
 
+def test_a_catalogue_naming_items_by_the_other_column_says_which_to_use(tmp_path, caplog):
+    """File names under ``key`` (the key has no extension) matched nothing, with no word why."""
+    import logging
+
+    records = [{"key": "folk/reel", "path": "folk/reel.mid"}, {"key": "jig", "path": "jig.abc"}]
+    (tmp_path / "by_key.csv").write_text("key,composer\nfolk/reel.mid,A\njig,B\n", encoding="utf-8")
+    (tmp_path / "by_path.csv").write_text("path,composer\nfolk/reel,A\n./jig.abc,B\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, "clamp3.index.catalogue"):
+        joined = read_catalogue(tmp_path / "by_key.csv").join(records)
+        assert [r["composer"] for r in joined] == [None, "B"]
+        read_catalogue(tmp_path / "by_path.csv").join(records)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "1 row names its item by its path under the 'key' column (e.g. 'folk/reel.mid'), so they "
+        "match nothing; name that column 'path'",
+        "1 row names its item by its key under the 'path' column (e.g. 'folk/reel'), so they "
+        "match nothing; name that column 'key'",
+    ]
+
+
 def test_a_number_column_made_text_by_a_few_cells_is_named(tmp_path, caplog):
     """``c. 1720`` among years makes the column text, and ``--where 'year > 1700'`` is then
     refused as a comparison on text: the cell that did it is named when the file is read."""

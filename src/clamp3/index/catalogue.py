@@ -66,8 +66,21 @@ class Catalogue:
         return {name: (row or {}).get(name) for name in self.columns}
 
     def join(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``records`` with the catalogue columns added (new dicts)."""
-        return [{**r, **self.values_for(r)} for r in records]
+        """``records`` with the catalogue columns added (new dicts). Rows whose join value is an
+        item's *other* name (a path under ``key``, as ``folk/reel.mid`` for the key
+        ``folk/reel``, or the reverse) match nothing; a warning says which column to use."""
+        joined = [{**r, **self.values_for(r)} for r in records]
+        other = "path" if self.by == "key" else "key"
+        names = {_norm_path(str(r.get(other) or "")) for r in records}
+        crossed = [v for v in self.unmatched_values if _norm_path(v) in names]
+        if crossed:
+            rows = "1 row names its" if len(crossed) == 1 else f"{len(crossed)} rows name their"
+            log.warning(
+                "%s: %s item by its %s under the %r column (e.g. %r), so they match nothing; name "
+                "that column %r",
+                self.source, rows, other, self.by, crossed[0], other,
+            )  # fmt: skip
+        return joined
 
     @property
     def unmatched(self) -> int:
