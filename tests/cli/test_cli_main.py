@@ -325,6 +325,34 @@ def test_a_closed_pipe_stops_quietly_with_status_141(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_reader_that_stops_early_ends_the_command_with_141_and_no_traceback():
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # The command starts once the reader has gone, so its whole (buffered) output meets a closed
+    # pipe: the interpreter's flush at exit printed "Exception ignored ... BrokenPipeError".
+    code = "import sys; sys.stdin.readline(); from clamp3.cli.main import main; "
+    code += "sys.exit(main(['presets', 'tiny']))"
+    env.pop("PYTHONUNBUFFERED", None)  # stdout block-buffered, as on most machines
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    run = subprocess.Popen([sys.executable, "-c", code], env=env, **pipes)
+    run.stdout.close()  # as `| head -1` does once it has its line
+    run.stdin.write(b"go\n")
+    run.stdin.close()
+    assert run.wait(timeout=120) == 141
+    err = run.stderr.read()
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err
+
+
+def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback(monkeypatch, capfd):
+    """A worker's pipe breaking is a bug, not a reader that went away (stdout here is open)."""
+    with pytest.raises(BrokenPipeError):
+        _run_with(monkeypatch, BrokenPipeError(32, "Broken pipe"), ["presets"])
+
+
 def test_a_file_in_the_way_of_an_output_folder_is_named(monkeypatch, capsys, tmp_path):
     """``build-corpus notes.txt`` said ``notes.txt/pieces: Not a directory``."""
     (tmp_path / "notes.txt").write_text("")

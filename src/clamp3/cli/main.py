@@ -149,7 +149,9 @@ def _versions() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the sub-command ``argv`` names; returns the exit status (module docstring)."""
     try:
-        return _run(argv)
+        status = _run(argv)
+        sys.stdout.flush()  # output still buffered meets a reader that went away here, not at exit
+        return status
     except KeyboardInterrupt:
         # Ctrl-C is a request, not a crash: one line instead of a traceback. 130 = 128 + SIGINT,
         # what shells report for a command stopped by Ctrl-C. Sub-commands that can say what they
@@ -159,10 +161,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (`clamp3 search ... | head -3`): stop quietly, as Unix
         # tools do, instead of a traceback; stdout goes to /dev/null so that the interpreter's
-        # last flush at exit does not raise again. 141 = 128 + SIGPIPE.
+        # last flush at exit does not raise again. 141 = 128 + SIGPIPE. Any other broken pipe
+        # (a worker's) is a bug and keeps its traceback.
+        if not _stdout_is_closed():
+            raise
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _stdout_is_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll reports an error on it). Where
+    that cannot be asked (no ``select.poll``, a stdout without a file descriptor), a broken pipe
+    is taken to be stdout's."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last
+        return True
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _command_name(argv: list[str]) -> str | None:
