@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from clamp3.utils.errors import InputError
-from clamp3.utils.io import jsonl_objects, read_text
+from clamp3.utils.io import decode_text, jsonl_objects, read_bytes, read_text
 from clamp3.utils.walk import walk_files
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -173,13 +173,10 @@ _DECLARED_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9._
 def _read_html(path: Path) -> str:
     """An HTML page as :func:`read_text` reads text, or else in the charset its ``<meta>`` tag
     declares (pages saved before UTF-8 was the norm: windows-1252, ISO-8859-1, Shift_JIS ...)."""
+    raw = read_bytes(path)
     try:
-        return read_text(path)
+        return decode_text(raw, path)
     except InputError as not_utf8:
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            raise not_utf8 from None
         declared = _DECLARED_CHARSET.search(raw[:4096])
         if declared is None:
             raise

@@ -240,10 +240,19 @@ def read_text(path: str | os.PathLike) -> str:
 
     ``InputError(path, reason)`` when the file cannot be read, holds a NUL byte (binary data
     under a text name) or is not valid UTF-8 (UTF-16), naming the byte offset."""
+    return decode_text(read_bytes(path), path)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``; ``InputError(path, "cannot read file: ...")`` when it cannot be read."""
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def decode_text(raw: bytes, path: str | os.PathLike) -> str:
+    """:func:`read_text` of bytes already read from ``path`` (named in the errors)."""
     encoding = "utf-16" if raw.startswith(_UTF16_MARKS) else "utf-8-sig"
     nul = raw.find(b"\0") if encoding == "utf-8-sig" else -1
     if nul >= 0:
