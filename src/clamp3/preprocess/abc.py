@@ -117,16 +117,14 @@ def _read_score(path: Path) -> bytes:
     :func:`unpacked_size_limit`); a larger one raises ``InputError``.
     """
     try:
-        with open(path, "rb") as handle:
-            zipped = is_compressed_score(handle.read(4))
-        if not zipped:  # by content, not name: a plain score saved as .mxl reads too
-            data = path.read_bytes()
+        data = path.read_bytes()  # once: a score's archive is small (the cap is on what it unpacks)
+        if not is_compressed_score(data):  # by content, not name: a plain score saved as .mxl reads too
             markup = data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
             if path.suffix.lower() == ".mxl" and not markup:
                 reason = "not a valid compressed MusicXML (.mxl) archive (no zip header), nor XML"
                 raise InputError(path, reason)
             return data
-        with zipfile.ZipFile(path) as archive:  # as is a compressed one saved as .xml
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:  # as is a compressed one saved as .xml
             names = archive.namelist()
             for name in names:
                 if name[:4] != "META" and name[-4:].lower() == ".xml":
