@@ -17,8 +17,9 @@ from clamp3.cli.args import (
     pipeline_of,
     positive_int,
     print_first_failures,
+    require_existing,
 )
-from clamp3.utils.errors import InputError, UsageError
+from clamp3.utils.errors import UsageError
 
 DEMO = "demo"
 
@@ -142,8 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--published-as {paper}: choose from {', '.join(published.figures()['models'])}, none"
         )
-    if not Path(args.path).exists():
-        raise InputError(args.path, "no such file or folder")
+    require_existing(args.path)  # before the model loads
     if args.json_out:
         check_output_file(args.json_out)
     label = Path(str(args.model)).name or str(args.model)
